@@ -1,0 +1,327 @@
+"""Shared LightningDataModule for tasks whose examples are tokenized once and padded per batch.
+
+`TokenizedDataModule` owns what every task has in common: loading the tokenizer, tokenizing splits with
+`datasets.Dataset.map` (cached on disk, so other ranks and later runs reuse the result), dynamic padding with
+`transformers.DataCollatorWithPadding`, length-grouped training batches, and eval/predict dataloaders whose
+batches carry `idx` so predictions can be written back in dataset order.
+
+A subclass says where the raw splits come from, which splits exist, how to check a split (columns, labels)
+and how to encode a batch of rows; see the abstract methods below.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import lightning as L
+import pyarrow.compute as pc
+import torch
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from neobert_tasks.data.sampler import LengthGroupedSampler
+from neobert_tasks.data.sources import DataError, MissingDataError, require_splits
+
+# Keys a batch may carry to the model; anything else a tokenizer or dataset adds (token_type_ids,
+# offset mappings, raw text) is dropped by the collator because tensors cannot be built from it or the
+# model does not use it.
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "labels", "idx")
+
+# A hub id is "name" or "owner/name"; anything else that does not exist on disk is a mistyped path.
+HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+EncodeFunction = Callable[[dict[str, list]], dict[str, list]]
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """Load a tokenizer from a local directory or a hub id, with a one-sentence error when neither works."""
+    is_local = Path(name_or_path).expanduser().exists()
+    if not is_local and not HUB_ID_PATTERN.match(name_or_path):
+        raise MissingDataError(f"Tokenizer directory '{name_or_path}' does not exist.")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(Path(name_or_path).expanduser()) if is_local else name_or_path)
+    except (OSError, ValueError) as error:
+        where = "local directory" if is_local else "not a local directory, and as a hub id"
+        raise DataError(f"Could not load tokenizer '{name_or_path}' ({where}): {error}") from error
+    if tokenizer.pad_token_id is None:
+        raise DataError(f"Tokenizer '{name_or_path}' has no padding token, which dynamic padding needs.")
+    return tokenizer
+
+
+class ModelInputCollator:
+    """`DataCollatorWithPadding` applied to the model input keys only; returns a plain dict of tensors."""
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None, keys: Sequence[str]
+    ) -> None:
+        self.keys = tuple(keys)
+        self.pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        kept = [{key: value for key, value in row.items() if key in self.keys} for row in features]
+        return dict(self.pad(kept))
+
+
+def encode_with_index(
+    batch: dict[str, list], indices: list[int], *, encode: EncodeFunction, keep_index: bool
+) -> dict[str, list]:
+    """Run a task's encode function; for eval splits also keep `idx` (the dataset's, else the row number)."""
+    encoded = encode(batch)
+    if keep_index and "idx" not in encoded:
+        encoded["idx"] = batch["idx"] if "idx" in batch else indices
+    return encoded
+
+
+class TokenizedDataModule(L.LightningDataModule, ABC):
+    """Base datamodule: tokenizes splits once (cached), pads per batch, groups training batches by length.
+
+    Args:
+        tokenizer: tokenizer directory or hub id, loaded with `transformers.AutoTokenizer`.
+        max_length: longest tokenized sequence; longer inputs are truncated.
+        batch_size: training examples per batch and device.
+        eval_batch_size: validation/test/predict examples per batch; defaults to `batch_size`.
+        num_workers: DataLoader worker processes (0 loads in the main process).
+        group_by_length: train on length-grouped batches (less padding) instead of a plain shuffle.
+        pad_to_multiple_of: round each batch's padded length up to a multiple of this (8 suits tensor cores).
+        seed: seed of the training order (shuffle and length grouping); epoch e uses seed + e.
+        limit_train_samples: keep only the first N training examples (quick runs); None keeps all.
+        limit_eval_samples: keep only the first N examples of each validation/test split; None keeps all.
+        cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
+    """
+
+    train_split_name = "train"
+    model_input_keys: tuple[str, ...] = MODEL_INPUT_KEYS
+
+    def __init__(
+        self,
+        tokenizer: str,
+        max_length: int,
+        batch_size: int,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        group_by_length: bool = True,
+        pad_to_multiple_of: int = 8,
+        seed: int = 42,
+        limit_train_samples: int | None = None,
+        limit_eval_samples: int | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in [("max_length", max_length), ("batch_size", batch_size)]:
+            if value < 1:
+                raise DataError(f"{name} must be a positive integer, got {value}.")
+        self.tokenizer_name_or_path = tokenizer
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.group_by_length = group_by_length
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.seed = seed
+        self.limit_train_samples = limit_train_samples
+        self.limit_eval_samples = limit_eval_samples
+        self.cache_dir = cache_dir
+        self.datasets: dict[str, datasets.Dataset] = {}
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._collator: ModelInputCollator | None = None
+        # Splits that were asked for but found missing when data was loaded; split name lists drop them.
+        self._missing_splits: set[str] = set()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Pieces a task provides.
+
+    @property
+    @abstractmethod
+    def data_source(self) -> str:
+        """Where the raw data comes from, for error messages (a directory or a hub id)."""
+
+    @property
+    @abstractmethod
+    def validation_split_names(self) -> list[str]:
+        """Validation splits in dataloader order; must be known right after `__init__` (no data loading)."""
+
+    @property
+    @abstractmethod
+    def test_split_names(self) -> list[str]:
+        """Test splits in dataloader order (may be empty); known right after `__init__`."""
+
+    @abstractmethod
+    def load_raw_splits(self, split_names: Sequence[str]) -> tuple[datasets.DatasetDict, dict[str, str]]:
+        """Load those of `split_names` that exist; return them with a readable origin per split."""
+
+    @abstractmethod
+    def check_split(self, split_name: str, dataset: datasets.Dataset, origin: str) -> None:
+        """Raise `DataError` when a raw split lacks a column or has invalid labels."""
+
+    @abstractmethod
+    def encode_function(self, split_name: str) -> EncodeFunction:
+        """A picklable function (e.g. a `functools.partial` of a module-level function) turning a batch of raw
+        rows into `input_ids`, `attention_mask` and, when labelled, `labels`. It is hashed by `datasets` to
+        find cached results, so it must not capture the datamodule itself (its state is not stable)."""
+
+    # ----------------------------------------------------------------------------------------------------
+    # Tokenizer, collator and split bookkeeping.
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer, loaded on first use so that building the datamodule stays cheap."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.tokenizer_name_or_path)
+        return self._tokenizer
+
+    @property
+    def collator(self) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+        """Pads a list of tokenized rows into a batch of tensors."""
+        if self._collator is None:
+            self._collator = ModelInputCollator(self.tokenizer, self.pad_to_multiple_of, self.model_input_keys)
+        return self._collator
+
+    @property
+    def predict_split_names(self) -> list[str]:
+        """Splits predicted by `predict_dataloader`: the test splits if there are any, else validation."""
+        return self.test_split_names or self.validation_split_names
+
+    def split_names_for(self, stage: str) -> list[str]:
+        """Split name of each dataloader index for `stage` ("validate", "test" or "predict"), for metric names."""
+        by_stage = {
+            "fit": self.validation_split_names,
+            "validate": self.validation_split_names,
+            "validation": self.validation_split_names,
+            "test": self.test_split_names,
+            "predict": self.predict_split_names,
+        }
+        if stage not in by_stage:
+            raise ValueError(f"Unknown stage '{stage}'; expected one of {', '.join(by_stage)}.")
+        return list(by_stage[stage])
+
+    def without_missing(self, split_names: Sequence[str]) -> list[str]:
+        """`split_names` minus those found absent when the data was loaded (all of them before loading)."""
+        return [name for name in split_names if name not in self._missing_splits]
+
+    def _load(self, split_names: Sequence[str]) -> tuple[datasets.DatasetDict, dict[str, str]]:
+        """Load raw splits through the subclass and remember which of the requested ones do not exist."""
+        raw, origins = self.load_raw_splits(split_names)
+        self._missing_splits.update(name for name in split_names if name not in raw)
+        return raw, origins
+
+    def _all_split_names(self) -> list[str]:
+        names = [self.train_split_name, *self.validation_split_names, *self.test_split_names]
+        return list(dict.fromkeys(names))
+
+    # ----------------------------------------------------------------------------------------------------
+    # Loading and tokenizing.
+
+    def prepare_data(self) -> None:
+        """Tokenize every available split once (rank 0 only), filling the datasets cache for `setup`."""
+        raw, origins = self._load(self._all_split_names())
+        for name in raw:
+            self._process_split(name, raw[name], origins[name])
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the splits `stage` needs; tokenization hits the cache written by `prepare_data`."""
+        wanted, required, any_of = self._stage_requirements(stage)
+        raw, origins = self._load(wanted)
+        require_splits(list(raw), required, self.data_source, any_of=any_of)
+        if stage == "fit" and not any(name in raw for name in self.validation_split_names):
+            rank_zero_warn(f"No validation split in {self.data_source}; training runs without validation.")
+        for name in raw:
+            self.datasets[name] = self._process_split(name, raw[name], origins[name])
+
+    def _stage_requirements(self, stage: str | None) -> tuple[list[str], list[str], bool]:
+        """Splits to load for `stage`, the ones that must exist, and whether one of them is enough."""
+        if stage == "fit":
+            return [self.train_split_name, *self.validation_split_names], [self.train_split_name], False
+        if stage == "validate":
+            return self.validation_split_names, self.validation_split_names, True
+        if stage == "test":
+            return self.test_split_names, self.test_split_names, True
+        if stage == "predict":
+            candidates = list(dict.fromkeys([*self.test_split_names, *self.validation_split_names]))
+            return candidates, candidates, True
+        return self._all_split_names(), [], False
+
+    def _process_split(self, name: str, dataset: datasets.Dataset, origin: str) -> datasets.Dataset:
+        """Limit, check and tokenize one raw split (the `map` result is cached under the datasets cache)."""
+        is_train = name == self.train_split_name
+        limit = self.limit_train_samples if is_train else self.limit_eval_samples
+        if limit is not None and limit < len(dataset):
+            # The first N rows keep eval order stable; `select` gets a deterministic fingerprint.
+            dataset = dataset.select(range(limit))
+        self.check_split(name, dataset, origin)
+        return dataset.map(
+            encode_with_index,
+            batched=True,
+            with_indices=True,
+            remove_columns=dataset.column_names,
+            fn_kwargs={"encode": self.encode_function(name), "keep_index": not is_train},
+            desc=f"Tokenizing {name}",
+        )
+
+    def _dataset(self, name: str) -> datasets.Dataset:
+        if name not in self.datasets:
+            raise DataError(f"Split '{name}' is not loaded; call setup() for a stage that uses it first.")
+        return self.datasets[name]
+
+    # ----------------------------------------------------------------------------------------------------
+    # Dataloaders.
+
+    def sequence_lengths(self, name: str) -> list[int]:
+        """Token count of every example of a tokenized split, read from Arrow without decoding rows."""
+        column = self._dataset(name).with_format("arrow")["input_ids"]
+        return pc.list_value_length(column).to_pylist()
+
+    def _loader(self, dataset: datasets.Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            collate_fn=self.collator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Length-grouped (or shuffled) training batches."""
+        dataset = self._dataset(self.train_split_name)
+        if not self.group_by_length:
+            generator = torch.Generator().manual_seed(self.seed)
+            return self._loader(dataset, self.batch_size, shuffle=True, generator=generator)
+        # Lightning would wrap a custom sampler in a DistributedSamplerWrapper with shuffle=True, which re-shuffles
+        # the grouped order; wrapping it here with shuffle=False only shards it, and Lightning leaves a
+        # DistributedSampler alone.
+        distributed = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
+        num_replicas = distributed["num_replicas"] if distributed else 1
+        sampler: torch.utils.data.Sampler[int] = LengthGroupedSampler(
+            self.sequence_lengths(self.train_split_name), self.batch_size, self.seed, num_replicas=num_replicas
+        )
+        if num_replicas > 1:
+            sampler = DistributedSamplerWrapper(sampler, shuffle=False, **distributed)
+        return self._loader(dataset, self.batch_size, sampler=sampler)
+
+    def _eval_loaders(self, split_names: list[str]) -> DataLoader | list[DataLoader]:
+        """One loader per split, in order; a bare loader when there is one so metric names stay unsuffixed."""
+        if split_names and not self.datasets:
+            raise DataError("No split is loaded; call setup() before asking for dataloaders.")
+        present = [name for name in split_names if name in self.datasets]
+        loaders = [self._loader(self.datasets[name], self.eval_batch_size) for name in present]
+        return loaders[0] if len(loaders) == 1 else loaders
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """One loader per validation split (a list when there are several, e.g. MNLI matched/mismatched)."""
+        return self._eval_loaders(self.validation_split_names)
+
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        """One loader per test split."""
+        return self._eval_loaders(self.test_split_names)
+
+    def predict_dataloader(self) -> DataLoader | list[DataLoader]:
+        """One loader per predicted split: the test splits when present, else the validation splits."""
+        present_tests = [name for name in self.test_split_names if name in self.datasets]
+        return self._eval_loaders(present_tests or self.validation_split_names)

@@ -1,0 +1,55 @@
+"""NeoBERT model classes, registered with the transformers Auto classes for ``model_type="neobert"``.
+
+After ``import neobert_tasks``, ``AutoModel.from_pretrained(<official checkpoint directory>)`` builds
+these classes with no ``trust_remote_code``: transformers prefers a registered local class over the
+``auto_map`` remote code named in the official ``config.json``.
+"""
+
+from transformers import (
+    AttentionInterface,
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+from neobert_tasks.model.attention import ATTENTION_BACKENDS, sdpa_varlen_attention
+from neobert_tasks.model.configuration import NeoBERTConfig
+from neobert_tasks.model.heads import (
+    NeoBERTForMaskedLM,
+    NeoBERTForQuestionAnswering,
+    NeoBERTForSequenceClassification,
+    NeoBERTForTokenClassification,
+)
+from neobert_tasks.model.modeling import NeoBERTModel, NeoBERTPreTrainedModel
+
+__all__ = [
+    "ATTENTION_BACKENDS",
+    "NeoBERTConfig",
+    "NeoBERTForMaskedLM",
+    "NeoBERTForQuestionAnswering",
+    "NeoBERTForSequenceClassification",
+    "NeoBERTForTokenClassification",
+    "NeoBERTModel",
+    "NeoBERTPreTrainedModel",
+]
+
+
+def _register() -> None:
+    AutoConfig.register("neobert", NeoBERTConfig, exist_ok=True)
+    for auto_class, model_class in (
+        (AutoModel, NeoBERTModel),
+        (AutoModelForMaskedLM, NeoBERTForMaskedLM),
+        (AutoModelForSequenceClassification, NeoBERTForSequenceClassification),
+        (AutoModelForTokenClassification, NeoBERTForTokenClassification),
+        (AutoModelForQuestionAnswering, NeoBERTForQuestionAnswering),
+    ):
+        auto_class.register(NeoBERTConfig, model_class, exist_ok=True)
+    # transformers validates attn_implementation against its own registry; make our CPU reference
+    # varlen backend a known name (only NeoBERT's forward ever dispatches to it).
+    AttentionInterface.register("sdpa_varlen", sdpa_varlen_attention)
+
+
+_register()

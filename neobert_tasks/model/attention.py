@@ -1,0 +1,133 @@
+"""Attention backends: one function per backend, all with the signature ``(query, key, value, context)``.
+
+Two families, chosen by ``config._attn_implementation``:
+
+* padded backends (``eager``, ``sdpa``) take ``(batch, length, heads, head_dim)`` and a boolean mask
+  that is True where attention is allowed;
+* varlen backends (``flash_attention_2``, ``sdpa_varlen``) take the unpadded ``(total_tokens, heads,
+  head_dim)`` with ``cu_seqlens``; the backbone unpads once on entry and re-pads once on exit, so the
+  FFNs skip padding too. ``sdpa_varlen`` runs PyTorch SDPA on each document separately: the readable
+  reference for flash-attn's kernel, and the way the unpad/re-pad logic is tested on machines without
+  CUDA.
+
+All of them return ``(..., heads, head_dim)`` in the layout they were given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AttentionContext:
+    """What a backend needs beyond q, k and v.
+
+    Attributes:
+        mask: Padded backends: boolean ``(batch, 1, 1 or L, L)``, True = may attend; None = attend all.
+        cu_seqlens: Varlen backends: ``(documents + 1,)`` int32 cumulative document lengths.
+        max_seqlen: Varlen backends: length of the longest document.
+    """
+
+    mask: torch.Tensor | None = None
+    cu_seqlens: torch.Tensor | None = None
+    max_seqlen: int = 0
+
+
+def eager_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, context: AttentionContext
+) -> torch.Tensor:
+    """softmax(q kᵀ / √d) v with masked scores set to -inf (not multiplied by the mask); fp32 softmax."""
+    query, key, value = (t.transpose(1, 2) for t in (query, key, value))  # (B, H, L, D)
+    scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])  # (B, H, L, L)
+    if context.mask is not None:
+        scores = scores.masked_fill(~context.mask, float("-inf"))
+    weights = scores.float().softmax(dim=-1).to(value.dtype)
+    return (weights @ value).transpose(1, 2)  # (B, L, H, D)
+
+
+def sdpa_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, context: AttentionContext
+) -> torch.Tensor:
+    """PyTorch's fused scaled-dot-product attention with a broadcasting boolean mask."""
+    query, key, value = (t.transpose(1, 2) for t in (query, key, value))  # (B, H, L, D)
+    output = F.scaled_dot_product_attention(query, key, value, attn_mask=context.mask)
+    return output.transpose(1, 2)  # (B, L, H, D)
+
+
+def sdpa_varlen_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, context: AttentionContext
+) -> torch.Tensor:
+    """Reference varlen kernel: SDPA on each document of the unpadded ``(total_tokens, H, D)`` input."""
+    boundaries = context.cu_seqlens.tolist()
+    outputs = []
+    for start, end in zip(boundaries[:-1], boundaries[1:], strict=True):
+        # (n, H, D) → (1, H, n, D): one document, no mask needed
+        q, k, v = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (query, key, value))
+        outputs.append(F.scaled_dot_product_attention(q, k, v).squeeze(0).transpose(0, 1))
+    return torch.cat(outputs, dim=0)  # (total_tokens, H, D)
+
+
+def flash_varlen_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, context: AttentionContext
+) -> torch.Tensor:
+    """flash-attn's ``flash_attn_varlen_func`` on the unpadded ``(total_tokens, H, D)`` input.
+
+    flash-attn computes in fp16/bf16 only; fp32 input (no autocast) is run in bf16 and cast back.
+    """
+    kernel = _import_flash_attn()
+    if not query.is_cuda:
+        raise RuntimeError(
+            "attn_implementation='flash_attention_2' runs on CUDA tensors only; the model is on "
+            f"{query.device}. Use attn_implementation='sdpa' on this device."
+        )
+    input_dtype = query.dtype
+    if input_dtype not in (torch.float16, torch.bfloat16):
+        query, key, value = (t.to(torch.bfloat16) for t in (query, key, value))
+    output = kernel(
+        query,
+        key,
+        value,
+        cu_seqlens_q=context.cu_seqlens,
+        cu_seqlens_k=context.cu_seqlens,
+        max_seqlen_q=context.max_seqlen,
+        max_seqlen_k=context.max_seqlen,
+        dropout_p=0.0,
+        causal=False,
+    )
+    return output.to(input_dtype)
+
+
+def _import_flash_attn() -> Callable:
+    """Import flash-attn on first use only, so that CPU machines never need it."""
+    try:
+        from flash_attn import flash_attn_varlen_func
+    except ImportError as error:
+        raise ImportError(
+            "attn_implementation='flash_attention_2' needs the flash-attn package and a CUDA GPU "
+            "(pip install 'neobert_tasks[flash]'); use attn_implementation='sdpa' otherwise."
+        ) from error
+    return flash_attn_varlen_func
+
+
+# name → (function, takes unpadded input)
+ATTENTION_BACKENDS: dict[str, tuple[Callable, bool]] = {
+    "eager": (eager_attention, False),
+    "sdpa": (sdpa_attention, False),
+    "sdpa_varlen": (sdpa_varlen_attention, True),
+    "flash_attention_2": (flash_varlen_attention, True),
+}
+
+
+def attention_backend(name: str | None) -> tuple[Callable, bool]:
+    """The backend function for ``attn_implementation`` ``name`` and whether it takes unpadded input."""
+    name = name or "sdpa"
+    if name not in ATTENTION_BACKENDS:
+        raise ValueError(
+            f"Unknown attn_implementation {name!r} for NeoBERT; choose one of {sorted(ATTENTION_BACKENDS)}."
+        )
+    return ATTENTION_BACKENDS[name]

@@ -1,0 +1,211 @@
+"""The NeoBERT backbone: pre-RMSNorm blocks with per-head fused qkv, adjacent-pair RoPE and SwiGLU.
+
+Module and parameter names are the official checkpoint's keys (``encoder`` is the token embedding,
+``transformer_encoder.N.qkv``, ``ffn.w12``, ``layer_norm``), so the published ``model.safetensors``
+loads with no renaming table and what we save loads in the reference code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutput
+
+from neobert_tasks.model import padding
+from neobert_tasks.model.attention import AttentionContext, attention_backend
+from neobert_tasks.model.configuration import NeoBERTConfig
+from neobert_tasks.model.rope import apply_rotary, rotary_cos_sin
+
+
+class SwiGLU(nn.Module):
+    """``w3(silu(gate(x)) * up(x))`` with gate and up fused in ``w12``: rows ``[0, F)`` gate, ``[F, 2F)`` up."""
+
+    def __init__(self, hidden_size: int, width: int):
+        super().__init__()
+        self.w12 = nn.Linear(hidden_size, 2 * width, bias=False)
+        self.w3 = nn.Linear(width, hidden_size, bias=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w12(hidden).chunk(2, dim=-1)  # (..., F) each
+        return self.w3(nn.functional.silu(gate) * up)
+
+
+class NeoBERTEncoderBlock(GradientCheckpointingLayer):
+    """``x + wo(attention(attention_norm(x)))`` then ``x + ffn(ffn_norm(x))``; no biases."""
+
+    def __init__(self, config: NeoBERTConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.dim_head
+        self.attention_norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
+        self.wo = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.ffn_norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.ffn = SwiGLU(config.hidden_size, config.ffn_width)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        context: AttentionContext,
+        attention,
+    ) -> torch.Tensor:
+        """``hidden`` is ``(batch, length, hidden)`` for padded backends, ``(tokens, hidden)`` for varlen."""
+        # qkv is fused per head: (..., heads, 3 * head_dim), split into q, k, v of (..., heads, head_dim)
+        qkv = self.qkv(self.attention_norm(hidden)).unflatten(-1, (self.num_heads, 3 * self.head_dim))
+        query, key, value = qkv.chunk(3, dim=-1)
+        query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+        attended = attention(query, key, value, context)  # (..., heads, head_dim)
+        hidden = hidden + self.wo(attended.flatten(-2))
+        return hidden + self.ffn(self.ffn_norm(hidden))
+
+
+class NeoBERTPreTrainedModel(PreTrainedModel):
+    """Shared weight initialisation, loading rules and backend support of every NeoBERT class."""
+
+    config_class = NeoBERTConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["NeoBERTEncoderBlock"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Embeddings from ``embedding_init_range``, task heads from ``classifier_init_range``, the rest
+        from ``decoder_init_range``; biases zero, norms one. Uses ``transformers.initialization`` so that
+        weights loaded from a checkpoint are never overwritten."""
+        config = self.config
+        if isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=config.embedding_init_range)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.Linear):
+            is_head = getattr(module, "is_task_head", False)
+            std = config.classifier_init_range if is_head else config.decoder_init_range
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.RMSNorm):
+            init.ones_(module.weight)
+
+
+class NeoBERTModel(NeoBERTPreTrainedModel):
+    """The bare encoder: token ids in, final-RMSNormed hidden states out (no pooler).
+
+    Accepts right-padded batches (``attention_mask``), packed rows whose ``position_ids`` restart at 0
+    at each document, or one flat packed row with ``cu_seqlens``; documents never attend to each other.
+    """
+
+    def __init__(self, config: NeoBERTConfig):
+        super().__init__(config)
+        self.encoder = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.transformer_encoder = nn.ModuleList(
+            [NeoBERTEncoderBlock(config) for _ in range(config.num_hidden_layers)]
+        )
+        self.layer_norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.encoder
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.encoder = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutput | tuple:
+        """Encode a batch.
+
+        Args:
+            input_ids: ``(batch, length)`` token ids (or ``(tokens,)`` with ``cu_seqlens``).
+            attention_mask: ``(batch, length)``, 1 for tokens and 0 for padding.
+            position_ids: ``(batch, length)`` positions; restarting at 0 marks a new packed document.
+            cu_seqlens: ``(documents + 1,)`` boundaries of the documents packed in one flat row.
+            inputs_embeds: ``(batch, length, hidden)`` embeddings used instead of ``input_ids``.
+            token_type_ids: Accepted for tokenizer compatibility and ignored (NeoBERT has none).
+            output_hidden_states: Also return the input of every block and the final output.
+            return_dict: Return a ``BaseModelOutput`` (default) rather than a tuple.
+        """
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        hidden = self.encoder(input_ids) if inputs_embeds is None else inputs_embeds
+        if hidden.dim() == 2:  # a flat packed row (tokens, hidden) given with cu_seqlens
+            hidden = hidden.unsqueeze(0)
+        if cu_seqlens is not None:
+            if attention_mask is not None or hidden.shape[0] != 1:
+                raise ValueError("cu_seqlens describes one flat packed row: pass no attention_mask and batch 1.")
+            position_ids = padding.positions_from_cu_seqlens(cu_seqlens, hidden.shape[1])
+        batch_size, length = hidden.shape[:2]
+        if position_ids is None:
+            position_ids = torch.arange(length, device=hidden.device).expand(batch_size, length)
+        self._check_length(position_ids, length)
+        documents = padding.document_ids(attention_mask, position_ids, hidden.shape[:2])
+        packed = cu_seqlens is not None or padding.is_packed(position_ids)
+        attention, unpadded_input = attention_backend(self.config._attn_implementation)
+        if unpadded_input:
+            hidden, all_hidden = self._encode_unpadded(
+                hidden, position_ids, documents, attention, output_hidden_states
+            )
+        else:
+            hidden, all_hidden = self._encode_padded(
+                hidden, position_ids, documents, packed, attention, output_hidden_states
+            )
+        if not return_dict:
+            return tuple(value for value in (hidden, all_hidden) if value is not None)
+        return BaseModelOutput(last_hidden_state=hidden, hidden_states=all_hidden)
+
+    def _check_length(self, position_ids: torch.Tensor, length: int) -> None:
+        """RoPE was trained up to ``max_length`` positions: refuse longer input rather than extrapolate."""
+        longest = int(position_ids.max()) + 1 if position_ids.numel() else 0
+        if longest > self.config.max_length:
+            raise ValueError(
+                f"Input of length {max(longest, length)} is longer than this model's max_length "
+                f"{self.config.max_length}; truncate or split it (tokenizer max_length)."
+            )
+
+    def _run_blocks(self, hidden, cos, sin, context, attention, keep_hidden, repad=None):
+        """Run every block; with ``keep_hidden``, also return each block's input and the final output."""
+        all_hidden = []
+        for block in self.transformer_encoder:
+            if keep_hidden:
+                all_hidden.append(hidden)
+            hidden = block(hidden, cos, sin, context, attention)
+        hidden = self.layer_norm(hidden)
+        if not keep_hidden:
+            return (hidden if repad is None else repad(hidden)), None
+        all_hidden.append(hidden)
+        if repad is not None:
+            all_hidden = [repad(state) for state in all_hidden]
+        return all_hidden[-1], tuple(all_hidden)
+
+    def _encode_padded(self, hidden, position_ids, documents, packed, attention, keep_hidden):
+        """Padded backends: every tensor stays ``(batch, length, …)``; padding is masked in attention."""
+        cos, sin = rotary_cos_sin(position_ids, self.config.dim_head, self.config.rope_theta)  # (B, L, D/2)
+        context = AttentionContext(mask=padding.padded_attention_mask(documents, packed))
+        return self._run_blocks(hidden, cos, sin, context, attention, keep_hidden)
+
+    def _encode_unpadded(self, hidden, position_ids, documents, attention, keep_hidden):
+        """Varlen backends: unpad once on entry to ``(tokens, …)``, re-pad once on exit."""
+        unpadded = padding.unpad(documents)
+        hidden = padding.gather_tokens(hidden, unpadded)  # (tokens, hidden)
+        positions = padding.gather_tokens(position_ids, unpadded)  # (tokens,)
+        cos, sin = rotary_cos_sin(positions, self.config.dim_head, self.config.rope_theta)  # (tokens, D/2)
+        context = AttentionContext(cu_seqlens=unpadded.cu_seqlens, max_seqlen=unpadded.max_seqlen)
+        return self._run_blocks(
+            hidden, cos, sin, context, attention, keep_hidden, lambda t: padding.scatter_tokens(t, unpadded)
+        )

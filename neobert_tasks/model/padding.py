@@ -1,0 +1,118 @@
+"""Padding bookkeeping: documents in a batch, unpadding to ``(total_tokens, …)`` and re-padding.
+
+A batch reaches the backbone as ``(batch, length)`` rows. A row holds one sequence followed by padding,
+or, for packed input, several documents back to back whose ``position_ids`` restart at 0 (or whose
+boundaries are given as ``cu_seqlens``). Everything below reduces both cases to one description:
+a *document id* per token (-1 for padding), from which the attention masks of the padded backends and
+the ``cu_seqlens`` of the varlen backends are derived. Documents never attend to one another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Unpadded:
+    """Where the real tokens of a padded ``(batch, length)`` batch sit once flattened.
+
+    Attributes:
+        indices: ``(total_tokens,)`` positions of the real tokens in the flattened ``batch * length``.
+        cu_seqlens: ``(documents + 1,)`` int32 cumulative document lengths, as flash-attn expects.
+        max_seqlen: Length of the longest document.
+        batch_size: Rows of the padded batch.
+        length: Columns of the padded batch.
+    """
+
+    indices: torch.Tensor
+    cu_seqlens: torch.Tensor
+    max_seqlen: int
+    batch_size: int
+    length: int
+
+
+def document_ids(
+    attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None, shape: torch.Size
+) -> torch.Tensor:
+    """Document index of every token within its row, -1 on padding; ``(batch, length)`` int64.
+
+    A new document starts wherever ``position_ids`` is 0 after the first token of a row; without
+    ``position_ids`` every row is one document.
+    """
+    batch_size, length = shape
+    device = (attention_mask if attention_mask is not None else position_ids).device
+    if position_ids is None:
+        documents = torch.zeros(batch_size, length, dtype=torch.long, device=device)
+    else:
+        starts = position_ids == 0
+        starts[:, 0] = False  # the first document of a row is document 0 whatever its first position
+        documents = starts.long().cumsum(dim=1)
+    if attention_mask is not None:
+        documents = documents.masked_fill(attention_mask == 0, -1)
+    return documents
+
+
+def is_packed(position_ids: torch.Tensor | None) -> bool:
+    """Whether any row holds more than one document (a ``position_ids`` restarting at 0 mid-row)."""
+    return position_ids is not None and bool((position_ids[:, 1:] == 0).any())
+
+
+def positions_from_cu_seqlens(cu_seqlens: torch.Tensor, total_tokens: int) -> torch.Tensor:
+    """Positions that restart at 0 at each document boundary of a packed row; ``(1, total_tokens)``."""
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    starts = torch.repeat_interleave(cu_seqlens[:-1].long(), lengths.long())  # (total_tokens,)
+    return (torch.arange(total_tokens, device=cu_seqlens.device) - starts).unsqueeze(0)
+
+
+def unpad(documents: torch.Tensor) -> Unpadded:
+    """Flatten the real tokens of a batch and find each document's span among them.
+
+    Args:
+        documents: ``(batch, length)`` document ids from :func:`document_ids` (-1 on padding).
+    """
+    batch_size, length = documents.shape
+    flat = documents.flatten()
+    indices = torch.nonzero(flat >= 0).flatten()  # (total_tokens,)
+    # A document is a run of equal (row, document) keys among the real tokens.
+    rows = torch.div(indices, length, rounding_mode="floor")
+    keys = rows * (length + 1) + flat[indices]
+    starts = torch.ones_like(keys, dtype=torch.bool)
+    starts[1:] = keys[1:] != keys[:-1]
+    boundaries = torch.nonzero(starts).flatten()
+    total = torch.tensor([indices.numel()], device=indices.device)
+    cu_seqlens = torch.cat([boundaries, total]).to(torch.int32)
+    max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if indices.numel() else 0
+    return Unpadded(indices, cu_seqlens, max_seqlen, batch_size, length)
+
+
+def gather_tokens(hidden: torch.Tensor, unpadded: Unpadded) -> torch.Tensor:
+    """``(batch, length, ...)`` → ``(total_tokens, ...)``: keep the real tokens only."""
+    return hidden.flatten(0, 1)[unpadded.indices]
+
+
+def scatter_tokens(tokens: torch.Tensor, unpadded: Unpadded) -> torch.Tensor:
+    """``(total_tokens, ...)`` → ``(batch, length, ...)``, zeros on padding positions."""
+    flat = tokens.new_zeros(unpadded.batch_size * unpadded.length, *tokens.shape[1:])
+    flat[unpadded.indices] = tokens
+    return flat.unflatten(0, (unpadded.batch_size, unpadded.length))
+
+
+def padded_attention_mask(documents: torch.Tensor, packed: bool) -> torch.Tensor | None:
+    """Boolean mask for the padded backends, True where attention is allowed.
+
+    Without packing it is a key-padding mask ``(batch, 1, 1, length)`` that broadcasts over heads and
+    queries, so no ``(batch, heads, L, L)`` tensor is ever built. Packed rows need a block-diagonal
+    ``(batch, 1, L, L)`` mask so that documents do not see each other. Returns None when there is no
+    padding at all, which lets SDPA pick its fastest kernels.
+    """
+    if packed:
+        same_document = documents.unsqueeze(-1) == documents.unsqueeze(-2)  # (batch, L, L)
+        allowed = same_document & (documents >= 0).unsqueeze(1)
+        # Padding queries may look anywhere: a fully masked row would make softmax return NaN.
+        allowed |= (documents < 0).unsqueeze(-1)
+        return allowed.unsqueeze(1)  # (batch, 1, L, L)
+    if bool((documents >= 0).all()):
+        return None
+    return (documents >= 0)[:, None, None, :]

@@ -1,0 +1,186 @@
+"""Optimiser and learning-rate schedule shared by every fine-tuning task.
+
+The LightningModules call these from ``configure_optimizers``: :func:`build_optimizer` for AdamW with
+weight decay on matrices only, and :func:`warmup_decay_schedule` with
+``self.trainer.estimated_stepping_batches`` as ``total_steps``, stepped every optimiser step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+SCHEDULES = ("linear", "cosine", "constant")
+"""Valid values of ``warmup_decay_schedule``'s ``schedule`` argument."""
+
+OPTIMIZERS = ("adamw",)
+"""Valid values of ``build_optimizer``'s ``optimizer`` argument."""
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Split the trainable parameters into a weight-decayed group and one without decay.
+
+    Decaying biases and normalisation gains only pulls them towards 0 (towards a dead layer, for a gain)
+    without regularising anything, so they are excluded: every parameter with fewer than 2 dimensions,
+    and the direct parameters of any module whose class name contains ``"Norm"`` (LayerNorm, RMSNorm,
+    ...). Embedding and linear weight matrices are decayed. Frozen parameters are left out.
+
+    Args:
+        model: the module whose parameters are optimised.
+        weight_decay: decoupled weight decay of the ``"decay"`` group.
+
+    Returns:
+        ``[{"name": "decay", "params": [...], "weight_decay": weight_decay},
+        {"name": "no_decay", "params": [...], "weight_decay": 0.0}]``; either list may be empty.
+    """
+    # Only a norm module's own parameters: a container whose name merely contains "Norm" (say a
+    # "PreNormBlock") must not take its linear layers out of weight decay.
+    norm_params = {
+        id(p)
+        for module in model.modules()
+        if "Norm" in type(module).__name__
+        for p in module.parameters(recurse=False)
+    }
+    decay, no_decay = [], []
+    # named_parameters() lists a tied parameter once, so it never lands in both groups.
+    for _, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim < 2 or id(param) in norm_params:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [
+        {"name": "decay", "params": decay, "weight_decay": weight_decay},
+        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _resolve_warmup(total_steps: int, warmup_fraction: float, warmup_steps: int | None) -> int:
+    """Return the number of warmup steps, validated and capped at ``total_steps``.
+
+    Args:
+        total_steps: number of optimiser steps of the whole run.
+        warmup_fraction: warmup length as a fraction of ``total_steps``, used when ``warmup_steps`` is None.
+        warmup_steps: explicit warmup length in steps, or None.
+    """
+    if warmup_steps is None:
+        if not 0.0 <= warmup_fraction <= 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1], got {warmup_fraction}.")
+        # round(), not ceil(): 0.07 * 100 is 7.000000000000001 in floating point.
+        warmup_steps = round(warmup_fraction * total_steps)
+    elif warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+    # Capped rather than rejected so that short debugging runs (fast_dev_run, limit_train_batches) work
+    # with the warmup of the full configuration.
+    return min(int(warmup_steps), total_steps)
+
+
+def _lr_factor(step: int, total_steps: int, warmup: int, final_lr_fraction: float, schedule: str) -> float:
+    """Return the learning-rate multiplier (fraction of the peak rate) at one optimiser step.
+
+    Args:
+        step: index of the optimiser step about to be taken (0 for the first).
+        total_steps: step at which the decay reaches ``final_lr_fraction``.
+        warmup: number of linear warmup steps from 0 to the peak.
+        final_lr_fraction: multiplier at and after ``total_steps`` (ignored by ``"constant"``).
+        schedule: ``"linear"``, ``"cosine"`` or ``"constant"`` shape of the post-warmup phase.
+    """
+    if step < warmup:
+        return step / warmup
+    if schedule == "constant":
+        return 1.0
+    # Clamped so that steps past total_steps (a resumed or extended run) stay at the final fraction.
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    if schedule == "linear":
+        return 1.0 - (1.0 - final_lr_fraction) * progress
+    return final_lr_fraction + (1.0 - final_lr_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_decay_schedule(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_fraction: float = 0.06,
+    warmup_steps: int | None = None,
+    final_lr_fraction: float = 0.1,
+    schedule: str = "linear",
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup from 0 to each group's peak rate, then decay, as a step-wise ``LambdaLR``.
+
+    After warmup the rate decays linearly (``"linear"``) or along a half cosine (``"cosine"``) to
+    ``final_lr_fraction`` times the peak at ``total_steps`` and stays there; ``"constant"`` keeps the
+    peak. The peak is the ``lr`` of each parameter group, so it must be stepped once per optimiser step
+    (Lightning: ``"interval": "step"``).
+
+    Args:
+        optimizer: optimiser whose groups' ``lr`` are the peak rates.
+        total_steps: number of optimiser steps of the run (``trainer.estimated_stepping_batches``).
+        warmup_fraction: warmup length as a fraction of ``total_steps`` (rounded to whole steps).
+        warmup_steps: warmup length in steps; overrides ``warmup_fraction`` when given.
+        final_lr_fraction: fraction of the peak reached at ``total_steps``, in [0, 1].
+        schedule: ``"linear"``, ``"cosine"`` or ``"constant"``.
+
+    Returns:
+        The scheduler; its multiplier at step 0 is 0 unless there is no warmup.
+
+    Raises:
+        ValueError: for an unknown schedule, a non-finite or non-positive ``total_steps``, or a fraction
+            outside [0, 1].
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {schedule!r}; valid schedules are: {', '.join(SCHEDULES)}.")
+    # Lightning reports an infinite estimated_stepping_batches when neither max_steps nor max_epochs
+    # bounds the run; a decay schedule cannot be laid out over that.
+    if not math.isfinite(total_steps) or total_steps < 1:
+        raise ValueError(
+            f"total_steps must be a finite number >= 1, got {total_steps}; set max_steps or max_epochs."
+        )
+    total_steps = int(total_steps)
+    if not 0.0 <= final_lr_fraction <= 1.0:
+        raise ValueError(f"final_lr_fraction must be in [0, 1], got {final_lr_fraction}.")
+    warmup = _resolve_warmup(total_steps, warmup_fraction, warmup_steps)
+
+    def lr_lambda(step: int) -> float:
+        """Return the multiplier of the peak rate at ``step`` (``step``: optimiser step index)."""
+        return _lr_factor(step, total_steps, warmup, final_lr_fraction, schedule)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+
+
+def build_optimizer(
+    model: torch.nn.Module,
+    learning_rate: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.95),
+    eps: float = 1e-8,
+    optimizer: str = "adamw",
+    fused: bool | None = None,
+) -> torch.optim.Optimizer:
+    """Build AdamW over :func:`parameter_groups` of ``model``.
+
+    Args:
+        model: the module to optimise (its trainable parameters).
+        learning_rate: peak learning rate of every group.
+        weight_decay: decoupled weight decay of the ``"decay"`` group (the other group gets 0).
+        betas: AdamW's ``(beta1, beta2)``.
+        eps: AdamW's epsilon.
+        optimizer: optimiser name; only ``"adamw"`` is available.
+        fused: use the fused AdamW kernel; None picks it when every trainable parameter is on CUDA.
+
+    Returns:
+        A ``torch.optim.AdamW`` with a ``"decay"`` and a ``"no_decay"`` group.
+
+    Raises:
+        ValueError: for an unknown optimiser name or a model without trainable parameters.
+    """
+    if optimizer.lower() not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {optimizer!r}; valid optimizers are: {', '.join(OPTIMIZERS)}.")
+    groups = parameter_groups(model, weight_decay)
+    params = [p for group in groups for p in group["params"]]
+    if not params:
+        raise ValueError("The model has no trainable parameters to optimise.")
+    if fused is None and all(p.is_cuda for p in params):
+        fused = True
+    # fused=None is passed through untouched so that torch keeps choosing its default implementation.
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused)

@@ -1,0 +1,115 @@
+"""Loading the official checkpoint layout, the Auto classes, and save → load round trips."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+from neobert_tasks.model import (
+    NeoBERTForMaskedLM,
+    NeoBERTForQuestionAnswering,
+    NeoBERTForSequenceClassification,
+    NeoBERTForTokenClassification,
+    NeoBERTModel,
+)
+from tests.model.official import write_official_checkpoint
+from tests.model.reference import reference_last_hidden_state
+
+TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, vocab_size=1000)
+HEAD_KEYS = {
+    NeoBERTForSequenceClassification: {"dense.weight", "dense.bias", "classifier.weight", "classifier.bias"},
+    NeoBERTForTokenClassification: {"classifier.weight", "classifier.bias"},
+    NeoBERTForQuestionAnswering: {"qa_outputs.weight", "qa_outputs.bias"},
+}
+
+
+@pytest.fixture
+def official(tmp_path):
+    state = write_official_checkpoint(tmp_path / "neobert", **TINY)
+    return tmp_path / "neobert", state
+
+
+def _ids(length: int = 12, seed: int = 0) -> torch.Tensor:
+    return torch.randint(1, 1000, (1, length), generator=torch.Generator().manual_seed(seed))
+
+
+def test_mlm_checkpoint_loads_exactly_and_matches_the_reference_math(official):
+    directory, state = official
+    model, info = NeoBERTForMaskedLM.from_pretrained(directory, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[key], value) for key, value in state.items())
+    ids = _ids()
+    with torch.no_grad():
+        hidden = model.model(input_ids=ids).last_hidden_state[0]
+    expected = reference_last_hidden_state(state, ids[0], heads=4)
+    # RoPE is computed from positions, so nothing is lost to transformers' meta-device loading.
+    torch.testing.assert_close(hidden, expected, atol=1e-5, rtol=1e-5)
+    logits = model(input_ids=ids).logits[0]
+    torch.testing.assert_close(logits, expected @ state["decoder.weight"].T + state["decoder.bias"], atol=1e-5,
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("head_class", list(HEAD_KEYS))
+def test_head_classes_report_only_their_new_parameters_and_the_decoder(official, head_class):
+    directory, _ = official
+    _, info = head_class.from_pretrained(directory, num_labels=3, output_loading_info=True)
+    assert set(info["missing_keys"]) == HEAD_KEYS[head_class]
+    assert set(info["unexpected_keys"]) == {"decoder.weight", "decoder.bias"}
+
+
+def test_auto_classes_load_the_official_directory_without_remote_code(official):
+    directory, state = official
+    backbone, info = AutoModel.from_pretrained(directory, output_loading_info=True)
+    assert isinstance(backbone, NeoBERTModel)
+    assert set(info["unexpected_keys"]) == {"decoder.weight", "decoder.bias"} and not info["missing_keys"]
+    assert torch.equal(backbone.encoder.weight, state["model.encoder.weight"])
+    classifier = AutoModelForSequenceClassification.from_pretrained(directory, num_labels=3)
+    assert isinstance(classifier, NeoBERTForSequenceClassification)
+    assert classifier.classifier.out_features == 3
+    assert isinstance(AutoModelForMaskedLM.from_pretrained(directory), NeoBERTForMaskedLM)
+
+
+def test_new_heads_are_initialised_from_classifier_init_range(official):
+    directory, _ = official
+    model = NeoBERTForSequenceClassification.from_pretrained(directory, num_labels=3, classifier_init_range=0.5)
+    assert 0.3 < model.classifier.weight.std() < 0.7
+    assert torch.count_nonzero(model.classifier.bias) == 0
+
+
+def test_saved_classifier_keeps_official_keys_and_round_trips_bit_exact(official, tmp_path):
+    directory, state = official
+    model = NeoBERTForSequenceClassification.from_pretrained(directory, num_labels=3).eval()
+    model.save_pretrained(tmp_path / "saved")
+    saved_keys = set(load_file(str(tmp_path / "saved" / "model.safetensors")))
+    official_backbone = {key for key in state if key.startswith("model.")}
+    assert saved_keys == official_backbone | HEAD_KEYS[NeoBERTForSequenceClassification]
+    saved_config = json.loads((tmp_path / "saved" / "config.json").read_text())
+    for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "dim_head", "intermediate_size",
+                  "max_length", "norm_eps", "vocab_size", "pad_token_id", "classifier_init_range"):
+        assert field in saved_config
+    assert saved_config["model_type"] == "neobert" and len(saved_config["id2label"]) == 3
+    reloaded = NeoBERTForSequenceClassification.from_pretrained(tmp_path / "saved").eval()
+    for key, value in model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[key], value), key
+    ids = _ids(20, seed=1)
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, reloaded(input_ids=ids).logits)
+
+
+def test_input_longer_than_max_length_is_refused_with_both_lengths(official):
+    directory, _ = official
+    model = NeoBERTModel.from_pretrained(directory, max_length=16)
+    with pytest.raises(ValueError, match=r"length 17 is longer than this model's max_length 16"):
+        model(input_ids=_ids(17))
+
+
+def test_flash_attention_without_flash_attn_or_cuda_is_a_clear_error(official):
+    directory, _ = official
+    with pytest.raises((ImportError, RuntimeError, ValueError), match=r"(?i)flash"):
+        model = NeoBERTModel.from_pretrained(directory, attn_implementation="flash_attention_2")
+        model(input_ids=_ids())
