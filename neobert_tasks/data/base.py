@@ -46,7 +46,9 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     if not is_local and not HUB_ID_PATTERN.match(name_or_path):
         raise MissingDataError(f"Tokenizer directory '{name_or_path}' does not exist.")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(Path(name_or_path).expanduser()) if is_local else name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(Path(name_or_path).expanduser()) if is_local else name_or_path
+        )
     except (OSError, ValueError) as error:
         where = "local directory" if is_local else "not a local directory, and as a hub id"
         raise DataError(f"Could not load tokenizer '{name_or_path}' ({where}): {error}") from error
@@ -62,7 +64,9 @@ class ModelInputCollator:
         self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None, keys: Sequence[str]
     ) -> None:
         self.keys = tuple(keys)
-        self.pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+        self.pad = DataCollatorWithPadding(
+            tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt"
+        )
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         kept = [{key: value for key, value in row.items() if key in self.keys} for row in features]
@@ -75,7 +79,7 @@ def encode_with_index(
     """Run a task's encode function; for eval splits also keep `idx` (the dataset's, else the row number)."""
     encoded = encode(batch)
     if keep_index and "idx" not in encoded:
-        encoded["idx"] = batch["idx"] if "idx" in batch else indices
+        encoded["idx"] = batch.get("idx", indices)
     return encoded
 
 
@@ -94,6 +98,10 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         limit_train_samples: keep only the first N training examples (quick runs); None keeps all.
         limit_eval_samples: keep only the first N examples of each validation/test split; None keeps all.
         cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
+
+    Subclasses implement the abstract members below, list every argument explicitly in their own
+    `__init__` and docstring (LightningCLI builds the YAML keys and help from them), and call
+    `self.save_hyperparameters()` at the end of `__init__`.
     """
 
     train_split_name = "train"
@@ -144,13 +152,13 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
 
     @property
     @abstractmethod
-    def validation_split_names(self) -> list[str]:
-        """Validation splits in dataloader order; must be known right after `__init__` (no data loading)."""
+    def configured_validation_splits(self) -> list[str]:
+        """Validation splits the task defines, in dataloader order, whether or not the data has them."""
 
     @property
     @abstractmethod
-    def test_split_names(self) -> list[str]:
-        """Test splits in dataloader order (may be empty); known right after `__init__`."""
+    def configured_test_splits(self) -> list[str]:
+        """Test splits the task defines (may be empty), in dataloader order."""
 
     @abstractmethod
     def load_raw_splits(self, split_names: Sequence[str]) -> tuple[datasets.DatasetDict, dict[str, str]]:
@@ -161,7 +169,7 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         """Raise `DataError` when a raw split lacks a column or has invalid labels."""
 
     @abstractmethod
-    def encode_function(self, split_name: str) -> EncodeFunction:
+    def encode_function(self, split_name: str, dataset: datasets.Dataset) -> EncodeFunction:
         """A picklable function (e.g. a `functools.partial` of a module-level function) turning a batch of raw
         rows into `input_ids`, `attention_mask` and, when labelled, `labels`. It is hashed by `datasets` to
         find cached results, so it must not capture the datamodule itself (its state is not stable)."""
@@ -180,8 +188,20 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
     def collator(self) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
         """Pads a list of tokenized rows into a batch of tensors."""
         if self._collator is None:
-            self._collator = ModelInputCollator(self.tokenizer, self.pad_to_multiple_of, self.model_input_keys)
+            self._collator = ModelInputCollator(
+                self.tokenizer, self.pad_to_multiple_of, self.model_input_keys
+            )
         return self._collator
+
+    @property
+    def validation_split_names(self) -> list[str]:
+        """Validation splits that exist, in dataloader order; known right after `__init__` for local data."""
+        return self.present_splits(self.configured_validation_splits)
+
+    @property
+    def test_split_names(self) -> list[str]:
+        """Test splits that exist, in dataloader order."""
+        return self.present_splits(self.configured_test_splits)
 
     @property
     def predict_split_names(self) -> list[str]:
@@ -189,7 +209,7 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         return self.test_split_names or self.validation_split_names
 
     def split_names_for(self, stage: str) -> list[str]:
-        """Split name of each dataloader index for `stage` ("validate", "test" or "predict"), for metric names."""
+        """Split name of each dataloader index of `stage` (validate, test or predict), to name metrics."""
         by_stage = {
             "fit": self.validation_split_names,
             "validate": self.validation_split_names,
@@ -201,9 +221,18 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
             raise ValueError(f"Unknown stage '{stage}'; expected one of {', '.join(by_stage)}.")
         return list(by_stage[stage])
 
-    def without_missing(self, split_names: Sequence[str]) -> list[str]:
-        """`split_names` minus those found absent when the data was loaded (all of them before loading)."""
-        return [name for name in split_names if name not in self._missing_splits]
+    def local_split_names(self) -> set[str] | None:
+        """Splits that have files, when that is cheap to know before loading (local directory), else None."""
+        return None
+
+    def present_splits(self, split_names: Sequence[str]) -> list[str]:
+        """`split_names` minus those known to be absent: no local file, or not found when data was loaded."""
+        local = self.local_split_names()
+        return [
+            name
+            for name in split_names
+            if name not in self._missing_splits and (local is None or name in local)
+        ]
 
     def _load(self, split_names: Sequence[str]) -> tuple[datasets.DatasetDict, dict[str, str]]:
         """Load raw splits through the subclass and remember which of the requested ones do not exist."""
@@ -212,7 +241,7 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         return raw, origins
 
     def _all_split_names(self) -> list[str]:
-        names = [self.train_split_name, *self.validation_split_names, *self.test_split_names]
+        names = [self.train_split_name, *self.configured_validation_splits, *self.configured_test_splits]
         return list(dict.fromkeys(names))
 
     # ----------------------------------------------------------------------------------------------------
@@ -231,19 +260,22 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         require_splits(list(raw), required, self.data_source, any_of=any_of)
         if stage == "fit" and not any(name in raw for name in self.validation_split_names):
             rank_zero_warn(f"No validation split in {self.data_source}; training runs without validation.")
-        for name in raw:
+        # Predict needs the test splits only, or the validation splits when there are no test splits.
+        used = [name for name in raw if stage != "predict" or name in self.predict_split_names]
+        for name in used:
             self.datasets[name] = self._process_split(name, raw[name], origins[name])
 
     def _stage_requirements(self, stage: str | None) -> tuple[list[str], list[str], bool]:
         """Splits to load for `stage`, the ones that must exist, and whether one of them is enough."""
+        validation, test = self.configured_validation_splits, self.configured_test_splits
         if stage == "fit":
-            return [self.train_split_name, *self.validation_split_names], [self.train_split_name], False
+            return [self.train_split_name, *validation], [self.train_split_name], False
         if stage == "validate":
-            return self.validation_split_names, self.validation_split_names, True
+            return validation, validation, True
         if stage == "test":
-            return self.test_split_names, self.test_split_names, True
+            return test, test, True
         if stage == "predict":
-            candidates = list(dict.fromkeys([*self.test_split_names, *self.validation_split_names]))
+            candidates = list(dict.fromkeys([*test, *validation]))
             return candidates, candidates, True
         return self._all_split_names(), [], False
 
@@ -260,7 +292,7 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
             batched=True,
             with_indices=True,
             remove_columns=dataset.column_names,
-            fn_kwargs={"encode": self.encode_function(name), "keep_index": not is_train},
+            fn_kwargs={"encode": self.encode_function(name, dataset), "keep_index": not is_train},
             desc=f"Tokenizing {name}",
         )
 
@@ -293,13 +325,16 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         if not self.group_by_length:
             generator = torch.Generator().manual_seed(self.seed)
             return self._loader(dataset, self.batch_size, shuffle=True, generator=generator)
-        # Lightning would wrap a custom sampler in a DistributedSamplerWrapper with shuffle=True, which re-shuffles
-        # the grouped order; wrapping it here with shuffle=False only shards it, and Lightning leaves a
-        # DistributedSampler alone.
+        # Under DDP Lightning would wrap a custom sampler in a DistributedSamplerWrapper with shuffle=True,
+        # which re-shuffles the grouped order. Wrapping it here with shuffle=False only shards it, and
+        # Lightning leaves an existing DistributedSampler alone.
         distributed = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
         num_replicas = distributed["num_replicas"] if distributed else 1
         sampler: torch.utils.data.Sampler[int] = LengthGroupedSampler(
-            self.sequence_lengths(self.train_split_name), self.batch_size, self.seed, num_replicas=num_replicas
+            self.sequence_lengths(self.train_split_name),
+            self.batch_size,
+            self.seed,
+            num_replicas=num_replicas,
         )
         if num_replicas > 1:
             sampler = DistributedSamplerWrapper(sampler, shuffle=False, **distributed)

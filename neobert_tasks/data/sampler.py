@@ -25,8 +25,8 @@ class LengthGroupedSampler(Sampler[int]):
         batch_size: examples per batch on one device.
         seed: base seed; epoch `e` shuffles with `seed + e`, so every epoch differs and runs are reproducible.
         mega_batch_multiplier: batches per mega-batch; larger groups lengths better but shuffles less.
-        num_replicas: number of devices the indices will be strided over (DDP); mega-batches are scaled by it so
-            that each global batch (one batch per device) stays inside one length-sorted mega-batch.
+        num_replicas: number of devices the indices are strided over (DDP); mega-batches are scaled by it
+            so that each global batch (one batch per device) stays inside one length-sorted mega-batch.
     """
 
     def __init__(
@@ -91,7 +91,9 @@ def batches_of(indices: Iterable[int], batch_size: int) -> Iterator[list[int]]:
 
 
 def padding_fraction(
-    lengths: Sequence[int], batch_indices_iterable: Iterable[Sequence[int]], pad_to_multiple_of: int | None = None
+    lengths: Sequence[int],
+    batch_indices_iterable: Iterable[Sequence[int]],
+    pad_to_multiple_of: int | None = None,
 ) -> float:
     """Fraction of the token slots that are padding when each batch is padded to its longest example.
 

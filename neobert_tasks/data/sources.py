@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import datasets
+import pyarrow.parquet as pq
 
 # File suffix -> (datasets builder name, extra builder keyword arguments). Several suffixes share a builder.
 FILE_FORMATS: dict[str, tuple[str, dict[str, str]]] = {
@@ -37,8 +38,8 @@ class MissingDataError(DataError, FileNotFoundError):
 def find_split_files(directory: str | Path) -> dict[str, list[Path]]:
     """Map each split name found in `directory` to its files, e.g. {"train": [.../train.parquet]}.
 
-    A file `<split>.<ext>` or a shard `<split>-<anything>.<ext>` belongs to `<split>`. Raises `MissingDataError`
-    when the directory does not exist.
+    A file `<split>.<ext>` or a shard `<split>-<anything>.<ext>` belongs to `<split>`. Raises
+    `MissingDataError` when the directory does not exist.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -53,6 +54,29 @@ def find_split_files(directory: str | Path) -> dict[str, list[Path]]:
     return split_files
 
 
+def _has_rows(path: Path) -> bool:
+    """Whether a split file holds at least one row, checked cheaply before loading.
+
+    The builders fail on row-less files with messages that do not name the file ("BatchSize must be
+    greater than 0", "corresponds to no data"), so emptiness is detected here from the parquet footer or
+    the first lines of a text file. A `.json` array is left to the check after loading.
+    """
+    if path.suffix == ".parquet":
+        try:
+            return pq.ParquetFile(path).metadata.num_rows > 0
+        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            raise DataError(f"File '{path}' is not a readable parquet file: {error}") from error
+    if path.suffix == ".json":
+        return True
+    lines_needed = 2 if path.suffix in (".csv", ".tsv") else 1  # the header line is not a row
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            lines_needed -= bool(line.strip())
+            if lines_needed == 0:
+                return True
+    return False
+
+
 def _load_files(split: str, files: list[Path], cache_dir: str | None) -> datasets.Dataset:
     """Load the files of one split with the builder that matches their suffix."""
     suffixes = {path.suffix for path in files}
@@ -61,6 +85,8 @@ def _load_files(split: str, files: list[Path], cache_dir: str | None) -> dataset
     for path in files:
         if path.stat().st_size == 0:
             raise DataError(f"Split '{split}' file '{path}' is empty (0 bytes).")
+        if not _has_rows(path):
+            raise DataError(f"Split '{split}' file '{path}' has no rows.")
     builder, builder_kwargs = FILE_FORMATS[files[0].suffix]
     try:
         dataset = datasets.load_dataset(
@@ -71,7 +97,8 @@ def _load_files(split: str, files: list[Path], cache_dir: str | None) -> dataset
             **builder_kwargs,
         )
     except (ValueError, OSError, datasets.exceptions.DatasetGenerationError) as error:
-        raise DataError(f"Could not read split '{split}' from {[str(p) for p in files]}: {error}") from error
+        reason = error.__cause__ or error  # DatasetGenerationError hides the reader's message in its cause
+        raise DataError(f"Could not read split '{split}' from {[str(p) for p in files]}: {reason}") from error
     if len(dataset) == 0:
         raise DataError(f"Split '{split}' file '{files[0]}' has no rows.")
     return dataset
@@ -91,7 +118,8 @@ def load_local_splits(
     if not wanted:
         raise MissingDataError(
             f"Data directory '{directory}' has no files for splits {list(split_names)}"
-            f" (found splits: {sorted(split_files) or 'none'}; expected <split>.parquet|csv|tsv|json|jsonl)."
+            f" (splits found: {', '.join(sorted(split_files)) or 'none'}; files are named"
+            " <split>.parquet|csv|tsv|json|jsonl)."
         )
     loaded = datasets.DatasetDict()
     origins: dict[str, str] = {}
@@ -110,7 +138,8 @@ def load_hub_splits(
     except Exception as error:  # noqa: BLE001 - the hub client raises many unrelated types; all mean "not loadable"
         config_text = f" with config '{config_name}'" if config_name else ""
         raise DataError(
-            f"Could not load hub dataset '{dataset_id}'{config_text} (offline, unknown id or config?): {error}"
+            f"Could not load hub dataset '{dataset_id}'{config_text} (offline, unknown id or config?):"
+            f" {error}"
         ) from error
     if not isinstance(loaded, datasets.DatasetDict):
         raise DataError(f"Hub dataset '{dataset_id}' did not load as a dictionary of splits.")
@@ -122,7 +151,9 @@ def load_hub_splits(
     return loaded, origins
 
 
-def require_splits(available: Sequence[str], required: Sequence[str], source: str, any_of: bool = False) -> None:
+def require_splits(
+    available: Sequence[str], required: Sequence[str], source: str, any_of: bool = False
+) -> None:
     """Raise `MissingDataError` unless all (or, with `any_of`, at least one) of `required` are available."""
     missing = [name for name in required if name not in available]
     if (any_of and len(missing) < len(required)) or (not any_of and not missing):
@@ -138,5 +169,6 @@ def require_columns(dataset: datasets.Dataset, columns: Iterable[str | None], or
     for column in columns:
         if column is not None and column not in dataset.column_names:
             raise DataError(
-                f"Column '{column}' is missing from {origin} (columns present: {', '.join(dataset.column_names)})."
+                f"Column '{column}' is missing from {origin}"
+                f" (columns present: {', '.join(dataset.column_names)})."
             )

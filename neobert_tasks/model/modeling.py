@@ -142,7 +142,7 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
         """
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         hidden = self.encoder(input_ids) if inputs_embeds is None else inputs_embeds
         if hidden.dim() == 2:  # a flat packed row (tokens, hidden) given with cu_seqlens
             hidden = hidden.unsqueeze(0)

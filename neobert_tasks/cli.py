@@ -1,0 +1,75 @@
+"""The ``python -m neobert_tasks fit|validate|test|predict --config …`` command line (LightningCLI).
+
+What it adds to LightningCLI:
+* the task's label information flows from the datamodule to the model by argument linking
+  (``data.num_labels`` → ``model.num_labels`` and so on), so it is never typed twice;
+* three always-present callbacks with their own config sections: ``checkpoint`` (best checkpoint on
+  the task's main metric), ``export`` (``save_pretrained`` of the best model plus ``metrics.json``)
+  and ``prediction_writer`` (submission files);
+* TensorBoard and CSV logging into ``<trainer.default_root_dir>/version_N`` unless ``trainer.logger``
+  is set, with the resolved ``config.yaml`` saved beside them.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch.cli import LightningCLI
+
+from neobert_tasks.callbacks import BestModelCheckpoint, ExportBestModel, PredictionWriter
+from neobert_tasks.data.base import TokenizedDataModule
+from neobert_tasks.tasks.base import NeoBERTTask
+
+# (datamodule property, model argument): linked when both exist for the chosen classes.
+LINKED_ARGUMENTS = (
+    ("num_labels", "num_labels"),
+    ("problem_type", "problem_type"),
+    ("label_names", "label_names"),
+    ("task_name", "task_name"),
+)
+
+LOGGER_CLASSES = ("lightning.pytorch.loggers.TensorBoardLogger", "lightning.pytorch.loggers.CSVLogger")
+
+
+class NeoBERTCLI(LightningCLI):
+    """LightningCLI over any neobert_tasks task module and datamodule, chosen by ``class_path``."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(BestModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ExportBestModel, "export")
+        parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+        for source, target in LINKED_ARGUMENTS:
+            parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
+        if trainer.logger is None or trainer.logger is True:
+            root = trainer.default_root_dir or "runs"
+            trainer.logger = [
+                {"class_path": name, "init_args": {"save_dir": root, "name": ""}} for name in LOGGER_CLASSES
+            ]
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        # Each logger picks its own next version number; make them share the first one's folder.
+        if len(trainer.loggers) > 1:
+            version = trainer.loggers[0].version
+            for logger in trainer.loggers[1:]:
+                if hasattr(logger, "_version"):
+                    logger._version = version
+        return trainer
+
+
+def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
+    """Entry point of ``python -m neobert_tasks`` and of ``neobert-tasks``; ``args`` for use from Python."""
+    return NeoBERTCLI(
+        NeoBERTTask,
+        TokenizedDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"default_root_dir": "runs"},
+        parser_kwargs={"parser_mode": "omegaconf"},
+        args=args,
+        run=run,
+        auto_configure_optimizers=False,
+    )

@@ -1,0 +1,32 @@
+"""Datamodules, samplers and data loading helpers for NeoBERT fine-tuning tasks."""
+
+from neobert_tasks.data.base import ModelInputCollator, TokenizedDataModule, load_tokenizer
+from neobert_tasks.data.glue import GLUE_TASKS, GLUEDataModule, GLUETask
+from neobert_tasks.data.sampler import LengthGroupedSampler, batches_of, padding_fraction
+from neobert_tasks.data.sources import (
+    DataError,
+    MissingDataError,
+    find_split_files,
+    load_hub_splits,
+    load_local_splits,
+)
+from neobert_tasks.data.text_classification import LabelSchema, TextClassificationDataModule
+
+__all__ = [
+    "GLUE_TASKS",
+    "DataError",
+    "GLUEDataModule",
+    "GLUETask",
+    "LabelSchema",
+    "LengthGroupedSampler",
+    "MissingDataError",
+    "ModelInputCollator",
+    "TextClassificationDataModule",
+    "TokenizedDataModule",
+    "batches_of",
+    "find_split_files",
+    "load_hub_splits",
+    "load_local_splits",
+    "load_tokenizer",
+    "padding_fraction",
+]

@@ -1,0 +1,216 @@
+"""GLUE benchmark datamodule: the nine tasks of hub `nyu-mll/glue`, from the hub or a local copy.
+
+Everything the model must know when it is built (number of labels, problem type, label names, validation
+splits, the metric to select checkpoints on) comes from the task table below, so it is available right
+after `__init__` without reading any data. Loaded data is checked against the table in `setup`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+from neobert_tasks.data.base import EncodeFunction, TokenizedDataModule
+from neobert_tasks.data.sources import (
+    DataError,
+    find_split_files,
+    load_hub_splits,
+    load_local_splits,
+    require_columns,
+)
+from neobert_tasks.data.text_classification import (
+    REGRESSION,
+    SINGLE_LABEL,
+    check_labels,
+    check_text_columns,
+    encode_sentences,
+    label_encoding,
+)
+
+GLUE_HUB_ID = "nyu-mll/glue"
+
+
+@dataclass(frozen=True)
+class GLUETask:
+    """How one GLUE task is laid out and scored (names follow hub `nyu-mll/glue`)."""
+
+    name: str
+    text_columns: tuple[str, ...]
+    label_names: tuple[str, ...]
+    main_metric: str
+    problem_type: str = SINGLE_LABEL
+    validation_splits: tuple[str, ...] = ("validation",)
+    test_splits: tuple[str, ...] = ("test",)
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.problem_type == REGRESSION else len(self.label_names)
+
+
+GLUE_TASKS: dict[str, GLUETask] = {
+    task.name: task
+    for task in [
+        GLUETask("cola", ("sentence",), ("unacceptable", "acceptable"), "matthews_correlation"),
+        GLUETask("sst2", ("sentence",), ("negative", "positive"), "accuracy"),
+        GLUETask("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), "f1"),
+        GLUETask("stsb", ("sentence1", "sentence2"), ("score",), "pearson", problem_type=REGRESSION),
+        GLUETask("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), "f1"),
+        GLUETask(
+            "mnli",
+            ("premise", "hypothesis"),
+            ("entailment", "neutral", "contradiction"),
+            "accuracy",
+            validation_splits=("validation_matched", "validation_mismatched"),
+            test_splits=("test_matched", "test_mismatched"),
+        ),
+        GLUETask("qnli", ("question", "sentence"), ("entailment", "not_entailment"), "accuracy"),
+        GLUETask("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment"), "accuracy"),
+        GLUETask("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"), "accuracy"),
+    ]
+}
+
+
+def glue_task(task_name: str) -> GLUETask:
+    """The table entry of `task_name`; `DataError` listing the valid names otherwise."""
+    if task_name not in GLUE_TASKS:
+        raise DataError(f"Unknown GLUE task '{task_name}'; valid names are {', '.join(GLUE_TASKS)}.")
+    return GLUE_TASKS[task_name]
+
+
+class GLUEDataModule(TokenizedDataModule):
+    """One GLUE task, tokenized for NeoBERT (defaults follow the NeoBERT paper's GLUE recipe).
+
+    Args:
+        task_name: GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte or wnli.
+        tokenizer: tokenizer directory or hub id, loaded with `transformers.AutoTokenizer`.
+        data_dir: directory with the task's `<split>.parquet|csv|json|jsonl` files (or a GLUE root holding
+            `<task_name>/`); None loads hub `nyu-mll/glue` with config `task_name`.
+        max_length: longest tokenized sequence; longer inputs are truncated.
+        batch_size: training examples per batch and device.
+        eval_batch_size: validation/test/predict examples per batch; defaults to `batch_size`.
+        num_workers: DataLoader worker processes (0 loads in the main process).
+        group_by_length: train on length-grouped batches (less padding) instead of a plain shuffle.
+        pad_to_multiple_of: round each batch's padded length up to a multiple of this (8 suits tensor cores).
+        seed: seed of the training order (shuffle and length grouping); epoch e uses seed + e.
+        limit_train_samples: keep only the first N training examples (quick runs); None keeps all.
+        limit_eval_samples: keep only the first N examples of each validation/test split; None keeps all.
+        cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
+    """
+
+    def __init__(
+        self,
+        task_name: str,
+        tokenizer: str,
+        data_dir: str | None = None,
+        max_length: int = 1024,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        group_by_length: bool = True,
+        pad_to_multiple_of: int = 8,
+        seed: int = 42,
+        limit_train_samples: int | None = None,
+        limit_eval_samples: int | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(
+            tokenizer, max_length, batch_size, eval_batch_size, num_workers, group_by_length,
+            pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir,
+        )  # fmt: skip
+        self.task = glue_task(task_name)
+        self.task_name = task_name
+        self.data_dir = self._task_directory(data_dir, task_name)
+        self.save_hyperparameters()
+
+    @staticmethod
+    def _task_directory(data_dir: str | None, task_name: str) -> str | None:
+        """Accept both the task's own directory and a GLUE root with one sub-directory per task."""
+        if data_dir is None:
+            return None
+        task_subdirectory = Path(data_dir) / task_name
+        if task_subdirectory.is_dir() and not any(Path(data_dir).glob("train.*")):
+            return str(task_subdirectory)
+        return data_dir
+
+    # ----------------------------------------------------------------------------------------------------
+    # Task properties, available right after __init__ for LightningCLI argument linking.
+
+    @property
+    def num_labels(self) -> int:
+        """Number of model outputs (1 for the STS-B regression)."""
+        return self.task.num_labels
+
+    @property
+    def problem_type(self) -> str:
+        """single_label_classification, or regression for STS-B."""
+        return self.task.problem_type
+
+    @property
+    def label_names(self) -> list[str]:
+        """Class names in class-id order, as in the hub dataset's `label` feature."""
+        return list(self.task.label_names)
+
+    @property
+    def main_metric(self) -> str:
+        """Metric GLUE reports for the task and checkpoints are selected on."""
+        return self.task.main_metric
+
+    @property
+    def configured_validation_splits(self) -> list[str]:
+        """MNLI: matched, then mismatched; the others: validation."""
+        return list(self.task.validation_splits)
+
+    @property
+    def configured_test_splits(self) -> list[str]:
+        """The hub's test splits (labels -1); usually absent from local copies."""
+        return list(self.task.test_splits)
+
+    # ----------------------------------------------------------------------------------------------------
+    # TokenizedDataModule hooks.
+
+    @property
+    def data_source(self) -> str:
+        if self.data_dir is not None:
+            return f"directory '{self.data_dir}'"
+        return f"hub dataset '{GLUE_HUB_ID}' (config '{self.task_name}')"
+
+    def local_split_names(self) -> set[str] | None:
+        if self.data_dir is None or not Path(self.data_dir).is_dir():
+            return None
+        return set(find_split_files(self.data_dir))
+
+    def load_raw_splits(self, split_names: Sequence[str]) -> tuple[datasets.DatasetDict, dict[str, str]]:
+        if self.data_dir is not None:
+            return load_local_splits(self.data_dir, split_names, self.cache_dir)
+        loaded, origins = load_hub_splits(GLUE_HUB_ID, self.task_name, self.cache_dir)
+        return datasets.DatasetDict({name: loaded[name] for name in split_names if name in loaded}), origins
+
+    def check_split(self, split_name: str, dataset: datasets.Dataset, origin: str) -> None:
+        require_columns(dataset, [*self.task.text_columns, "label"], origin)
+        check_text_columns(dataset, self.task.text_columns, origin)
+        feature = dataset.features["label"]
+        encoding = label_encoding(self.problem_type, feature, "label", origin)
+        names = getattr(feature, "names", None)
+        if names is not None and list(names) != self.label_names:
+            raise DataError(
+                f"Label names {list(names)} of {origin} differ from GLUE {self.task_name}'s"
+                f" {self.label_names}."
+            )
+        is_test = split_name in self.task.test_splits
+        check_labels(dataset, "label", encoding, self.label_names, split_name, allow_unlabeled=is_test)
+
+    def encode_function(self, split_name: str, dataset: datasets.Dataset) -> EncodeFunction:
+        return functools.partial(
+            encode_sentences,
+            tokenizer=self.tokenizer,
+            text_columns=self.task.text_columns,
+            max_length=self.max_length,
+            label_column="label",
+            encoding=label_encoding(self.problem_type, dataset.features["label"], "label", split_name),
+            label_to_index={},
+            num_labels=self.num_labels,
+        )

@@ -1,0 +1,432 @@
+"""Sequence (and sequence-pair) classification or regression on any dataset with a text and a label column.
+
+The label schema (problem type, number of labels, label names) is needed when the model is built, before
+any data is tokenized, so `TextClassificationDataModule` infers it at `__init__` from the training split's
+label column unless it is given explicitly:
+
+- `ClassLabel`, integer or string labels -> single-label classification (string labels map to sorted names),
+- float labels -> regression with one output,
+- list labels (of class ids, names, or a multi-hot vector) -> multi-label classification; labels become
+  float multi-hot vectors.
+
+The helpers here (label checks and the batch encoder) are shared with `GLUEDataModule`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow.compute as pc
+from transformers import PreTrainedTokenizerBase
+
+from neobert_tasks.data.base import EncodeFunction, TokenizedDataModule
+from neobert_tasks.data.sources import (
+    DataError,
+    find_split_files,
+    load_hub_splits,
+    load_local_splits,
+    require_columns,
+)
+
+SINGLE_LABEL = "single_label_classification"
+MULTI_LABEL = "multi_label_classification"
+REGRESSION = "regression"
+PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
+
+# How raw labels become model targets (see `encode_label`), chosen from the problem type and the label type.
+ENCODINGS = {
+    (REGRESSION, "int"): "float",
+    (REGRESSION, "float"): "float",
+    (SINGLE_LABEL, "class_label"): "class_index",
+    (SINGLE_LABEL, "int"): "class_index",
+    (SINGLE_LABEL, "str"): "class_name",
+    (MULTI_LABEL, "list_class_label"): "multi_hot_indices",
+    (MULTI_LABEL, "list_int"): "multi_hot_indices",
+    (MULTI_LABEL, "list_str"): "multi_hot_names",
+    (MULTI_LABEL, "list_float"): "multi_hot_vector",
+}
+DEFAULT_PROBLEM_TYPES = {
+    "class_label": SINGLE_LABEL,
+    "int": SINGLE_LABEL,
+    "str": SINGLE_LABEL,
+    "float": REGRESSION,
+    "list_class_label": MULTI_LABEL,
+    "list_int": MULTI_LABEL,
+    "list_str": MULTI_LABEL,
+    "list_float": MULTI_LABEL,
+}
+
+
+def label_kind(feature: object) -> str:
+    """Classify a label feature as class_label/int/float/str, optionally prefixed by list_, or unsupported."""
+    if isinstance(feature, (datasets.List, datasets.LargeList)):
+        inner = label_kind(feature.feature)
+        return f"list_{inner}" if not inner.startswith(("list_", "unsupported")) else "unsupported"
+    if isinstance(feature, datasets.ClassLabel):
+        return "class_label"
+    if isinstance(feature, datasets.Value):
+        dtype = feature.dtype
+        if dtype.startswith(("int", "uint")) or dtype == "bool":
+            return "int"  # bool labels are the two classes 0 (False) and 1 (True)
+        if dtype.startswith(("float", "double")):
+            return "float"
+        if dtype in ("string", "large_string"):
+            return "str"
+    return "unsupported"
+
+
+def encode_label(value: object, encoding: str, label_to_index: dict[str, int], num_labels: int) -> object:
+    """Turn one raw label into the model target for `encoding` (values were checked beforehand)."""
+    if value is None:
+        # Unlabelled rows (test splits) get the placeholder GLUE uses, -1, in the target's shape.
+        if encoding == "float":
+            return float("nan")
+        return [-1.0] * num_labels if encoding.startswith("multi_hot") else -1
+    if encoding == "class_index":
+        return int(value)
+    if encoding == "class_name":
+        return label_to_index[value]
+    if encoding == "float":
+        return float(value)
+    if encoding == "multi_hot_vector":
+        return [float(item) for item in value]
+    multi_hot = [0.0] * num_labels
+    for item in value:
+        multi_hot[label_to_index[item] if encoding == "multi_hot_names" else int(item)] = 1.0
+    return multi_hot
+
+
+def encode_sentences(
+    batch: dict[str, list],
+    *,
+    tokenizer: PreTrainedTokenizerBase,
+    text_columns: tuple[str, ...],
+    max_length: int,
+    label_column: str | None,
+    encoding: str,
+    label_to_index: dict[str, int],
+    num_labels: int,
+) -> dict[str, list]:
+    """Tokenize one or two text columns (truncating the longer text of a pair first) and encode labels."""
+    encoded = tokenizer(
+        *[batch[column] for column in text_columns],
+        truncation=True,
+        max_length=max_length,
+        return_token_type_ids=False,  # NeoBERT has no segment embeddings
+    )
+    result = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+    if label_column is not None and label_column in batch:
+        result["labels"] = [
+            encode_label(value, encoding, label_to_index, num_labels) for value in batch[label_column]
+        ]
+    return result
+
+
+def check_text_columns(dataset: datasets.Dataset, columns: Sequence[str], origin: str) -> None:
+    """Text columns must hold strings without missing values (the tokenizer cannot encode None)."""
+    for column in columns:
+        if label_kind(dataset.features[column]) != "str":
+            raise DataError(f"Column '{column}' of {origin} must hold text, not {dataset.features[column]}.")
+        missing = dataset.with_format("arrow")[column].null_count
+        if missing:
+            raise DataError(f"Column '{column}' of {origin} has {missing} empty (null) values.")
+
+
+def check_labels(
+    dataset: datasets.Dataset,
+    column: str,
+    encoding: str,
+    label_names: Sequence[str],
+    split: str,
+    allow_unlabeled: bool,
+) -> None:
+    """Raise `DataError` naming the split, the value and the valid range for the first invalid label.
+
+    `allow_unlabeled` accepts -1 (or None), the placeholder of unlabelled test splits such as GLUE's.
+    """
+    values = dataset.with_format("arrow")[column]
+    if values.null_count:
+        if not allow_unlabeled:
+            raise DataError(f"Split '{split}' has {values.null_count} missing labels in column '{column}'.")
+        values = pc.drop_null(values)
+    if encoding == "float":
+        return
+    if encoding in ("class_index", "multi_hot_indices"):
+        flat = pc.list_flatten(values) if encoding == "multi_hot_indices" else values
+        numbers = flat.to_numpy(zero_copy_only=False)
+        valid = (numbers >= 0) & (numbers < len(label_names))
+        if allow_unlabeled and encoding == "class_index":
+            valid |= numbers == -1
+        if not valid.all():
+            bad = numbers[~valid][0]
+            raise DataError(
+                f"Label {bad} in split '{split}' is outside the valid range [0, {len(label_names)})"
+                f"{' (or -1 for unlabelled rows)' if allow_unlabeled else ''}."
+            )
+    elif encoding in ("class_name", "multi_hot_names"):
+        flat = pc.list_flatten(values) if encoding == "multi_hot_names" else values
+        unknown = sorted(set(pc.unique(pc.drop_null(flat)).to_pylist()) - set(label_names))
+        if unknown:
+            raise DataError(
+                f"Label '{unknown[0]}' in split '{split}' is not one of the label names {list(label_names)}."
+            )
+    elif encoding == "multi_hot_vector":
+        sizes = set(pc.unique(pc.list_value_length(values)).to_pylist())
+        if sizes != {len(label_names)}:
+            raise DataError(
+                f"Multi-hot labels in split '{split}' have sizes {sorted(sizes)}, expected"
+                f" {len(label_names)}."
+            )
+
+
+@dataclass(frozen=True)
+class LabelSchema:
+    """What the model needs to know about the labels."""
+
+    problem_type: str
+    label_names: tuple[str, ...]
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.problem_type == REGRESSION else len(self.label_names)
+
+
+def infer_label_schema(feature: object, values: datasets.Dataset, column: str, origin: str) -> LabelSchema:
+    """Infer problem type and label names from a label feature and the labels of the training split."""
+    kind = label_kind(feature)
+    if kind == "unsupported":
+        raise DataError(f"Label column '{column}' of {origin} has unsupported type {feature}.")
+    problem_type = DEFAULT_PROBLEM_TYPES[kind]
+    if problem_type == REGRESSION:
+        return LabelSchema(REGRESSION, (column,))
+    inner = feature.feature if kind.startswith("list_") else feature
+    if isinstance(inner, datasets.ClassLabel):
+        return LabelSchema(problem_type, tuple(inner.names))
+    column_values = values.with_format("arrow")[column]
+    flat = pc.list_flatten(column_values) if kind.startswith("list_") else column_values
+    if kind == "list_float":
+        size = pc.max(pc.list_value_length(column_values)).as_py() or 0
+        return LabelSchema(problem_type, tuple(str(index) for index in range(size)))
+    if kind.endswith("str"):
+        return LabelSchema(problem_type, tuple(sorted(pc.unique(pc.drop_null(flat)).to_pylist())))
+    numbers = np.asarray(pc.drop_null(flat).to_numpy(zero_copy_only=False))
+    if numbers.size and numbers.min() < 0:
+        raise DataError(
+            f"Label {numbers.min()} in column '{column}' of {origin} is negative; class ids start at 0."
+        )
+    return LabelSchema(problem_type, tuple(str(index) for index in range(int(numbers.max(initial=-1)) + 1)))
+
+
+def label_encoding(problem_type: str, feature: object, column: str, origin: str) -> str:
+    """The `encode_label` mode for labels of type `feature` under `problem_type`; DataError if they clash."""
+    kind = label_kind(feature)
+    encoding = ENCODINGS.get((problem_type, kind))
+    if encoding is None:
+        raise DataError(
+            f"Label column '{column}' of {origin} has type {feature}, which does not fit {problem_type}."
+        )
+    return encoding
+
+
+class TextClassificationDataModule(TokenizedDataModule):
+    """Classify (or score) a text or text pair, from a hub dataset or a directory of split files.
+
+    Args:
+        tokenizer: tokenizer directory or hub id, loaded with `transformers.AutoTokenizer`.
+        dataset: hub dataset id loaded with `datasets.load_dataset`; give this or `data_dir`.
+        dataset_config: configuration (subset) name of the hub dataset, if it has several.
+        data_dir: local directory with `<split>.parquet|csv|tsv|json|jsonl` files; give this or `dataset`.
+        text_column: column holding the text.
+        text_pair_column: column holding the second text of a pair; None for single texts.
+        label_column: column holding the label (class id, class name, float score or list of labels).
+        problem_type: single_label_classification, multi_label_classification or regression; None infers it.
+        num_labels: number of classes; None infers it from the training labels.
+        label_names: class names in class-id order; None takes them from the data (sorted for string labels).
+        train_split: name of the training split.
+        validation_split: name of the validation split; None for no validation.
+        test_split: name of the test split (labels may be missing or -1); None for no test split.
+        max_length: longest tokenized sequence; longer inputs are truncated.
+        batch_size: training examples per batch and device.
+        eval_batch_size: validation/test/predict examples per batch; defaults to `batch_size`.
+        num_workers: DataLoader worker processes (0 loads in the main process).
+        group_by_length: train on length-grouped batches (less padding) instead of a plain shuffle.
+        pad_to_multiple_of: round each batch's padded length up to a multiple of this (8 suits tensor cores).
+        seed: seed of the training order (shuffle and length grouping); epoch e uses seed + e.
+        limit_train_samples: keep only the first N training examples (quick runs); None keeps all.
+        limit_eval_samples: keep only the first N examples of each validation/test split; None keeps all.
+        cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str,
+        dataset: str | None = None,
+        dataset_config: str | None = None,
+        data_dir: str | None = None,
+        text_column: str = "text",
+        text_pair_column: str | None = None,
+        label_column: str = "label",
+        problem_type: str | None = None,
+        num_labels: int | None = None,
+        label_names: list[str] | None = None,
+        train_split: str = "train",
+        validation_split: str | None = "validation",
+        test_split: str | None = "test",
+        max_length: int = 512,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        group_by_length: bool = True,
+        pad_to_multiple_of: int = 8,
+        seed: int = 42,
+        limit_train_samples: int | None = None,
+        limit_eval_samples: int | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(
+            tokenizer, max_length, batch_size, eval_batch_size, num_workers, group_by_length,
+            pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir,
+        )  # fmt: skip
+        if (dataset is None) == (data_dir is None):
+            raise DataError(
+                f"Give exactly one of dataset (hub id) or data_dir, got {dataset!r} and {data_dir!r}."
+            )
+        if problem_type is not None and problem_type not in PROBLEM_TYPES:
+            raise DataError(
+                f"Unknown problem_type '{problem_type}'; expected one of {', '.join(PROBLEM_TYPES)}."
+            )
+        self.dataset_id = dataset
+        self.dataset_config = dataset_config
+        self.data_dir = data_dir
+        self.text_columns = (text_column,) if text_pair_column is None else (text_column, text_pair_column)
+        self.label_column = label_column
+        self.train_split_name = train_split
+        self.validation_split = validation_split
+        self.test_split = test_split
+        self.label_schema = self._resolve_label_schema(problem_type, num_labels, label_names)
+        self.save_hyperparameters()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Label schema, available right after __init__ for LightningCLI argument linking.
+
+    @property
+    def problem_type(self) -> str:
+        """single_label_classification, multi_label_classification or regression."""
+        return self.label_schema.problem_type
+
+    @property
+    def num_labels(self) -> int:
+        """Number of model outputs (1 for regression)."""
+        return self.label_schema.num_labels
+
+    @property
+    def label_names(self) -> list[str]:
+        """Class names in class-id order (the label column name for regression)."""
+        return list(self.label_schema.label_names)
+
+    @property
+    def main_metric(self) -> str:
+        """Metric used to pick the best checkpoint."""
+        return {REGRESSION: "pearson", MULTI_LABEL: "f1"}.get(self.problem_type, "accuracy")
+
+    def _resolve_label_schema(
+        self, problem_type: str | None, num_labels: int | None, label_names: list[str] | None
+    ) -> LabelSchema:
+        """Use the explicit settings; read the training labels only for what they leave open."""
+        if problem_type == REGRESSION:
+            if num_labels not in (None, 1):
+                raise DataError(f"Regression has a single output, but num_labels is {num_labels}.")
+            return LabelSchema(REGRESSION, tuple(label_names or (self.label_column,)))
+        if problem_type is not None and (label_names or num_labels):
+            names = tuple(label_names or (str(index) for index in range(num_labels)))
+            return self._checked_schema(LabelSchema(problem_type, names), num_labels)
+        raw, origins = self.load_raw_splits([self.train_split_name])
+        if self.train_split_name not in raw:
+            raise DataError(
+                f"No '{self.train_split_name}' split in {self.data_source} to read the labels from."
+            )
+        origin = origins[self.train_split_name]
+        require_columns(raw[self.train_split_name], [self.label_column], origin)
+        train = raw[self.train_split_name].select_columns([self.label_column])
+        feature = train.features[self.label_column]
+        inferred = infer_label_schema(feature, train, self.label_column, origin)
+        if problem_type is not None and problem_type != inferred.problem_type:
+            label_encoding(problem_type, feature, self.label_column, origin)
+            inferred = LabelSchema(problem_type, inferred.label_names)
+        if label_names:
+            inferred = LabelSchema(inferred.problem_type, tuple(label_names))
+        elif num_labels and label_kind(feature) in ("int", "list_int") and num_labels >= inferred.num_labels:
+            # Integer ids: the training split may simply lack the highest classes.
+            inferred = LabelSchema(inferred.problem_type, tuple(str(index) for index in range(num_labels)))
+        return self._checked_schema(inferred, num_labels)
+
+    @staticmethod
+    def _checked_schema(schema: LabelSchema, num_labels: int | None) -> LabelSchema:
+        if num_labels is not None and num_labels != schema.num_labels:
+            raise DataError(
+                f"num_labels is {num_labels} but there are {schema.num_labels} labels:"
+                f" {list(schema.label_names)}."
+            )
+        return schema
+
+    # ----------------------------------------------------------------------------------------------------
+    # TokenizedDataModule hooks.
+
+    @property
+    def data_source(self) -> str:
+        if self.data_dir is not None:
+            return f"directory '{self.data_dir}'"
+        config_text = f" (config '{self.dataset_config}')" if self.dataset_config else ""
+        return f"hub dataset '{self.dataset_id}'{config_text}"
+
+    def local_split_names(self) -> set[str] | None:
+        if self.data_dir is None or not Path(self.data_dir).is_dir():
+            return None
+        return set(find_split_files(self.data_dir))
+
+    @property
+    def configured_validation_splits(self) -> list[str]:
+        return [self.validation_split] if self.validation_split else []
+
+    @property
+    def configured_test_splits(self) -> list[str]:
+        return [self.test_split] if self.test_split else []
+
+    def load_raw_splits(self, split_names: Sequence[str]) -> tuple[datasets.DatasetDict, dict[str, str]]:
+        if self.data_dir is not None:
+            return load_local_splits(self.data_dir, split_names, self.cache_dir)
+        loaded, origins = load_hub_splits(self.dataset_id, self.dataset_config, self.cache_dir)
+        wanted = [name for name in split_names if name in loaded]
+        return datasets.DatasetDict({name: loaded[name] for name in wanted}), origins
+
+    def check_split(self, split_name: str, dataset: datasets.Dataset, origin: str) -> None:
+        is_test = split_name == self.test_split and split_name != self.validation_split
+        labelled = not is_test or self.label_column in dataset.column_names
+        require_columns(dataset, [*self.text_columns, self.label_column if labelled else None], origin)
+        check_text_columns(dataset, self.text_columns, origin)
+        if labelled:
+            encoding = label_encoding(
+                self.problem_type, dataset.features[self.label_column], self.label_column, origin
+            )
+            check_labels(
+                dataset, self.label_column, encoding, self.label_names, split_name, allow_unlabeled=is_test
+            )
+
+    def encode_function(self, split_name: str, dataset: datasets.Dataset) -> EncodeFunction:
+        labelled = self.label_column in dataset.column_names
+        feature = dataset.features[self.label_column] if labelled else None
+        return functools.partial(
+            encode_sentences,
+            tokenizer=self.tokenizer,
+            text_columns=self.text_columns,
+            max_length=self.max_length,
+            label_column=self.label_column if labelled else None,
+            encoding=label_encoding(self.problem_type, feature, self.label_column, "") if labelled else "",
+            label_to_index={name: index for index, name in enumerate(self.label_names)},
+            num_labels=self.num_labels,
+        )

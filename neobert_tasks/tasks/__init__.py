@@ -1,0 +1,6 @@
+"""LightningModules, one per task, over the shared ``NeoBERTTask`` base."""
+
+from neobert_tasks.tasks.base import NeoBERTTask
+from neobert_tasks.tasks.sequence_classification import SequenceClassificationTask
+
+__all__ = ["NeoBERTTask", "SequenceClassificationTask"]

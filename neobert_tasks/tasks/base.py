@@ -1,0 +1,114 @@
+"""Shared LightningModule of every NeoBERT task: model source, optimiser, schedule, logging.
+
+A task subclass names its head class, the config fields its head needs (``num_labels``, …), and
+its evaluation; this base builds the model, the AdamW groups and the warmup/decay schedule sized from
+``trainer.estimated_stepping_batches`` (so gradient accumulation and the number of devices count).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from transformers import PreTrainedModel
+
+from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT, build_model
+from neobert_tasks.tasks.optim import build_optimizer, warmup_decay_schedule
+
+# Batch keys the NeoBERT heads accept; the rest (``idx``, offsets, …) is bookkeeping for the task.
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids", "cu_seqlens", "labels")
+
+
+class NeoBERTTask(L.LightningModule):
+    """Base of the task modules.
+
+    Args:
+        pretrained: Checkpoint to start from: a local directory or a hub id (ignored when
+            ``model_config`` is set).
+        model_config: NeoBERTConfig fields of a randomly initialised model of any size, e.g.
+            ``{hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 96}``.
+        attn_implementation: Attention backend: ``sdpa``, ``flash_attention_2``, ``eager`` or ``sdpa_varlen``.
+        learning_rate: Peak learning rate of AdamW.
+        weight_decay: AdamW weight decay, never applied to norms and biases.
+        betas: AdamW (β1, β2); NeoBERT's recipe uses (0.9, 0.95).
+        eps: AdamW epsilon.
+        warmup_fraction: Fraction of the optimiser steps spent in linear warmup.
+        warmup_steps: Warmup length in steps; overrides ``warmup_fraction`` when set.
+        final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
+        lr_schedule: Decay after warmup: ``linear``, ``cosine`` or ``constant``.
+        gradient_checkpointing: Recompute block activations in the backward pass to save memory.
+    """
+
+    head_class: ClassVar[type[PreTrainedModel]]
+
+    def __init__(
+        self,
+        pretrained: str | None = OFFICIAL_CHECKPOINT,
+        model_config: dict[str, Any] | None = None,
+        attn_implementation: str = "sdpa",
+        learning_rate: float = 2e-5,
+        weight_decay: float = 1e-5,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        warmup_fraction: float = 0.06,
+        warmup_steps: int | None = None,
+        final_lr_fraction: float = 0.1,
+        lr_schedule: str = "linear",
+        gradient_checkpointing: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(
+            self.head_class,
+            pretrained,
+            model_config,
+            attn_implementation=attn_implementation,
+            **self.head_config(),
+        )
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+
+    def head_config(self) -> dict[str, Any]:
+        """Config fields the head needs; subclasses add theirs (called before the model exists)."""
+        return {}
+
+    @staticmethod
+    def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The part of a batch that goes into the model."""
+        return {key: value for key, value in batch.items() if key in MODEL_INPUT_KEYS}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
+        loss = self.model(**self.model_inputs(batch)).loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hparams = self.hparams
+        optimizer = build_optimizer(
+            self.model, hparams.learning_rate, hparams.weight_decay, betas=tuple(hparams.betas), eps=hparams.eps
+        )
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = warmup_decay_schedule(
+            optimizer,
+            total_steps,
+            warmup_fraction=hparams.warmup_fraction,
+            warmup_steps=hparams.warmup_steps,
+            final_lr_fraction=hparams.final_lr_fraction,
+            schedule=hparams.lr_schedule,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def check_tokenizer(self, tokenizer) -> None:
+        """Refuse a tokenizer whose ids fall outside the model's embedding table, before training."""
+        vocab_size = self.model.config.vocab_size
+        if len(tokenizer) > vocab_size:
+            raise ValueError(
+                f"The tokenizer has {len(tokenizer)} tokens but the model's vocabulary has {vocab_size}; "
+                "use the model's own tokenizer or set model_config.vocab_size."
+            )
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "tokenizer"):
+            self.check_tokenizer(datamodule.tokenizer)

@@ -1,0 +1,176 @@
+"""Sequence classification and regression (GLUE and any text-classification dataset).
+
+Metrics are GLUE's own when ``task_name`` is a GLUE task, generic accuracy/F1 (or Pearson/Spearman/MSE
+for regression) otherwise. With several validation splits (MNLI matched and mismatched) the first
+split's metrics are logged as ``val/<name>`` and the others as ``val/<name>_<split suffix>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from neobert_tasks.metrics import GLUE_MAIN_METRIC, classification_metrics, glue_metrics, predictions_from_logits
+from neobert_tasks.model import NeoBERTForSequenceClassification
+from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT
+from neobert_tasks.tasks.base import NeoBERTTask
+
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+
+
+def split_suffix(split_name: str, position: int) -> str:
+    """"" for the first split of a stage, ``_mismatched`` for ``validation_mismatched`` and so on."""
+    if position == 0:
+        return ""
+    for prefix in ("validation_", "test_"):
+        if split_name.startswith(prefix):
+            return "_" + split_name[len(prefix) :]
+    return "_" + split_name
+
+
+class SequenceClassificationTask(NeoBERTTask):
+    """Fine-tune ``NeoBERTForSequenceClassification`` ([CLS] → dense → tanh → classifier).
+
+    Args:
+        num_labels: Number of classes (1 for regression); linked from the datamodule.
+        problem_type: single_label_classification, multi_label_classification or regression; linked
+            from the datamodule.
+        label_names: Class names in id order, saved as ``config.id2label``; linked from the datamodule.
+        task_name: GLUE task whose official metrics to use; None for generic metrics. Linked from the
+            GLUE datamodule.
+        pretrained: Checkpoint to start from: a local directory or a hub id.
+        model_config: NeoBERTConfig fields of a randomly initialised model instead of ``pretrained``.
+        attn_implementation: Attention backend: sdpa, flash_attention_2, eager or sdpa_varlen.
+        classifier_dropout: Dropout around the ``dense`` layer of the head.
+        learning_rate: Peak learning rate of AdamW.
+        weight_decay: AdamW weight decay, never applied to norms and biases.
+        betas: AdamW (β1, β2).
+        eps: AdamW epsilon.
+        warmup_fraction: Fraction of the optimiser steps spent in linear warmup.
+        warmup_steps: Warmup length in steps; overrides ``warmup_fraction`` when set.
+        final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
+        lr_schedule: Decay after warmup: linear, cosine or constant.
+        gradient_checkpointing: Recompute block activations in the backward pass to save memory.
+    """
+
+    head_class = NeoBERTForSequenceClassification
+
+    def __init__(
+        self,
+        num_labels: int | None = None,
+        problem_type: str = "single_label_classification",
+        label_names: list[str] | None = None,
+        task_name: str | None = None,
+        pretrained: str | None = OFFICIAL_CHECKPOINT,
+        model_config: dict[str, Any] | None = None,
+        attn_implementation: str = "sdpa",
+        classifier_dropout: float = 0.1,
+        learning_rate: float = 2e-5,
+        weight_decay: float = 1e-5,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        warmup_fraction: float = 0.06,
+        warmup_steps: int | None = None,
+        final_lr_fraction: float = 0.1,
+        lr_schedule: str = "linear",
+        gradient_checkpointing: bool = False,
+    ):
+        if num_labels is None or num_labels < 1:
+            raise ValueError(
+                f"model.num_labels is {num_labels}: it comes from the datamodule (data.num_labels) "
+                "or must be set to a positive number."
+            )
+        if problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"model.problem_type {problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}.")
+        if task_name is not None and task_name not in GLUE_MAIN_METRIC:
+            raise ValueError(f"model.task_name {task_name!r} is not a GLUE task ({', '.join(GLUE_MAIN_METRIC)}).")
+        if label_names is not None and problem_type != "regression" and len(label_names) != num_labels:
+            raise ValueError(f"model.label_names has {len(label_names)} names but num_labels is {num_labels}.")
+        self.num_labels, self.problem_type = num_labels, problem_type
+        self.label_names, self.task_name = label_names, task_name
+        self.classifier_dropout = classifier_dropout
+        super().__init__(
+            pretrained, model_config, attn_implementation, learning_rate, weight_decay, betas, eps,
+            warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing,
+        )  # fmt: skip
+        self.save_hyperparameters()
+        self.metrics = nn.ModuleDict()  # "<stage>/<split position>" → MetricCollection, filled in setup
+        self._scored: set[str] = set()  # metric keys updated since their last compute
+
+    def head_config(self) -> dict[str, Any]:
+        config = {
+            "num_labels": self.num_labels,
+            "problem_type": self.problem_type,
+            "classifier_dropout": self.classifier_dropout,
+        }
+        if self.label_names and self.problem_type != "regression":
+            config["id2label"] = dict(enumerate(self.label_names))
+            config["label2id"] = {name: index for index, name in enumerate(self.label_names)}
+        return config
+
+    def new_metrics(self):
+        if self.task_name is not None:
+            return glue_metrics(self.task_name)
+        return classification_metrics(self.problem_type, self.num_labels)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        self.split_names = {}
+        for name in ("validate", "test"):
+            splits = datamodule.split_names_for(name) if datamodule is not None else ["validation"]
+            self.split_names[name] = splits or ["validation"]
+            for position in range(len(self.split_names[name])):
+                key = f"{name}/{position}"
+                if key not in self.metrics:
+                    self.metrics[key] = self.new_metrics()
+
+    # ------------------------------------------------------------------------------------------------
+    # Evaluation: metrics per split, logged once per epoch from the synced torchmetrics states.
+
+    def _evaluation_step(self, stage: str, batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
+        outputs = self.model(**self.model_inputs(batch))
+        labels = batch["labels"]
+        suffix = split_suffix(self.split_names[stage][dataloader_idx], dataloader_idx)
+        prefix = "val" if stage == "validate" else stage
+        self.log(f"{prefix}/loss{suffix}", outputs.loss, add_dataloader_idx=False, batch_size=labels.shape[0])
+        predictions = predictions_from_logits(outputs.logits, self.problem_type)
+        if self.problem_type == "regression":
+            labels = labels.float()
+        self.metrics[f"{stage}/{dataloader_idx}"].update(predictions, labels)
+        self._scored.add(f"{stage}/{dataloader_idx}")
+
+    def _log_metrics(self, stage: str) -> None:
+        prefix = "val" if stage == "validate" else stage
+        for position, split_name in enumerate(self.split_names[stage]):
+            key = f"{stage}/{position}"
+            if key not in self._scored:
+                continue  # nothing was scored (hidden test labels): no metric to report
+            self._scored.discard(key)
+            collection = self.metrics[key]
+            suffix = split_suffix(split_name, position)
+            main = GLUE_MAIN_METRIC.get(self.task_name or "", None)
+            for name, value in collection.compute().items():
+                on_bar = position == 0 and main in (None, name)
+                self.log(f"{prefix}/{name}{suffix}", value, prog_bar=on_bar, add_dataloader_idx=False)
+            collection.reset()
+
+    def validation_step(self, batch, batch_index, dataloader_idx: int = 0) -> None:
+        self._evaluation_step("validate", batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("validate")
+
+    def test_step(self, batch, batch_index, dataloader_idx: int = 0) -> None:
+        if "labels" in batch and bool((batch["labels"] == -1).all()) and self.task_name is not None:
+            return  # GLUE test splits hide their labels (-1): predict, don't score
+        self._evaluation_step("test", batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def predict_step(self, batch, batch_index, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        logits = self.model(**{k: v for k, v in self.model_inputs(batch).items() if k != "labels"}).logits
+        return {"index": batch["idx"], "prediction": predictions_from_logits(logits, self.problem_type)}

@@ -1,0 +1,115 @@
+"""Tests of the length-grouped sampler and the padding measure."""
+
+from __future__ import annotations
+
+import random
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+from transformers import AutoTokenizer
+
+from neobert_tasks.data import LengthGroupedSampler, batches_of, padding_fraction
+
+
+def random_lengths(count: int, seed: int = 0) -> list[int]:
+    generator = random.Random(seed)
+    return [generator.randint(3, 300) for _ in range(count)]
+
+
+def random_order(count: int, seed: int = 0) -> list[int]:
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def test_every_index_exactly_once_per_epoch():
+    lengths = random_lengths(1003)  # not a multiple of the batch or mega-batch size
+    sampler = LengthGroupedSampler(lengths, batch_size=8, seed=3, mega_batch_multiplier=5)
+    assert len(sampler) == 1003
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        assert sorted(sampler) == list(range(1003))
+
+
+def test_epochs_differ_and_seed_is_deterministic():
+    lengths = random_lengths(500)
+    first = LengthGroupedSampler(lengths, batch_size=4, seed=7, mega_batch_multiplier=4)
+    second = LengthGroupedSampler(lengths, batch_size=4, seed=7, mega_batch_multiplier=4)
+    epoch_zero = list(first)
+    assert epoch_zero == list(second)
+    first.set_epoch(1)
+    assert list(first) != epoch_zero
+    second.set_epoch(1)
+    assert list(first) == list(second)
+    # Epoch e uses seed + e, so seed 8 at epoch 0 repeats seed 7 at epoch 1.
+    assert list(LengthGroupedSampler(lengths, batch_size=4, seed=8, mega_batch_multiplier=4)) == list(first)
+    assert list(LengthGroupedSampler(lengths, batch_size=4, seed=9, mega_batch_multiplier=4)) != epoch_zero
+
+
+def test_longest_example_first_and_mega_batches_sorted():
+    lengths = random_lengths(640, seed=1)
+    sampler = LengthGroupedSampler(lengths, batch_size=8, seed=0, mega_batch_multiplier=10)
+    order = list(sampler)
+    assert lengths[order[0]] == max(lengths)
+    for start in range(0, len(order), sampler.mega_batch_size):
+        mega_batch_lengths = [lengths[index] for index in order[start : start + sampler.mega_batch_size]]
+        assert mega_batch_lengths == sorted(mega_batch_lengths, reverse=True)
+
+
+def test_invalid_arguments_and_empty_dataset():
+    with pytest.raises(ValueError, match="batch_size"):
+        LengthGroupedSampler([1, 2], batch_size=0)
+    assert list(LengthGroupedSampler([], batch_size=4)) == []
+
+
+def test_padding_fraction_by_hand():
+    lengths = [2, 4, 8, 8]
+    # Batch [0, 1] pads to 4 -> 2 pad of 8 slots; batch [2, 3] pads to 8 -> 0 pad of 16 slots.
+    assert padding_fraction(lengths, [[0, 1], [2, 3]]) == pytest.approx(2 / 24)
+    # Rounded up to a multiple of 8: [0, 1] pads to 8 -> 10 pad of 16; [2, 3] -> 0 pad of 16.
+    assert padding_fraction(lengths, [[0, 1], [2, 3]], pad_to_multiple_of=8) == pytest.approx(10 / 32)
+    assert padding_fraction(lengths, []) == 0.0
+    assert list(batches_of(range(5), 2)) == [[0, 1], [2, 3], [4]]
+
+
+def test_grouping_reduces_padding_on_random_lengths():
+    lengths = random_lengths(5000, seed=2)
+    grouped = padding_fraction(lengths, batches_of(LengthGroupedSampler(lengths, 16, seed=0), 16), 8)
+    shuffled = padding_fraction(lengths, batches_of(random_order(len(lengths)), 16), 8)
+    assert grouped < 0.05 < 0.3 < shuffled
+
+
+@pytest.mark.parametrize("num_replicas", [2, 4])
+def test_distributed_sharding_keeps_grouping(num_replicas):
+    """Strided sharding without re-shuffling (what TokenizedDataModule sets up under DDP) keeps batches
+    of similar length on every rank and covers every example."""
+    lengths = random_lengths(3000, seed=4)
+    sampler = LengthGroupedSampler(lengths, batch_size=16, seed=0, num_replicas=num_replicas)
+    seen: list[int] = []
+    for rank in range(num_replicas):
+        shard = list(DistributedSamplerWrapper(sampler, num_replicas=num_replicas, rank=rank, shuffle=False))
+        seen.extend(shard)
+        assert padding_fraction(lengths, batches_of(shard, 16), 8) < 0.05
+        if rank == 0:
+            assert lengths[shard[0]] == max(lengths)
+    assert set(seen) == set(range(len(lengths)))
+
+
+def test_set_epoch_reaches_sampler_through_distributed_wrapper():
+    sampler = LengthGroupedSampler(random_lengths(100), batch_size=4)
+    DistributedSamplerWrapper(sampler, num_replicas=2, rank=0, shuffle=False).set_epoch(5)
+    assert sampler.epoch == 5
+
+
+def test_grouping_on_sst2_lengths(glue_dir, bert_tokenizer_dir):
+    sentences = pq.read_table(glue_dir / "sst2" / "train.parquet", columns=["sentence"])
+    sentences = sentences.column("sentence").to_pylist()[:20000]
+    tokenizer = AutoTokenizer.from_pretrained(bert_tokenizer_dir)
+    lengths = [len(ids) for ids in tokenizer(sentences, return_token_type_ids=False)["input_ids"]]
+    grouped = padding_fraction(lengths, batches_of(LengthGroupedSampler(lengths, 32, seed=42), 32), 8)
+    shuffled = padding_fraction(lengths, batches_of(random_order(len(lengths), seed=42), 32), 8)
+    # Measured on the full train split: 0.229 grouped vs 0.695 shuffled; most of what is left is the
+    # rounding to a multiple of 8 of sentences averaging 13 tokens.
+    assert grouped < 0.3
+    assert shuffled > 0.6
+    assert grouped < shuffled / 2

@@ -1,0 +1,153 @@
+"""Tests of TextClassificationDataModule: label-schema inference, label encodings, file formats, errors."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from neobert_tasks.data import DataError, MissingDataError, TextClassificationDataModule
+
+pytestmark = pytest.mark.filterwarnings("ignore:No validation split")
+
+
+def make_module(data_dir, tokenizer: str, cache_dir: str, **overrides) -> TextClassificationDataModule:
+    settings = dict(data_dir=str(data_dir), batch_size=4, cache_dir=cache_dir)
+    settings.update(overrides)
+    return TextClassificationDataModule(tokenizer, **settings)
+
+
+def all_batches(loader) -> list[dict[str, torch.Tensor]]:
+    return list(loader)
+
+
+def test_string_labels_map_to_sorted_names(write_split, sentences, tiny_tokenizer_dir, datasets_cache):
+    labels = ["pos", "neg", "neutral", "pos", "neg", "pos"]
+    path = write_split("train", ".csv", text=sentences(6), label=labels)
+    write_split("validation", ".csv", text=sentences(6, offset=3), label=labels)
+    datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache)
+    assert datamodule.problem_type == "single_label_classification"
+    assert datamodule.label_names == ["neg", "neutral", "pos"]
+    assert datamodule.num_labels == 3
+    assert datamodule.validation_split_names == ["validation"] and datamodule.test_split_names == []
+    datamodule.setup("validate")
+    batch = next(iter(datamodule.val_dataloader()))
+    assert batch["labels"].tolist() == [2, 0, 1, 2]
+    assert batch["idx"].tolist() == [0, 1, 2, 3]  # row numbers when the data has no idx column
+
+
+def test_float_labels_mean_regression(write_split, sentences, tiny_tokenizer_dir, datasets_cache):
+    path = write_split("train", score=[0.5, 1.25, 3.0, 4.5], text=sentences(4), other=sentences(4, 1))
+    datamodule = make_module(
+        path.parent, tiny_tokenizer_dir, datasets_cache, label_column="score", text_pair_column="other"
+    )
+    assert (datamodule.problem_type, datamodule.num_labels) == ("regression", 1)
+    assert datamodule.main_metric == "pearson"
+    datamodule.setup("fit")
+    labels = torch.cat([batch["labels"] for batch in all_batches(datamodule.train_dataloader())])
+    assert labels.dtype == torch.float32
+    assert sorted(labels.tolist()) == [0.5, 1.25, 3.0, 4.5]
+
+
+def test_list_labels_become_multi_hot(write_split, sentences, tiny_tokenizer_dir, datasets_cache):
+    tags = [["funny"], ["sad", "long"], [], ["long"]]
+    path = write_split("train", ".jsonl", text=sentences(4), label=tags)
+    datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache, group_by_length=False)
+    assert datamodule.problem_type == "multi_label_classification"
+    assert datamodule.label_names == ["funny", "long", "sad"]
+    datamodule.setup("fit")
+    rows = [datamodule.collator([row])["labels"][0].tolist() for row in datamodule.datasets["train"]]
+    assert rows == [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+
+
+def test_integer_labels_and_explicit_num_labels(write_split, sentences, tiny_tokenizer_dir, datasets_cache):
+    path = write_split("train", ".tsv", text=sentences(4), label=[0, 2, 1, 2])
+    inferred = make_module(path.parent, tiny_tokenizer_dir, datasets_cache)
+    assert inferred.num_labels == 3 and inferred.label_names == ["0", "1", "2"]
+    # The training split may lack the highest class ids.
+    assert make_module(path.parent, tiny_tokenizer_dir, datasets_cache, num_labels=5).num_labels == 5
+    with pytest.raises(DataError, match="num_labels is 2"):
+        make_module(path.parent, tiny_tokenizer_dir, datasets_cache, num_labels=2)
+    named = make_module(path.parent, tiny_tokenizer_dir, datasets_cache, label_names=["a", "b", "c"])
+    assert named.label_names == ["a", "b", "c"]
+
+
+def test_boolean_labels_are_two_classes(write_split, sentences, tiny_tokenizer_dir, datasets_cache):
+    path = write_split("train", text=sentences(4), label=[True, False, False, True])
+    datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache, group_by_length=False)
+    assert (datamodule.problem_type, datamodule.label_names) == ("single_label_classification", ["0", "1"])
+    datamodule.setup("fit")
+    assert sorted(row["labels"] for row in datamodule.datasets["train"]) == [0, 0, 1, 1]
+
+
+def test_explicit_schema_reads_no_data(tmp_path, tiny_tokenizer_dir, datasets_cache):
+    # The directory does not even exist: nothing is read until setup.
+    datamodule = make_module(
+        tmp_path / "later", tiny_tokenizer_dir, datasets_cache, problem_type="single_label_classification",
+        num_labels=4,
+    )  # fmt: skip
+    assert datamodule.num_labels == 4 and datamodule.label_names == ["0", "1", "2", "3"]
+    with pytest.raises(MissingDataError, match="later"):
+        datamodule.setup("fit")
+
+
+def test_unlabelled_test_split_for_prediction(write_split, sentences, tiny_tokenizer_dir, datasets_cache):
+    path = write_split("train", text=sentences(6), label=[0, 1] * 3)
+    write_split("test", text=sentences(5, offset=2), idx=[10, 11, 12, 13, 14])
+    datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache, eval_batch_size=5)
+    assert datamodule.split_names_for("predict") == ["test"]
+    datamodule.setup("predict")
+    batch = next(iter(datamodule.predict_dataloader()))
+    assert "labels" not in batch
+    assert batch["idx"].tolist() == [10, 11, 12, 13, 14]
+
+
+def test_invalid_labels_at_setup(write_split, sentences, tiny_tokenizer_dir, datasets_cache):
+    path = write_split("train", text=sentences(4), label=["pos", "neg", "pos", "neg"])
+    write_split("validation", text=sentences(2), label=["pos", "maybe"])
+    datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache)
+    with pytest.raises(DataError, match=r"'maybe' in split 'validation' is not one of .*\['neg', 'pos'\]"):
+        datamodule.setup("fit")
+
+
+def test_configuration_errors(write_split, sentences, tmp_path, tiny_tokenizer_dir, datasets_cache):
+    with pytest.raises(DataError, match="exactly one of dataset"):
+        TextClassificationDataModule(tiny_tokenizer_dir)
+    with pytest.raises(DataError, match="Unknown problem_type 'ranking'"):
+        make_module(tmp_path, tiny_tokenizer_dir, datasets_cache, problem_type="ranking", num_labels=2)
+    path = write_split("train", text=sentences(3), target=[0, 1, 0])
+    with pytest.raises(DataError, match=r"'label' is missing from .*train\.parquet.*present: text, target"):
+        make_module(path.parent, tiny_tokenizer_dir, datasets_cache)
+    module = make_module(
+        path.parent, tiny_tokenizer_dir, datasets_cache, label_column="target", text_column="body"
+    )
+    with pytest.raises(DataError, match=r"'body' is missing"):
+        module.setup("fit")
+
+
+def test_unreachable_hub_dataset_is_one_clear_error(tiny_tokenizer_dir, datasets_cache):
+    with pytest.raises(DataError, match="Could not load hub dataset 'someone/no-such-dataset'"):
+        TextClassificationDataModule(
+            tiny_tokenizer_dir, dataset="someone/no-such-dataset", cache_dir=datasets_cache
+        )
+
+
+def test_class_label_names_from_shared_rte(glue_dir, bert_tokenizer_dir, datasets_cache):
+    datamodule = TextClassificationDataModule(
+        bert_tokenizer_dir,
+        data_dir=str(glue_dir / "rte"),
+        text_column="sentence1",
+        text_pair_column="sentence2",
+        limit_train_samples=32,
+        limit_eval_samples=16,
+        cache_dir=datasets_cache,
+    )
+    assert datamodule.label_names == ["entailment", "not_entailment"]
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.val_dataloader()))
+    expected = pd.read_parquet(glue_dir / "rte" / "validation.parquet").head(16)
+    assert batch["idx"].tolist() == expected["idx"].tolist()
+    assert batch["labels"].tolist() == expected["label"].tolist()
+    # [CLS] sentence1 [SEP] sentence2 [SEP]: two separators per pair.
+    assert int((batch["input_ids"][0] == 102).sum()) == 2
