@@ -20,7 +20,9 @@ from neobert_tasks.model import NeoBERTConfig, NeoBERTModel
 
 def make_batch(batch: int, length: int, mixed: bool, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(length // 4, length + 1, (batch,), generator=generator) if mixed else [length] * batch
+    lengths = [length] * batch
+    if mixed:
+        lengths = torch.randint(length // 4, length + 1, (batch,), generator=generator)
     lengths = [int(value) for value in lengths]
     lengths[0] = length  # the padded batch is always `length` wide
     input_ids = torch.zeros(batch, length, dtype=torch.long)
@@ -42,7 +44,8 @@ def measure(model, input_ids, attention_mask, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512], help="sequence lengths")
     parser.add_argument("--batch", type=int, default=8, help="rows per batch")
     parser.add_argument("--layers", type=int, default=28, help="number of blocks")

@@ -40,8 +40,12 @@ class BestModelCheckpoint(ModelCheckpoint):
     and ``max`` for scores. All other arguments are ``ModelCheckpoint``'s.
     """
 
-    def __init__(self, monitor: str | None = "auto", mode: str = "auto", save_last: bool | None = True, **kwargs):
-        super().__init__(monitor=monitor, mode="max" if mode == "auto" else mode, save_last=save_last, **kwargs)
+    def __init__(
+        self, monitor: str | None = "auto", mode: str = "auto", save_last: bool | None = True, **kwargs
+    ):
+        super().__init__(
+            monitor=monitor, mode="max" if mode == "auto" else mode, save_last=save_last, **kwargs
+        )
         self.resolve_monitor, self.resolve_mode = monitor == "auto", mode == "auto"
         self.best_metrics: dict[str, float] = {}
 
@@ -159,7 +163,9 @@ class PredictionWriter(BasePredictionWriter):
     def file_name(datamodule, split_name: str) -> str:
         task_name = getattr(datamodule, "task_name", None)
         if task_name in GLUE_SUBMISSION_NAMES:
-            key = "mnli_mismatched" if task_name == "mnli" and split_name.endswith("mismatched") else task_name
+            key = (
+                "mnli_mismatched" if task_name == "mnli" and split_name.endswith("mismatched") else task_name
+            )
             return f"{GLUE_SUBMISSION_NAMES[key]}.tsv"
         return f"{split_name}.tsv"
 

@@ -12,10 +12,13 @@ What it adds to LightningCLI:
 
 from __future__ import annotations
 
+import sys
+
 from lightning.pytorch.cli import LightningCLI
 
 from neobert_tasks.callbacks import BestModelCheckpoint, ExportBestModel, PredictionWriter
 from neobert_tasks.data.base import TokenizedDataModule
+from neobert_tasks.errors import UserInputError
 from neobert_tasks.tasks.base import NeoBERTTask
 
 # (datamodule property, model argument): linked when both exist for the chosen classes.
@@ -60,7 +63,18 @@ class NeoBERTCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
-    """Entry point of ``python -m neobert_tasks`` and of ``neobert-tasks``; ``args`` for use from Python."""
+    """Entry point of ``python -m neobert_tasks`` and of ``neobert-tasks``; ``args`` for use from Python.
+
+    A mistake in the config or the data ends the run with its one-sentence message and exit status 2.
+    """
+    try:
+        return _build_cli(args, run)
+    except UserInputError as error:
+        print(f"neobert_tasks: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _build_cli(args: list[str] | None, run: bool) -> NeoBERTCLI:
     return NeoBERTCLI(
         NeoBERTTask,
         TokenizedDataModule,

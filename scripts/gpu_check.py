@@ -70,7 +70,8 @@ def tokens_per_second(backend: str, layers: int, length: int, tokens_per_batch: 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--layers", type=int, default=28, help="number of blocks (28 = NeoBERT base)")
     parser.add_argument("--tolerance", type=float, default=0.1, help="largest allowed bf16 difference")
     args = parser.parse_args()

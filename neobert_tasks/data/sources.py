@@ -17,6 +17,8 @@ from pathlib import Path
 import datasets
 import pyarrow.parquet as pq
 
+from neobert_tasks.errors import UserInputError
+
 # File suffix -> (datasets builder name, extra builder keyword arguments). Several suffixes share a builder.
 FILE_FORMATS: dict[str, tuple[str, dict[str, str]]] = {
     ".parquet": ("parquet", {}),
@@ -27,7 +29,7 @@ FILE_FORMATS: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
-class DataError(ValueError):
+class DataError(UserInputError, ValueError):
     """A dataset or tokenizer cannot be used as configured; the message says what and where."""
 
 

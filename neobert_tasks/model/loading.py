@@ -11,6 +11,7 @@ from typing import Any
 
 from transformers import PreTrainedModel
 
+from neobert_tasks.errors import ConfigError, MissingPathError
 from neobert_tasks.model.configuration import NeoBERTConfig
 
 OFFICIAL_CHECKPOINT = "chandar-lab/NeoBERT"
@@ -34,19 +35,23 @@ def build_model(
         try:
             config = NeoBERTConfig(**{**model_config, **config_overrides})
         except TypeError as error:
-            raise ValueError(f"model.model_config has a field NeoBERTConfig does not know: {error}") from None
+            raise ConfigError(
+                f"model.model_config has a field NeoBERTConfig does not know: {error}"
+            ) from None
+        except ValueError as error:
+            raise ConfigError(f"model.model_config: {error}") from None
         return model_class(config)
     if pretrained is None:
-        raise ValueError("Set model.pretrained (a checkpoint directory or hub id) or model.model_config.")
+        raise ConfigError("Set model.pretrained (a checkpoint directory or hub id) or model.model_config.")
     path = os.path.expanduser(pretrained)
     # A hub id is "name" or "org/name"; anything else can only be a directory on this machine.
     looks_local = pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1
     if looks_local and not os.path.isdir(path):
-        raise FileNotFoundError(f"model.pretrained: the checkpoint directory {pretrained!r} does not exist.")
+        raise MissingPathError(f"model.pretrained: the checkpoint directory {pretrained!r} does not exist.")
     try:
         return model_class.from_pretrained(path, **config_overrides)
     except OSError as error:
-        raise OSError(
+        raise MissingPathError(
             f"model.pretrained: could not load {pretrained!r} as a local directory or from the Hugging Face "
             f"hub ({error.__class__.__name__}); check the path, or the network and HF_HUB_OFFLINE."
         ) from error

@@ -14,6 +14,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput
 
+from neobert_tasks.errors import ConfigError
 from neobert_tasks.model import padding
 from neobert_tasks.model.attention import AttentionContext, attention_backend
 from neobert_tasks.model.configuration import NeoBERTConfig
@@ -21,7 +22,7 @@ from neobert_tasks.model.rope import apply_rotary, rotary_cos_sin
 
 
 class SwiGLU(nn.Module):
-    """``w3(silu(gate(x)) * up(x))`` with gate and up fused in ``w12``: rows ``[0, F)`` gate, ``[F, 2F)`` up."""
+    """SwiGLU FFN ``w3(silu(gate(x)) * up(x))``; ``w12`` rows ``[0, F)`` are the gate, ``[F, 2F)`` up."""
 
     def __init__(self, hidden_size: int, width: int):
         super().__init__()
@@ -148,7 +149,9 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
             hidden = hidden.unsqueeze(0)
         if cu_seqlens is not None:
             if attention_mask is not None or hidden.shape[0] != 1:
-                raise ValueError("cu_seqlens describes one flat packed row: pass no attention_mask and batch 1.")
+                raise ValueError(
+                    "cu_seqlens describes one flat packed row: pass no attention_mask and batch 1."
+                )
             position_ids = padding.positions_from_cu_seqlens(cu_seqlens, hidden.shape[1])
         batch_size, length = hidden.shape[:2]
         if position_ids is None:
@@ -173,7 +176,7 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
         """RoPE was trained up to ``max_length`` positions: refuse longer input rather than extrapolate."""
         longest = int(position_ids.max()) + 1 if position_ids.numel() else 0
         if longest > self.config.max_length:
-            raise ValueError(
+            raise ConfigError(
                 f"Input of length {max(longest, length)} is longer than this model's max_length "
                 f"{self.config.max_length}; truncate or split it (tokenizer max_length)."
             )

@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from transformers import PreTrainedModel
 
+from neobert_tasks.errors import ConfigError
 from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT, build_model
 from neobert_tasks.tasks.optim import build_optimizer, warmup_decay_schedule
 
@@ -86,7 +87,11 @@ class NeoBERTTask(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hparams = self.hparams
         optimizer = build_optimizer(
-            self.model, hparams.learning_rate, hparams.weight_decay, betas=tuple(hparams.betas), eps=hparams.eps
+            self.model,
+            hparams.learning_rate,
+            hparams.weight_decay,
+            betas=tuple(hparams.betas),
+            eps=hparams.eps,
         )
         total_steps = int(self.trainer.estimated_stepping_batches)
         scheduler = warmup_decay_schedule(
@@ -103,7 +108,7 @@ class NeoBERTTask(L.LightningModule):
         """Refuse a tokenizer whose ids fall outside the model's embedding table, before training."""
         vocab_size = self.model.config.vocab_size
         if len(tokenizer) > vocab_size:
-            raise ValueError(
+            raise ConfigError(
                 f"The tokenizer has {len(tokenizer)} tokens but the model's vocabulary has {vocab_size}; "
                 "use the model's own tokenizer or set model_config.vocab_size."
             )

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from neobert_tasks.errors import ConfigError
+
 SCHEDULES = ("linear", "cosine", "constant")
 """Valid values of ``warmup_decay_schedule``'s ``schedule`` argument."""
 
@@ -67,11 +69,11 @@ def _resolve_warmup(total_steps: int, warmup_fraction: float, warmup_steps: int 
     """
     if warmup_steps is None:
         if not 0.0 <= warmup_fraction <= 1.0:
-            raise ValueError(f"warmup_fraction must be in [0, 1], got {warmup_fraction}.")
+            raise ConfigError(f"warmup_fraction must be in [0, 1], got {warmup_fraction}.")
         # round(), not ceil(): 0.07 * 100 is 7.000000000000001 in floating point.
         warmup_steps = round(warmup_fraction * total_steps)
     elif warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+        raise ConfigError(f"warmup_steps must be >= 0, got {warmup_steps}.")
     # Capped rather than rejected so that short debugging runs (fast_dev_run, limit_train_batches) work
     # with the warmup of the full configuration.
     return min(int(warmup_steps), total_steps)
@@ -129,16 +131,16 @@ def warmup_decay_schedule(
             outside [0, 1].
     """
     if schedule not in SCHEDULES:
-        raise ValueError(f"Unknown schedule {schedule!r}; valid schedules are: {', '.join(SCHEDULES)}.")
+        raise ConfigError(f"Unknown schedule {schedule!r}; valid schedules are: {', '.join(SCHEDULES)}.")
     # Lightning reports an infinite estimated_stepping_batches when neither max_steps nor max_epochs
     # bounds the run; a decay schedule cannot be laid out over that.
     if not math.isfinite(total_steps) or total_steps < 1:
-        raise ValueError(
+        raise ConfigError(
             f"total_steps must be a finite number >= 1, got {total_steps}; set max_steps or max_epochs."
         )
     total_steps = int(total_steps)
     if not 0.0 <= final_lr_fraction <= 1.0:
-        raise ValueError(f"final_lr_fraction must be in [0, 1], got {final_lr_fraction}.")
+        raise ConfigError(f"final_lr_fraction must be in [0, 1], got {final_lr_fraction}.")
     warmup = _resolve_warmup(total_steps, warmup_fraction, warmup_steps)
 
     def lr_lambda(step: int) -> float:
@@ -175,11 +177,11 @@ def build_optimizer(
         ValueError: for an unknown optimiser name or a model without trainable parameters.
     """
     if optimizer.lower() not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {optimizer!r}; valid optimizers are: {', '.join(OPTIMIZERS)}.")
+        raise ConfigError(f"Unknown optimizer {optimizer!r}; valid optimizers are: {', '.join(OPTIMIZERS)}.")
     groups = parameter_groups(model, weight_decay)
     params = [p for group in groups for p in group["params"]]
     if not params:
-        raise ValueError("The model has no trainable parameters to optimise.")
+        raise ConfigError("The model has no trainable parameters to optimise.")
     if fused is None and all(p.is_cuda for p in params):
         fused = True
     # fused=None is passed through untouched so that torch keeps choosing its default implementation.

@@ -12,7 +12,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from neobert_tasks.metrics import GLUE_MAIN_METRIC, classification_metrics, glue_metrics, predictions_from_logits
+from neobert_tasks.errors import ConfigError
+from neobert_tasks.metrics import (
+    GLUE_MAIN_METRIC,
+    classification_metrics,
+    glue_metrics,
+    predictions_from_logits,
+)
 from neobert_tasks.model import NeoBERTForSequenceClassification
 from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT
 from neobert_tasks.tasks.base import NeoBERTTask
@@ -21,7 +27,7 @@ PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "r
 
 
 def split_suffix(split_name: str, position: int) -> str:
-    """"" for the first split of a stage, ``_mismatched`` for ``validation_mismatched`` and so on."""
+    """ "" for the first split of a stage, ``_mismatched`` for ``validation_mismatched`` and so on."""
     if position == 0:
         return ""
     for prefix in ("validation_", "test_"):
@@ -78,16 +84,22 @@ class SequenceClassificationTask(NeoBERTTask):
         gradient_checkpointing: bool = False,
     ):
         if num_labels is None or num_labels < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"model.num_labels is {num_labels}: it comes from the datamodule (data.num_labels) "
                 "or must be set to a positive number."
             )
         if problem_type not in PROBLEM_TYPES:
-            raise ValueError(f"model.problem_type {problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}.")
+            raise ConfigError(
+                f"model.problem_type {problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}."
+            )
         if task_name is not None and task_name not in GLUE_MAIN_METRIC:
-            raise ValueError(f"model.task_name {task_name!r} is not a GLUE task ({', '.join(GLUE_MAIN_METRIC)}).")
+            raise ConfigError(
+                f"model.task_name {task_name!r} is not a GLUE task ({', '.join(GLUE_MAIN_METRIC)})."
+            )
         if label_names is not None and problem_type != "regression" and len(label_names) != num_labels:
-            raise ValueError(f"model.label_names has {len(label_names)} names but num_labels is {num_labels}.")
+            raise ConfigError(
+                f"model.label_names has {len(label_names)} names but num_labels is {num_labels}."
+            )
         self.num_labels, self.problem_type = num_labels, problem_type
         self.label_names, self.task_name = label_names, task_name
         self.classifier_dropout = classifier_dropout

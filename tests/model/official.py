@@ -26,7 +26,10 @@ OFFICIAL_CONFIG = {
     "classifier_init_range": 0.02,
     "hidden_size": 768,
     "intermediate_size": 3072,
-    "kwargs": {"classifier_init_range": 0.02, "pretrained_model_name_or_path": "google-bert/bert-base-uncased"},
+    "kwargs": {
+        "classifier_init_range": 0.02,
+        "pretrained_model_name_or_path": "google-bert/bert-base-uncased",
+    },
     "max_length": 4096,
     "model_type": "neobert",
     "norm_eps": 1e-05,

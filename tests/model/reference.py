@@ -30,7 +30,8 @@ def reference_last_hidden_state(
     x = state["model.encoder.weight"][input_ids]
     layers = len({key.split(".")[2] for key in state if key.startswith("model.transformer_encoder.")})
     for index in range(layers):
-        p = lambda name: state[f"model.transformer_encoder.{index}.{name}"]  # noqa: E731
+        prefix = f"model.transformer_encoder.{index}."
+        p = lambda name, prefix=prefix: state[prefix + name]  # noqa: E731
         h = rms_norm(x, p("attention_norm.weight"), eps)
         qkv = (h @ p("qkv.weight").T).reshape(len(input_ids), heads, -1)
         q, k, v = qkv.chunk(3, dim=-1)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neobert_tasks.model import NeoBERTConfig, NeoBERTModel
-from neobert_tasks.model import padding
+from neobert_tasks.model import NeoBERTConfig, NeoBERTModel, padding
 from tests.conftest import tiny_config_kwargs
 
 CPU_BACKENDS = ["eager", "sdpa", "sdpa_varlen"]
@@ -132,7 +131,9 @@ def test_bf16_autocast_runs_and_stays_close_to_fp32(backend):
 def test_hidden_states_on_request_for_padded_and_varlen_paths():
     input_ids, attention_mask = _padded_batch(_sequences())
     for backend in ("sdpa", "sdpa_varlen"):
-        output = _model(backend)(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        output = _model(backend)(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+        )
         assert len(output.hidden_states) == 3  # embeddings, after block 1, final (normed) output
         assert output.hidden_states[0].shape == (4, 16, 64)
         assert torch.equal(output.hidden_states[-1], output.last_hidden_state)

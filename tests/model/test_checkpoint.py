@@ -50,8 +50,9 @@ def test_mlm_checkpoint_loads_exactly_and_matches_the_reference_math(official):
     # RoPE is computed from positions, so nothing is lost to transformers' meta-device loading.
     torch.testing.assert_close(hidden, expected, atol=1e-5, rtol=1e-5)
     logits = model(input_ids=ids).logits[0]
-    torch.testing.assert_close(logits, expected @ state["decoder.weight"].T + state["decoder.bias"], atol=1e-5,
-                               rtol=1e-5)
+    torch.testing.assert_close(
+        logits, expected @ state["decoder.weight"].T + state["decoder.bias"], atol=1e-5, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("head_class", list(HEAD_KEYS))
@@ -76,7 +77,9 @@ def test_auto_classes_load_the_official_directory_without_remote_code(official):
 
 def test_new_heads_are_initialised_from_classifier_init_range(official):
     directory, _ = official
-    model = NeoBERTForSequenceClassification.from_pretrained(directory, num_labels=3, classifier_init_range=0.5)
+    model = NeoBERTForSequenceClassification.from_pretrained(
+        directory, num_labels=3, classifier_init_range=0.5
+    )
     assert 0.3 < model.classifier.weight.std() < 0.7
     assert torch.count_nonzero(model.classifier.bias) == 0
 
@@ -89,8 +92,18 @@ def test_saved_classifier_keeps_official_keys_and_round_trips_bit_exact(official
     official_backbone = {key for key in state if key.startswith("model.")}
     assert saved_keys == official_backbone | HEAD_KEYS[NeoBERTForSequenceClassification]
     saved_config = json.loads((tmp_path / "saved" / "config.json").read_text())
-    for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "dim_head", "intermediate_size",
-                  "max_length", "norm_eps", "vocab_size", "pad_token_id", "classifier_init_range"):
+    for field in (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "dim_head",
+        "intermediate_size",
+        "max_length",
+        "norm_eps",
+        "vocab_size",
+        "pad_token_id",
+        "classifier_init_range",
+    ):
         assert field in saved_config
     assert saved_config["model_type"] == "neobert" and len(saved_config["id2label"]) == 3
     reloaded = NeoBERTForSequenceClassification.from_pretrained(tmp_path / "saved").eval()

@@ -40,8 +40,18 @@ def test_official_config_json_with_stray_keys(tmp_path):
     config.save_pretrained(tmp_path / "saved")
     saved = json.loads((tmp_path / "saved" / "config.json").read_text())
     assert "auto_map" not in saved and "kwargs" not in saved and "trust_remote_code" not in saved
-    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "dim_head", "intermediate_size",
-                "max_length", "norm_eps", "vocab_size", "pad_token_id", "model_type"):
+    for key in (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "dim_head",
+        "intermediate_size",
+        "max_length",
+        "norm_eps",
+        "vocab_size",
+        "pad_token_id",
+        "model_type",
+    ):
         assert saved[key] == OFFICIAL_CONFIG[key]
 
 
