@@ -61,13 +61,25 @@ class BestModelCheckpoint(ModelCheckpoint):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         previous = self.best_model_path
         super().on_validation_end(trainer, pl_module)
-        if self.best_model_path != previous or not self.best_metrics:
-            self.best_metrics = {
+        self._remember_best_metrics(trainer, previous)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # With one validation per epoch (the default) ModelCheckpoint saves here, after validation ended.
+        previous = self.best_model_path
+        super().on_train_epoch_end(trainer, pl_module)
+        self._remember_best_metrics(trainer, previous)
+
+    def _remember_best_metrics(self, trainer: L.Trainer, previous_best_path: str) -> None:
+        if trainer.sanity_checking:
+            return  # a few batches of an untrained model: not a score to report
+        if self.best_model_path != previous_best_path or not self.best_metrics:
+            metrics = {
                 name: _metric_value(value)
                 for name, value in trainer.callback_metrics.items()
                 if name.startswith("val/")
             }
-            self.best_metrics.update(epoch=trainer.current_epoch, step=trainer.global_step)
+            if metrics:  # no validation split: nothing to remember
+                self.best_metrics = {**metrics, "epoch": trainer.current_epoch, "step": trainer.global_step}
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "best_metrics": self.best_metrics}
@@ -98,9 +110,9 @@ class ExportBestModel(L.Callback):
         if best_path:
             state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
             pl_module.load_state_dict(state)
+        run_dir = run_directory(trainer)  # every rank: trainer.log_dir broadcasts from rank 0 under DDP
         if not trainer.is_global_zero:
             return
-        run_dir = run_directory(trainer)
         export_dir = run_dir / self.directory
         pl_module.model.save_pretrained(export_dir)
         tokenizer = getattr(trainer.datamodule, "tokenizer", None)
@@ -141,9 +153,10 @@ class PredictionWriter(BasePredictionWriter):
             gathered = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(gathered, rows)
             rows = [sorted({i: p for part in gathered for i, p in part[n]}.items()) for n in range(len(rows))]
+        # Every rank: trainer.log_dir (in run_directory) broadcasts from rank 0 under DDP.
+        output_dir = Path(self.output_dir) if self.output_dir else run_directory(trainer) / "predictions"
         if not trainer.is_global_zero:
             return
-        output_dir = Path(self.output_dir) if self.output_dir else run_directory(trainer) / "predictions"
         output_dir.mkdir(parents=True, exist_ok=True)
         for split_name, split_rows in zip(split_names, rows, strict=True):
             path = output_dir / self.file_name(datamodule, split_name)

@@ -7,14 +7,17 @@ What it adds to LightningCLI:
   the task's main metric), ``export`` (``save_pretrained`` of the best model plus ``metrics.json``)
   and ``prediction_writer`` (submission files);
 * TensorBoard and CSV logging into ``<trainer.default_root_dir>/version_N`` unless ``trainer.logger``
-  is set, with the resolved ``config.yaml`` saved beside them.
+  is set, with the resolved ``config.yaml`` saved beside them;
+* ``fit`` on data without a validation split turns off early stopping on ``val/*`` metrics.
 """
 
 from __future__ import annotations
 
 import sys
 
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
 
 from neobert_tasks.callbacks import BestModelCheckpoint, ExportBestModel, PredictionWriter
 from neobert_tasks.data.base import TokenizedDataModule
@@ -51,6 +54,16 @@ class NeoBERTCLI(LightningCLI):
                 {"class_path": name, "init_args": {"save_dir": root, "name": ""}} for name in LOGGER_CLASSES
             ]
 
+    def before_fit(self) -> None:
+        # Without a validation split (a local copy lacking one, like QQP's in ../shared) no val/* metric
+        # is ever logged, and an EarlyStopping on one would end the run with an error after one epoch.
+        if getattr(self.datamodule, "validation_split_names", True):
+            return
+        for callback in list(self.trainer.callbacks):
+            if isinstance(callback, EarlyStopping) and callback.monitor.startswith("val/"):
+                self.trainer.callbacks.remove(callback)
+                rank_zero_warn(f"No validation split: early stopping on {callback.monitor} is turned off.")
+
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
         # Each logger picks its own next version number; make them share the first one's folder.
@@ -69,9 +82,26 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
     """
     try:
         return _build_cli(args, run)
-    except UserInputError as error:
-        print(f"neobert_tasks: error: {error}", file=sys.stderr)
+    except Exception as error:
+        user_error = _user_input_error(error)
+        if user_error is None:
+            raise
+        print(f"neobert_tasks: error: {user_error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _user_input_error(error: BaseException | None) -> UserInputError | None:
+    """The `UserInputError` that `error` is or was raised from, else None.
+
+    jsonargparse wraps an error raised while instantiating a class of an optional type (the datamodule
+    of ``subclass_mode_data``) in a ValueError "Does not validate against any of the Union subtypes";
+    the user's mistake is that ValueError's cause.
+    """
+    while error is not None:
+        if isinstance(error, UserInputError):
+            return error
+        error = error.__cause__
+    return None
 
 
 def _build_cli(args: list[str] | None, run: bool) -> NeoBERTCLI:

@@ -11,6 +11,7 @@ from neobert_tasks.data.sources import (
     load_local_splits,
 )
 from neobert_tasks.data.text_classification import LabelSchema, TextClassificationDataModule
+from neobert_tasks.data.token_classification import TokenClassificationCollator, TokenClassificationDataModule
 
 __all__ = [
     "GLUE_TASKS",
@@ -22,6 +23,8 @@ __all__ = [
     "MissingDataError",
     "ModelInputCollator",
     "TextClassificationDataModule",
+    "TokenClassificationCollator",
+    "TokenClassificationDataModule",
     "TokenizedDataModule",
     "batches_of",
     "find_split_files",

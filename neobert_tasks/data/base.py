@@ -3,7 +3,9 @@
 `TokenizedDataModule` owns what every task has in common: loading the tokenizer, tokenizing splits with
 `datasets.Dataset.map` (cached on disk, so other ranks and later runs reuse the result), dynamic padding with
 `transformers.DataCollatorWithPadding`, length-grouped training batches, and eval/predict dataloaders whose
-batches carry `idx` so predictions can be written back in dataset order.
+batches carry `idx` so predictions can be written back in dataset order. Under DDP the eval/predict
+dataloaders shard each split without padding it, so every example is scored exactly once and metrics match a
+single-process run.
 
 A subclass says where the raw splits come from, which splits exist, how to check a split (columns, labels)
 and how to encode a batch of rows; see the abstract methods below.
@@ -22,6 +24,7 @@ import lightning as L
 import pyarrow.compute as pc
 import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
@@ -328,7 +331,7 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         # Under DDP Lightning would wrap a custom sampler in a DistributedSamplerWrapper with shuffle=True,
         # which re-shuffles the grouped order. Wrapping it here with shuffle=False only shards it, and
         # Lightning leaves an existing DistributedSampler alone.
-        distributed = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
+        distributed = self._distributed_sampler_kwargs()
         num_replicas = distributed["num_replicas"] if distributed else 1
         sampler: torch.utils.data.Sampler[int] = LengthGroupedSampler(
             self.sequence_lengths(self.train_split_name),
@@ -340,12 +343,28 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
             sampler = DistributedSamplerWrapper(sampler, shuffle=False, **distributed)
         return self._loader(dataset, self.batch_size, sampler=sampler)
 
+    def _distributed_sampler_kwargs(self) -> dict[str, int] | None:
+        """`num_replicas` and `rank` when the trainer runs several processes (DDP), else None."""
+        distributed = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
+        return distributed if distributed and distributed.get("num_replicas", 1) > 1 else None
+
+    def _eval_loader(self, dataset: datasets.Dataset) -> DataLoader:
+        distributed = self._distributed_sampler_kwargs()
+        if distributed is None:
+            return self._loader(dataset, self.eval_batch_size)
+        # Lightning's default DistributedSampler pads the split with repeated examples so that every rank
+        # gets as many; those would be scored twice. The unrepeated sampler strides the split without
+        # padding (ranks may differ by one example), and the torchmetrics states and the sample-weighted
+        # loss are then synced over exactly the split's examples. Lightning keeps a DistributedSampler.
+        sampler = UnrepeatedDistributedSampler(dataset, shuffle=False, **distributed)
+        return self._loader(dataset, self.eval_batch_size, sampler=sampler)
+
     def _eval_loaders(self, split_names: list[str]) -> DataLoader | list[DataLoader]:
         """One loader per split, in order; a bare loader when there is one so metric names stay unsuffixed."""
         if split_names and not self.datasets:
             raise DataError("No split is loaded; call setup() before asking for dataloaders.")
         present = [name for name in split_names if name in self.datasets]
-        loaders = [self._loader(self.datasets[name], self.eval_batch_size) for name in present]
+        loaders = [self._eval_loader(self.datasets[name]) for name in present]
         return loaders[0] if len(loaders) == 1 else loaders
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:

@@ -310,6 +310,15 @@ class TextClassificationDataModule(TokenizedDataModule):
         self.test_split = test_split
         self.label_schema = self._resolve_label_schema(problem_type, num_labels, label_names)
         self.save_hyperparameters()
+        # Record the resolved schema over the given (often None) values: the CLI links it into the model's
+        # hparams, and Lightning refuses to log a key that holds different values in the two.
+        self.save_hyperparameters(
+            {
+                "problem_type": self.problem_type,
+                "num_labels": self.num_labels,
+                "label_names": self.label_names,
+            }
+        )
 
     # ----------------------------------------------------------------------------------------------------
     # Label schema, available right after __init__ for LightningCLI argument linking.

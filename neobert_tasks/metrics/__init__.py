@@ -1,5 +1,6 @@
-"""Evaluation metrics: official GLUE metrics and generic classification/regression metrics."""
+"""Evaluation metrics: official GLUE metrics, generic classification/regression metrics, NER entity F1."""
 
+from neobert_tasks.metrics.entities import EntityF1, extract_entities
 from neobert_tasks.metrics.glue import (
     GLUE_MAIN_METRIC,
     classification_metrics,
@@ -7,4 +8,11 @@ from neobert_tasks.metrics.glue import (
     predictions_from_logits,
 )
 
-__all__ = ["GLUE_MAIN_METRIC", "classification_metrics", "glue_metrics", "predictions_from_logits"]
+__all__ = [
+    "GLUE_MAIN_METRIC",
+    "EntityF1",
+    "classification_metrics",
+    "extract_entities",
+    "glue_metrics",
+    "predictions_from_logits",
+]

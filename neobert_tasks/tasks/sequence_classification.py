@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchmetrics import MeanMetric
 
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.metrics import (
@@ -109,6 +110,10 @@ class SequenceClassificationTask(NeoBERTTask):
         )  # fmt: skip
         self.save_hyperparameters()
         self.metrics = nn.ModuleDict()  # "<stage>/<split position>" → MetricCollection, filled in setup
+        # Same keys → mean loss per example. A torchmetrics mean syncs its (sum, count) states, so under DDP
+        # it is the whole split's mean even when ranks hold different numbers of examples; Lightning's own
+        # sync_dist mean is not (it averages the integer example counts over ranks, truncating them).
+        self.losses = nn.ModuleDict()
         self._scored: set[str] = set()  # metric keys updated since their last compute
 
     def head_config(self) -> dict[str, Any]:
@@ -138,6 +143,8 @@ class SequenceClassificationTask(NeoBERTTask):
                 key = f"{name}/{position}"
                 if key not in self.metrics:
                     self.metrics[key] = self.new_metrics()
+                if key not in self.losses:
+                    self.losses[key] = MeanMetric()
 
     # ------------------------------------------------------------------------------------------------
     # Evaluation: metrics per split, logged once per epoch from the synced torchmetrics states.
@@ -145,9 +152,7 @@ class SequenceClassificationTask(NeoBERTTask):
     def _evaluation_step(self, stage: str, batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
         outputs = self.model(**self.model_inputs(batch))
         labels = batch["labels"]
-        suffix = split_suffix(self.split_names[stage][dataloader_idx], dataloader_idx)
-        prefix = "val" if stage == "validate" else stage
-        self.log(f"{prefix}/loss{suffix}", outputs.loss, add_dataloader_idx=False, batch_size=labels.shape[0])
+        self.losses[f"{stage}/{dataloader_idx}"].update(outputs.loss.detach(), weight=labels.shape[0])
         predictions = predictions_from_logits(outputs.logits, self.problem_type)
         if self.problem_type == "regression":
             labels = labels.float()
@@ -168,6 +173,8 @@ class SequenceClassificationTask(NeoBERTTask):
                 on_bar = position == 0 and main in (None, name)
                 self.log(f"{prefix}/{name}{suffix}", value, prog_bar=on_bar, add_dataloader_idx=False)
             collection.reset()
+            self.log(f"{prefix}/loss{suffix}", self.losses[key].compute(), add_dataloader_idx=False)
+            self.losses[key].reset()
 
     def validation_step(self, batch, batch_index, dataloader_idx: int = 0) -> None:
         self._evaluation_step("validate", batch, dataloader_idx)

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from neobert_tasks.data import GLUE_TASKS, DataError, GLUEDataModule, LengthGroupedSampler, MissingDataError
@@ -294,6 +295,22 @@ def test_distributed_training_shards_without_reshuffling(glue_dir, bert_tokenize
     assert isinstance(sampler, DistributedSamplerWrapper) and not sampler.shuffle
     assert sampler.rank == 1 and len(sampler) == 32
     assert isinstance(sampler.dataset._sampler, LengthGroupedSampler)
+
+
+def test_distributed_eval_sees_every_example_once(glue_dir, bert_tokenizer_dir, datasets_cache):
+    # 45 examples over 2 ranks: Lightning's default sampler would pad rank 1 with a repeat of example 0.
+    datamodule = make_glue("mrpc", bert_tokenizer_dir, glue_dir, datasets_cache, limit_eval_samples=45)
+    datamodule.setup("validate")
+    expected = [index for batch in datamodule.val_dataloader() for index in batch["idx"].tolist()]
+    seen = []
+    for rank in range(2):
+        datamodule.trainer = SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 2, "rank": rank})
+        loader = datamodule.val_dataloader()
+        assert isinstance(loader.sampler, UnrepeatedDistributedSampler) and not loader.sampler.shuffle
+        seen += [index for batch in loader for index in batch["idx"].tolist()]
+    assert len(expected) == 45 and sorted(seen) == sorted(expected)
+    datamodule.trainer = SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 1, "rank": 0})
+    assert not isinstance(datamodule.val_dataloader().sampler, UnrepeatedDistributedSampler)
 
 
 def test_missing_directory_is_named(tmp_path, tiny_tokenizer_dir, datasets_cache):

@@ -1,0 +1,175 @@
+"""Real two-process runs (``configs/presets/ddp_cpu.yaml``: DDP over gloo on the CPU) match one process.
+
+Lightning's ``ddp`` strategy starts the second process by re-running the command line, so the two-process
+runs are ``python -m neobert_tasks …`` subprocesses; the one-process references run in-process (cheaper: no
+second import of torch and transformers). The validation set has an odd number of examples (65) in batches
+of 8, so the ranks hold 33 and 32 examples in 5 and 4 batches: a sampler that pads the split, or a mean
+over ranks instead of over examples, shows up as a different score.
+
+One two-process ``fit`` (fresh datasets cache) trains the tiny model; its best checkpoint is then validated
+and predicted with two processes and with one, and the results must agree.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from tests.cli.helpers import CONFIGS, glue_args, read_metrics_csv, run_cli
+from tests.conftest import REPO_ROOT, shared_path
+
+pytestmark = pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="torch.distributed with the gloo backend is not available",
+)
+
+DDP_CPU = CONFIGS / "presets" / "ddp_cpu.yaml"
+EVAL_SAMPLES = 65
+# Not a divisor of EVAL_SAMPLES, nor of either rank's share (33 and 32 examples: 5 and 4 batches).
+BATCH_SIZE = 8
+# A hung collective (ranks disagreeing on what to sync) must fail the test, not stall the suite.
+RUN_TIMEOUT_S = 300
+# Variables a surrounding launcher may have set; left in place they would make Lightning join its job.
+DISTRIBUTED_ENV = (
+    "LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK",
+)  # fmt: skip
+
+
+def run_args(root: Path, cache: Path) -> list[str]:
+    """Quick-run arguments of SST-2 with every validation/predict batch of the first EVAL_SAMPLES examples."""
+    return [
+        *glue_args("sst2", root),
+        "--data.init_args.cache_dir", str(cache),
+        "--data.init_args.limit_eval_samples", str(EVAL_SAMPLES),
+        "--data.init_args.batch_size", str(BATCH_SIZE),
+        "--trainer.limit_val_batches", "1.0",
+        "--trainer.limit_predict_batches", "1.0",
+    ]  # fmt: skip
+
+
+def run_two_processes(subcommand: str, *args: str, root: Path) -> tuple[Path, str]:
+    """Run ``python -m neobert_tasks <subcommand> …`` with the two-process CPU preset last.
+
+    Returns the run directory (``<root>/version_0``) and both ranks' output (rank 1 inherits rank 0's).
+    """
+    env = {key: value for key, value in os.environ.items() if key not in DISTRIBUTED_ENV}
+    # DATASETS_VERBOSITY=info makes each rank log whether `map` wrote or read the tokenized cache.
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", DATASETS_VERBOSITY="info")
+    command = [
+        sys.executable, "-m", "neobert_tasks", subcommand, *args,
+        "--config", str(DDP_CPU), "--trainer.default_root_dir", str(root),
+    ]  # fmt: skip
+    # A session of its own, so a timeout can end rank 0 and the rank 1 it started, and nothing else.
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"two-process {subcommand} did not finish in {RUN_TIMEOUT_S} s:\n{output[-5000:]}")
+    assert process.returncode == 0, f"two-process {subcommand} failed:\n{output[-5000:]}"
+    return root / "version_0", output
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ddp")
+
+
+@pytest.fixture(scope="module")
+def ddp_fit(workdir: Path) -> tuple[Path, str]:
+    """A two-process ``fit`` on a fresh datasets cache: (run directory, output of both ranks)."""
+    return run_two_processes("fit", *run_args(workdir, workdir / "datasets_cache"), root=workdir / "fit")
+
+
+@pytest.fixture(scope="module")
+def best_checkpoint(ddp_fit: tuple[Path, str]) -> str:
+    run_dir, _ = ddp_fit
+    checkpoint = pd.read_json(run_dir / "metrics.json", typ="series")["best_checkpoint"]
+    assert checkpoint and Path(checkpoint).is_file()
+    return checkpoint
+
+
+@pytest.fixture(scope="module")
+def one_process_predictions(workdir: Path, best_checkpoint: str) -> Path:
+    """The SST-2.tsv of a one-process ``predict`` of the best checkpoint."""
+    return one_process("predict", workdir, "predict_one", best_checkpoint) / "predictions" / "SST-2.tsv"
+
+
+def validation_rows() -> pd.DataFrame:
+    """The examples every run validates and predicts: the first EVAL_SAMPLES of the shared SST-2 copy."""
+    rows = pd.read_parquet(shared_path("data", "glue", "sst2", "validation.parquet"))
+    return rows.head(EVAL_SAMPLES).reset_index(drop=True)
+
+
+def one_process(subcommand: str, workdir: Path, name: str, checkpoint: str) -> Path:
+    """The one-process reference run of the same checkpoint, in-process; returns its run directory."""
+    root = workdir / name
+    args = run_args(root, workdir / "datasets_cache")
+    return run_cli(subcommand, *args, "--ckpt_path", checkpoint, tmp_path=root)
+
+
+def test_fit_trains_exports_and_tokenizes_once(ddp_fit):
+    run_dir, output = ddp_fit
+    summary = pd.read_json(run_dir / "metrics.json", typ="series")
+    assert summary["monitor"] == "val/accuracy"
+    assert set(summary["best_metrics"]) >= {"val/accuracy", "val/loss"}
+    export = run_dir / "export"
+    assert (export / "config.json").is_file() and (export / "model.safetensors").is_file()
+    assert (export / "tokenizer_config.json").is_file()
+    # prepare_data (local rank 0 only) tokenizes the train and validation splits once; then setup on each
+    # of the two ranks reads both from the cache instead of tokenizing again.
+    assert output.count("Caching processed dataset at") == 2, output[-5000:]
+    assert output.count("Loading cached processed dataset at") == 2 * 2, output[-5000:]
+
+
+def test_validate_two_processes_equals_one(workdir, ddp_fit, best_checkpoint, one_process_predictions):
+    two_dir, _ = run_two_processes(
+        "validate",
+        *run_args(workdir, workdir / "datasets_cache"),
+        "--ckpt_path", best_checkpoint,
+        root=workdir / "validate_ddp",
+    )  # fmt: skip
+    two = read_metrics_csv(two_dir)
+    one = read_metrics_csv(one_process("validate", workdir, "validate_one", best_checkpoint))
+    assert len(two["val/accuracy"]) == len(one["val/accuracy"]) == 1
+    assert two["val/accuracy"] == one["val/accuracy"]
+    assert two["val/loss"] == pytest.approx(one["val/loss"], rel=1e-5)
+    # The fit's own end-of-training validation ran with two processes on the checkpoint's weights.
+    fit_metrics = pd.read_json(ddp_fit[0] / "metrics.json", typ="series")["best_metrics"]
+    assert fit_metrics["val/accuracy"] == pytest.approx(one["val/accuracy"][0], abs=1e-7)
+    assert fit_metrics["val/loss"] == pytest.approx(one["val/loss"][0], rel=1e-5)
+    # Every example counted exactly once: the accuracy is that of the one-process predictions.
+    predicted = pd.read_csv(one_process_predictions, sep="\t")
+    labels = validation_rows()
+    assert predicted["index"].tolist() == labels["idx"].tolist()
+    expected = float((predicted["prediction"] == labels["label"]).mean())
+    assert two["val/accuracy"][0] == pytest.approx(expected, abs=1e-7)
+
+
+def test_predict_two_processes_each_index_once_in_order(workdir, best_checkpoint, one_process_predictions):
+    two_dir, _ = run_two_processes(
+        "predict",
+        *run_args(workdir, workdir / "datasets_cache"),
+        "--ckpt_path", best_checkpoint,
+        root=workdir / "predict_ddp",
+    )  # fmt: skip
+    two_file = two_dir / "predictions" / "SST-2.tsv"
+    two = pd.read_csv(two_file, sep="\t")
+    assert two["index"].tolist() == validation_rows()["idx"].tolist()
+    assert two_file.read_text() == one_process_predictions.read_text()
