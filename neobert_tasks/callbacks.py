@@ -14,14 +14,6 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
-# GLUE's submission file name for each task and prediction split (gluebenchmark.com format).
-GLUE_SUBMISSION_NAMES = {
-    "cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "qnli": "QNLI",
-    "rte": "RTE", "wnli": "WNLI", "mnli": "MNLI-m", "mnli_mismatched": "MNLI-mm", "ax": "AX",
-}  # fmt: skip
-# Tasks whose submissions name the class (entailment, …) rather than its id.
-GLUE_TEXT_LABEL_TASKS = ("mnli", "qnli", "rte")
-
 
 def run_directory(trainer: L.Trainer) -> Path:
     """The run's log directory (first logger's version folder), or the root directory without loggers."""
@@ -131,10 +123,11 @@ class ExportBestModel(L.Callback):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Write ``predict`` results as TSV files with ``index`` and ``prediction`` columns, in dataset order.
+    """Write ``predict`` results to files, one or more per predicted split, after gathering all ranks.
 
-    GLUE tasks get the benchmark's file names (``SST-2.tsv``, ``MNLI-m.tsv``, …) and label formats;
-    other datasets get ``<split>.tsv`` with class names. Predictions of all ranks are gathered first.
+    The task module decides the format through ``prediction_files(outputs, split_names, datamodule)``,
+    which receives, per split, each ``predict_step`` output key flattened into a list in dataset order
+    of arrival, and returns ``{file name: text}``: GLUE submission TSVs, NER JSONL, SQuAD JSON, ….
 
     Args:
         output_dir: Folder for the files; None writes to ``<run dir>/predictions``.
@@ -147,49 +140,29 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         datamodule = trainer.datamodule
         split_names = datamodule.split_names_for("predict") if datamodule is not None else ["predict"]
-        per_loader = predictions if split_names and len(split_names) > 1 else [predictions]
-        rows = [self._rows(outputs) for outputs in per_loader]
+        per_loader = predictions if len(split_names) > 1 else [predictions]
+        outputs = [flatten_outputs(step_outputs) for step_outputs in per_loader]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             gathered = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, rows)
-            rows = [sorted({i: p for part in gathered for i, p in part[n]}.items()) for n in range(len(rows))]
+            torch.distributed.all_gather_object(gathered, outputs)
+            outputs = [merge_outputs([part[split] for part in gathered]) for split in range(len(outputs))]
         # Every rank: trainer.log_dir (in run_directory) broadcasts from rank 0 under DDP.
         output_dir = Path(self.output_dir) if self.output_dir else run_directory(trainer) / "predictions"
         if not trainer.is_global_zero:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
-        for split_name, split_rows in zip(split_names, rows, strict=True):
-            path = output_dir / self.file_name(datamodule, split_name)
-            lines = ["index\tprediction"]
-            lines += [f"{index}\t{self.format(pl_module, value)}" for index, value in sorted(split_rows)]
-            path.write_text("\n".join(lines) + "\n")
-            rank_zero_info(f"Wrote {len(split_rows)} predictions to {path}")
+        for file_name, text in pl_module.prediction_files(outputs, split_names, datamodule).items():
+            (output_dir / file_name).write_text(text)
+            rank_zero_info(f"Wrote predictions to {output_dir / file_name}")
 
-    @staticmethod
-    def _rows(outputs: list[dict[str, torch.Tensor]]) -> list[tuple[int, Any]]:
-        rows = []
-        for output in outputs:
-            rows += zip(output["index"].tolist(), output["prediction"].tolist(), strict=True)
-        return rows
 
-    @staticmethod
-    def file_name(datamodule, split_name: str) -> str:
-        task_name = getattr(datamodule, "task_name", None)
-        if task_name in GLUE_SUBMISSION_NAMES:
-            key = (
-                "mnli_mismatched" if task_name == "mnli" and split_name.endswith("mismatched") else task_name
-            )
-            return f"{GLUE_SUBMISSION_NAMES[key]}.tsv"
-        return f"{split_name}.tsv"
+def flatten_outputs(step_outputs: list[dict[str, torch.Tensor]]) -> dict[str, list]:
+    """``predict_step`` outputs of one split → one Python list per key, rows of all steps in order."""
+    keys = step_outputs[0].keys() if step_outputs else ()
+    return {key: [row for output in step_outputs for row in output[key].tolist()] for key in keys}
 
-    @staticmethod
-    def format(pl_module, value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:.6g}" if math.isfinite(value) else "nan"
-        if isinstance(value, list):  # multi-label: the names of the predicted classes
-            names = pl_module.label_names or [str(i) for i in range(len(value))]
-            return ",".join(name for name, on in zip(names, value, strict=True) if on)
-        task_name = getattr(pl_module, "task_name", None)
-        if task_name is not None and task_name not in GLUE_TEXT_LABEL_TASKS:
-            return str(value)
-        return pl_module.label_names[value] if pl_module.label_names else str(value)
+
+def merge_outputs(parts: list[dict[str, list]]) -> dict[str, list]:
+    """Concatenate the flattened outputs of several ranks (the task orders rows by their own index)."""
+    keys = next((part.keys() for part in parts if part), ())
+    return {key: [row for part in parts for row in part.get(key, [])] for key in keys}

@@ -14,6 +14,7 @@ What it adds to LightningCLI:
 from __future__ import annotations
 
 import sys
+import warnings
 
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.cli import LightningCLI
@@ -31,6 +32,10 @@ LINKED_ARGUMENTS = (
     ("label_names", "label_names"),
     ("task_name", "task_name"),
 )
+
+# The CSV logger shares the TensorBoard logger's version folder on purpose (see instantiate_trainer), where
+# SaveConfigCallback has already written config.yaml; its warning about a non-empty folder is noise.
+warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
 
 LOGGER_CLASSES = ("lightning.pytorch.loggers.TensorBoardLogger", "lightning.pytorch.loggers.CSVLogger")
 

@@ -193,3 +193,47 @@ class SequenceClassificationTask(NeoBERTTask):
     def predict_step(self, batch, batch_index, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         logits = self.model(**{k: v for k, v in self.model_inputs(batch).items() if k != "labels"}).logits
         return {"index": batch["idx"], "prediction": predictions_from_logits(logits, self.problem_type)}
+
+    def prediction_files(self, outputs: list[dict[str, list]], split_names: list[str], datamodule) -> dict:
+        """One TSV per predicted split with ``index`` and ``prediction`` columns, in dataset order.
+
+        GLUE tasks get the benchmark's file names (``SST-2.tsv``, ``MNLI-m.tsv``, …) and label formats
+        (class names for MNLI, QNLI and RTE, ids for the other classification tasks, scores for STS-B);
+        other datasets get ``<split>.tsv`` with class names.
+        """
+        files = {}
+        for split_name, split_outputs in zip(split_names, outputs, strict=True):
+            rows = dict(zip(split_outputs["index"], split_outputs["prediction"], strict=True))
+            lines = ["index\tprediction"]
+            lines += [f"{index}\t{self.format_prediction(rows[index])}" for index in sorted(rows)]
+            files[submission_file_name(self.task_name, split_name)] = "\n".join(lines) + "\n"
+        return files
+
+    def format_prediction(self, value) -> str:
+        """A class name, a class id (GLUE tasks scored on ids), names joined by commas, or a score."""
+        if isinstance(value, float):
+            return f"{value:.6g}"
+        if isinstance(value, list):
+            names = self.label_names or [str(index) for index in range(len(value))]
+            return ",".join(name for name, on in zip(names, value, strict=True) if on)
+        if self.task_name is not None and self.task_name not in GLUE_TEXT_LABEL_TASKS:
+            return str(value)
+        return self.label_names[value] if self.label_names else str(value)
+
+
+# GLUE's submission file name for each task (gluebenchmark.com format).
+GLUE_SUBMISSION_NAMES = {
+    "cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "qnli": "QNLI",
+    "rte": "RTE", "wnli": "WNLI", "mnli": "MNLI-m", "ax": "AX",
+}  # fmt: skip
+# Tasks whose submissions name the class (entailment, …) rather than its id.
+GLUE_TEXT_LABEL_TASKS = ("mnli", "qnli", "rte")
+
+
+def submission_file_name(task_name: str | None, split_name: str) -> str:
+    """``SST-2.tsv`` for GLUE tasks (``MNLI-mm.tsv`` for mismatched), ``<split>.tsv`` otherwise."""
+    if task_name not in GLUE_SUBMISSION_NAMES:
+        return f"{split_name}.tsv"
+    if task_name == "mnli" and split_name.endswith("mismatched"):
+        return "MNLI-mm.tsv"
+    return f"{GLUE_SUBMISSION_NAMES[task_name]}.tsv"

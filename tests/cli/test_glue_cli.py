@@ -19,8 +19,8 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from neobert_tasks.callbacks import GLUE_SUBMISSION_NAMES
 from neobert_tasks.data.glue import GLUE_TASKS
+from neobert_tasks.tasks.sequence_classification import GLUE_SUBMISSION_NAMES
 from tests.cli.helpers import glue_args, read_metrics_csv, run_cli
 from tests.conftest import REPO_ROOT, shared_path
 

@@ -25,9 +25,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import neobert_tasks  # noqa: F401 - registers NeoBERT with the transformers Auto classes
-from neobert_tasks.callbacks import GLUE_SUBMISSION_NAMES
 from neobert_tasks.data.glue import GLUE_TASKS
 from neobert_tasks.tasks.base import MODEL_INPUT_KEYS
+from neobert_tasks.tasks.sequence_classification import GLUE_SUBMISSION_NAMES
 from tests.cli.helpers import CONFIGS, build_cli, cache_args, glue_args
 from tests.conftest import REPO_ROOT, shared_path
 
