@@ -269,6 +269,8 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, results: dict) -> No
     """
     import torch.distributed as dist
 
+    # A forked child must not use the parent's OpenMP pool (it would wait forever on its barrier).
+    torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         data = _ddp_data()

@@ -1,0 +1,187 @@
+"""Token classification (NER, tagging) scored at the entity level, as the NER literature reports it.
+
+Long sentences or documents arrive as several overlapping windows; the datamodule marks, per word,
+the one token that scores it (``word_ids`` ≥ 0, in the window where the word has the most context).
+The metric receives (example, word, predicted tag, gold tag) per word and rebuilds whole sequences
+itself, so windows of one document may sit in different batches or on different DDP ranks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from neobert_tasks.errors import ConfigError
+from neobert_tasks.metrics.entities import EntityF1, extract_entities
+from neobert_tasks.model import NeoBERTForTokenClassification
+from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT
+from neobert_tasks.tasks.base import NeoBERTTask
+
+METRIC_MODES = ("conlleval", "strict")
+
+
+class TokenClassificationTask(NeoBERTTask):
+    """Fine-tune ``NeoBERTForTokenClassification`` (per-token ``classifier``) for NER.
+
+    Logs ``val/precision``, ``val/recall``, ``val/f1`` and ``val/f1_<TYPE>`` in ``metric_mode``, and the
+    same scores of the other mode under ``val/<mode>_f1`` etc.
+
+    Args:
+        num_labels: Number of tags; linked from the datamodule.
+        label_names: Tag names in id order (``O``, ``B-PER``, …), saved as ``config.id2label``; linked
+            from the datamodule.
+        metric_mode: Entity chunking of the main scores: ``conlleval`` (lenient, as conlleval and
+            seqeval's default) or ``strict`` (well-formed IOB2 entities only).
+        pretrained: Checkpoint to start from: a local directory or a hub id.
+        model_config: NeoBERTConfig fields of a randomly initialised model instead of ``pretrained``.
+        attn_implementation: Attention backend: sdpa, flash_attention_2, eager or sdpa_varlen.
+        classifier_dropout: Dropout before the per-token classifier.
+        learning_rate: Peak learning rate of AdamW.
+        weight_decay: AdamW weight decay, never applied to norms and biases.
+        betas: AdamW (β1, β2).
+        eps: AdamW epsilon.
+        warmup_fraction: Fraction of the optimiser steps spent in linear warmup.
+        warmup_steps: Warmup length in steps; overrides ``warmup_fraction`` when set.
+        final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
+        lr_schedule: Decay after warmup: linear, cosine or constant.
+        gradient_checkpointing: Recompute block activations in the backward pass to save memory.
+    """
+
+    head_class = NeoBERTForTokenClassification
+
+    def __init__(
+        self,
+        num_labels: int | None = None,
+        label_names: list[str] | None = None,
+        metric_mode: str = "conlleval",
+        pretrained: str | None = OFFICIAL_CHECKPOINT,
+        model_config: dict[str, Any] | None = None,
+        attn_implementation: str = "sdpa",
+        classifier_dropout: float = 0.1,
+        learning_rate: float = 5e-5,
+        weight_decay: float = 1e-5,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        warmup_fraction: float = 0.06,
+        warmup_steps: int | None = None,
+        final_lr_fraction: float = 0.1,
+        lr_schedule: str = "linear",
+        gradient_checkpointing: bool = False,
+    ):
+        if not label_names or (num_labels is not None and num_labels != len(label_names)):
+            raise ConfigError(
+                f"model.label_names ({label_names}) must list the {num_labels} tag names; they come from "
+                "the datamodule (data.label_names)."
+            )
+        if metric_mode not in METRIC_MODES:
+            raise ConfigError(f"model.metric_mode {metric_mode!r} is not one of {', '.join(METRIC_MODES)}.")
+        self.label_names, self.num_labels = list(label_names), len(label_names)
+        self.metric_mode, self.classifier_dropout = metric_mode, classifier_dropout
+        super().__init__(
+            pretrained, model_config, attn_implementation, learning_rate, weight_decay, betas, eps,
+            warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing,
+        )  # fmt: skip
+        self.save_hyperparameters()
+        self.metrics = nn.ModuleDict({mode: EntityF1(self.label_names, mode=mode) for mode in METRIC_MODES})
+
+    def head_config(self) -> dict[str, Any]:
+        return {
+            "num_labels": self.num_labels,
+            "classifier_dropout": self.classifier_dropout,
+            "id2label": dict(enumerate(self.label_names)),
+            "label2id": {name: index for index, name in enumerate(self.label_names)},
+        }
+
+    def _scored_words(self, batch: dict[str, torch.Tensor], logits: torch.Tensor):
+        """Per scored word: example index, word index, predicted tag, its probability, gold tag."""
+        scored = batch["word_ids"] >= 0  # (batch, length)
+        probabilities, predictions = logits.float().softmax(-1).max(-1)  # (batch, length) each
+        examples = batch["example_index"][:, None].expand_as(scored)
+        gold = batch["labels"][scored] if "labels" in batch else None
+        return examples[scored], batch["word_ids"][scored], predictions[scored], probabilities[scored], gold
+
+    def _evaluation_step(self, prefix: str, batch: dict[str, torch.Tensor]) -> None:
+        outputs = self.model(**self.model_inputs(batch))
+        self.log(
+            f"{prefix}/loss", outputs.loss, batch_size=batch["input_ids"].shape[0], add_dataloader_idx=False
+        )
+        examples, words, predictions, _, gold = self._scored_words(batch, outputs.logits)
+        for metric in self.metrics.values():
+            metric.update(examples, words, predictions, gold)
+
+    def _log_metrics(self, prefix: str) -> None:
+        for mode, metric in self.metrics.items():
+            name_prefix = f"{prefix}/" if mode == self.metric_mode else f"{prefix}/{mode}_"
+            for name, value in metric.compute().items():
+                on_bar = mode == self.metric_mode and name == "f1"
+                self.log(f"{name_prefix}{name}", value, prog_bar=on_bar, add_dataloader_idx=False)
+            metric.reset()
+
+    def validation_step(self, batch, batch_index, dataloader_idx: int = 0) -> None:
+        self._evaluation_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def test_step(self, batch, batch_index, dataloader_idx: int = 0) -> None:
+        self._evaluation_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def predict_step(self, batch, batch_index, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        inputs = {key: value for key, value in self.model_inputs(batch).items() if key != "labels"}
+        examples, words, predictions, probabilities, _ = self._scored_words(
+            batch, self.model(**inputs).logits
+        )
+        return {"example": examples, "word": words, "prediction": predictions, "score": probabilities}
+
+    def prediction_files(self, outputs: list[dict[str, list]], split_names: list[str], datamodule) -> dict:
+        """JSONL per predicted split: per input, the entities with type, text, character span and score."""
+        files = {}
+        for split_name, split_outputs in zip(split_names, outputs, strict=True):
+            examples = datamodule.predict_examples()
+            words_by_example: dict[int, dict[int, tuple[int, float]]] = {}
+            for example, word, prediction, score in zip(
+                split_outputs["example"], split_outputs["word"], split_outputs["prediction"],
+                split_outputs["score"], strict=True,
+            ):  # fmt: skip
+                words_by_example.setdefault(example, {}).setdefault(word, (prediction, score))
+            lines = [
+                entities_record(index, examples[index], words_by_example.get(index, {}), self.label_names,
+                                self.metric_mode)
+                for index in sorted(examples)
+            ]  # fmt: skip
+            files[f"{split_name}.jsonl"] = "".join(line + "\n" for line in lines)
+        return files
+
+
+def entities_record(
+    index: int, example: dict, word_predictions: dict, label_names: list[str], mode: str
+) -> str:
+    """One JSON line: the example's text and its predicted entities with character offsets."""
+    import json
+
+    offsets = example["word_offsets"]
+    tags = [
+        label_names[word_predictions[word][0]] if word in word_predictions else "O"
+        for word in range(len(offsets))
+    ]
+    entities = []
+    for entity_type, start_word, end_word in sorted(extract_entities(tags, mode), key=lambda item: item[1]):
+        start, end = offsets[start_word][0], offsets[end_word - 1][1]
+        scores = [
+            word_predictions[word][1] for word in range(start_word, end_word) if word in word_predictions
+        ]
+        entities.append(
+            {
+                "type": entity_type,
+                "text": example["text"][start:end],
+                "start": start,
+                "end": end,
+                "score": round(sum(scores) / max(len(scores), 1), 6),
+            }
+        )
+    return json.dumps({"index": index, "text": example["text"], "entities": entities}, ensure_ascii=False)
