@@ -588,6 +588,9 @@ class TokenClassificationDataModule(TokenizedDataModule):
         self._examples: dict[str, datasets.Dataset] = {}
         self._label_names = self._resolve_label_names(label_names)
         self.save_hyperparameters()
+        # Record the resolved names over the given (often None) value: the CLI links them into the model's
+        # hparams, and Lightning refuses to log a key that holds different values in the two.
+        self.save_hyperparameters({**self.hparams, "label_names": list(self._label_names)})
 
     # ------------------------------------------------------------------------------------------------------
     # Label information, available right after __init__ for LightningCLI argument linking.

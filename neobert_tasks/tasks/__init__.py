@@ -2,5 +2,6 @@
 
 from neobert_tasks.tasks.base import NeoBERTTask
 from neobert_tasks.tasks.sequence_classification import SequenceClassificationTask
+from neobert_tasks.tasks.token_classification import TokenClassificationTask
 
-__all__ = ["NeoBERTTask", "SequenceClassificationTask"]
+__all__ = ["NeoBERTTask", "SequenceClassificationTask", "TokenClassificationTask"]

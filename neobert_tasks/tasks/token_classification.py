@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchmetrics import MeanMetric
 
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.metrics.entities import EntityF1, extract_entities
@@ -85,6 +86,7 @@ class TokenClassificationTask(NeoBERTTask):
         )  # fmt: skip
         self.save_hyperparameters()
         self.metrics = nn.ModuleDict({mode: EntityF1(self.label_names, mode=mode) for mode in METRIC_MODES})
+        self.loss = MeanMetric()
 
     def head_config(self) -> dict[str, Any]:
         return {
@@ -104,14 +106,16 @@ class TokenClassificationTask(NeoBERTTask):
 
     def _evaluation_step(self, prefix: str, batch: dict[str, torch.Tensor]) -> None:
         outputs = self.model(**self.model_inputs(batch))
-        self.log(
-            f"{prefix}/loss", outputs.loss, batch_size=batch["input_ids"].shape[0], add_dataloader_idx=False
-        )
+        # The loss is a mean over labelled tokens; weighting by their count keeps the epoch value exact
+        # across batches and DDP ranks (torchmetrics syncs it), unlike self.log's per-batch mean.
+        self.loss.update(outputs.loss.detach(), weight=(batch["labels"] != -100).sum())
         examples, words, predictions, _, gold = self._scored_words(batch, outputs.logits)
         for metric in self.metrics.values():
             metric.update(examples, words, predictions, gold)
 
     def _log_metrics(self, prefix: str) -> None:
+        self.log(f"{prefix}/loss", self.loss.compute(), add_dataloader_idx=False)
+        self.loss.reset()
         for mode, metric in self.metrics.items():
             name_prefix = f"{prefix}/" if mode == self.metric_mode else f"{prefix}/{mode}_"
             for name, value in metric.compute().items():
@@ -142,7 +146,7 @@ class TokenClassificationTask(NeoBERTTask):
         """JSONL per predicted split: per input, the entities with type, text, character span and score."""
         files = {}
         for split_name, split_outputs in zip(split_names, outputs, strict=True):
-            examples = datamodule.predict_examples()
+            examples = datamodule.predict_examples(split_name)
             words_by_example: dict[int, dict[int, tuple[int, float]]] = {}
             for example, word, prediction, score in zip(
                 split_outputs["example"], split_outputs["word"], split_outputs["prediction"],
