@@ -7,12 +7,17 @@ from neobert_tasks.metrics.glue import (
     glue_metrics,
     predictions_from_logits,
 )
+from neobert_tasks.metrics.squad import exact_match, normalize_answer, squad_scores, token_f1
 
 __all__ = [
     "GLUE_MAIN_METRIC",
     "EntityF1",
     "classification_metrics",
+    "exact_match",
     "extract_entities",
     "glue_metrics",
+    "normalize_answer",
     "predictions_from_logits",
+    "squad_scores",
+    "token_f1",
 ]
