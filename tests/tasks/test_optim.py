@@ -242,7 +242,7 @@ def test_build_optimizer_hyperparameters() -> None:
         assert group["lr"] == 3e-5
         assert group["betas"] == (0.8, 0.98)
         assert group["eps"] == 1e-6
-        assert not group["fused"]  # CPU parameters: torch's default implementation
+        assert group["fused"]  # CPU parameters: the fused CPU kernel
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]
     expected = parameter_groups(model, 0.01)
     for group, reference in zip(optimizer.param_groups, expected, strict=True):
