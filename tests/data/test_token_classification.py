@@ -16,7 +16,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import PreTrainedTokenizerFast
 
 from neobert_tasks.data import DataError, MissingDataError, TokenClassificationDataModule
-from neobert_tasks.data.token_classification import continuation_labels
+from neobert_tasks.data.token_alignment import continuation_labels
 from tests.conftest import shared_path
 
 pytestmark = pytest.mark.filterwarnings("ignore:No validation split")

@@ -1,0 +1,79 @@
+"""Raw texts to predict on, and the words of examples with their character offsets.
+
+To predict on raw text (`predict_file`), words come from the tokenizer's pre-tokenizer together with their
+character offsets, so that word predictions can be written back as character spans of the text. Rows of a
+dataset split are already split into words; their text is the words joined by single spaces.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import datasets
+import pyarrow.compute as pc
+from transformers import PreTrainedTokenizerBase
+
+from neobert_tasks.data.sources import DataError, MissingDataError, require_columns
+from neobert_tasks.data.text_classification import label_kind
+from neobert_tasks.data.word_tags import first_row
+
+PREDICT_SPLIT = "predict"  # split name of `predict_file`
+WORDS_COLUMN = "words"  # words of `predict_file` rows, found by the pre-tokenizer
+PREDICT_FILE_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def split_text_into_words(batch: dict[str, list], *, tokenizer: PreTrainedTokenizerBase) -> dict[str, list]:
+    """Words of raw texts as the tokenizer's pre-tokenizer finds them, with their (start, end) offsets."""
+    pre_tokenizer = tokenizer.backend_tokenizer.pre_tokenizer
+    words, offsets = [], []
+    for text in batch["text"]:
+        if pre_tokenizer is not None:
+            spans = [span for _, span in pre_tokenizer.pre_tokenize_str(text)]
+        else:
+            spans = [match.span() for match in re.finditer(r"\S+", text)]
+        # Words are slices of the text: byte-level or metaspace pre-tokenizers rewrite their word strings.
+        spans = [(start, end) for start, end in spans if text[start:end].strip()]
+        words.append([text[start:end] for start, end in spans])
+        offsets.append([[start, end] for start, end in spans])
+    return {WORDS_COLUMN: words, "word_offsets": offsets}
+
+
+def join_words(batch: dict[str, list], *, tokens_column: str) -> dict[str, list]:
+    """Text of pre-split rows as their words joined by single spaces, with each word's character offsets."""
+    texts, words, offsets = [], [], []
+    for row_words in batch[tokens_column]:
+        starts = list(itertools.accumulate((len(word) + 1 for word in row_words[:-1]), initial=0))
+        texts.append(" ".join(row_words))
+        words.append(list(row_words))
+        offsets.append([[start, start + len(word)] for start, word in zip(starts, row_words, strict=True)])
+    return {"text": texts, WORDS_COLUMN: words, "word_offsets": offsets}
+
+
+def load_text_file(path: str, cache_dir: str | None) -> datasets.Dataset:
+    """Raw texts to predict: a .txt file (one text per line) or a .jsonl/.json/.parquet file with `text`."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise MissingDataError(f"Predict file '{path}' does not exist.")
+    if file.suffix not in PREDICT_FILE_BUILDERS:
+        raise DataError(f"Predict file '{path}' must end in one of {', '.join(PREDICT_FILE_BUILDERS)}.")
+    if file.stat().st_size == 0:
+        raise DataError(f"Predict file '{path}' is empty (0 bytes).")
+    try:
+        dataset = datasets.load_dataset(
+            PREDICT_FILE_BUILDERS[file.suffix],
+            data_files={PREDICT_SPLIT: str(file)},
+            split=PREDICT_SPLIT,
+            cache_dir=cache_dir,
+        )
+    except (ValueError, OSError, datasets.exceptions.DatasetGenerationError) as error:
+        raise DataError(f"Could not read predict file '{path}': {error.__cause__ or error}") from error
+    origin = f"predict file '{path}'"
+    require_columns(dataset, ["text"], origin)
+    if label_kind(dataset.features["text"]) != "str":
+        raise DataError(f"Column 'text' of {origin} must hold text, not {dataset.features['text']}.")
+    missing_row = first_row(pc.is_null(dataset.with_format("arrow")["text"]))
+    if missing_row >= 0:
+        raise DataError(f"Row {missing_row} of {origin} has no text (null).")
+    return dataset

@@ -1,0 +1,96 @@
+"""Tag names of word-tagging data and checks that its words and tags columns are well formed.
+
+Rows hold a list of words and one tag per word, the tags either ids (`ClassLabel` or plain integers) or
+names (strings). The checks read the columns as Arrow arrays, so they cost little even on large splits, and
+raise a `DataError` that names the first bad row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import datasets
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from neobert_tasks.data.sources import DataError
+from neobert_tasks.data.text_classification import label_kind
+
+
+def sorted_tag_names(tags: Sequence[str]) -> list[str]:
+    """Tag names in sorted order with the outside tag "O" first, as id 0 (the common convention)."""
+    names = sorted(set(tags))
+    return ["O", *(name for name in names if name != "O")] if "O" in names else names
+
+
+def tag_names_from_split(dataset: datasets.Dataset, column: str, origin: str) -> list[str]:
+    """Tag names of a training split: the `ClassLabel` names, else the sorted string tags seen."""
+    feature = dataset.features[column]
+    kind = label_kind(feature)
+    if kind == "list_class_label":
+        return list(feature.feature.names)
+    if kind == "list_str":
+        values = pc.unique(pc.drop_null(pc.list_flatten(dataset.with_format("arrow")[column])))
+        return sorted_tag_names(values.to_pylist())
+    if kind == "list_int":
+        raise DataError(
+            f"Tag column '{column}' of {origin} holds integer ids without names; set label_names to the"
+            " tag names in id order."
+        )
+    raise DataError(f"Tag column '{column}' of {origin} must hold lists of tags, not {feature}.")
+
+
+def first_row(mask: pa.ChunkedArray | pa.Array) -> int:
+    """Index of the first true value of a boolean array, -1 when there is none."""
+    return pc.index(pc.fill_null(mask, False), True).as_py()
+
+
+def check_words(dataset: datasets.Dataset, column: str, origin: str) -> None:
+    """The words column must hold lists of strings without missing rows or words."""
+    if label_kind(dataset.features[column]) != "list_str":
+        raise DataError(
+            f"Column '{column}' of {origin} must hold lists of words (strings),"
+            f" not {dataset.features[column]}."
+        )
+    words = dataset.with_format("arrow")[column]
+    missing_row = first_row(pc.is_null(words))
+    if missing_row >= 0:
+        raise DataError(f"Row {missing_row} of {origin} has no words (null) in column '{column}'.")
+    if pc.list_flatten(words).null_count:
+        raise DataError(f"Column '{column}' of {origin} has null words inside its word lists.")
+
+
+def check_tags(
+    dataset: datasets.Dataset, tokens_column: str, tags_column: str, label_names: Sequence[str], origin: str
+) -> None:
+    """Each row needs one tag per word, each a valid id or known name; `DataError` names the first bad one."""
+    kind = label_kind(dataset.features[tags_column])
+    if kind not in ("list_class_label", "list_int", "list_str"):
+        raise DataError(
+            f"Column '{tags_column}' of {origin} must hold lists of tag ids or names,"
+            f" not {dataset.features[tags_column]}."
+        )
+    table = dataset.with_format("arrow")
+    tags = table[tags_column].combine_chunks()
+    tag_counts = pc.list_value_length(tags)
+    word_counts = pc.list_value_length(table[tokens_column].combine_chunks())
+    # Kleene "or": a row without tags (null) is bad even though its length comparison is null.
+    bad_row = first_row(pc.or_kleene(pc.is_null(tags), pc.not_equal(word_counts, tag_counts)))
+    if bad_row >= 0:
+        raise DataError(
+            f"Row {bad_row} of {origin} has {tag_counts[bad_row].as_py() or 0} tags in column"
+            f" '{tags_column}' for {word_counts[bad_row].as_py()} words in column '{tokens_column}'."
+        )
+    values = pc.list_flatten(tags)
+    if kind == "list_str":
+        invalid = pc.invert(pc.is_in(values, value_set=pa.array(list(label_names), type=values.type)))
+    else:
+        invalid = pc.or_(pc.less(values, 0), pc.greater_equal(values, len(label_names)))
+    bad_value = first_row(invalid)
+    if bad_value >= 0:
+        row = pc.list_parent_indices(tags)[bad_value].as_py()
+        raise DataError(
+            f"Tag {values[bad_value].as_py()!r} in row {row} of {origin} (column '{tags_column}') is not"
+            f" one of the {len(label_names)} label names {list(label_names)}"
+            f"{' (ids 0 to ' + str(len(label_names) - 1) + ')' if kind != 'list_str' else ''}."
+        )
