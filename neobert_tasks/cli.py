@@ -31,6 +31,7 @@ LINKED_ARGUMENTS = (
     ("problem_type", "problem_type"),
     ("label_names", "label_names"),
     ("task_name", "task_name"),
+    ("version_2", "version_2"),
 )
 
 # The CSV logger shares the TensorBoard logger's version folder on purpose (see instantiate_trainer), where

@@ -2,6 +2,7 @@
 
 from neobert_tasks.data.base import ModelInputCollator, TokenizedDataModule, load_tokenizer
 from neobert_tasks.data.glue import GLUE_TASKS, GLUEDataModule, GLUETask
+from neobert_tasks.data.question_answering import QuestionAnsweringDataModule
 from neobert_tasks.data.sampler import LengthGroupedSampler, batches_of, padding_fraction
 from neobert_tasks.data.sources import (
     DataError,
@@ -22,6 +23,7 @@ __all__ = [
     "LengthGroupedSampler",
     "MissingDataError",
     "ModelInputCollator",
+    "QuestionAnsweringDataModule",
     "TextClassificationDataModule",
     "TokenClassificationCollator",
     "TokenClassificationDataModule",

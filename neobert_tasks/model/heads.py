@@ -154,13 +154,15 @@ class NeoBERTForQuestionAnswering(_NeoBERTHeadModel):
         loss = None
         if start_positions is not None and end_positions is not None:
             length = start_logits.shape[1]
-            start_loss = nn.functional.cross_entropy(
-                start_logits.float(), start_positions.clamp(0, length), ignore_index=length
-            )
-            end_loss = nn.functional.cross_entropy(
-                end_logits.float(), end_positions.clamp(0, length), ignore_index=length
-            )
-            loss = (start_loss + end_loss) / 2
+            losses = []
+            for logits, positions in ((start_logits, start_positions), (end_logits, end_positions)):
+                logits = logits.float()
+                if attention_mask is not None:  # padding is no candidate: the loss must not depend on it
+                    logits = logits.masked_fill(attention_mask == 0, torch.finfo(logits.dtype).min)
+                losses.append(
+                    nn.functional.cross_entropy(logits, positions.clamp(0, length), ignore_index=length)
+                )
+            loss = (losses[0] + losses[1]) / 2
         return QuestionAnsweringModelOutput(
             loss=loss, start_logits=start_logits, end_logits=end_logits, hidden_states=all_hidden
         )

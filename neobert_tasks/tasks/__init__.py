@@ -1,7 +1,8 @@
 """LightningModules, one per task, over the shared ``NeoBERTTask`` base."""
 
 from neobert_tasks.tasks.base import NeoBERTTask
+from neobert_tasks.tasks.question_answering import QuestionAnsweringTask
 from neobert_tasks.tasks.sequence_classification import SequenceClassificationTask
 from neobert_tasks.tasks.token_classification import TokenClassificationTask
 
-__all__ = ["NeoBERTTask", "SequenceClassificationTask", "TokenClassificationTask"]
+__all__ = ["NeoBERTTask", "QuestionAnsweringTask", "SequenceClassificationTask", "TokenClassificationTask"]

@@ -126,3 +126,17 @@ def test_flash_attention_without_flash_attn_or_cuda_is_a_clear_error(official):
     with pytest.raises((ImportError, RuntimeError, ValueError), match=r"(?i)flash"):
         model = NeoBERTModel.from_pretrained(directory, attn_implementation="flash_attention_2")
         model(input_ids=_ids())
+
+
+def test_question_answering_loss_ignores_padding():
+    from neobert_tasks.model import NeoBERTConfig
+
+    torch.manual_seed(0)
+    model = NeoBERTForQuestionAnswering(NeoBERTConfig(**TINY)).eval()
+    ids = _ids(10)
+    positions = {"start_positions": torch.tensor([3]), "end_positions": torch.tensor([5])}
+    alone = model(input_ids=ids, **positions).loss
+    padded_ids = torch.cat([ids, torch.zeros(1, 6, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(1, 10), torch.zeros(1, 6)], dim=1).long()
+    padded = model(input_ids=padded_ids, attention_mask=mask, **positions).loss
+    torch.testing.assert_close(padded, alone, atol=1e-5, rtol=0)

@@ -1,0 +1,297 @@
+"""Extractive question answering (SQuAD v1.1 and v2.0) scored with the official exact match and F1.
+
+A question over a long context arrives as several windows (features); the model gives every token of a
+window a start and an end logit. Evaluation collects, per window, its ``feature_index`` and its logits
+(trimmed to the window's length), gathers them from every DDP rank at the end of the epoch, turns them into
+one answer per question with :func:`~neobert_tasks.tasks.qa_postprocessing.postprocess_predictions`
+(windows are looked up in the datamodule's cached features, questions in its raw examples), and scores the
+answers with :func:`~neobert_tasks.metrics.squad.squad_scores` on the 0-100 scale. Scores are computed
+from the same gathered windows on every rank, so every rank logs the same values under the same names and
+checkpointing or early stopping on ``val/f1`` behaves alike under DDP.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+from torchmetrics import MeanMetric
+
+from neobert_tasks.errors import ConfigError
+from neobert_tasks.metrics.squad import squad_scores
+from neobert_tasks.model import NeoBERTForQuestionAnswering
+from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT
+from neobert_tasks.tasks.base import MODEL_INPUT_KEYS, NeoBERTTask
+from neobert_tasks.tasks.qa_postprocessing import QAPredictions, postprocess_predictions
+from neobert_tasks.tasks.sequence_classification import split_suffix
+
+POSITION_KEYS = ("start_positions", "end_positions")
+# One evaluated window: its row in the tokenized split, its start logits and its end logits.
+WindowLogits = tuple[int, np.ndarray, np.ndarray]
+
+
+def window_logits(
+    batch: dict[str, torch.Tensor], start: torch.Tensor, end: torch.Tensor
+) -> list[WindowLogits]:
+    """Per window of a batch: feature index and float32 CPU logits without the batch padding."""
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    starts, ends = start.detach().float().cpu().numpy(), end.detach().float().cpu().numpy()
+    return [
+        (index, starts[row, :length].copy(), ends[row, :length].copy())
+        for row, (index, length) in enumerate(zip(batch["feature_index"].tolist(), lengths, strict=True))
+    ]
+
+
+def gather_windows(windows: list[WindowLogits]) -> list[WindowLogits]:
+    """The windows of every DDP rank (each rank gets all), sorted by feature index without repeats.
+
+    Windows are ragged, which `LightningModule.all_gather` cannot stack; objects are gathered instead.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        parts: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(parts, windows)
+        windows = [window for part in parts for window in part]
+    return list({window[0]: window for window in sorted(windows, key=lambda window: window[0])}.values())
+
+
+class QuestionAnsweringTask(NeoBERTTask):
+    """Fine-tune ``NeoBERTForQuestionAnswering`` (per-token ``qa_outputs``: start and end logits).
+
+    Logs ``val/exact_match``, ``val/f1`` and ``val/loss``; with ``version_2`` also ``val/has_ans_f1``,
+    ``val/no_ans_f1`` (and their exact match), ``val/best_f1`` with ``val/best_f1_thresh`` (the best F1 any
+    null-odds threshold reaches, and that threshold) and the question counts. ``predict`` writes
+    ``predictions.json`` (question id → answer, the official format), with ``write_nbest``
+    ``nbest_predictions.json``, and for v2.0 ``null_odds.json``.
+
+    Args:
+        version_2: SQuAD v2.0: questions may have no answer; linked from the datamodule.
+        n_best_size: candidate start and end positions per window, and length of each n-best list.
+        max_answer_length: longest predicted answer, in tokens.
+        null_score_diff_threshold: v2.0: answer "" when the null score beats the best span by more than this.
+        write_nbest: also write each question's n-best candidates when predicting.
+        pretrained: Checkpoint to start from: a local directory or a hub id.
+        model_config: NeoBERTConfig fields of a randomly initialised model instead of ``pretrained``.
+        attn_implementation: Attention backend: sdpa, flash_attention_2, eager or sdpa_varlen.
+        learning_rate: Peak learning rate of AdamW.
+        weight_decay: AdamW weight decay, never applied to norms and biases.
+        betas: AdamW (β1, β2).
+        eps: AdamW epsilon.
+        warmup_fraction: Fraction of the optimiser steps spent in linear warmup.
+        warmup_steps: Warmup length in steps; overrides ``warmup_fraction`` when set.
+        final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
+        lr_schedule: Decay after warmup: linear, cosine or constant.
+        gradient_checkpointing: Recompute block activations in the backward pass to save memory.
+    """
+
+    head_class = NeoBERTForQuestionAnswering
+
+    def __init__(
+        self,
+        version_2: bool = False,
+        n_best_size: int = 20,
+        max_answer_length: int = 30,
+        null_score_diff_threshold: float = 0.0,
+        write_nbest: bool = False,
+        pretrained: str | None = OFFICIAL_CHECKPOINT,
+        model_config: dict[str, Any] | None = None,
+        attn_implementation: str = "sdpa",
+        learning_rate: float = 3e-5,
+        weight_decay: float = 1e-5,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        warmup_fraction: float = 0.06,
+        warmup_steps: int | None = None,
+        final_lr_fraction: float = 0.1,
+        lr_schedule: str = "linear",
+        gradient_checkpointing: bool = False,
+    ):
+        for name, value in (("n_best_size", n_best_size), ("max_answer_length", max_answer_length)):
+            if value < 1:
+                raise ConfigError(f"model.{name} must be a positive integer, got {value}.")
+        self.version_2, self.n_best_size, self.max_answer_length = version_2, n_best_size, max_answer_length
+        self.null_score_diff_threshold, self.write_nbest = null_score_diff_threshold, write_nbest
+        super().__init__(
+            pretrained, model_config, attn_implementation, learning_rate, weight_decay, betas, eps,
+            warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing,
+        )  # fmt: skip
+        self.save_hyperparameters()
+        # Loss per evaluated split (dataloader index); torchmetrics syncs it over DDP ranks exactly.
+        self.losses = nn.ModuleDict()
+        self._windows: dict[int, list[WindowLogits]] = {}
+
+    @staticmethod
+    def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The model's inputs and the answer positions; ``feature_index`` stays with the task."""
+        return {key: value for key, value in batch.items() if key in MODEL_INPUT_KEYS or key in POSITION_KEYS}
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None or not hasattr(datamodule, "feature_lookup"):
+            raise ConfigError("QuestionAnsweringTask needs a QuestionAnsweringDataModule (data.class_path).")
+        model_max_length = self.model.config.max_length
+        if datamodule.max_length > model_max_length:
+            raise ConfigError(
+                f"data.max_length ({datamodule.max_length}) exceeds the model's max_length"
+                f" ({model_max_length}); lower it (more windows per context) or use a longer model."
+            )
+        # Created here rather than on first use so that the strategy moves them to the device.
+        for index in range(max(len(datamodule.split_names_for(name)) for name in ("validate", "test"))):
+            self._loss_metric(index)
+
+    # ------------------------------------------------------------------------------------------------------
+    # Evaluation.
+
+    def _loss_metric(self, dataloader_index: int) -> MeanMetric:
+        key = str(dataloader_index)
+        if key not in self.losses:
+            self.losses[key] = MeanMetric().to(self.device)
+        return self.losses[key]
+
+    def _evaluation_step(self, batch: dict[str, torch.Tensor], dataloader_index: int) -> None:
+        outputs = self.model(**self.model_inputs(batch))
+        if outputs.loss is not None:
+            # The loss is a mean over the batch's windows; weighting by their count keeps the epoch value
+            # exact across batches and DDP ranks, unlike self.log's per-batch mean.
+            self._loss_metric(dataloader_index).update(
+                outputs.loss.detach(), weight=batch["input_ids"].shape[0]
+            )
+        windows = window_logits(batch, outputs.start_logits, outputs.end_logits)
+        self._windows.setdefault(dataloader_index, []).extend(windows)
+
+    def answer_questions(
+        self, datamodule, split_name: str, windows: Sequence[WindowLogits]
+    ) -> tuple[list[str], QAPredictions, list[list[str]] | None]:
+        """Answers of the questions that have evaluated windows: their ids, the post-processed predictions
+        and the gold answer texts (None for a split without answers)."""
+        feature_indices = [window[0] for window in windows]
+        example_indices, offsets = datamodule.feature_lookup(split_name, feature_indices)
+        used = sorted(set(example_indices))
+        position = {example: number for number, example in enumerate(used)}
+        examples = datamodule.examples(split_name)
+        if used != list(range(len(examples))):
+            examples = examples.select(used)
+        columns = [name for name in ("id", "context", "answers") if name in examples.column_names]
+        rows = examples.select_columns(columns).to_dict()
+        predictions = postprocess_predictions(
+            rows["context"],
+            [position[example] for example in example_indices],
+            offsets,
+            [window[1] for window in windows],
+            [window[2] for window in windows],
+            n_best_size=self.n_best_size,
+            max_answer_length=self.max_answer_length,
+            version_2=self.version_2,
+            null_score_diff_threshold=self.null_score_diff_threshold,
+        )
+        gold = [answers["text"] for answers in rows["answers"]] if "answers" in rows else None
+        ids = [str(question_id) for question_id in rows["id"]]
+        return ids, predictions, gold
+
+    def _split_scores(self, datamodule, split_name: str, windows: list[WindowLogits]) -> dict[str, float]:
+        """Official SQuAD scores of one split's gathered windows (empty without windows or answers)."""
+        if not windows:
+            return {}
+        ids, predictions, gold = self.answer_questions(datamodule, split_name, windows)
+        if gold is None:
+            return {}
+        null_odds = dict(zip(ids, predictions.null_odds, strict=True)) if self.version_2 else None
+        answers = dict(zip(ids, predictions.answers, strict=True))
+        return squad_scores(answers, dict(zip(ids, gold, strict=True)), self.version_2, null_odds)
+
+    def _log_scores(self, prefix: str, stage: str) -> None:
+        """Gather, post-process, score and log every evaluated split; clears the collected windows."""
+        datamodule = self.trainer.datamodule
+        windows_by_split, self._windows = self._windows, {}
+        # Every rank walks the same splits in the same order, so the collective calls below line up.
+        for index, split_name in enumerate(datamodule.split_names_for(stage)):
+            windows = gather_windows(windows_by_split.get(index, []))
+            suffix = split_suffix(split_name, index)
+            for name, value in self._split_scores(datamodule, split_name, windows).items():
+                self.log(f"{prefix}/{name}{suffix}", value, prog_bar=name == "f1", add_dataloader_idx=False)
+            if split_name in datamodule.datasets and datamodule.has_answers(split_name):
+                loss = self._loss_metric(index)
+                self.log(f"{prefix}/loss{suffix}", loss.compute(), add_dataloader_idx=False)
+                loss.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self._windows = {}
+
+    def validation_step(self, batch, batch_index, dataloader_idx: int = 0) -> None:
+        self._evaluation_step(batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val", "validate")
+
+    def on_test_epoch_start(self) -> None:
+        self._windows = {}
+
+    def test_step(self, batch, batch_index, dataloader_idx: int = 0) -> None:
+        self._evaluation_step(batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test", "test")
+
+    # ------------------------------------------------------------------------------------------------------
+    # Prediction.
+
+    def predict_step(self, batch, batch_index, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        inputs = {key: value for key, value in self.model_inputs(batch).items() if key not in POSITION_KEYS}
+        outputs = self.model(**inputs)
+        # Logits keep the batch padding (PredictionWriter needs tensors); post-processing ignores values
+        # past each window's offsets.
+        return {
+            "feature_index": batch["feature_index"].cpu(),
+            "start_logits": outputs.start_logits.float().cpu(),
+            "end_logits": outputs.end_logits.float().cpu(),
+        }
+
+    def prediction_files(self, outputs: list[dict[str, list]], split_names: list[str], datamodule) -> dict:
+        """Per predicted split: ``predictions.json`` (id → answer), optionally ``nbest_predictions.json``
+        and, for v2.0, ``null_odds.json``; prefixed with the split name when several splits are predicted."""
+        files = {}
+        for split_name, split_outputs in zip(split_names, outputs, strict=True):
+            prefix = "" if len(split_names) == 1 else f"{split_name}_"
+            ids, predictions = self._predict_split(datamodule, split_name, split_outputs)
+            contents = {"predictions.json": predictions.answers}
+            if self.write_nbest:
+                contents["nbest_predictions.json"] = predictions.nbest
+            if self.version_2:
+                # No candidate span gives infinite odds, which strict JSON cannot hold: write null.
+                contents["null_odds.json"] = [
+                    odds if math.isfinite(odds) else None for odds in predictions.null_odds
+                ]
+            for name, values in contents.items():
+                files[prefix + name] = to_json(dict(zip(ids, values, strict=True)))
+        return files
+
+    def _predict_split(
+        self, datamodule, split_name: str, split_outputs: dict[str, list]
+    ) -> tuple[list[str], QAPredictions]:
+        """Question ids and predictions of one split from the flattened ``predict_step`` outputs."""
+        columns = [split_outputs.get(key, []) for key in ("feature_index", "start_logits", "end_logits")]
+        windows = [
+            (index, np.asarray(start, dtype=np.float32), np.asarray(end, dtype=np.float32))
+            for index, start, end in sorted(zip(*columns, strict=True), key=lambda window: window[0])
+        ]
+        ids, predictions = [], QAPredictions(answers=[], nbest=[], null_odds=[])
+        if windows:
+            ids, predictions, _ = self.answer_questions(datamodule, split_name, windows)
+        total = len(datamodule.examples(split_name))
+        if len(ids) < total:
+            rank_zero_warn(
+                f"Only {len(ids)} of the {total} questions of split '{split_name}' were predicted"
+                " (trainer.limit_predict_batches?); the files leave the others out."
+            )
+        return ids, predictions
+
+
+def to_json(value: Any) -> str:
+    """Indented JSON text with a final newline; non-ASCII answers stay readable."""
+    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
