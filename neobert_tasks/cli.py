@@ -32,6 +32,9 @@ LINKED_ARGUMENTS = (
     ("label_names", "label_names"),
     ("task_name", "task_name"),
     ("version_2", "version_2"),
+    ("mask_token_id", "mask_token_id"),
+    ("special_token_ids", "special_token_ids"),
+    ("vocab_size", "vocab_size"),
 )
 
 # The CSV logger shares the TensorBoard logger's version folder on purpose (see instantiate_trainer), where

@@ -2,6 +2,7 @@
 
 from neobert_tasks.data.base import ModelInputCollator, TokenizedDataModule, load_tokenizer
 from neobert_tasks.data.glue import GLUE_TASKS, GLUEDataModule, GLUETask
+from neobert_tasks.data.long_document import DocumentWindowCollator, LongDocumentDataModule
 from neobert_tasks.data.question_answering import QuestionAnsweringDataModule
 from neobert_tasks.data.sampler import LengthGroupedSampler, batches_of, padding_fraction
 from neobert_tasks.data.sources import (
@@ -11,20 +12,25 @@ from neobert_tasks.data.sources import (
     load_hub_splits,
     load_local_splits,
 )
+from neobert_tasks.data.text import PackedCollator, TextDataModule, train_wordpiece_tokenizer
 from neobert_tasks.data.text_classification import LabelSchema, TextClassificationDataModule
 from neobert_tasks.data.token_classification import TokenClassificationCollator, TokenClassificationDataModule
 
 __all__ = [
     "GLUE_TASKS",
     "DataError",
+    "DocumentWindowCollator",
     "GLUEDataModule",
     "GLUETask",
     "LabelSchema",
     "LengthGroupedSampler",
+    "LongDocumentDataModule",
     "MissingDataError",
     "ModelInputCollator",
+    "PackedCollator",
     "QuestionAnsweringDataModule",
     "TextClassificationDataModule",
+    "TextDataModule",
     "TokenClassificationCollator",
     "TokenClassificationDataModule",
     "TokenizedDataModule",
@@ -34,4 +40,5 @@ __all__ = [
     "load_local_splits",
     "load_tokenizer",
     "padding_fraction",
+    "train_wordpiece_tokenizer",
 ]

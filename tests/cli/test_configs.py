@@ -86,6 +86,8 @@ SHARED_DATA = {
     "conll2003.yaml": ("data", "conll2003"),
     "squad.yaml": ("data", "squad"),
     "squad_v2.yaml": ("data", "squad_v2"),
+    "long_document.yaml": ("data", "hyperpartisan_news_detection", "byarticle"),
+    "mlm.yaml": ("data", "squad"),  # its contexts stand in for a text corpus (see build_args)
 }
 
 
@@ -94,7 +96,10 @@ def build_args(config: Path) -> list[str]:
     if config in GLUE_CONFIGS:
         return tiny_args()
     if config.name in SHARED_DATA:
-        return [*tiny_args(), "--data.init_args.data_dir", str(shared_path(*SHARED_DATA[config.name]))]
+        arguments = [*tiny_args(), "--data.init_args.data_dir", str(shared_path(*SHARED_DATA[config.name]))]
+        if config.name == "mlm.yaml":  # raw text: SQuAD's contexts stand in for a text corpus
+            arguments += ["--data.init_args.dataset", "null", "--data.init_args.text_column", "context"]
+        return arguments
     return []
 
 

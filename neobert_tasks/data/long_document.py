@@ -1,0 +1,293 @@
+"""Classification of documents longer than one model input (news articles, reports, legal texts).
+
+Each dataset row stays one document: its `input_ids` column holds a list of windows (token id lists), so
+the DataLoader batches documents, never windows, and all windows of a document land in the same batch.
+`DocumentWindowCollator` flattens a batch of B documents into N >= B padded windows and records, per
+window, the batch position of its document (`document_index`); the task pools the windows' logits per
+document. What becomes of a document longer than `max_length` tokens is the `overflow` setting:
+
+- `truncate`: the first `max_length` tokens (one window),
+- `head_tail`: the first `head_tokens` and the last `max_length - 2 - head_tokens` tokens (one window), the
+  best truncation in Sun et al. 2019, "How to Fine-Tune BERT for Text Classification?",
+- `chunk`: every token, in windows of `max_length` tokens that overlap by `stride` tokens.
+
+The windowing helpers are pure functions; `encode_documents` is the module-level `Dataset.map` function so
+that `datasets` can hash it for its cache.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from neobert_tasks.data.base import EncodeFunction
+from neobert_tasks.data.sources import DataError
+from neobert_tasks.data.text_classification import (
+    TextClassificationDataModule,
+    encode_label,
+    label_encoding,
+)
+
+OVERFLOW_MODES = ("truncate", "head_tail", "chunk")
+
+
+def window_starts(num_tokens: int, body_length: int, stride: int) -> list[int]:
+    """Start of each window of `body_length` tokens overlapping by `stride`; the last one reaches the end."""
+    step = body_length - stride
+    starts = [0]
+    while starts[-1] + body_length < num_tokens:
+        starts.append(starts[-1] + step)
+    return starts
+
+
+def head_tail_tokens(token_ids: list[int], body_length: int, head_tokens: int) -> list[int]:
+    """The first `head_tokens` and the last `body_length - head_tokens` tokens of a longer sequence."""
+    if len(token_ids) <= body_length:
+        return list(token_ids)
+    tail_tokens = body_length - head_tokens
+    tail = token_ids[len(token_ids) - tail_tokens :] if tail_tokens else []
+    return list(token_ids[:head_tokens]) + list(tail)
+
+
+def document_windows(
+    token_ids: list[int], overflow: str, body_length: int, stride: int, head_tokens: int
+) -> list[list[int]]:
+    """Token windows (without special tokens) of one document under the `overflow` mode."""
+    if overflow == "truncate":
+        return [list(token_ids[:body_length])]
+    if overflow == "head_tail":
+        return [head_tail_tokens(token_ids, body_length, head_tokens)]
+    starts = window_starts(len(token_ids), body_length, stride)
+    return [list(token_ids[start : start + body_length]) for start in starts]
+
+
+def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after a single text ([CLS] and [SEP] for BERT-style ones)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return list(full[:start]), list(full[start + len(plain) :])
+    raise DataError("Cannot tell the tokenizer's special tokens apart from the text it encodes.")
+
+
+def encode_documents(
+    batch: dict[str, list],
+    *,
+    tokenizer: PreTrainedTokenizerBase,
+    prefix: list[int],
+    suffix: list[int],
+    text_column: str,
+    title_column: str | None,
+    overflow: str,
+    body_length: int,
+    stride: int,
+    head_tokens: int,
+    label_column: str | None,
+    encoding: str,
+    label_to_index: dict[str, int],
+    num_labels: int,
+) -> dict[str, list]:
+    """Tokenize whole documents (title first when given), cut them into windows and encode their labels."""
+    texts = batch[text_column]
+    if title_column is not None:
+        texts = [f"{title}\n\n{text}" for title, text in zip(batch[title_column], texts, strict=True)]
+    # No truncation here: the windows below decide what is kept. verbose=False silences the tokenizer's
+    # warning about sequences longer than its own model_max_length, which is expected for documents.
+    encoded = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)
+    result: dict[str, list] = {
+        "input_ids": [
+            [
+                prefix + window + suffix
+                for window in document_windows(ids, overflow, body_length, stride, head_tokens)
+            ]
+            for ids in encoded["input_ids"]
+        ]
+    }
+    if label_column is not None and label_column in batch:
+        result["labels"] = [
+            encode_label(value, encoding, label_to_index, num_labels) for value in batch[label_column]
+        ]
+    return result
+
+
+class DocumentWindowCollator:
+    """Flattens the windows of a batch of documents into padded `input_ids` and `attention_mask` rows.
+
+    Adds `document_index` (batch position of each window's document), one `labels` entry per document and,
+    for evaluation splits, one `idx` per document.
+    """
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
+        self.pad_token_id = pad_token_id
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        windows = [window for feature in features for window in feature["input_ids"]]
+        length = max(len(window) for window in windows)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_ids = torch.full((len(windows), length), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(windows), length), dtype=torch.long)
+        for row, window in enumerate(windows):
+            input_ids[row, : len(window)] = torch.tensor(window, dtype=torch.long)
+            attention_mask[row, : len(window)] = 1
+        document_index = [position for position, feature in enumerate(features) for _ in feature["input_ids"]]
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "document_index": torch.tensor(document_index, dtype=torch.long),
+        }
+        if "labels" in features[0]:
+            batch["labels"] = torch.tensor([feature["labels"] for feature in features])
+        if "idx" in features[0]:
+            batch["idx"] = torch.tensor([feature["idx"] for feature in features], dtype=torch.long)
+        return batch
+
+
+class LongDocumentDataModule(TextClassificationDataModule):
+    """Classify long documents: whole documents per batch, each cut into one or more token windows.
+
+    Args:
+        tokenizer: tokenizer directory or hub id, loaded with `transformers.AutoTokenizer`.
+        dataset: hub dataset id loaded with `datasets.load_dataset`; give this or `data_dir`.
+        dataset_config: configuration (subset) name of the hub dataset, if it has several.
+        data_dir: local directory with `<split>.parquet|csv|tsv|json|jsonl` files; give this or `dataset`.
+        text_column: column holding the document text.
+        title_column: column holding a title put before the text; None for none.
+        label_column: column holding the label (class id, class name, float score or list of labels).
+        problem_type: single_label_classification, multi_label_classification or regression; None infers it.
+        num_labels: number of classes; None infers it from the training labels.
+        label_names: class names in class-id order; None takes them from the data (sorted for string labels).
+        train_split: name of the training split.
+        validation_split: name of the validation split; None for no validation.
+        test_split: name of the test split (labels may be missing or -1); None for no test split.
+        max_length: tokens per window, special tokens included (at most the model's `max_length`).
+        overflow: what becomes of a longer document: truncate (head), head_tail or chunk (every token).
+        stride: tokens shared by consecutive windows in chunk mode.
+        head_tokens: tokens kept from the start in head_tail mode; the rest of the window is the end.
+        batch_size: training documents per batch and device (a batch has one row per window).
+        eval_batch_size: validation/test/predict documents per batch; defaults to `batch_size`.
+        num_workers: DataLoader worker processes (0 loads in the main process).
+        group_by_length: train on batches of documents of similar token counts instead of a plain shuffle.
+        pad_to_multiple_of: round each batch's padded length up to a multiple of this (8 suits tensor cores).
+        seed: seed of the training order (shuffle and length grouping); epoch e uses seed + e.
+        limit_train_samples: keep only the first N training documents (quick runs); None keeps all.
+        limit_eval_samples: keep only the first N documents of each validation/test split; None keeps all.
+        cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str,
+        dataset: str | None = None,
+        dataset_config: str | None = None,
+        data_dir: str | None = None,
+        text_column: str = "text",
+        title_column: str | None = None,
+        label_column: str = "label",
+        problem_type: str | None = None,
+        num_labels: int | None = None,
+        label_names: list[str] | None = None,
+        train_split: str = "train",
+        validation_split: str | None = "validation",
+        test_split: str | None = "test",
+        max_length: int = 4096,
+        overflow: str = "chunk",
+        stride: int = 256,
+        head_tokens: int = 128,
+        batch_size: int = 2,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        group_by_length: bool = True,
+        pad_to_multiple_of: int = 8,
+        seed: int = 42,
+        limit_train_samples: int | None = None,
+        limit_eval_samples: int | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        if overflow not in OVERFLOW_MODES:
+            raise DataError(f"Unknown overflow '{overflow}'; expected one of {', '.join(OVERFLOW_MODES)}.")
+        super().__init__(
+            tokenizer, dataset, dataset_config, data_dir, text_column, None, label_column, problem_type,
+            num_labels, label_names, train_split, validation_split, test_split, max_length, batch_size,
+            eval_batch_size, num_workers, group_by_length, pad_to_multiple_of, seed, limit_train_samples,
+            limit_eval_samples, cache_dir,
+        )  # fmt: skip
+        self.text_column = text_column
+        self.title_column = title_column
+        # The title is checked like the text (strings, no missing values).
+        self.text_columns = (text_column,) if title_column is None else (text_column, title_column)
+        self.overflow = overflow
+        self.stride = stride
+        self.head_tokens = head_tokens
+        self.save_hyperparameters()
+        # As in the parent: the resolved label schema, not the given (often None) values, is what the CLI
+        # links into the model's hparams, and Lightning refuses keys whose values differ between the two.
+        self.save_hyperparameters(
+            {
+                "problem_type": self.problem_type,
+                "num_labels": self.num_labels,
+                "label_names": self.label_names,
+            }
+        )
+
+    @property
+    def body_length(self) -> int:
+        """Tokens per window without the special tokens ([CLS] and [SEP] for BERT-style tokenizers)."""
+        prefix, suffix = special_token_ids(self.tokenizer)
+        body = self.max_length - len(prefix) - len(suffix)
+        if body < 1:
+            raise DataError(f"max_length {self.max_length} leaves no room for text after the special tokens.")
+        if self.overflow == "chunk" and not 0 <= self.stride < body:
+            raise DataError(
+                f"stride must be in [0, {body}) for windows of {body} text tokens, got {self.stride}."
+            )
+        if self.overflow == "head_tail" and not 0 <= self.head_tokens <= body:
+            raise DataError(f"head_tokens must be in [0, {body}], got {self.head_tokens}.")
+        return body
+
+    @property
+    def collator(self) -> DocumentWindowCollator:
+        if self._collator is None:
+            self._collator = DocumentWindowCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
+        return self._collator
+
+    def encode_function(self, split_name: str, dataset: datasets.Dataset) -> EncodeFunction:
+        labelled = self.label_column in dataset.column_names
+        feature = dataset.features[self.label_column] if labelled else None
+        prefix, suffix = special_token_ids(self.tokenizer)
+        return functools.partial(
+            encode_documents,
+            tokenizer=self.tokenizer,
+            prefix=prefix,
+            suffix=suffix,
+            text_column=self.text_column,
+            title_column=self.title_column,
+            overflow=self.overflow,
+            body_length=self.body_length,
+            stride=self.stride,
+            head_tokens=self.head_tokens,
+            label_column=self.label_column if labelled else None,
+            encoding=label_encoding(self.problem_type, feature, self.label_column, "") if labelled else "",
+            label_to_index={name: index for index, name in enumerate(self.label_names)},
+            num_labels=self.num_labels,
+        )
+
+    def sequence_lengths(self, name: str) -> list[int]:
+        """Token count of every document (all its windows), so length grouping balances batch sizes."""
+        column = self._dataset(name).with_format("arrow")["input_ids"]
+        lengths: list[int] = []
+        for chunk in column.chunks:
+            if len(chunk) == 0:
+                continue
+            window_lengths = np.asarray(chunk.flatten().value_lengths().to_numpy(zero_copy_only=False))
+            offsets = np.asarray(chunk.offsets.to_numpy())
+            # Every document has at least one window, so each reduceat segment is non-empty.
+            lengths.extend(np.add.reduceat(window_lengths, offsets[:-1] - offsets[0]).tolist())
+        return lengths

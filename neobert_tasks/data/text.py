@@ -1,0 +1,423 @@
+"""Raw text for masked language modelling: loading, optional tokenizer training, packing into full rows.
+
+`TextDataModule` reads documents from a hub dataset (optionally streamed) or a local directory and
+turns them into model rows in one of two ways:
+
+* ``packing: true`` (default): every document is tokenized with its own ``[CLS] … [SEP]``, the
+  documents are laid end to end in one token stream, and the stream is cut into rows of exactly
+  ``max_length`` tokens. ``position_ids`` restart at 0 at every document start, which is what tells the
+  NeoBERT backbone to keep packed documents from attending to each other. A document that crosses a
+  row boundary (or is longer than ``max_length``) is cut there and continues at the start of the next
+  row as a new segment whose positions restart at 0: no token is dropped or added, but the pieces of a
+  cut document do not see each other. Only the last row of each packing batch (``PACKING_BATCH_SIZE``
+  documents) can be shorter, and the collator pads it.
+* ``packing: false``: one document per row; a document longer than ``max_length`` is split into
+  several rows of at most ``max_length`` tokens, each wrapped in its own ``[CLS] … [SEP]``; batches
+  are padded dynamically.
+
+Local data: ``<split>.txt`` holds one document per non-empty line; ``<split>.parquet|csv|tsv|json|jsonl``
+holds one document per row in ``text_column``. Without a validation split, ``validation_fraction`` of
+the training documents is held out (a fixed seed, so the split and its tokenization are cached).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from datasets.distributed import split_dataset_by_node
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from neobert_tasks.data.base import HUB_ID_PATTERN, EncodeFunction, TokenizedDataModule, load_tokenizer
+from neobert_tasks.data.sources import (
+    DataError,
+    MissingDataError,
+    find_split_files,
+    load_hub_splits,
+    load_local_splits,
+    require_columns,
+)
+
+# Documents packed together in one `map` batch: the last row of each batch may be short, so a large
+# batch keeps padding rare.
+PACKING_BATCH_SIZE = 2000
+# Documents held out for validation from a streamed training split that has no validation split.
+STREAMING_VALIDATION_DOCUMENTS = 1000
+# Documents read from a streamed training split to train a tokenizer on.
+STREAMING_TOKENIZER_DOCUMENTS = 100_000
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+PACKED_KEYS = ("input_ids", "attention_mask", "position_ids")
+
+
+def pack_documents(batch: dict[str, list], *, tokenizer, text_column: str, max_length: int) -> dict:
+    """Tokenize a batch of documents and cut their concatenation into rows of ``max_length`` tokens."""
+    texts = [text for text in batch[text_column] if text and text.strip()]
+    encoded = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+    stream = list(itertools.chain.from_iterable(encoded))
+    # Position of each token within its own document; a row boundary restarts it (see module docstring).
+    positions = list(itertools.chain.from_iterable(range(len(ids)) for ids in encoded))
+    rows, row_positions = [], []
+    for start in range(0, len(stream), max_length):
+        row_position = positions[start : start + max_length]
+        offset = row_position[0]
+        # A cut document continues at position 0 up to its end, then later documents keep their own.
+        first_end = next((index for index, value in enumerate(row_position) if value == 0 and index), None)
+        head = len(row_position) if first_end is None else first_end
+        row_position = [value - offset for value in row_position[:head]] + row_position[head:]
+        rows.append(stream[start : start + max_length])
+        row_positions.append(row_position)
+    return {
+        "input_ids": rows,
+        "attention_mask": [[1] * len(row) for row in rows],
+        "position_ids": row_positions,
+    }
+
+
+def split_documents(batch: dict[str, list], *, tokenizer, text_column: str, max_length: int) -> dict:
+    """One row per document, a long document split into rows of at most ``max_length`` tokens."""
+    texts = [text for text in batch[text_column] if text and text.strip()]
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, return_overflowing_tokens=True)
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+
+class PackedCollator:
+    """Pads ``input_ids`` (pad id), ``attention_mask`` (0) and ``position_ids`` (0) to the longest row."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None, keys: Sequence[str]):
+        self.pad_token_id, self.pad_to_multiple_of, self.keys = pad_token_id, pad_to_multiple_of, keys
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        length = max(len(row["input_ids"]) for row in features)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch = {}
+        for key in self.keys:
+            if key not in features[0]:
+                continue
+            fill = self.pad_token_id if key == "input_ids" else 0
+            batch[key] = torch.tensor([row[key] + [fill] * (length - len(row[key])) for row in features])
+        return batch
+
+
+def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int, save_directory: str | Path):
+    """Train a lowercasing BERT-style WordPiece tokenizer on ``texts`` and save it to ``save_directory``.
+
+    Special tokens get ids 0–4 in the order [PAD], [UNK], [CLS], [SEP], [MASK]; single texts are wrapped
+    as ``[CLS] … [SEP]`` and pairs as ``[CLS] A [SEP] B [SEP]``, as BERT's tokenizer does.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS))
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    # Save under a private name, then rename: processes started together (torchrun) may all train;
+    # the first rename wins and the others load its result, so no rank reads a half-written folder.
+    save_directory = Path(save_directory)
+    staging = save_directory.with_name(f"{save_directory.name}.staging-{os.getpid()}")
+    wrapped.save_pretrained(str(staging))
+    try:
+        staging.rename(save_directory)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        return PreTrainedTokenizerFast.from_pretrained(str(save_directory))
+    return wrapped
+
+
+class TextDataModule(TokenizedDataModule):
+    """Documents of raw text for masked language modelling, packed or one per row.
+
+    Args:
+        tokenizer: Tokenizer directory or hub id. A directory that does not exist is trained from
+            scratch on the training texts (``train_tokenizer``) and saved there; ``null`` saves it under
+            ``<cache_dir>/tokenizer`` (``./tokenizer`` without a cache directory).
+        dataset: Hub dataset id (used when ``data_dir`` is not set).
+        dataset_config: Hub dataset configuration name, e.g. ``wikitext-103-raw-v1``.
+        data_dir: Local directory of ``<split>.txt`` (one document per line) or
+            ``<split>.parquet|csv|tsv|json|jsonl`` files.
+        text_column: Column holding the documents.
+        packing: Pack documents into rows of exactly ``max_length`` tokens (see the module docstring).
+        max_length: Tokens per row.
+        streaming: Stream the hub dataset (``load_dataset(..., streaming=True)``) instead of downloading
+            it; packing then happens on the fly and batches are not grouped by length.
+        validation_fraction: Fraction of the training documents held out when there is no validation
+            split (a streamed dataset holds out its first 1000 documents instead).
+        train_tokenizer: Train a WordPiece tokenizer when ``tokenizer`` does not exist; False makes a
+            missing tokenizer an error.
+        tokenizer_vocab_size: Vocabulary size of a tokenizer trained from scratch.
+        batch_size: Rows per training batch and device.
+        eval_batch_size: Rows per validation batch; defaults to ``batch_size``.
+        num_workers: DataLoader worker processes.
+        group_by_length: Group unpacked training rows by length (packed rows all have the same length).
+        pad_to_multiple_of: Round padded lengths up to a multiple of this.
+        seed: Seed of the training order and of the validation hold-out.
+        limit_train_samples: Keep only the first N training documents.
+        limit_eval_samples: Keep only the first N validation documents.
+        cache_dir: datasets cache directory; None uses HF_DATASETS_CACHE.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str | None = "chandar-lab/NeoBERT",
+        dataset: str | None = None,
+        dataset_config: str | None = None,
+        data_dir: str | None = None,
+        text_column: str = "text",
+        packing: bool = True,
+        max_length: int = 512,
+        streaming: bool = False,
+        validation_fraction: float = 0.01,
+        train_tokenizer: bool = True,
+        tokenizer_vocab_size: int = 30522,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        group_by_length: bool = True,
+        pad_to_multiple_of: int = 8,
+        seed: int = 42,
+        limit_train_samples: int | None = None,
+        limit_eval_samples: int | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(
+            tokenizer, max_length, batch_size, eval_batch_size, num_workers, group_by_length,
+            pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir,
+        )  # fmt: skip
+        if (dataset is None) == (data_dir is None):
+            raise DataError("Set exactly one of data.dataset (a hub id) and data.data_dir (a local folder).")
+        if streaming and data_dir is not None:
+            raise DataError("data.streaming applies to hub datasets only; unset it for data.data_dir.")
+        if not 0.0 <= validation_fraction < 1.0:
+            raise DataError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
+        self.dataset_name, self.dataset_config, self.data_dir = dataset, dataset_config, data_dir
+        self.text_column, self.packing, self.streaming = text_column, packing, streaming
+        self.validation_fraction, self.train_tokenizer = validation_fraction, train_tokenizer
+        self.tokenizer_vocab_size = tokenizer_vocab_size
+        self.model_input_keys = PACKED_KEYS if packing else ("input_ids", "attention_mask")
+        self.save_hyperparameters()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Values linked to the task by the command line.
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.tokenizer.mask_token_id
+
+    @property
+    def special_token_ids(self) -> list[int]:
+        return sorted(set(self.tokenizer.all_special_ids))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Tokenizer: loaded, or trained from scratch.
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        if self._tokenizer is None:
+            name = self.tokenizer_name_or_path
+            exists = name is not None and Path(name).expanduser().exists()
+            # A path-like name (not a hub id) or no name at all means "train one here" when allowed.
+            is_hub_id = name is not None and not exists and HUB_ID_PATTERN.match(name) and "/" in name
+            if exists or is_hub_id or not self.train_tokenizer:
+                self._tokenizer = load_tokenizer(name) if name is not None else self._no_tokenizer()
+            else:
+                self._tokenizer = self._train_tokenizer(self.tokenizer_directory())
+        return self._tokenizer
+
+    @staticmethod
+    def _no_tokenizer():
+        raise DataError("data.tokenizer is null and data.train_tokenizer is false: no tokenizer to use.")
+
+    def tokenizer_directory(self) -> Path:
+        """Where a tokenizer trained from scratch is saved."""
+        if self.tokenizer_name_or_path is not None:
+            return Path(self.tokenizer_name_or_path).expanduser()
+        return Path(self.cache_dir or ".") / "tokenizer"
+
+    def _train_tokenizer(self, directory: Path) -> PreTrainedTokenizerFast:
+        raw, _ = self.load_raw_splits([self.train_split_name])
+        if self.train_split_name not in raw:
+            raise MissingDataError(f"No training split in {self.data_source} to train a tokenizer on.")
+        train = raw[self.train_split_name]
+        if self.streaming:
+            train = train.take(self.limit_train_samples or STREAMING_TOKENIZER_DOCUMENTS)
+        elif self.limit_train_samples is not None:
+            train = train.select(range(min(self.limit_train_samples, len(train))))
+        texts = (row[self.text_column] for row in train)
+        return train_wordpiece_tokenizer(texts, self.tokenizer_vocab_size, directory)
+
+    # ----------------------------------------------------------------------------------------------------
+    # TokenizedDataModule's pieces.
+
+    @property
+    def data_source(self) -> str:
+        return self.data_dir or f"hub dataset '{self.dataset_name}'"
+
+    @property
+    def configured_validation_splits(self) -> list[str]:
+        return ["validation"]
+
+    @property
+    def configured_test_splits(self) -> list[str]:
+        return ["test"]
+
+    def load_raw_splits(self, split_names: Sequence[str]) -> tuple[dict, dict[str, str]]:
+        raw, origins = self._load_all_splits()
+        if "validation" not in raw and self.train_split_name in raw:
+            self._hold_out_validation(raw, origins)
+        wanted = [name for name in split_names if name in raw]
+        return {name: raw[name] for name in wanted}, {name: origins[name] for name in wanted}
+
+    def _load_all_splits(self) -> tuple[dict, dict[str, str]]:
+        if self.data_dir is not None:
+            return load_text_directory(
+                self.data_dir, self._all_split_names(), self.cache_dir, self.text_column
+            )
+        if not self.streaming:
+            loaded, origins = load_hub_splits(self.dataset_name, self.dataset_config, self.cache_dir)
+            return dict(loaded), origins
+        try:
+            loaded = datasets.load_dataset(
+                self.dataset_name, self.dataset_config, streaming=True, cache_dir=self.cache_dir
+            )
+        except Exception as error:  # noqa: BLE001 - the hub client raises many types; all mean "not loadable"
+            raise DataError(f"Could not stream hub dataset '{self.dataset_name}': {error}") from error
+        return dict(loaded), {
+            name: f"streamed hub dataset '{self.dataset_name}', split '{name}'" for name in loaded
+        }
+
+    def _hold_out_validation(self, raw: dict, origins: dict[str, str]) -> None:
+        """Carve a validation split out of the training split (fixed seed: cached and reproducible)."""
+        train = raw[self.train_split_name]
+        if self.streaming:
+            raw["validation"] = train.take(STREAMING_VALIDATION_DOCUMENTS)
+            raw[self.train_split_name] = train.skip(STREAMING_VALIDATION_DOCUMENTS)
+        elif self.validation_fraction > 0 and len(train) > 1:
+            parts = train.train_test_split(test_size=self.validation_fraction, seed=self.seed, shuffle=True)
+            raw[self.train_split_name], raw["validation"] = parts["train"], parts["test"]
+        else:
+            return
+        origins["validation"] = f"held out from {origins[self.train_split_name]}"
+
+    def check_split(self, split_name: str, dataset, origin: str) -> None:
+        if getattr(dataset, "column_names", None) is not None:
+            require_columns(dataset, [self.text_column], origin)
+
+    def encode_function(self, split_name: str, dataset) -> EncodeFunction:
+        function = pack_documents if self.packing else split_documents
+        return functools.partial(
+            function, tokenizer=self.tokenizer, text_column=self.text_column, max_length=self.max_length
+        )
+
+    def _process_split(self, name: str, dataset, origin: str):
+        """Limit, check and pack (or split) one raw split; rows are not kept in correspondence with
+        documents, so there is no ``idx``."""
+        is_train = name == self.train_split_name
+        limit = self.limit_train_samples if is_train else self.limit_eval_samples
+        if self.streaming:
+            dataset = dataset.take(limit) if limit is not None else dataset
+        elif limit is not None and limit < len(dataset):
+            dataset = dataset.select(range(limit))
+        self.check_split(name, dataset, origin)
+        columns = dataset.column_names or list(next(iter(dataset)).keys())
+        kwargs = {} if self.streaming else {"desc": f"Tokenizing {name}"}
+        return dataset.map(
+            self.encode_function(name, dataset),
+            batched=True,
+            batch_size=PACKING_BATCH_SIZE,
+            remove_columns=columns,
+            **kwargs,
+        )
+
+    # ----------------------------------------------------------------------------------------------------
+    # Dataloaders.
+
+    @property
+    def collator(self) -> PackedCollator:
+        if self._collator is None:
+            self._collator = PackedCollator(
+                self.tokenizer.pad_token_id, self.pad_to_multiple_of, self.model_input_keys
+            )
+        return self._collator
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._dataset(self.train_split_name)
+        if self.streaming:
+            # A stream cannot be indexed by a sampler; a shuffle buffer mixes nearby rows instead.
+            dataset = self._shard_stream(dataset.shuffle(seed=self.seed, buffer_size=10_000))
+            return self._loader(dataset, self.batch_size)
+        if self.packing:
+            generator = torch.Generator().manual_seed(self.seed)
+            return self._loader(dataset, self.batch_size, shuffle=True, generator=generator)
+        return super().train_dataloader()
+
+    def _eval_loader(self, dataset) -> DataLoader:
+        if self.streaming:
+            return self._loader(self._shard_stream(dataset), self.eval_batch_size)
+        return super()._eval_loader(dataset)
+
+    def _shard_stream(self, dataset):
+        """Under DDP each rank reads its own share of a stream (Lightning cannot shard an iterable)."""
+        distributed = self._distributed_sampler_kwargs()
+        if not distributed:
+            return dataset
+        return split_dataset_by_node(
+            dataset, rank=distributed["rank"], world_size=distributed["num_replicas"]
+        )
+
+
+def load_text_directory(
+    directory: str | Path, split_names: Sequence[str], cache_dir: str | None, text_column: str = "text"
+) -> tuple[dict, dict[str, str]]:
+    """Load ``<split>.txt`` files (one document per non-empty line) and any other supported split files."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MissingDataError(f"Data directory '{directory}' does not exist or is not a directory.")
+    text_files = {path.stem: path for path in sorted(directory.glob("*.txt")) if path.stem in split_names}
+    loaded: dict = {}
+    origins: dict[str, str] = {}
+    for name, path in text_files.items():
+        dataset = datasets.load_dataset("text", data_files={name: str(path)}, split=name, cache_dir=cache_dir)
+        dataset = dataset.filter(
+            lambda row: bool(row["text"].strip()), desc=f"Dropping empty lines of {name}"
+        )
+        loaded[name] = dataset.rename_column("text", text_column) if text_column != "text" else dataset
+        origins[name] = str(path)
+    others = [name for name in split_names if name not in loaded and name in find_split_files(directory)]
+    if others:
+        more, more_origins = load_local_splits(directory, others, cache_dir)
+        loaded.update(more)
+        origins.update(more_origins)
+    if not loaded:
+        raise MissingDataError(
+            f"Data directory '{directory}' has no files for splits {list(split_names)}"
+            " (files are named <split>.txt|parquet|csv|tsv|json|jsonl)."
+        )
+    return loaded, origins

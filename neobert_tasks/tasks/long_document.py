@@ -1,0 +1,148 @@
+"""Long-document classification: one prediction per document from the logits of all its windows.
+
+Batches come from `LongDocumentDataModule`: B documents flattened into N >= B windows, with
+`document_index` naming each window's document (its position in the batch). The windows' logits are
+pooled per document (mean or max) before the loss, the metrics and the predictions, so training,
+evaluation and prediction all see a document as one example however many windows it has.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.nn import functional
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryF1Score, MulticlassAccuracy, MulticlassF1Score
+
+from neobert_tasks.errors import ConfigError
+from neobert_tasks.metrics import classification_metrics, predictions_from_logits
+from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT
+from neobert_tasks.tasks.sequence_classification import SequenceClassificationTask
+
+POOLING_MODES = ("mean", "max")
+
+
+def pool_window_logits(
+    logits: torch.Tensor, document_index: torch.Tensor, num_documents: int, pooling: str
+) -> torch.Tensor:
+    """Pool `(windows, labels)` logits into `(documents, labels)` by the mean or the max over each document.
+
+    Args:
+        logits: one row of logits per window.
+        document_index: per window, the row of its document in the result (0 .. num_documents - 1).
+        num_documents: number of documents in the batch; every one must have at least one window.
+        pooling: ``mean`` or ``max``.
+    """
+    if pooling not in POOLING_MODES:
+        raise ValueError(f"Unknown pooling '{pooling}'; expected one of {', '.join(POOLING_MODES)}.")
+    index = document_index.to(logits.device).unsqueeze(-1).expand_as(logits)
+    pooled = logits.new_zeros((num_documents, logits.shape[-1]))
+    # include_self=False: the zeros above are placeholders, not values to average or compare with.
+    return pooled.scatter_reduce(
+        0, index, logits, reduce="mean" if pooling == "mean" else "amax", include_self=False
+    )
+
+
+class LongDocumentClassificationTask(SequenceClassificationTask):
+    """Classify documents longer than one model input by pooling the logits of their windows.
+
+    Args:
+        num_labels: Number of classes (1 for regression); linked from the datamodule.
+        problem_type: single_label_classification, multi_label_classification or regression; linked
+            from the datamodule.
+        label_names: Class names in id order, saved as ``config.id2label``; linked from the datamodule.
+        task_name: Unused (no GLUE task has long documents); linked from datamodules that have one.
+        pooling: How a document's window logits become its logits: ``mean`` or ``max``.
+        pretrained: Checkpoint to start from: a local directory or a hub id.
+        model_config: NeoBERTConfig fields of a randomly initialised model instead of ``pretrained``.
+        attn_implementation: Attention backend: sdpa, flash_attention_2, eager or sdpa_varlen.
+        classifier_dropout: Dropout around the ``dense`` layer of the head.
+        learning_rate: Peak learning rate of AdamW.
+        weight_decay: AdamW weight decay, never applied to norms and biases.
+        betas: AdamW (β1, β2).
+        eps: AdamW epsilon.
+        warmup_fraction: Fraction of the optimiser steps spent in linear warmup.
+        warmup_steps: Warmup length in steps; overrides ``warmup_fraction`` when set.
+        final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
+        lr_schedule: Decay after warmup: linear, cosine or constant.
+        gradient_checkpointing: Recompute block activations in the backward pass to save memory (a
+            4096-token window needs it on most GPUs).
+    """
+
+    def __init__(
+        self,
+        num_labels: int | None = None,
+        problem_type: str = "single_label_classification",
+        label_names: list[str] | None = None,
+        task_name: str | None = None,
+        pooling: str = "mean",
+        pretrained: str | None = OFFICIAL_CHECKPOINT,
+        model_config: dict[str, Any] | None = None,
+        attn_implementation: str = "sdpa",
+        classifier_dropout: float = 0.1,
+        learning_rate: float = 2e-5,
+        weight_decay: float = 1e-5,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        warmup_fraction: float = 0.06,
+        warmup_steps: int | None = None,
+        final_lr_fraction: float = 0.1,
+        lr_schedule: str = "linear",
+        gradient_checkpointing: bool = False,
+    ):
+        if pooling not in POOLING_MODES:
+            raise ConfigError(f"model.pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}.")
+        if task_name is not None:
+            raise ConfigError("model.task_name is for GLUE tasks; long documents use generic metrics.")
+        self.pooling = pooling
+        super().__init__(
+            num_labels, problem_type, label_names, task_name, pretrained, model_config, attn_implementation,
+            classifier_dropout, learning_rate, weight_decay, betas, eps, warmup_fraction, warmup_steps,
+            final_lr_fraction, lr_schedule, gradient_checkpointing,
+        )  # fmt: skip
+        self.save_hyperparameters()
+
+    def new_metrics(self) -> MetricCollection:
+        """Accuracy and F1 (of class 1 with two classes, macro-averaged otherwise) for single-label tasks."""
+        if self.problem_type != "single_label_classification":
+            return classification_metrics(self.problem_type, self.num_labels)
+        f1 = BinaryF1Score() if self.num_labels == 2 else MulticlassF1Score(self.num_labels, average="macro")
+        return MetricCollection(
+            {"accuracy": MulticlassAccuracy(num_classes=self.num_labels, average="micro"), "f1": f1}
+        )
+
+    def document_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits of each document of the batch, pooled over its windows."""
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        num_documents = int(batch["document_index"].max()) + 1
+        return pool_window_logits(logits, batch["document_index"], num_documents, self.pooling)
+
+    def document_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The head's loss for the problem type, on document logits."""
+        if self.problem_type == "regression":
+            return functional.mse_loss(logits.squeeze(-1), labels.float().view(-1))
+        if self.problem_type == "multi_label_classification":
+            return functional.binary_cross_entropy_with_logits(logits, labels.float())
+        return functional.cross_entropy(logits.float(), labels.long())
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
+        loss = self.document_loss(self.document_logits(batch), batch["labels"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
+        return loss
+
+    def _evaluation_step(self, stage: str, batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
+        labels = batch["labels"]
+        if self.problem_type == "single_label_classification" and bool((labels == -1).all()):
+            return  # an unlabelled test split: nothing to score
+        logits = self.document_logits(batch)
+        key = f"{stage}/{dataloader_idx}"
+        self.losses[key].update(self.document_loss(logits, labels).detach(), weight=labels.shape[0])
+        predictions = predictions_from_logits(logits, self.problem_type)
+        self.metrics[key].update(predictions, labels.float() if self.problem_type == "regression" else labels)
+        self._scored.add(key)
+
+    def predict_step(self, batch, batch_index, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """One prediction per document, with its row number in the split as ``index``."""
+        logits = self.document_logits(batch)
+        return {"index": batch["idx"], "prediction": predictions_from_logits(logits, self.problem_type)}

@@ -1,0 +1,208 @@
+"""Masked language modelling (continued pretraining or pretraining from scratch) of NeoBERT.
+
+Tokens are masked on the fly in the module, so every epoch sees new masks; special tokens and padding
+are never selected. The 30522-way ``decoder`` runs on the masked positions only (a gather of their hidden
+states), which saves most of the head's compute and memory compared with the head's full forward.
+Validation masks with a fixed seed per batch, so validation losses of different epochs and runs compare
+the same masked positions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from neobert_tasks.errors import ConfigError
+from neobert_tasks.model import NeoBERTForMaskedLM
+from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT
+from neobert_tasks.tasks.base import NeoBERTTask
+
+IGNORE_INDEX = -100
+# Seed of the validation masks (plus the batch index): the same positions are masked every epoch.
+VALIDATION_MASK_SEED = 1234
+
+
+def mask_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    special_token_ids: torch.Tensor,
+    mask_token_id: int,
+    vocab_size: int,
+    mlm_probability: float,
+    mask_replace_probability: float = 1.0,
+    random_replace_probability: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Select tokens for prediction and corrupt them; return ``(corrupted input_ids, labels)``.
+
+    Each non-special, non-padding token is selected with probability ``mlm_probability``. A selected
+    token becomes [MASK] with probability ``mask_replace_probability``, a uniformly random token with
+    probability ``random_replace_probability``, and stays itself otherwise (BERT: 0.8 / 0.1 / 0.1;
+    NeoBERT: 1.0 / 0.0). ``labels`` hold the original ids at selected positions and -100 elsewhere.
+    """
+    if mask_replace_probability + random_replace_probability > 1.0 + 1e-9:
+        raise ConfigError("mask_replace_probability + random_replace_probability must not exceed 1.")
+    device = input_ids.device
+    eligible = ~torch.isin(input_ids, special_token_ids.to(device))
+    if attention_mask is not None:
+        eligible &= attention_mask.bool()
+    draws = torch.rand(input_ids.shape, device=device, generator=generator)
+    selected = eligible & (draws < mlm_probability)
+    labels = input_ids.masked_fill(~selected, IGNORE_INDEX)
+    # One more uniform draw decides what a selected token becomes.
+    action = torch.rand(input_ids.shape, device=device, generator=generator)
+    to_mask = selected & (action < mask_replace_probability)
+    to_random = selected & ~to_mask & (action < mask_replace_probability + random_replace_probability)
+    corrupted = input_ids.masked_fill(to_mask, mask_token_id)
+    random_tokens = torch.randint(vocab_size, input_ids.shape, device=device, generator=generator)
+    corrupted = torch.where(to_random, random_tokens, corrupted)
+    return corrupted, labels
+
+
+class MaskedLanguageModelingTask(NeoBERTTask):
+    """Train ``NeoBERTForMaskedLM`` (backbone + ``decoder``) with masked language modelling.
+
+    Logs ``train/loss`` and, per validation, ``val/loss`` (mean over masked tokens), ``val/perplexity``
+    (its exponential) and ``val/accuracy`` (masked tokens predicted exactly).
+
+    The optimiser defaults follow NeoBERT's pretraining recipe (AdamW, betas (0.9, 0.95), weight decay
+    0.1, cosine decay to 10% of the peak) except the peak learning rate: NeoBERT pretrained at 6e-4, which
+    suits a model trained from scratch; continued pretraining of a trained checkpoint uses 1e-4 by
+    default so the first steps do not undo what the model knows.
+
+    Args:
+        mlm_probability: Fraction of the (non-special, non-padding) tokens selected for prediction;
+            NeoBERT uses 0.2, BERT 0.15.
+        mask_replace_probability: Probability that a selected token becomes [MASK] (BERT: 0.8).
+        random_replace_probability: Probability that a selected token becomes a random token (BERT: 0.1);
+            the rest of the selected tokens are left unchanged.
+        mask_token_id: Id of [MASK]; linked from the datamodule.
+        special_token_ids: Ids never selected ([CLS], [SEP], [PAD], …); linked from the datamodule.
+        vocab_size: Tokenizer vocabulary size (random replacements are drawn below it; a ``model_config``
+            without ``vocab_size`` gets it); linked from the datamodule.
+        pretrained: Checkpoint to start from: a local directory or a hub id.
+        model_config: NeoBERTConfig fields of a randomly initialised model (pretraining from scratch).
+        attn_implementation: Attention backend: sdpa, flash_attention_2, eager or sdpa_varlen.
+        learning_rate: Peak learning rate of AdamW.
+        weight_decay: AdamW weight decay, never applied to norms and biases.
+        betas: AdamW (β1, β2).
+        eps: AdamW epsilon.
+        warmup_fraction: Fraction of the optimiser steps spent in linear warmup.
+        warmup_steps: Warmup length in steps (NeoBERT: 2000); overrides ``warmup_fraction`` when set.
+        final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
+        lr_schedule: Decay after warmup: linear, cosine or constant.
+        gradient_checkpointing: Recompute block activations in the backward pass to save memory.
+    """
+
+    head_class = NeoBERTForMaskedLM
+
+    def __init__(
+        self,
+        mlm_probability: float = 0.2,
+        mask_replace_probability: float = 1.0,
+        random_replace_probability: float = 0.0,
+        mask_token_id: int | None = None,
+        special_token_ids: list[int] | None = None,
+        vocab_size: int | None = None,
+        pretrained: str | None = OFFICIAL_CHECKPOINT,
+        model_config: dict[str, Any] | None = None,
+        attn_implementation: str = "sdpa",
+        learning_rate: float = 1e-4,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        warmup_fraction: float = 0.01,
+        warmup_steps: int | None = None,
+        final_lr_fraction: float = 0.1,
+        lr_schedule: str = "cosine",
+        gradient_checkpointing: bool = False,
+    ):
+        if not 0.0 < mlm_probability < 1.0:
+            raise ConfigError(f"model.mlm_probability must be in (0, 1), got {mlm_probability}.")
+        if min(mask_replace_probability, random_replace_probability) < 0 or (
+            mask_replace_probability + random_replace_probability > 1.0 + 1e-9
+        ):
+            raise ConfigError("mask_replace_probability and random_replace_probability must be ≥ 0, sum ≤ 1.")
+        self.mlm_probability = mlm_probability
+        self.mask_token_id, self.vocab_size = mask_token_id, vocab_size
+        self.special_token_ids = list(special_token_ids) if special_token_ids is not None else None
+        if model_config is not None and vocab_size is not None:
+            # A model pretrained from scratch takes its vocabulary from the tokenizer unless told otherwise.
+            model_config = {"vocab_size": vocab_size, **model_config}
+        super().__init__(
+            pretrained, model_config, attn_implementation, learning_rate, weight_decay, betas, eps,
+            warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing,
+        )  # fmt: skip
+        self.save_hyperparameters()
+        self.val_loss, self.val_accuracy = MeanMetric(), MeanMetric()
+
+    def _require_tokens(self) -> tuple[torch.Tensor, int, int]:
+        if self.mask_token_id is None or self.special_token_ids is None:
+            raise ConfigError(
+                "model.mask_token_id and model.special_token_ids are unset; they come from the datamodule "
+                "(data.mask_token_id, data.special_token_ids) or must be given."
+            )
+        vocab_size = self.vocab_size or self.model.config.vocab_size
+        return torch.tensor(self.special_token_ids), self.mask_token_id, vocab_size
+
+    def masked_batch(self, batch: dict[str, torch.Tensor], generator=None) -> tuple[dict, torch.Tensor]:
+        """The model inputs with masked ``input_ids``, and the labels (-100 where nothing is predicted)."""
+        special, mask_id, vocab_size = self._require_tokens()
+        hparams = self.hparams
+        input_ids, labels = mask_tokens(
+            batch["input_ids"], batch.get("attention_mask"), special, mask_id, vocab_size,
+            self.mlm_probability, hparams.mask_replace_probability, hparams.random_replace_probability,
+            generator=generator,
+        )  # fmt: skip
+        inputs = {key: batch[key] for key in ("attention_mask", "position_ids") if key in batch}
+        return {"input_ids": input_ids, **inputs}, labels
+
+    def masked_logits(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor):
+        """Decoder logits ``(masked tokens, vocab)`` at the selected positions and their target ids."""
+        hidden = self.model.model(**inputs, return_dict=True).last_hidden_state  # (batch, length, hidden)
+        selected = labels != IGNORE_INDEX
+        return self.model.decoder(hidden[selected]), labels[selected]
+
+    def mlm_loss(self, batch: dict[str, torch.Tensor], generator=None):
+        """Mean cross-entropy over the masked tokens, the logits and the targets."""
+        logits, targets = self.masked_logits(*self.masked_batch(batch, generator))
+        if targets.numel() == 0:  # nothing selected (tiny batch): a zero loss that keeps the graph
+            return logits.sum() * 0.0, logits, targets
+        return nn.functional.cross_entropy(logits.float(), targets), logits, targets
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
+        loss, _, _ = self.mlm_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def _validation_generator(self, batch_index: int, dataloader_idx: int) -> torch.Generator:
+        generator = torch.Generator(device=self.device)
+        # Distinct per batch and DDP rank (their shards differ), fixed across epochs.
+        seed = (
+            VALIDATION_MASK_SEED
+            + 1_000_003 * dataloader_idx
+            + 7919 * batch_index
+            + 104_729 * self.global_rank
+        )
+        return generator.manual_seed(seed)
+
+    def validation_step(self, batch, batch_index, dataloader_idx: int = 0) -> None:
+        loss, logits, targets = self.mlm_loss(batch, self._validation_generator(batch_index, dataloader_idx))
+        count = targets.numel()
+        if count == 0:
+            return
+        # Weighted by the masked-token count, the epoch values are exact token means over the split,
+        # also across DDP ranks (torchmetrics syncs sums and weights).
+        self.val_loss.update(loss.detach(), weight=count)
+        self.val_accuracy.update((logits.argmax(-1) == targets).float().mean(), weight=count)
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.val_loss.compute()
+        self.log("val/loss", loss, prog_bar=True, add_dataloader_idx=False)
+        self.log("val/perplexity", torch.exp(loss), add_dataloader_idx=False)
+        self.log("val/accuracy", self.val_accuracy.compute(), add_dataloader_idx=False)
+        self.val_loss.reset()
+        self.val_accuracy.reset()

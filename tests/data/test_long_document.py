@@ -1,0 +1,160 @@
+"""Long documents: windowing (chunk, head, head+tail), document-level batches and per-document pooling.
+
+The windowing helpers are checked on token id lists made by hand; the datamodule on tiny split files
+written with the tiny tokenizer (one token per word), so nothing here needs `../shared`.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neobert_tasks.data.long_document import (
+    LongDocumentDataModule,
+    document_windows,
+    head_tail_tokens,
+    window_starts,
+)
+from neobert_tasks.data.sources import DataError
+from neobert_tasks.tasks.long_document import LongDocumentClassificationTask, pool_window_logits
+from tests.conftest import tiny_config_kwargs
+
+
+@pytest.mark.parametrize(
+    ("num_tokens", "body", "stride"), [(100, 30, 10), (30, 30, 5), (7, 30, 5), (61, 20, 0)]
+)
+def test_chunk_windows_cover_every_token_with_stride_overlap(num_tokens, body, stride):
+    tokens = list(range(num_tokens))
+    windows = document_windows(tokens, "chunk", body, stride, head_tokens=0)
+    assert all(len(window) <= body for window in windows)
+    assert windows[0][0] == 0 and windows[-1][-1] == num_tokens - 1
+    assert sorted(set().union(*windows)) == tokens  # nothing is lost
+    for previous, following in zip(windows, windows[1:], strict=False):
+        assert len(previous) == body  # only the last window may be short
+        assert following[0] == previous[-1] - stride + 1  # consecutive windows share exactly `stride` tokens
+    assert len(windows) == len(window_starts(num_tokens, body, stride))
+
+
+def test_truncate_keeps_the_head():
+    assert document_windows(list(range(100)), "truncate", 30, 10, 0) == [list(range(30))]
+    assert document_windows(list(range(12)), "truncate", 30, 10, 0) == [list(range(12))]
+
+
+@pytest.mark.parametrize(("head", "expected"), [
+    (10, list(range(10)) + list(range(80, 100))),
+    (0, list(range(70, 100))),
+    (30, list(range(30))),
+])  # fmt: skip
+def test_head_tail_keeps_first_and_last_tokens(head, expected):
+    assert head_tail_tokens(list(range(100)), 30, head) == expected
+    assert document_windows(list(range(100)), "head_tail", 30, 0, head) == [expected]
+    assert head_tail_tokens(list(range(25)), 30, head) == list(range(25))  # short documents stay whole
+
+
+# Words of the tiny tokenizer's vocabulary (tests/data/conftest.py), one token each.
+WORDS = ("the", "a", "movie", "film", "was", "is", "good", "bad", "great", "awful", "plot", "actors", "story")
+
+
+def long_text(num_words: int, offset: int = 0) -> str:
+    return " ".join(WORDS[(offset + position) % len(WORDS)] for position in range(num_words))
+
+
+@pytest.fixture
+def document_dir(write_split):
+    """Six labelled documents of 3 to 95 words (one token each), with titles, in train and validation."""
+    lengths = [95, 3, 40, 12, 70, 18]
+    columns = {
+        "title": [f"story {index}" for index in range(len(lengths))],
+        "text": [long_text(length, index) for index, length in enumerate(lengths)],
+        "label": [index % 2 for index in range(len(lengths))],
+    }
+    write_split("train", **columns)
+    return write_split("validation", **columns).parent
+
+
+def datamodule(tiny_tokenizer_dir, document_dir, tmp_path, **overrides) -> LongDocumentDataModule:
+    arguments = dict(
+        tokenizer=tiny_tokenizer_dir, data_dir=str(document_dir), test_split=None, max_length=16, stride=4,
+        batch_size=2, pad_to_multiple_of=None, cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    arguments.update(overrides)
+    module = LongDocumentDataModule(**arguments)
+    module.setup("fit")
+    return module
+
+
+def test_chunked_document_windows_carry_special_tokens(tiny_tokenizer_dir, document_dir, tmp_path):
+    module = datamodule(tiny_tokenizer_dir, document_dir, tmp_path, title_column="title")
+    tokenizer = module.tokenizer
+    first = module.datasets["validation"][0]
+    tokens = tokenizer(f"story 0\n\n{long_text(95)}", add_special_tokens=False)["input_ids"]
+    body = 14  # max_length 16 minus [CLS] and [SEP]
+    assert first["input_ids"] == [
+        [tokenizer.cls_token_id, *window, tokenizer.sep_token_id]
+        for window in document_windows(tokens, "chunk", body, 4, 0)
+    ]
+    assert len(first["input_ids"]) == len(window_starts(len(tokens), body, 4)) > 1
+    assert first["idx"] == 0 and first["labels"] == 0
+
+
+def test_batches_hold_whole_documents(tiny_tokenizer_dir, document_dir, tmp_path):
+    module = datamodule(tiny_tokenizer_dir, document_dir, tmp_path)
+    windows_per_document = [len(row) for row in module.datasets["validation"]["input_ids"]]
+    seen = []
+    for batch in module.val_dataloader():
+        documents = batch["idx"].tolist()
+        counts = torch.bincount(batch["document_index"], minlength=len(documents)).tolist()
+        assert counts == [windows_per_document[index] for index in documents]  # no document is split
+        assert batch["document_index"].tolist() == sorted(batch["document_index"].tolist())
+        assert batch["input_ids"].shape[0] >= len(documents) == batch["labels"].shape[0]
+        seen += documents
+    assert sorted(seen) == list(range(6))
+    training = [batch for batch in module.train_dataloader()]
+    assert sum(batch["labels"].shape[0] for batch in training) == 6
+    assert sum(batch["input_ids"].shape[0] for batch in training) == sum(windows_per_document)
+
+
+def test_head_tail_datamodule_gives_one_window_per_document(tiny_tokenizer_dir, document_dir, tmp_path):
+    module = datamodule(tiny_tokenizer_dir, document_dir, tmp_path, overflow="head_tail", head_tokens=4)
+    rows = module.datasets["validation"]["input_ids"]
+    assert all(len(windows) == 1 and len(windows[0]) <= 16 for windows in rows)
+    tokens = module.tokenizer(long_text(95), add_special_tokens=False)["input_ids"]
+    assert rows[0][0][1:-1] == tokens[:4] + tokens[-10:]
+
+
+def test_bad_windowing_settings_are_refused(tiny_tokenizer_dir, document_dir, tmp_path):
+    with pytest.raises(DataError, match="overflow"):
+        datamodule(tiny_tokenizer_dir, document_dir, tmp_path, overflow="sliding")
+    with pytest.raises(DataError, match="stride"):
+        datamodule(tiny_tokenizer_dir, document_dir, tmp_path, stride=14)
+
+
+def test_pooling_per_document():
+    logits = torch.tensor([[1.0, 0.0], [3.0, -2.0], [5.0, 5.0], [0.0, 1.0], [2.0, 4.0]])
+    document_index = torch.tensor([0, 0, 1, 2, 2])
+    mean = pool_window_logits(logits, document_index, 3, "mean")
+    assert torch.equal(mean, torch.tensor([[2.0, -1.0], [5.0, 5.0], [1.0, 2.5]]))
+    maximum = pool_window_logits(logits, document_index, 3, "max")
+    assert torch.equal(maximum, torch.tensor([[3.0, 0.0], [5.0, 5.0], [2.0, 4.0]]))
+    with pytest.raises(ValueError, match="pooling"):
+        pool_window_logits(logits, document_index, 3, "sum")
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+def test_task_trains_on_pooled_document_logits(pooling):
+    torch.manual_seed(0)
+    task = LongDocumentClassificationTask(
+        num_labels=2, label_names=["no", "yes"], pooling=pooling, pretrained=None,
+        model_config=tiny_config_kwargs(), gradient_checkpointing=True,
+    )  # fmt: skip
+    batch = {
+        "input_ids": torch.randint(5, 100, (5, 12)),
+        "attention_mask": torch.ones(5, 12, dtype=torch.long),
+        "document_index": torch.tensor([0, 0, 0, 1, 1]),
+        "labels": torch.tensor([1, 0]),
+    }
+    logits = task.document_logits(batch)
+    assert logits.shape == (2, 2)
+    loss = task.document_loss(logits, batch["labels"])
+    loss.backward()
+    assert all(parameter.grad is not None for parameter in task.model.parameters() if parameter.requires_grad)

@@ -1,0 +1,108 @@
+"""Packing of raw text into full rows, unpacked rows, local text files and tokenizer training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neobert_tasks.data.text import TextDataModule, pack_documents, split_documents, train_wordpiece_tokenizer
+from neobert_tasks.model import NeoBERTConfig, NeoBERTModel
+from tests.conftest import tiny_config_kwargs
+
+DOCUMENTS = [
+    "the quick brown fox jumps over the lazy dog " * (count % 7 + 1) + f"document {count}"
+    for count in range(40)
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    """A small WordPiece tokenizer trained from scratch on the test documents."""
+    return train_wordpiece_tokenizer(DOCUMENTS * 5, 200, tmp_path_factory.mktemp("tokenizer"))
+
+
+def test_trained_tokenizer_works(tokenizer):
+    assert [tokenizer.convert_ids_to_tokens(i) for i in range(5)] == [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+    ]
+    ids = tokenizer("The quick fox")["input_ids"]
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    assert tokenizer.unk_token_id not in ids
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "the quick fox"
+
+
+def test_packed_rows_are_full_and_lose_nothing(tokenizer):
+    packed = pack_documents({"text": DOCUMENTS}, tokenizer=tokenizer, text_column="text", max_length=32)
+    rows, positions = packed["input_ids"], packed["position_ids"]
+    assert all(len(row) == 32 for row in rows[:-1]) and 0 < len(rows[-1]) <= 32
+    expected = [token for text in DOCUMENTS for token in tokenizer(text)["input_ids"]]
+    assert [token for row in rows for token in row] == expected  # every token once, in order
+    for row, row_positions in zip(rows, positions, strict=True):
+        assert row_positions[0] == 0 and max(row_positions) < 32
+        for index, token in enumerate(row):  # a document start is a position 0 (not only at row starts)
+            if token == tokenizer.cls_token_id:
+                assert row_positions[index] == 0
+
+
+def test_unpacked_rows_split_long_documents(tokenizer):
+    split = split_documents({"text": DOCUMENTS}, tokenizer=tokenizer, text_column="text", max_length=16)
+    assert all(len(row) <= 16 and row[0] == tokenizer.cls_token_id for row in split["input_ids"])
+    assert len(split["input_ids"]) > len(DOCUMENTS)
+
+
+def test_packed_documents_encode_as_alone(tokenizer):
+    torch.manual_seed(0)
+    model = NeoBERTModel(NeoBERTConfig(**tiny_config_kwargs(vocab_size=len(tokenizer)))).eval()
+    packed = pack_documents({"text": DOCUMENTS[:6]}, tokenizer=tokenizer, text_column="text", max_length=128)
+    row, positions = torch.tensor(packed["input_ids"][:1]), torch.tensor(packed["position_ids"][:1])
+    with torch.no_grad():
+        together = model(input_ids=row, position_ids=positions).last_hidden_state[0]
+        starts = [index for index, value in enumerate(positions[0].tolist()) if value == 0] + [row.shape[1]]
+        for start, end in zip(starts[:-1], starts[1:], strict=False):
+            alone = model(input_ids=row[:, start:end]).last_hidden_state[0]
+            torch.testing.assert_close(together[start:end], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_datamodule_on_local_text(tokenizer, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.txt").write_text("\n".join(DOCUMENTS) + "\n\n")
+    module = TextDataModule(
+        tokenizer=str(tmp_path / "new_tokenizer"), data_dir=str(data), max_length=32, batch_size=4,
+        validation_fraction=0.25, tokenizer_vocab_size=200, cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert module.vocab_size <= 200 and (tmp_path / "new_tokenizer" / "tokenizer.json").exists()
+    assert module.mask_token_id == 4 and module.special_token_ids == [0, 1, 2, 3, 4]
+    module.prepare_data()
+    module.setup("fit")
+    batch = next(iter(module.train_dataloader()))
+    assert batch["input_ids"].shape == (4, 32) and set(batch) == {
+        "input_ids",
+        "attention_mask",
+        "position_ids",
+    }
+    validation = sum(len(row["input_ids"]) for row in module.datasets["validation"])
+    train = sum(len(row["input_ids"]) for row in module.datasets["train"])
+    assert train + validation == sum(len(module.tokenizer(text)["input_ids"]) for text in DOCUMENTS)
+
+
+def test_streaming_packs_on_the_fly(tokenizer, tmp_path):
+    """``streaming: true`` packs an IterableDataset; a local folder stands in for a hub id."""
+    data = tmp_path / "stream"
+    data.mkdir()
+    (data / "train.txt").write_text("\n".join(DOCUMENTS * 30) + "\n")
+    tokenizer_dir = tmp_path / "saved_tokenizer"
+    tokenizer.save_pretrained(tokenizer_dir)
+    module = TextDataModule(
+        tokenizer=str(tokenizer_dir), dataset=str(data), streaming=True, max_length=32, batch_size=4,
+        cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    module.setup("fit")
+    batch = next(iter(module.train_dataloader()))
+    assert batch["input_ids"].shape == (4, 32) and (batch["attention_mask"] == 1).all()
+    validation = next(iter(module.val_dataloader()))
+    assert validation["position_ids"].shape[1] == 32
