@@ -13,6 +13,7 @@ What it adds to LightningCLI:
 
 from __future__ import annotations
 
+import copy
 import sys
 import warnings
 
@@ -72,6 +73,28 @@ class NeoBERTCLI(LightningCLI):
             if isinstance(callback, EarlyStopping) and callback.monitor.startswith("val/"):
                 self.trainer.callbacks.remove(callback)
                 rank_zero_warn(f"No validation split: early stopping on {callback.monitor} is turned off.")
+
+    def parse_arguments(self, parser, args) -> None:
+        # Remember the command line: options typed there must win over a checkpoint's hyperparameters.
+        self._command_line = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:]
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI rebuilds the model from ``--ckpt_path``'s saved hyperparameters, which would also
+        override options typed for this command (``predict --model.init_args.write_nbest true``); put
+        those back after the checkpoint's values are applied."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return super()._parse_ckpt_path()
+        typed = [
+            argument.split("=", 1)[0].removeprefix("--")
+            for argument in getattr(self, "_command_line", [])
+            if argument.startswith("--model.init_args.")
+        ]
+        before = {key: copy.deepcopy(self.config[subcommand].get(key)) for key in typed}
+        super()._parse_ckpt_path()
+        for key, value in before.items():
+            self.config[subcommand][key] = value
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)

@@ -53,3 +53,18 @@ def test_fit_starts_from_an_exported_checkpoint_directory(tmp_path):
     assert start.shape == exported["model.encoder.weight"].shape
     assert (start - exported["model.encoder.weight"]).abs().max() < 0.05
     assert second.model.model.config.hidden_size == 64
+
+
+def test_options_typed_at_predict_time_win_over_the_checkpoint(tmp_path):
+    """``--ckpt_path`` restores the model's saved arguments, but what the user types for this command wins."""
+    first = _fit(tmp_path / "fit")
+    run_dir = Path(first.trainer.log_dir)
+    best = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
+    predict = build_cli(
+        "predict", "--config", str(run_dir / "config.yaml"), "--ckpt_path", best,
+        "--model.init_args.attn_implementation", "eager",
+        "--trainer.default_root_dir", str(tmp_path / "predict"),
+    )  # fmt: skip
+    assert predict.model.hparams.attn_implementation == "eager"
+    assert predict.model.model.config._attn_implementation == "eager"
+    assert predict.model.hparams.learning_rate == first.model.hparams.learning_rate  # the rest: checkpoint's
