@@ -35,6 +35,9 @@ class BestModelCheckpoint(ModelCheckpoint):
     def __init__(
         self, monitor: str | None = "auto", mode: str = "auto", save_last: bool | None = True, **kwargs
     ):
+        # No version counter: last.ckpt is shared with ResumeCheckpoint and overwritten by a resumed run,
+        # where a counter would write last-v1.ckpt beside it.
+        kwargs.setdefault("enable_version_counter", False)
         super().__init__(
             monitor=monitor, mode="max" if mode == "auto" else mode, save_last=save_last, **kwargs
         )

@@ -19,11 +19,18 @@ import warnings
 
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from neobert_tasks.callbacks import BestModelCheckpoint, ExportBestModel, PredictionWriter
 from neobert_tasks.data.base import TokenizedDataModule
 from neobert_tasks.errors import UserInputError
+from neobert_tasks.resume import (
+    ResumeCheckpoint,
+    latest_run_checkpoint,
+    load_checkpoint_file,
+    use_atomic_checkpoints,
+)
 from neobert_tasks.tasks.base import NeoBERTTask
 
 # (datamodule property, model argument): linked when both exist for the chosen classes.
@@ -52,6 +59,7 @@ class NeoBERTCLI(LightningCLI):
         parser.add_lightning_class_args(BestModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ExportBestModel, "export")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+        parser.add_lightning_class_args(ResumeCheckpoint, "resume_checkpoint")
         for source, target in LINKED_ARGUMENTS:
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
 
@@ -60,8 +68,11 @@ class NeoBERTCLI(LightningCLI):
         trainer = config.trainer
         if trainer.logger is None or trainer.logger is True:
             root = trainer.default_root_dir or "runs"
+            # `fit --ckpt_path last` continues the resumed run's folder rather than starting version_N+1.
+            version = {"version": self._resume_version} if self._resume_version is not None else {}
             trainer.logger = [
-                {"class_path": name, "init_args": {"save_dir": root, "name": ""}} for name in LOGGER_CLASSES
+                {"class_path": name, "init_args": {"save_dir": root, "name": "", **version}}
+                for name in LOGGER_CLASSES
             ]
 
     def before_fit(self) -> None:
@@ -86,6 +97,7 @@ class NeoBERTCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return super()._parse_ckpt_path()
+        self._resolve_checkpoint_path(self.config[subcommand])
         typed = [
             argument.split("=", 1)[0].removeprefix("--")
             for argument in getattr(self, "_command_line", [])
@@ -96,8 +108,31 @@ class NeoBERTCLI(LightningCLI):
         for key, value in before.items():
             self.config[subcommand][key] = value
 
+    _resume_version: int | None = None
+
+    def _resolve_checkpoint_path(self, config) -> None:
+        """Turn ``--ckpt_path last`` into the newest ``last.ckpt`` under ``trainer.default_root_dir`` (and
+        remember its run folder), and check that a checkpoint file can be read before Lightning reads it."""
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last":
+            root = config.trainer.default_root_dir or "runs"
+            found = latest_run_checkpoint(root)
+            if found is None:
+                # Not an error: a job script can pass `--ckpt_path last` on its first start as well.
+                rank_zero_warn(f"No last.ckpt under '{root}/version_*/checkpoints': starting from scratch.")
+                config.ckpt_path = None
+                return
+            path, self._resume_version = found
+            config.ckpt_path = str(path)
+            rank_zero_info(f"Resuming from {path}")
+        elif ckpt_path not in (None, "best", "hpc") and not str(ckpt_path).startswith(
+            ("http://", "https://")
+        ):
+            load_checkpoint_file(ckpt_path)  # a one-sentence error for a missing, corrupt or unsafe file
+
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
+        use_atomic_checkpoints(trainer)
         # Each logger picks its own next version number; make them share the first one's folder.
         if len(trainer.loggers) > 1:
             version = trainer.loggers[0].version
@@ -110,10 +145,15 @@ class NeoBERTCLI(LightningCLI):
 def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
     """Entry point of ``python -m neobert_tasks`` and of ``neobert-tasks``; ``args`` for use from Python.
 
-    A mistake in the config or the data ends the run with its one-sentence message and exit status 2.
+    A mistake in the config or the data ends the run with its one-sentence message and exit status 2;
+    SIGTERM ends it, after saving ``last.ckpt``, with status 143.
     """
     try:
         return _build_cli(args, run)
+    except SIGTERMException:
+        # Pre-empted after ResumeCheckpoint saved last.ckpt; 128 + 15 tells the scheduler it was a signal.
+        print("neobert_tasks: stopped by SIGTERM; resume with `fit ... --ckpt_path last`.", file=sys.stderr)
+        raise SystemExit(143) from None
     except Exception as error:
         user_error = _user_input_error(error)
         if user_error is None:

@@ -4,7 +4,7 @@ from neobert_tasks.data.base import ModelInputCollator, TokenizedDataModule, loa
 from neobert_tasks.data.glue import GLUE_TASKS, GLUEDataModule, GLUETask
 from neobert_tasks.data.long_document import DocumentWindowCollator, LongDocumentDataModule
 from neobert_tasks.data.question_answering import QuestionAnsweringDataModule
-from neobert_tasks.data.sampler import LengthGroupedSampler, batches_of, padding_fraction
+from neobert_tasks.data.sampler import LengthGroupedSampler, TrainingSampler, batches_of, padding_fraction
 from neobert_tasks.data.sources import (
     DataError,
     MissingDataError,
@@ -24,6 +24,7 @@ __all__ = [
     "GLUETask",
     "LabelSchema",
     "LengthGroupedSampler",
+    "TrainingSampler",
     "LongDocumentDataModule",
     "MissingDataError",
     "ModelInputCollator",

@@ -23,13 +23,12 @@ import datasets
 import lightning as L
 import pyarrow.compute as pc
 import torch
-from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from neobert_tasks.data.sampler import LengthGroupedSampler
+from neobert_tasks.data.sampler import TrainingSampler
 from neobert_tasks.data.sources import DataError, MissingDataError, require_splits
 
 # Keys a batch may carry to the model; anything else a tokenizer or dataset adds (token_type_ids,
@@ -136,6 +135,7 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         self.group_by_length = group_by_length
         self.pad_to_multiple_of = pad_to_multiple_of
         self.seed = seed
+        self._resume_position: tuple[int, int] | None = None
         self.limit_train_samples = limit_train_samples
         self.limit_eval_samples = limit_eval_samples
         self.cache_dir = cache_dir
@@ -323,25 +323,38 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Length-grouped (or shuffled) training batches."""
+        """Length-grouped (or shuffled) training batches, sharded over DDP ranks, resumable mid-epoch."""
         dataset = self._dataset(self.train_split_name)
-        if not self.group_by_length:
-            generator = torch.Generator().manual_seed(self.seed)
-            return self._loader(dataset, self.batch_size, shuffle=True, generator=generator)
-        # Under DDP Lightning would wrap a custom sampler in a DistributedSamplerWrapper with shuffle=True,
-        # which re-shuffles the grouped order. Wrapping it here with shuffle=False only shards it, and
-        # Lightning leaves an existing DistributedSampler alone.
-        distributed = self._distributed_sampler_kwargs()
-        num_replicas = distributed["num_replicas"] if distributed else 1
-        sampler: torch.utils.data.Sampler[int] = LengthGroupedSampler(
-            self.sequence_lengths(self.train_split_name),
-            self.batch_size,
-            self.seed,
-            num_replicas=num_replicas,
+        return self._loader(dataset, self.batch_size, sampler=self.training_sampler(dataset))
+
+    def training_sampler(self, dataset: datasets.Dataset) -> TrainingSampler:
+        """The training order of this rank, positioned after the batches a resumed checkpoint trained on."""
+        distributed = self._distributed_sampler_kwargs() or {"num_replicas": 1, "rank": 0}
+        lengths = self.sequence_lengths(self.train_split_name) if self.group_by_length else [0] * len(dataset)
+        sampler = TrainingSampler(
+            lengths, self.batch_size, self.seed, group_by_length=self.group_by_length, **distributed
         )
-        if num_replicas > 1:
-            sampler = DistributedSamplerWrapper(sampler, shuffle=False, **distributed)
-        return self._loader(dataset, self.batch_size, sampler=sampler)
+        if self._resume_position is not None:
+            sampler.resume_at(*self._resume_position)
+            self._resume_position = None
+        return sampler
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands in its epoch, saved in every checkpoint so a resumed run skips what it did.
+
+        Lightning restores its loop counters but not a sampler's position (it would restart the epoch's
+        data from the top); the count comes from the loop because the dataloader iterator runs a batch
+        ahead of training.
+        """
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return {}
+        batches_done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"train_epoch": trainer.current_epoch, "train_batches_done": batches_done}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "train_epoch" in state_dict:
+            self._resume_position = (state_dict["train_epoch"], state_dict["train_batches_done"])
 
     def _distributed_sampler_kwargs(self) -> dict[str, int] | None:
         """`num_replicas` and `rank` when the trainer runs several processes (DDP), else None."""

@@ -4,8 +4,9 @@ Examples are shuffled, then cut into mega-batches of many batches; each mega-bat
 that consecutive batches hold examples of similar length. The mega-batch holding the longest example goes
 first, so a configuration that runs out of memory fails at the first step rather than hours in.
 
-The sampler yields single indices, not batches, so a `DistributedSampler` can shard it. Sharding must not
-shuffle again (that would undo the grouping): wrap it with `shuffle=False`, as `TokenizedDataModule` does.
+`TrainingSampler` is what the datamodules train with: it shards the grouped (or plainly shuffled) order
+over DDP ranks itself, without shuffling again (that would undo the grouping), and can restart an epoch
+in the middle, after the batches a resumed checkpoint already trained on.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 
 
 class LengthGroupedSampler(Sampler[int]):
@@ -76,6 +77,74 @@ class LengthGroupedSampler(Sampler[int]):
         longest = max(range(len(mega_batches)), key=lambda position: self.lengths[mega_batches[position][0]])
         mega_batches[0], mega_batches[longest] = mega_batches[longest], mega_batches[0]
         return (index for mega_batch in mega_batches for index in mega_batch)
+
+
+class TrainingSampler(DistributedSampler):
+    """The training order of one process: shuffled or length-grouped, sharded over ranks, resumable.
+
+    The order of epoch ``e`` depends only on ``seed + e``, so a resumed run can rebuild it and skip the
+    batches it already trained on (`resume_at`). It shards like ``DistributedSampler(shuffle=False)``
+    (the order is padded to a multiple of ``num_replicas`` by repeating its start, then strided), and it
+    *is* a ``DistributedSampler``, so Lightning neither wraps it again nor re-shuffles the grouped order;
+    ``set_epoch``, which Lightning calls every epoch, reaches the order as well.
+
+    Args:
+        lengths: number of tokens of each example, indexed like the dataset.
+        batch_size: examples per batch on one device.
+        seed: base seed; epoch ``e`` uses ``seed + e``.
+        group_by_length: order by length inside mega-batches (`LengthGroupedSampler`) or shuffle plainly.
+        mega_batch_multiplier: batches per length-sorted mega-batch.
+        num_replicas: number of processes the order is sharded over.
+        rank: this process's index among them.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        group_by_length: bool = True,
+        mega_batch_multiplier: int = 50,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        super().__init__(range(len(lengths)), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
+        self.batch_size = batch_size
+        self.grouped = (
+            LengthGroupedSampler(lengths, batch_size, seed, mega_batch_multiplier, num_replicas)
+            if group_by_length
+            else None
+        )
+        # (epoch, batches already trained in it on this rank), applied once by the next `__iter__`.
+        self.resume_position: tuple[int, int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        if self.grouped is not None:
+            self.grouped.set_epoch(epoch)
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Make the next iteration over ``epoch`` start after its first ``batches_done`` batches."""
+        self.resume_position = (epoch, batches_done)
+
+    def global_order(self) -> list[int]:
+        """The order of the current epoch over all ranks, before sharding."""
+        if self.grouped is not None:
+            return list(self.grouped)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(len(self.dataset), generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.global_order()
+        if self.total_size > len(order):  # repeat the start so that every rank gets num_samples indices
+            order += (order * math.ceil(self.total_size / max(len(order), 1)))[: self.total_size - len(order)]
+        shard = order[self.rank : self.total_size : self.num_replicas]
+        if self.resume_position is not None:
+            epoch, batches_done = self.resume_position
+            self.resume_position = None
+            if epoch == self.epoch:
+                shard = shard[batches_done * self.batch_size :]
+        return iter(shard)
 
 
 def batches_of(indices: Iterable[int], batch_size: int) -> Iterator[list[int]]:

@@ -373,9 +373,6 @@ class TextDataModule(TokenizedDataModule):
             # A stream cannot be indexed by a sampler; a shuffle buffer mixes nearby rows instead.
             dataset = self._shard_stream(dataset.shuffle(seed=self.seed, buffer_size=10_000))
             return self._loader(dataset, self.batch_size)
-        if self.packing:
-            generator = torch.Generator().manual_seed(self.seed)
-            return self._loader(dataset, self.batch_size, shuffle=True, generator=generator)
         return super().train_dataloader()
 
     def _eval_loader(self, dataset) -> DataLoader:

@@ -7,6 +7,7 @@ its evaluation; this base builds the model, the AdamW groups and the warmup/deca
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import lightning as L
@@ -117,3 +118,30 @@ class NeoBERTTask(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "tokenizer"):
             self.check_tokenizer(datamodule.tokenizer)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Reproducible resuming.
+
+    _step_seed_base: int | None = None  # set at fit start, or restored from the checkpoint resumed
+
+    def on_fit_start(self) -> None:
+        if self._step_seed_base is None:
+            self._step_seed_base = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+
+    def on_train_batch_start(self, batch: Any, batch_index: int) -> None:
+        """Reseed torch's generator from (seed, rank, epoch, batch) before every training batch.
+
+        Dropout and MLM masking then depend on the step alone, not on how many random numbers were drawn
+        before it (dataloader iterators and validation draw some), so a run resumed from a checkpoint
+        draws exactly what the uninterrupted run drew. Ranks get different streams, like separate seeds.
+        """
+        seed = self._step_seed_base
+        for part in (self.global_rank, self.current_epoch, batch_index):
+            seed = (seed * 1_000_003 + part) % 2**63  # a fixed mix: the same in every process and version
+        torch.manual_seed(seed)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["step_seed_base"] = self._step_seed_base
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._step_seed_base = checkpoint.get("step_seed_base")

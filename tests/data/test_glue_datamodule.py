@@ -7,11 +7,17 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
-from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
-from neobert_tasks.data import GLUE_TASKS, DataError, GLUEDataModule, LengthGroupedSampler, MissingDataError
+from neobert_tasks.data import (
+    GLUE_TASKS,
+    DataError,
+    GLUEDataModule,
+    LengthGroupedSampler,
+    MissingDataError,
+    TrainingSampler,
+)
 
 # Several tests train on data without a validation split on purpose (qqp has none in the shared copy).
 pytestmark = pytest.mark.filterwarnings("ignore:No validation split")
@@ -284,7 +290,9 @@ def test_stsb_labels_are_float_scores(glue_dir, bert_tokenizer_dir, datasets_cac
 def test_train_loader_without_grouping_shuffles(glue_dir, bert_tokenizer_dir, datasets_cache):
     datamodule = make_glue("rte", bert_tokenizer_dir, glue_dir, datasets_cache, group_by_length=False)
     datamodule.setup("fit")
-    assert isinstance(datamodule.train_dataloader().sampler, torch.utils.data.RandomSampler)
+    sampler = datamodule.train_dataloader().sampler
+    assert isinstance(sampler, TrainingSampler) and sampler.grouped is None
+    assert sorted(sampler) == list(range(len(sampler))) and list(sampler) != sorted(sampler)
 
 
 def test_distributed_training_shards_without_reshuffling(glue_dir, bert_tokenizer_dir, datasets_cache):
@@ -292,9 +300,10 @@ def test_distributed_training_shards_without_reshuffling(glue_dir, bert_tokenize
     datamodule.setup("fit")
     datamodule.trainer = SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 2, "rank": 1})
     sampler = datamodule.train_dataloader().sampler
-    assert isinstance(sampler, DistributedSamplerWrapper) and not sampler.shuffle
+    # A DistributedSampler, so Lightning neither wraps it again nor re-shuffles the grouped order.
+    assert isinstance(sampler, torch.utils.data.DistributedSampler) and not sampler.shuffle
     assert sampler.rank == 1 and len(sampler) == 32
-    assert isinstance(sampler.dataset._sampler, LengthGroupedSampler)
+    assert isinstance(sampler.grouped, LengthGroupedSampler)
 
 
 def test_distributed_eval_sees_every_example_once(glue_dir, bert_tokenizer_dir, datasets_cache):

@@ -10,7 +10,7 @@ import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from transformers import AutoTokenizer
 
-from neobert_tasks.data import LengthGroupedSampler, batches_of, padding_fraction
+from neobert_tasks.data import LengthGroupedSampler, TrainingSampler, batches_of, padding_fraction
 
 
 def random_lengths(count: int, seed: int = 0) -> list[int]:
@@ -81,13 +81,16 @@ def test_grouping_reduces_padding_on_random_lengths():
 
 @pytest.mark.parametrize("num_replicas", [2, 4])
 def test_distributed_sharding_keeps_grouping(num_replicas):
-    """Strided sharding without re-shuffling (what TokenizedDataModule sets up under DDP) keeps batches
-    of similar length on every rank and covers every example."""
+    """Strided sharding without re-shuffling keeps batches of similar length on every rank, covers every
+    example, and gives each rank what Lightning's DistributedSamplerWrapper(shuffle=False) would."""
     lengths = random_lengths(3000, seed=4)
-    sampler = LengthGroupedSampler(lengths, batch_size=16, seed=0, num_replicas=num_replicas)
+    grouped = LengthGroupedSampler(lengths, batch_size=16, seed=0, num_replicas=num_replicas)
     seen: list[int] = []
     for rank in range(num_replicas):
-        shard = list(DistributedSamplerWrapper(sampler, num_replicas=num_replicas, rank=rank, shuffle=False))
+        shard = list(TrainingSampler(lengths, 16, seed=0, num_replicas=num_replicas, rank=rank))
+        assert shard == list(
+            DistributedSamplerWrapper(grouped, num_replicas=num_replicas, rank=rank, shuffle=False)
+        )
         seen.extend(shard)
         assert padding_fraction(lengths, batches_of(shard, 16), 8) < 0.05
         if rank == 0:
@@ -95,10 +98,29 @@ def test_distributed_sharding_keeps_grouping(num_replicas):
     assert set(seen) == set(range(len(lengths)))
 
 
-def test_set_epoch_reaches_sampler_through_distributed_wrapper():
-    sampler = LengthGroupedSampler(random_lengths(100), batch_size=4)
-    DistributedSamplerWrapper(sampler, num_replicas=2, rank=0, shuffle=False).set_epoch(5)
-    assert sampler.epoch == 5
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_training_order_depends_on_seed_and_epoch_only(group_by_length):
+    lengths = random_lengths(101)
+    first = TrainingSampler(lengths, 4, seed=3, group_by_length=group_by_length, num_replicas=2, rank=1)
+    second = TrainingSampler(lengths, 4, seed=3, group_by_length=group_by_length, num_replicas=2, rank=1)
+    first.set_epoch(2)
+    list(first)  # iterating does not advance anything: the order of an epoch is fixed
+    second.set_epoch(2)
+    assert list(first) == list(second) and len(first) == 51  # 101 padded to 102, half each
+    second.set_epoch(3)
+    assert list(second) != list(first)
+
+
+def test_resume_skips_the_batches_already_trained_once():
+    lengths = random_lengths(100)
+    sampler = TrainingSampler(lengths, batch_size=8, seed=1, num_replicas=2, rank=0)
+    sampler.set_epoch(1)
+    full = list(sampler)
+    sampler.resume_at(epoch=1, batches_done=3)
+    assert list(sampler) == full[24:]
+    assert list(sampler) == full  # applied once: the next pass over the epoch is whole again
+    sampler.resume_at(epoch=0, batches_done=3)  # a position in another epoch does not apply
+    assert list(sampler) == full and len(sampler) == 50
 
 
 def test_grouping_on_sst2_lengths(glue_dir, bert_tokenizer_dir):

@@ -1,0 +1,29 @@
+"""A test-only callback that sends this process a signal at a chosen training step, to test resuming.
+
+Used from a subprocess through ``--trainer.callbacks`` (see test_resume.py); the signal is real, so
+SIGKILL ends the process with no chance to clean up, exactly as the kernel's OOM killer or a node loss.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import lightning as L
+
+
+class SignalAtStep(L.Callback):
+    """Send ``signal_name`` to this process when the optimizer step ``step`` starts.
+
+    Args:
+        step: Global step (optimizer steps done) at which to send the signal, before its batch runs.
+        signal_name: ``SIGKILL`` or ``SIGTERM``.
+    """
+
+    def __init__(self, step: int, signal_name: str = "SIGKILL"):
+        self.step = step
+        self.signal_name = signal_name
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), getattr(signal, self.signal_name))

@@ -1,0 +1,154 @@
+"""Runs killed in the middle of an epoch resume where they stopped and end exactly as uninterrupted runs.
+
+Each run is a ``python -m neobert_tasks fit`` subprocess on real SST-2 with the tiny model: two epochs of
+six batches, ``last.ckpt`` every two steps, validation after each epoch. The interrupted run gets a real
+signal from `tests.cli.interrupt.SignalAtStep` at step 9 (in the second epoch, one step after the last
+step checkpoint), then ``fit --ckpt_path last`` finishes it in the same run folder. The final weights, the
+optimizer state and the best validation scores must equal the uninterrupted run's to 1e-6.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.cli.helpers import glue_args
+from tests.conftest import REPO_ROOT
+
+SIGNAL_STEP = 9
+RUN_TIMEOUT_S = 300
+
+
+def fit_args(root: Path) -> list[str]:
+    return [
+        *glue_args("sst2", root),
+        "--trainer.max_epochs", "2",
+        "--trainer.limit_train_batches", "6",
+        "--data.init_args.batch_size", "16",
+        "--resume_checkpoint.every_n_train_steps", "2",
+        "--model.init_args.model_config.classifier_dropout", "0.1",
+    ]  # fmt: skip
+
+
+def run_fit(*args: str, expected_status: int = 0) -> str:
+    """Run ``python -m neobert_tasks fit …``; check its exit status and return its output."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "neobert_tasks", "fit", *args]
+    process = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+    )
+    output = process.stdout + process.stderr
+    assert process.returncode == expected_status, output[-3000:]
+    return output
+
+
+def interrupted_args(root: Path, signal_name: str) -> list[str]:
+    return [
+        *fit_args(root),
+        "--trainer.callbacks+=tests.cli.interrupt.SignalAtStep",
+        f"--trainer.callbacks.step={SIGNAL_STEP}",
+        f"--trainer.callbacks.signal_name={signal_name}",
+    ]
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("uninterrupted")
+    run_fit(*fit_args(root))
+    return root / "runs" / "version_0"
+
+
+def assert_same_run(resumed: Path, reference: Path) -> None:
+    """Same final weights, optimizer state, step and best scores."""
+    final, expected = (
+        load(resumed / "checkpoints" / "last.ckpt"),
+        load(reference / "checkpoints" / "last.ckpt"),
+    )
+    assert final["global_step"] == expected["global_step"] == 12
+    for name, tensor in expected["state_dict"].items():
+        torch.testing.assert_close(final["state_dict"][name], tensor, rtol=0, atol=1e-6, msg=name)
+    optimizer, expected_optimizer = final["optimizer_states"][0], expected["optimizer_states"][0]
+    for key, state in expected_optimizer["state"].items():
+        for name, value in state.items():
+            torch.testing.assert_close(optimizer["state"][key][name], value, rtol=0, atol=1e-6)
+    scores = json.loads((resumed / "metrics.json").read_text())["best_metrics"]
+    expected_scores = json.loads((reference / "metrics.json").read_text())["best_metrics"]
+    assert scores == pytest.approx(expected_scores, abs=1e-6)
+
+
+def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, uninterrupted):
+    run_fit(*interrupted_args(tmp_path, "SIGKILL"), expected_status=-signal.SIGKILL)
+    run_dir = tmp_path / "runs" / "version_0"
+    assert not (run_dir / "metrics.json").exists()  # a killed run is not passed off as a result
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == SIGNAL_STEP - 1
+    assert not list((run_dir / "checkpoints").glob("*.tmp"))  # no half-written checkpoint left behind
+
+    output = run_fit(*fit_args(tmp_path), "--ckpt_path", "last")
+    assert "Resuming from" in output
+    assert not (tmp_path / "runs" / "version_1").exists()  # the resumed run continues in its own folder
+    assert_same_run(run_dir, uninterrupted)
+
+
+def test_sigterm_saves_a_checkpoint_and_resumes_to_the_same_result(tmp_path, uninterrupted):
+    output = run_fit(*interrupted_args(tmp_path, "SIGTERM"), expected_status=143)
+    assert "stopped by SIGTERM" in output
+    run_dir = tmp_path / "runs" / "version_0"
+    # SIGTERM arrives as step 9 starts; Lightning finishes that batch, then the checkpoint is written.
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == SIGNAL_STEP + 1
+
+    run_fit(*fit_args(tmp_path), "--ckpt_path", "last")
+    assert_same_run(run_dir, uninterrupted)
+
+
+def test_truncated_checkpoint_is_reported_by_path(tmp_path, uninterrupted):
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes((uninterrupted / "checkpoints" / "last.ckpt").read_bytes()[:5000])
+    output = run_fit(*fit_args(tmp_path), "--ckpt_path", str(broken), expected_status=2)
+    assert f"neobert_tasks: error: Checkpoint '{broken}' is corrupt or truncated" in output
+    assert "Traceback" not in output
+
+
+class _CreatesAFile:
+    """Unpickling this would create ``path``: what a malicious checkpoint does with a real payload."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "predict"])
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, uninterrupted, subcommand):
+    marker = tmp_path / "code_ran"
+    checkpoint = load(uninterrupted / "checkpoints" / "last.ckpt")
+    checkpoint["payload"] = _CreatesAFile(marker)
+    malicious = tmp_path / "malicious.ckpt"
+    torch.save(checkpoint, malicious, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "neobert_tasks",
+        subcommand,
+        *fit_args(tmp_path),
+        "--ckpt_path",
+        str(malicious),
+    ]
+    process = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert process.returncode == 2, process.stderr[-3000:]
+    assert f"Checkpoint '{malicious}' holds Python objects other than tensors" in process.stderr
+    assert not marker.exists()
