@@ -25,7 +25,7 @@ PRESETS = sorted((CONFIGS / "presets").glob("*.yaml"))
 TASK_CONFIGS = sorted(set(CONFIGS.rglob("*.yaml")) - set(PRESETS))
 GLUE_CONFIGS = sorted([CONFIGS / "glue.yaml", *(CONFIGS / "glue").glob("*.yaml")])
 # Presets that cannot be instantiated on a machine without GPUs: parsed only.
-GPU_PRESETS = ("ddp",)
+GPU_PRESETS = ("ddp", "ddp_multinode", "fsdp")
 # Top-level keys of the printed ``fit`` config that only a subcommand accepts.
 FIT_ONLY_KEYS = ("ckpt_path", "weights_only")
 
@@ -186,6 +186,10 @@ def test_preset_combines_with_task_config(preset, capsys, tmp_path):
             if key == "init_args":
                 for name, argument in value.items():
                     assert printed[section]["init_args"][name] == argument, f"{section}.init_args.{name}"
+            elif isinstance(value, dict):  # a class: the printed one adds the defaults of its init_args
+                assert printed[section][key]["class_path"] == value["class_path"], f"{section}.{key}"
+                for name, argument in value.get("init_args", {}).items():
+                    assert printed[section][key]["init_args"][name] == argument, f"{section}.{key}.{name}"
             else:
                 assert printed[section][key] == value, f"{section}.{key}"
     if preset.stem in GPU_PRESETS:
@@ -205,3 +209,19 @@ def test_printed_config_fits_as_is(capsys, tmp_path):
     run_dir = run_cli("fit", "--config", str(saved), tmp_path=tmp_path)
     assert run_dir.parent == tmp_path / "runs"
     assert json.loads((run_dir / "metrics.json").read_text())["monitor"] == "val/accuracy"
+
+
+def test_fsdp_preset_wraps_each_encoder_block(capsys):
+    """Lightning's FSDP needs CUDA, so the strategy is built from the printed config but not run."""
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from neobert_tasks.model.modeling import NeoBERTEncoderBlock
+
+    preset = CONFIGS / "presets" / "fsdp.yaml"
+    printed = print_config(capsys, "--config", str(CONFIGS / "glue" / "rte.yaml"), "--config", str(preset))
+    parser = ArgumentParser()
+    parser.add_argument("--strategy", type=FSDPStrategy)
+    strategy = parser.instantiate_classes(parser.parse_object({"strategy": printed["trainer"]["strategy"]}))
+    assert isinstance(strategy.strategy, FSDPStrategy)
+    assert strategy.strategy.kwargs["auto_wrap_policy"]._module_classes == {NeoBERTEncoderBlock}
