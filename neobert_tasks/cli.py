@@ -122,7 +122,9 @@ class NeoBERTCLI(LightningCLI):
                 rank_zero_warn(f"No last.ckpt under '{root}/version_*/checkpoints': starting from scratch.")
                 config.ckpt_path = None
                 return
-            path, self._resume_version = found
+            path, version = found
+            if self.config.subcommand == "fit":  # validate/predict write a folder of their own
+                self._resume_version = version
             config.ckpt_path = str(path)
             rank_zero_info(f"Resuming from {path}")
         elif ckpt_path not in (None, "best", "hpc") and not str(ckpt_path).startswith(

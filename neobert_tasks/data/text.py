@@ -33,6 +33,7 @@ from typing import Any
 import datasets
 import torch
 from datasets.distributed import split_dataset_by_node
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -374,6 +375,16 @@ class TextDataModule(TokenizedDataModule):
             dataset = self._shard_stream(dataset.shuffle(seed=self.seed, buffer_size=10_000))
             return self._loader(dataset, self.batch_size)
         return super().train_dataloader()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.streaming and state_dict.get("train_batches_done"):
+            # A stream has no index to skip to; resuming mid-epoch would need the reader's own position.
+            rank_zero_warn(
+                "Resuming a streamed dataset in the middle of an epoch: the epoch's stream starts again from"
+                " its beginning (the model, optimizer and schedule are restored)."
+            )
+            return
+        super().load_state_dict(state_dict)
 
     def _eval_loader(self, dataset) -> DataLoader:
         if self.streaming:
