@@ -70,6 +70,9 @@ class NeoBERTTask(L.LightningModule):
         )
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        # from_pretrained returns the model in eval mode and Lightning 2.6 keeps a module's mode at the start
+        # of fit, so without this a fine-tuned checkpoint would train with dropout off.
+        self.model.train()
 
     def head_config(self) -> dict[str, Any]:
         """Config fields the head needs; subclasses add theirs (called before the model exists)."""

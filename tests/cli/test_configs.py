@@ -22,7 +22,9 @@ from tests.cli.helpers import CONFIGS, TINY, build_cli, glue_args, run_cli
 from tests.conftest import REPO_ROOT, shared_path
 
 PRESETS = sorted((CONFIGS / "presets").glob("*.yaml"))
-TASK_CONFIGS = sorted(set(CONFIGS.rglob("*.yaml")) - set(PRESETS))
+# configs/suite/ holds the GLUE suite's hyperparameter grids, not CLI configs (tests/suite parses them).
+SUITE_GRIDS = set((CONFIGS / "suite").glob("*.yaml"))
+TASK_CONFIGS = sorted(set(CONFIGS.rglob("*.yaml")) - set(PRESETS) - SUITE_GRIDS)
 GLUE_CONFIGS = sorted([CONFIGS / "glue.yaml", *(CONFIGS / "glue").glob("*.yaml")])
 # Presets that cannot be instantiated on a machine without GPUs: parsed only.
 GPU_PRESETS = ("ddp", "ddp_multinode", "fsdp")
