@@ -1,0 +1,218 @@
+"""Running a planned GLUE suite: finished runs are skipped, the others started, MNLI starts resolved.
+
+A run is finished when its folder holds ``metrics.json``, which the export callback writes last, after
+the exported model; a folder without it is what a killed run left: the run continues from its
+``checkpoints/last.ckpt`` when there is one, and otherwise the folder is cleared and the run starts
+again, so a suite that was stopped resumes where it stopped. A finished run is never re-run, even when
+options changed since: use a new output folder for a new experiment.
+
+Each run is by default its own ``python -m neobert_tasks fit`` process: a fresh interpreter returns all
+host and GPU memory when a run ends, no Lightning or CUDA state leaks into the next run, and a run that
+crashes hard (segfault, out-of-memory kill) fails alone while the suite goes on. ``in_process`` calls
+`neobert_tasks.cli.main` instead, which saves each run the seconds spent importing torch and Lightning
+(tests, tiny runs); an exception there still fails only its run, but a hard crash ends the suite.
+"""
+
+from __future__ import annotations
+
+import gc
+import shlex
+import shutil
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from neobert_tasks.errors import UserInputError
+from neobert_tasks.suite.plan import MNLI_INIT_TASKS, PlannedRun, SuiteOptions, plan_runs, run_arguments
+from neobert_tasks.suite.results import collect_runs, select_point, summarize
+from neobert_tasks.suite.tables import markdown_table, write_tables
+
+FINISHED_FILE = "metrics.json"
+LAUNCHERS = ("subprocess", "in_process")
+# The exit status of neobert_tasks for a user's mistake: the same mistake would stop every other run.
+USER_ERROR_STATUS = 2
+# A run stopped by Ctrl-C or SIGTERM (a job pre-empted: 128 + signal, or minus the signal for a killed
+# subprocess) means the suite is being stopped too, not that the next run should start.
+STOP_STATUSES = {130, 143, -2, -15}
+
+
+class SuiteStopped(Exception):
+    """A run was stopped by a signal; the suite stops with its exit status (run it again to resume)."""
+
+    def __init__(self, label: str, status: int):
+        super().__init__(f"The {label} run was stopped by a signal; run the same command again to resume.")
+        self.status = status if status > 0 else 128 - status
+
+
+@dataclass
+class SuiteOutcome:
+    """What became of each planned run, and the table built afterwards."""
+
+    trained: list[PlannedRun] = field(default_factory=list)
+    skipped: list[PlannedRun] = field(default_factory=list)
+    failed: list[tuple[PlannedRun, str]] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+
+
+def launch_subprocess(arguments: list[str]) -> int:
+    """Run ``python -m neobert_tasks <arguments>`` in a new interpreter; its exit status."""
+    return subprocess.run([sys.executable, "-m", "neobert_tasks", *arguments], check=False).returncode
+
+
+def launch_in_process(arguments: list[str]) -> int:
+    """Run `neobert_tasks.cli.main` with ``arguments`` in this interpreter; the exit status it would have."""
+    from neobert_tasks.cli import main
+
+    saved_argv = sys.argv
+    # LightningCLI warns when both ``args`` and a foreign command line (the suite's own) are present.
+    sys.argv = ["neobert_tasks"]
+    try:
+        main(args=arguments)
+    except SystemExit as exit_info:  # sys.exit(None) is a success, sys.exit("message") a failure
+        return exit_info.code if isinstance(exit_info.code, int) else int(exit_info.code is not None)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.argv = saved_argv
+        gc.collect()  # the run's model and data go now, not at some later collection
+    return 0
+
+
+def best_mnli_export(output_dir: Path, seed: int) -> Path | None:
+    """The export of seed ``seed``'s run at the best MNLI grid point (best mean over seeds), if finished."""
+    runs = [run for run in collect_runs(output_dir) if run["task"] == "mnli"]
+    if not runs:
+        return None
+    point, point_runs = select_point(runs)
+    for run in point_runs:
+        export = Path(run["run_dir"]) / "export"
+        if run["seed"] == seed and export.is_dir():
+            return export
+    return None
+
+
+def planned_mnli_export(options: SuiteOptions, seed: int) -> Path:
+    """Where a dry run expects the MNLI start of ``seed``: exact without a grid, a placeholder with one."""
+    point = options.grid[0].name if len(options.grid) == 1 else "<best grid point>"
+    return options.output_dir / "mnli" / (point or "") / f"seed_{seed}" / "export"
+
+
+def run_suite(
+    options: SuiteOptions,
+    launcher: str = "subprocess",
+    dry_run: bool = False,
+    echo: Callable[[str], None] = print,
+) -> SuiteOutcome:
+    """Start every planned run that has not finished, then print and save the table.
+
+    ``dry_run`` prints each run's command line instead. A run that ends with a user error (exit status
+    2) stops the suite with `UserInputError`, since the same mistake would stop every other run.
+    """
+    launch = launch_in_process if launcher == "in_process" else launch_subprocess
+    runs = plan_runs(options)
+    echo(
+        f"GLUE suite: {len(runs)} runs ({', '.join(options.tasks)} × seeds "
+        f"{', '.join(map(str, options.seeds))} × {len(options.grid)} grid point(s)) in {options.output_dir}"
+    )
+    outcome = SuiteOutcome()
+    for position, run in enumerate(runs, start=1):
+        prefix = f"[{position}/{len(runs)}] {run.label}"
+        if dry_run:
+            _print_command(run, options, prefix, echo)
+        elif (run.run_dir / FINISHED_FILE).is_file():
+            echo(f"{prefix}: skipped, finished before ({run.run_dir / FINISHED_FILE} exists)")
+            outcome.skipped.append(run)
+        else:
+            _train(run, options, launch, prefix, echo, outcome)
+    if dry_run:
+        return outcome
+    runs_found = collect_runs(options.output_dir)
+    outcome.rows = summarize(runs_found)
+    paths = write_tables(options.output_dir, outcome.rows, runs_found)
+    echo("\n" + markdown_table(outcome.rows))
+    echo(f"Table saved to {', '.join(str(path) for path in paths)}")
+    trained, skipped, failed = len(outcome.trained), len(outcome.skipped), len(outcome.failed)
+    echo(f"{trained} runs trained, {skipped} skipped, {failed} failed.")
+    for run, reason in outcome.failed:
+        echo(f"  failed: {run.label} ({reason})")
+    return outcome
+
+
+def _pretrained_for(run: PlannedRun, options: SuiteOptions) -> tuple[bool, Path | None]:
+    """Whether ``run`` starts from MNLI, and the export it starts from (None when none is finished)."""
+    if not (options.mnli_init and run.task in MNLI_INIT_TASKS):
+        return False, None
+    return True, best_mnli_export(options.output_dir, run.seed)
+
+
+def _train(
+    run: PlannedRun,
+    options: SuiteOptions,
+    launch: Callable[[list[str]], int],
+    prefix: str,
+    echo: Callable[[str], None],
+    outcome: SuiteOutcome,
+) -> None:
+    """Start (or resume) one unfinished run and record whether it finished."""
+    from_mnli, pretrained = _pretrained_for(run, options)
+    if from_mnli and pretrained is None:
+        echo(f"{prefix}: not started, no finished MNLI run of seed {run.seed} to start from")
+        outcome.failed.append((run, f"no finished MNLI run of seed {run.seed}"))
+        return
+    arguments = run_arguments(run, options, pretrained)
+    if _resumed(run, arguments, launch, prefix, echo):
+        outcome.trained.append(run)
+        return
+    if run.run_dir.exists():
+        echo(f"{prefix}: clearing {run.run_dir}, left unfinished by an earlier invocation")
+        shutil.rmtree(run.run_dir)
+    echo(f"{prefix}: training in {run.run_dir}" + (f", starting from {pretrained}" if pretrained else ""))
+    status = launch(arguments)
+    if status in STOP_STATUSES:
+        raise SuiteStopped(run.label, status)
+    if status == USER_ERROR_STATUS:
+        raise UserInputError(
+            f"The {run.label} run stopped on a configuration or data error (its message is above); "
+            "fix it and run the suite again, finished runs will be skipped."
+        )
+    if status != 0 or not (run.run_dir / FINISHED_FILE).is_file():
+        outcome.failed.append((run, f"exit status {status}, no {FINISHED_FILE}"))
+    else:
+        outcome.trained.append(run)
+
+
+def _resumed(
+    run: PlannedRun,
+    arguments: list[str],
+    launch: Callable[[list[str]], int],
+    prefix: str,
+    echo: Callable[[str], None],
+) -> bool:
+    """Continue a killed run from its ``last.ckpt`` when it has one; whether that finished the run.
+
+    A failed resume (an unreadable checkpoint, say) is not final: the caller then starts the run over.
+    """
+    last = run.run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return False
+    echo(f"{prefix}: resuming in {run.run_dir} from {last}")
+    status = launch([*arguments, "--ckpt_path", str(last)])
+    if status in STOP_STATUSES:
+        raise SuiteStopped(run.label, status)
+    if status == 0 and (run.run_dir / FINISHED_FILE).is_file():
+        return True
+    echo(f"{prefix}: resuming failed (exit status {status}); starting the run over")
+    return False
+
+
+def _print_command(run: PlannedRun, options: SuiteOptions, prefix: str, echo: Callable[[str], None]) -> None:
+    """A dry run's line: the run's state and the command it would start."""
+    from_mnli = options.mnli_init and run.task in MNLI_INIT_TASKS
+    pretrained = planned_mnli_export(options, run.seed) if from_mnli else None
+    state = "finished, would be skipped" if (run.run_dir / FINISHED_FILE).is_file() else "would train"
+    command = shlex.join(["python", "-m", "neobert_tasks", *run_arguments(run, options, pretrained)])
+    echo(f"{prefix}: {state}: {command}")
