@@ -1,0 +1,75 @@
+"""Time and peak memory of one call on the CPU, measured in this process, for costs versus length.
+
+The peak memory of a call is how far the process's resident set size rose above its value before the
+call. Linux lets a process reset its recorded peak (``VmHWM``) to the current size by writing ``5`` to
+``/proc/self/clear_refs``, so successive calls are measured one by one without a fresh process each;
+where that is not possible (other systems, restricted ``/proc``) the peak is NaN and only time is given.
+
+Memory freed before the call must leave the resident set first, or the call reuses it without the size
+rising: glibc keeps freed blocks for reuse, so `reset_peak_memory` hands them back (``malloc_trim``)
+before resetting the peak. torch's CPU tensors come from malloc, so they are measured like the rest.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+PROC_STATUS = Path("/proc/self/status")
+CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _status_kib(field: str) -> int:
+    """A ``/proc/self/status`` size field (``VmRSS``, ``VmHWM``) in KiB."""
+    for line in PROC_STATUS.read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise KeyError(f"{field} is not in {PROC_STATUS}")
+
+
+@functools.cache
+def _c_library() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
+def release_free_memory() -> None:
+    """Return the C allocator's freed but kept memory to the system (glibc ``malloc_trim``), if it can."""
+    library = _c_library()
+    if library is not None and hasattr(library, "malloc_trim"):
+        library.malloc_trim(0)
+
+
+def reset_peak_memory() -> bool:
+    """Reset the process's recorded peak resident set size to its current size; whether that worked."""
+    release_free_memory()
+    try:
+        CLEAR_REFS.write_text("5")
+        _status_kib("VmHWM")
+    except (OSError, KeyError):
+        return False
+    return True
+
+
+def measure_call(function: Callable[[], object], repeats: int = 1, warmup: bool = True) -> dict[str, float]:
+    """Run ``function`` ``repeats`` times; its mean ``seconds`` per call and ``peak_mib``.
+
+    ``peak_mib`` is the largest rise of the resident set size above its level before the timed calls,
+    in MiB (NaN where it cannot be measured). ``warmup`` first calls ``function`` once, untimed, so that
+    one-off costs (kernel selection, lazy allocations that stay) are not charged to the measurement.
+    """
+    if warmup:
+        function()
+    measurable = reset_peak_memory()
+    before = _status_kib("VmRSS") if measurable else 0
+    start = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    seconds = (time.perf_counter() - start) / repeats
+    peak_mib = (_status_kib("VmHWM") - before) / 1024 if measurable else math.nan
+    return {"seconds": seconds, "peak_mib": peak_mib}
