@@ -1,0 +1,190 @@
+"""Every command the README shows is run by a test, so that none of them rots.
+
+The README's shell blocks are read and each line is sorted into what runs it:
+* ``python -m neobert_tasks …`` lines run here, in order per block, in a scratch folder that links the
+  repository's ``configs/`` and ``data/``, with settings that make them take seconds: the tiny model, a
+  few batches (debug preset), the CPU, the shared tokenizer and the shared copy of the data the config
+  names (appended after the README's own arguments, which they override only where they must). Commands
+  whose presets need GPUs or several machines (``ddp``, ``ddp_multinode``, ``fsdp``, ``torchrun``,
+  ``srun``) are parsed with every config they name (``--print_config``) instead of run;
+* ``python -m neobert_tasks.suite …`` lines run in tests/suite/test_readme_suite.py;
+* ``python bench/…`` lines run with their smallest sizes in tests/test_bench.py;
+* the install and test commands (``pip install …``, ``python -m pytest …``) are what ``.ci/run`` runs;
+* the rest of a SLURM script (``#SBATCH`` lines, the requeue line) is shell around a command above.
+A line that fits none of these fails `test_every_command_is_covered`, so a new README command needs a
+test before it can land. Python blocks run too, with a local tiny checkpoint standing in for the hub's.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from neobert_tasks.model import NeoBERTConfig, NeoBERTModel
+from tests.cli.helpers import CPU, DEBUG, TINY, build_cli
+from tests.conftest import REPO_ROOT, shared_path, tiny_config_kwargs
+
+README = REPO_ROOT / "README.md"
+GPU_ONLY = ("presets/ddp.yaml", "presets/ddp_multinode.yaml", "presets/fsdp.yaml", "torchrun ", "srun ")
+# Line prefixes run elsewhere (see the module docstring), or shell around a command.
+RUN_ELSEWHERE = (
+    "python -m neobert_tasks.suite ",
+    "python bench/",
+    "pip install ",
+    "HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m pytest",
+    "#!/bin/bash",
+    "#SBATCH ",
+    "[ $? -eq 143 ] && scontrol requeue",
+)
+# Shared data standing in for each task config's hub dataset (GLUE configs: ../shared/data/glue/<task>).
+SHARED_DATA = {
+    "conll2003.yaml": ("data", "conll2003"),
+    "squad.yaml": ("data", "squad"),
+    "long_document.yaml": ("data", "hyperpartisan_news_detection", "byarticle"),
+    "mlm.yaml": ("data", "squad"),  # SQuAD's contexts stand in for a text corpus
+}
+
+
+def code_blocks(language: str) -> list[tuple[str, str]]:
+    """(section heading, code) of every fenced block of ``language`` in the README, in order."""
+    blocks, heading = [], ""
+    text = README.read_text()
+    for match in re.finditer(rf"^(#+ [^\n]*)$|^```{language}\n(.*?)^```", text, re.M | re.S):
+        if match.group(1):
+            heading = match.group(1).lstrip("# ")
+        else:
+            blocks.append((heading, match.group(2)))
+    return blocks
+
+
+def shell_lines(code: str) -> list[str]:
+    """Logical lines of a shell block: continuations joined, trailing comments dropped."""
+    joined = code.replace("\\\n", " ")
+    lines = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if not line.startswith("#"):
+            line = re.sub(r"\s+#\s.*$", "", line)
+        if line:
+            lines.append(" ".join(line.split()))
+    return lines
+
+
+def cli_arguments(line: str) -> list[str] | None:
+    """The arguments after ``python -m neobert_tasks`` in a line (also after ``torchrun …``/``srun``)."""
+    match = re.search(r"(?:python |torchrun .*?)-m neobert_tasks (?!\.)(.*)$", line)
+    if match is None or line.startswith(RUN_ELSEWHERE[:2]):
+        return None
+    return shlex.split(match.group(1))
+
+
+def cli_commands() -> list[tuple[str, list[list[str]]]]:
+    """(section, the neobert_tasks argument lists of its shell blocks, in order) for each section."""
+    sections: dict[str, list[list[str]]] = {}
+    for heading, code in code_blocks("bash"):
+        for line in shell_lines(code):
+            arguments = cli_arguments(line)
+            if arguments is not None:
+                is_gpu_only = any(marker in line for marker in GPU_ONLY)
+                sections.setdefault(heading, []).append(
+                    [*arguments, *(["--print_config"] if is_gpu_only else [])]
+                )
+    return list(sections.items())
+
+
+def test_every_command_is_covered():
+    for heading, code in code_blocks("bash"):
+        for line in shell_lines(code):
+            covered = cli_arguments(line) is not None or line.startswith(RUN_ELSEWHERE)
+            assert covered, (
+                f"README section '{heading}': no test runs `{line}`; add one to tests/test_readme.py"
+            )
+
+
+def local_data_arguments(arguments: list[str]) -> list[str]:
+    """Shared data for the configs the command names, unless the command gives its own data."""
+    if "--data.init_args.data_dir" in arguments:
+        return []
+    configs = [Path(arguments[index + 1]) for index, value in enumerate(arguments) if value == "--config"]
+    for config in configs:
+        if config.parent.name == "glue":
+            return ["--data.init_args.data_dir", str(shared_path("data", "glue", config.stem))]
+        if config.name == "squad_v2.yaml":
+            return ["--data.init_args.data_dir", "squad_v2", "--data.init_args.dataset", "null"]
+        if config.name in SHARED_DATA:
+            extra = ["--data.init_args.dataset", "null"]
+            if config.name == "mlm.yaml":
+                extra += ["--data.init_args.text_column", "context"]
+            return ["--data.init_args.data_dir", str(shared_path(*SHARED_DATA[config.name])), *extra]
+    return []
+
+
+def quick_arguments(arguments: list[str], workspace: Path) -> list[str]:
+    """The README's arguments, placeholders filled, then what makes the run take seconds on a CPU."""
+    placeholders = {
+        "path/to/documents": str(shared_path("data", "hyperpartisan_news_detection", "byarticle")),
+        "my_corpus": str(workspace / "my_corpus"),
+        "my_tokenizer": str(shared_path("tokenizers", "bert-base-uncased")),
+        "my_text.txt": str(workspace / "my_text.txt"),
+    }
+    arguments = [placeholders.get(argument, argument) for argument in arguments]
+    if "--print_config" in arguments:
+        return arguments
+    return [
+        *arguments,
+        *local_data_arguments(arguments),
+        "--config", str(TINY), "--config", str(DEBUG), "--config", str(CPU),
+        "--data.init_args.tokenizer", str(shared_path("tokenizers", "bert-base-uncased")),
+        "--data.init_args.cache_dir", str(workspace / "datasets_cache"),
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A scratch folder with the repository's configs/ and data/, and the README's own input files."""
+    workspace = tmp_path_factory.mktemp("readme")
+    for name in ("configs", "data"):
+        (workspace / name).symlink_to(REPO_ROOT / name)
+    (workspace / "my_text.txt").write_text(
+        "George Washington visited Paris in 1789.\nAcme Corp hired Ann Lee.\n"
+    )
+    # SQuAD v2.0's validation split, which has unanswerable questions, doubles as its training split here.
+    (workspace / "squad_v2").mkdir()
+    for split in ("train", "validation"):
+        (workspace / "squad_v2" / f"{split}.parquet").symlink_to(
+            shared_path("data", "squad_v2", "validation.parquet")
+        )
+    corpus = workspace / "my_corpus"
+    corpus.mkdir()
+    lines = [
+        f"document {index} talks about the {index % 7} river and the {index % 5} mountain."
+        for index in range(200)
+    ]
+    (corpus / "train.txt").write_text("\n".join(lines) + "\n")
+    return workspace
+
+
+@pytest.mark.parametrize(("section", "commands"), cli_commands(), ids=lambda value: str(value)[:40])
+def test_readme_commands_run(section, commands, workspace, monkeypatch, capsys):
+    monkeypatch.chdir(workspace)
+    for arguments in commands:
+        try:
+            build_cli(*quick_arguments(arguments, workspace))
+        except SystemExit as exit_info:  # --print_config ends the command once it has printed
+            assert exit_info.code in (0, None), f"{section}: {' '.join(arguments)}"
+            assert "--print_config" in arguments
+        capsys.readouterr()
+
+
+def test_readme_python_blocks_run(tmp_path, monkeypatch):
+    """The Python blocks outside the GLUE suite's (tests/suite runs those), with a local tiny checkpoint."""
+    checkpoint = tmp_path / "neobert"
+    NeoBERTModel(NeoBERTConfig(**tiny_config_kwargs())).save_pretrained(checkpoint)
+    blocks = [code for heading, code in code_blocks("python") if heading != "GLUE suite"]
+    assert blocks
+    for code in blocks:
+        exec(compile(code.replace('"chandar-lab/NeoBERT"', repr(str(checkpoint))), str(README), "exec"), {})
