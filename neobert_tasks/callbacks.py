@@ -48,7 +48,7 @@ class BestModelCheckpoint(ModelCheckpoint):
         if self.resolve_monitor:
             main_metric = getattr(trainer.datamodule, "main_metric", None)
             self.monitor = f"val/{main_metric}" if main_metric else "val/loss"
-        if self.resolve_mode:
+        if self.resolve_mode and self.monitor:  # monitor null: keep the latest checkpoints, no score
             self.mode = "min" if self.monitor.endswith("loss") else "max"
             self.kth_value = torch.tensor(math.inf if self.mode == "min" else -math.inf)
         super().setup(trainer, pl_module, stage)

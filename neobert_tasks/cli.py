@@ -8,7 +8,10 @@ What it adds to LightningCLI:
   and ``prediction_writer`` (submission files);
 * TensorBoard and CSV logging into ``<trainer.default_root_dir>/version_N`` unless ``trainer.logger``
   is set, with the resolved ``config.yaml`` saved beside them;
-* ``fit`` on data without a validation split turns off early stopping on ``val/*`` metrics.
+* ``fit`` on data without a validation split turns off early stopping on ``val/*`` metrics;
+* ``loss_guard`` stops ``fit`` at a NaN or infinite loss before a broken checkpoint is written, and a
+  mistake in the config, the data or a checkpoint ends the command with one sentence and exit status 2
+  (`NeoBERTArgumentParser` words jsonargparse's errors so).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from neobert_tasks.argument_parser import NeoBERTArgumentParser
 from neobert_tasks.callbacks import BestModelCheckpoint, ExportBestModel, PredictionWriter
 from neobert_tasks.data.base import TokenizedDataModule
 from neobert_tasks.errors import UserInputError
@@ -32,6 +36,7 @@ from neobert_tasks.resume import (
     use_atomic_checkpoints,
 )
 from neobert_tasks.tasks.base import NeoBERTTask
+from neobert_tasks.training_guard import NonFiniteLossGuard
 
 # (datamodule property, model argument): linked when both exist for the chosen classes.
 LINKED_ARGUMENTS = (
@@ -60,6 +65,7 @@ class NeoBERTCLI(LightningCLI):
         parser.add_lightning_class_args(ExportBestModel, "export")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         parser.add_lightning_class_args(ResumeCheckpoint, "resume_checkpoint")
+        parser.add_lightning_class_args(NonFiniteLossGuard, "loss_guard")
         for source, target in LINKED_ARGUMENTS:
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
 
@@ -76,14 +82,17 @@ class NeoBERTCLI(LightningCLI):
             ]
 
     def before_fit(self) -> None:
-        # Without a validation split (a local copy lacking one, like QQP's in ../shared) no val/* metric
-        # is ever logged, and an EarlyStopping on one would end the run with an error after one epoch.
-        if getattr(self.datamodule, "validation_split_names", True):
+        # Without a validation split (a local copy lacking one, like QQP's in ../shared), or with validation
+        # turned off (trainer.limit_val_batches: 0), no val/* metric is ever logged, and an EarlyStopping on
+        # one would end the run with an error after one epoch.
+        has_split = bool(getattr(self.datamodule, "validation_split_names", True))
+        if has_split and self.trainer.limit_val_batches != 0:
             return
+        reason = "Validation is off (trainer.limit_val_batches: 0)" if has_split else "No validation split"
         for callback in list(self.trainer.callbacks):
             if isinstance(callback, EarlyStopping) and callback.monitor.startswith("val/"):
                 self.trainer.callbacks.remove(callback)
-                rank_zero_warn(f"No validation split: early stopping on {callback.monitor} is turned off.")
+                rank_zero_warn(f"{reason}: early stopping on {callback.monitor} is turned off.")
 
     def parse_arguments(self, parser, args) -> None:
         # Remember the command line: options typed there must win over a checkpoint's hyperparameters.
@@ -98,8 +107,11 @@ class NeoBERTCLI(LightningCLI):
         if not subcommand:
             return super()._parse_ckpt_path()
         self._resolve_checkpoint_path(self.config[subcommand])
+        if not self.config[subcommand].get("ckpt_path"):
+            return super()._parse_ckpt_path()
+        # The whole init argument: `--model.init_args.model_config.hidden_size 64` types model_config.
         typed = [
-            argument.split("=", 1)[0].removeprefix("--")
+            ".".join(argument.split("=", 1)[0].removeprefix("--").split(".")[:3])
             for argument in getattr(self, "_command_line", [])
             if argument.startswith("--model.init_args.")
         ]
@@ -160,7 +172,8 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
         user_error = _user_input_error(error)
         if user_error is None:
             raise
-        print(f"neobert_tasks: error: {user_error}", file=sys.stderr)
+        # One line even when the message quotes a library's multi-line explanation.
+        print(f"neobert_tasks: error: {' '.join(str(user_error).split())}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -187,6 +200,7 @@ def _build_cli(args: list[str] | None, run: bool) -> NeoBERTCLI:
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"default_root_dir": "runs"},
         parser_kwargs={"parser_mode": "omegaconf"},
+        parser_class=NeoBERTArgumentParser,
         args=args,
         run=run,
         auto_configure_optimizers=False,

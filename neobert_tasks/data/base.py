@@ -17,10 +17,11 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 import lightning as L
+import numpy as np
 import pyarrow.compute as pc
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -29,7 +30,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from neobert_tasks.data.sampler import TrainingSampler
-from neobert_tasks.data.sources import DataError, MissingDataError, require_splits
+from neobert_tasks.data.sources import DataError, MissingDataError, empty_text_rows, require_splits
 
 # Keys a batch may carry to the model; anything else a tokenizer or dataset adds (token_type_ids,
 # offset mappings, raw text) is dropped by the collator because tensors cannot be built from it or the
@@ -38,6 +39,9 @@ MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "labels", "idx")
 
 # A hub id is "name" or "owner/name"; anything else that does not exist on disk is a mistyped path.
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+# What `empty_texts` may say about rows with an empty or null text.
+EMPTY_TEXT_POLICIES = ("skip", "error")
 
 EncodeFunction = Callable[[dict[str, list]], dict[str, list]]
 
@@ -52,8 +56,10 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
             str(Path(name_or_path).expanduser()) if is_local else name_or_path
         )
     except (OSError, ValueError) as error:
-        where = "local directory" if is_local else "not a local directory, and as a hub id"
-        raise DataError(f"Could not load tokenizer '{name_or_path}' ({where}): {error}") from error
+        # The hub client's explanation runs over several lines; its first one says what went wrong.
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        where = "from its local directory" if is_local else "(no such directory) from the Hugging Face hub"
+        raise DataError(f"Could not load tokenizer '{name_or_path}' {where}: {reason}") from error
     if tokenizer.pad_token_id is None:
         raise DataError(f"Tokenizer '{name_or_path}' has no padding token, which dynamic padding needs.")
     return tokenizer
@@ -100,6 +106,7 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         limit_train_samples: keep only the first N training examples (quick runs); None keeps all.
         limit_eval_samples: keep only the first N examples of each validation/test split; None keeps all.
         cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
+        empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
 
     Subclasses implement the abstract members below, list every argument explicitly in their own
     `__init__` and docstring (LightningCLI builds the YAML keys and help from them), and call
@@ -122,11 +129,17 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         limit_train_samples: int | None = None,
         limit_eval_samples: int | None = None,
         cache_dir: str | None = None,
+        empty_texts: Literal["skip", "error"] = "skip",
     ) -> None:
         super().__init__()
         for name, value in [("max_length", max_length), ("batch_size", batch_size)]:
             if value < 1:
                 raise DataError(f"{name} must be a positive integer, got {value}.")
+        if empty_texts not in EMPTY_TEXT_POLICIES:
+            raise DataError(
+                f"empty_texts must be one of {', '.join(EMPTY_TEXT_POLICIES)}, got {empty_texts!r}."
+            )
+        self.empty_texts = empty_texts
         self.tokenizer_name_or_path = tokenizer
         self.max_length = max_length
         self.batch_size = batch_size
@@ -170,6 +183,10 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
     @abstractmethod
     def check_split(self, split_name: str, dataset: datasets.Dataset, origin: str) -> None:
         """Raise `DataError` when a raw split lacks a column or has invalid labels."""
+
+    def empty_text_columns(self) -> Sequence[str]:
+        """Columns whose empty or null values `empty_texts` skips or refuses; none unless a task says."""
+        return ()
 
     @abstractmethod
     def encode_function(self, split_name: str, dataset: datasets.Dataset) -> EncodeFunction:
@@ -289,6 +306,7 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         if limit is not None and limit < len(dataset):
             # The first N rows keep eval order stable; `select` gets a deterministic fingerprint.
             dataset = dataset.select(range(limit))
+        dataset = self.handle_empty_texts(name, dataset, origin, keep_row_numbers=not is_train)
         self.check_split(name, dataset, origin)
         return dataset.map(
             encode_with_index,
@@ -298,6 +316,37 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
             fn_kwargs={"encode": self.encode_function(name, dataset), "keep_index": not is_train},
             desc=f"Tokenizing {name}",
         )
+
+    def handle_empty_texts(
+        self, name: str, dataset: datasets.Dataset, origin: str, keep_row_numbers: bool = False
+    ) -> datasets.Dataset:
+        """Drop the rows with an empty or null text (`empty_texts: skip`, with a warning giving their count)
+        or raise `DataError` naming the first one (`error`); a split without any comes back unchanged.
+
+        With `keep_row_numbers`, the rows kept get an `idx` column (unless they have one) holding their row
+        number in the file, so that predictions written by index still match the file's rows.
+        """
+        empty = empty_text_rows(dataset, self.empty_text_columns())
+        if not empty:
+            return dataset
+        if self.empty_texts == "error":
+            column, rows = min(empty.items(), key=lambda item: item[1][0])
+            raise DataError(
+                f"Row {rows[0]} of split '{name}' ({origin}) has an empty or null text in column '{column}';"
+                " fix the data, or set data.init_args.empty_texts to skip to drop such rows."
+            )
+        bad = np.unique(np.concatenate(list(empty.values())))
+        if len(bad) == len(dataset):
+            raise DataError(f"Every row of split '{name}' ({origin}) has an empty or null text.")
+        rank_zero_warn(
+            f"Skipped {len(bad)} of {len(dataset)} rows of split '{name}' with an empty or null text in"
+            f" column(s) {', '.join(sorted(empty))} ({origin}); set data.init_args.empty_texts to error to"
+            " refuse them."
+        )
+        if keep_row_numbers and "idx" not in dataset.column_names:
+            dataset = dataset.add_column("idx", np.arange(len(dataset)))
+        # `select` with the kept row numbers gets a deterministic fingerprint, so tokenization stays cached.
+        return dataset.select(np.setdiff1d(np.arange(len(dataset)), bad))
 
     def _dataset(self, name: str) -> datasets.Dataset:
         if name not in self.datasets:

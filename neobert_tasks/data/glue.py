@@ -11,6 +11,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import datasets
 
@@ -99,6 +100,7 @@ class GLUEDataModule(TokenizedDataModule):
         limit_train_samples: keep only the first N training examples (quick runs); None keeps all.
         limit_eval_samples: keep only the first N examples of each validation/test split; None keeps all.
         cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
+        empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
     """
 
     def __init__(
@@ -116,10 +118,11 @@ class GLUEDataModule(TokenizedDataModule):
         limit_train_samples: int | None = None,
         limit_eval_samples: int | None = None,
         cache_dir: str | None = None,
+        empty_texts: Literal["skip", "error"] = "skip",
     ) -> None:
         super().__init__(
             tokenizer, max_length, batch_size, eval_batch_size, num_workers, group_by_length,
-            pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir,
+            pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir, empty_texts,
         )  # fmt: skip
         self.task = glue_task(task_name)
         self.task_name = task_name
@@ -188,6 +191,9 @@ class GLUEDataModule(TokenizedDataModule):
             return load_local_splits(self.data_dir, split_names, self.cache_dir)
         loaded, origins = load_hub_splits(GLUE_HUB_ID, self.task_name, self.cache_dir)
         return datasets.DatasetDict({name: loaded[name] for name in split_names if name in loaded}), origins
+
+    def empty_text_columns(self) -> Sequence[str]:
+        return self.task.text_columns
 
     def check_split(self, split_name: str, dataset: datasets.Dataset, origin: str) -> None:
         require_columns(dataset, [*self.task.text_columns, "label"], origin)

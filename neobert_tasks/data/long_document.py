@@ -18,7 +18,8 @@ that `datasets` can hash it for its cache.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import datasets
 import numpy as np
@@ -180,6 +181,7 @@ class LongDocumentDataModule(TextClassificationDataModule):
         limit_train_samples: keep only the first N training documents (quick runs); None keeps all.
         limit_eval_samples: keep only the first N documents of each validation/test split; None keeps all.
         cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
+        empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
     """
 
     def __init__(
@@ -210,6 +212,7 @@ class LongDocumentDataModule(TextClassificationDataModule):
         limit_train_samples: int | None = None,
         limit_eval_samples: int | None = None,
         cache_dir: str | None = None,
+        empty_texts: Literal["skip", "error"] = "skip",
     ) -> None:
         if overflow not in OVERFLOW_MODES:
             raise DataError(f"Unknown overflow '{overflow}'; expected one of {', '.join(OVERFLOW_MODES)}.")
@@ -217,7 +220,7 @@ class LongDocumentDataModule(TextClassificationDataModule):
             tokenizer, dataset, dataset_config, data_dir, text_column, None, label_column, problem_type,
             num_labels, label_names, train_split, validation_split, test_split, max_length, batch_size,
             eval_batch_size, num_workers, group_by_length, pad_to_multiple_of, seed, limit_train_samples,
-            limit_eval_samples, cache_dir,
+            limit_eval_samples, cache_dir, empty_texts,
         )  # fmt: skip
         self.text_column = text_column
         self.title_column = title_column
@@ -236,6 +239,10 @@ class LongDocumentDataModule(TextClassificationDataModule):
                 "label_names": self.label_names,
             }
         )
+
+    def empty_text_columns(self) -> Sequence[str]:
+        """The document's text: an empty title alone does not make a document empty."""
+        return (self.text_column,)
 
     @property
     def body_length(self) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 import numpy as np
@@ -243,6 +243,7 @@ class QuestionAnsweringDataModule(TokenizedDataModule):
         limit_train_samples: keep only the first N training questions (quick runs); None keeps all.
         limit_eval_samples: keep only the first N questions of each validation/test split; None keeps all.
         cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
+        empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
 
     Batches hold `input_ids`, `attention_mask`, `start_positions` and `end_positions` (when the split has
     answers) and, for evaluation, `feature_index` (the window's row in `features(split)`).
@@ -269,10 +270,11 @@ class QuestionAnsweringDataModule(TokenizedDataModule):
         limit_train_samples: int | None = None,
         limit_eval_samples: int | None = None,
         cache_dir: str | None = None,
+        empty_texts: Literal["skip", "error"] = "skip",
     ) -> None:
         super().__init__(
             tokenizer, max_length, batch_size, eval_batch_size, num_workers, group_by_length,
-            pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir,
+            pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir, empty_texts,
         )  # fmt: skip
         if dataset is None and data_dir is None:
             raise DataError("Give a hub dataset id (dataset) or a local data_dir; both are None.")
@@ -334,6 +336,9 @@ class QuestionAnsweringDataModule(TokenizedDataModule):
             origins[name] = ", ".join(str(path) for path in split_files[name])
         return loaded, origins
 
+    def empty_text_columns(self) -> Sequence[str]:
+        return ("question", "context")
+
     def check_split(self, split_name: str, dataset: datasets.Dataset, origin: str) -> None:
         # A test split may come without answers (prediction only); the others are trained on or scored.
         labelled = split_name not in self.configured_test_splits or ANSWERS_COLUMN in dataset.column_names
@@ -378,6 +383,7 @@ class QuestionAnsweringDataModule(TokenizedDataModule):
         limit = self.limit_train_samples if is_train else self.limit_eval_samples
         if limit is not None and limit < len(dataset):
             dataset = dataset.select(range(limit))
+        dataset = self.handle_empty_texts(name, dataset, origin)
         self.check_split(name, dataset, origin)
         features = dataset.map(
             self.encode_function(name, dataset),

@@ -15,6 +15,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from neobert_tasks.errors import UserInputError
@@ -174,3 +177,28 @@ def require_columns(dataset: datasets.Dataset, columns: Iterable[str | None], or
                 f"Column '{column}' is missing from {origin}"
                 f" (columns present: {', '.join(dataset.column_names)})."
             )
+
+
+def empty_text_rows(dataset: datasets.Dataset, columns: Iterable[str]) -> dict[str, np.ndarray]:
+    """Per text column, the rows whose value is null, blank, or (for a column of word lists) empty.
+
+    Columns that are absent or hold something other than text or lists are left to the split's checks,
+    which name their type.
+    """
+    table = dataset.with_format("arrow")
+    found = {}
+    for column in columns:
+        if column not in dataset.column_names:
+            continue
+        values = table[column]
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            empty = pc.equal(pc.utf8_trim_whitespace(values), "")
+        elif pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+            empty = pc.equal(pc.list_value_length(values), 0)
+        else:
+            continue
+        # Kleene "or": a null value is empty even though its comparison above is null.
+        rows = np.flatnonzero(pc.or_kleene(pc.is_null(values), empty).to_numpy(zero_copy_only=False))
+        if rows.size:
+            found[column] = rows
+    return found

@@ -18,6 +18,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import datasets
 import numpy as np
@@ -260,6 +261,7 @@ class TextClassificationDataModule(TokenizedDataModule):
         limit_train_samples: keep only the first N training examples (quick runs); None keeps all.
         limit_eval_samples: keep only the first N examples of each validation/test split; None keeps all.
         cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
+        empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
     """
 
     def __init__(
@@ -287,10 +289,11 @@ class TextClassificationDataModule(TokenizedDataModule):
         limit_train_samples: int | None = None,
         limit_eval_samples: int | None = None,
         cache_dir: str | None = None,
+        empty_texts: Literal["skip", "error"] = "skip",
     ) -> None:
         super().__init__(
             tokenizer, max_length, batch_size, eval_batch_size, num_workers, group_by_length,
-            pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir,
+            pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir, empty_texts,
         )  # fmt: skip
         if (dataset is None) == (data_dir is None):
             raise DataError(
@@ -412,6 +415,9 @@ class TextClassificationDataModule(TokenizedDataModule):
         loaded, origins = load_hub_splits(self.dataset_id, self.dataset_config, self.cache_dir)
         wanted = [name for name in split_names if name in loaded]
         return datasets.DatasetDict({name: loaded[name] for name in wanted}), origins
+
+    def empty_text_columns(self) -> Sequence[str]:
+        return self.text_columns
 
     def check_split(self, split_name: str, dataset: datasets.Dataset, origin: str) -> None:
         is_test = split_name == self.test_split and split_name != self.validation_split

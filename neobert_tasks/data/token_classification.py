@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 import torch
@@ -132,6 +132,7 @@ class TokenClassificationDataModule(TokenizedDataModule):
         limit_train_samples: keep only the first N training rows (quick runs); None keeps all.
         limit_eval_samples: keep only the first N rows of each validation/test/predict split; None keeps all.
         cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
+        empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
 
     Batches hold `input_ids`, `attention_mask`, `labels` (-100 where not trained on; absent without
     tags), `word_ids` (the word a token scores, -1 elsewhere) and `example_index` (the row of each window).
@@ -163,10 +164,11 @@ class TokenClassificationDataModule(TokenizedDataModule):
         limit_train_samples: int | None = None,
         limit_eval_samples: int | None = None,
         cache_dir: str | None = None,
+        empty_texts: Literal["skip", "error"] = "skip",
     ) -> None:
         super().__init__(
             tokenizer, max_length, batch_size, eval_batch_size, num_workers, group_by_length,
-            pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir,
+            pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir, empty_texts,
         )  # fmt: skip
         if dataset is None and data_dir is None:
             raise DataError("Give a hub dataset id (dataset) or a local data_dir; both are None.")
@@ -301,6 +303,9 @@ class TokenClassificationDataModule(TokenizedDataModule):
                 loaded[name], origins[name] = tabular[name], tabular_origins[name]
         return loaded, origins
 
+    def empty_text_columns(self) -> Sequence[str]:
+        return (self.tokens_column,)
+
     def check_split(self, split_name: str, dataset: datasets.Dataset, origin: str) -> None:
         if split_name == PREDICT_SPLIT and self.predict_file is not None:
             return  # words and offsets were made from the text by `split_text_into_words`
@@ -353,6 +358,8 @@ class TokenClassificationDataModule(TokenizedDataModule):
         limit = self.limit_train_samples if name == self.train_split_name else self.limit_eval_samples
         if limit is not None and limit < len(dataset):
             dataset = dataset.select(range(limit))
+        if name != PREDICT_SPLIT:  # a predict file's texts were checked when it was read
+            dataset = self.handle_empty_texts(name, dataset, origin)
         self.check_split(name, dataset, origin)
         if name != self.train_split_name:
             self._examples[name] = dataset

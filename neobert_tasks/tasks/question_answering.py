@@ -135,12 +135,6 @@ class QuestionAnsweringTask(NeoBERTTask):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None or not hasattr(datamodule, "feature_lookup"):
             raise ConfigError("QuestionAnsweringTask needs a QuestionAnsweringDataModule (data.class_path).")
-        model_max_length = self.model.config.max_length
-        if datamodule.max_length > model_max_length:
-            raise ConfigError(
-                f"data.max_length ({datamodule.max_length}) exceeds the model's max_length"
-                f" ({model_max_length}); lower it (more windows per context) or use a longer model."
-            )
         # Created here rather than on first use so that the strategy moves them to the device.
         for index in range(max(len(datamodule.split_names_for(name)) for name in ("validate", "test"))):
             self._loss_metric(index)

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from unittest import mock
 
+import pytest
+
 from neobert_tasks.cli import NeoBERTCLI, main
 from tests.conftest import REPO_ROOT, shared_path
 
@@ -88,3 +90,45 @@ def read_metrics_csv(run_dir: Path) -> dict[str, list[float]]:
                 if value not in ("", None):
                     columns.setdefault(name, []).append(float(value))
     return columns
+
+
+QUICKSTART = CONFIGS / "quickstart.yaml"
+
+
+def quickstart_args(tmp_path: Path) -> list[str]:
+    """The quickstart's tiny model, sample data and tokenizer (all in the repository) with the debug preset:
+    a run of a few seconds that needs nothing outside the repository."""
+    return [
+        "--config",
+        str(QUICKSTART),
+        "--config",
+        str(DEBUG),
+        "--data.init_args.data_dir",
+        str(REPO_ROOT / "data" / "quickstart"),
+        "--data.init_args.tokenizer",
+        str(REPO_ROOT / "data" / "tokenizer" / "bert-base-uncased"),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        *cache_args(tmp_path),
+    ]
+
+
+def command_error(capsys, *args: str, tmp_path: Path) -> str:
+    """Run the command line expecting a user error; return its one-line message.
+
+    Checks that it exits with status 2, prints ``neobert_tasks: error: <message>`` as its last line and no
+    traceback, and that no result (``metrics.json``, ``export/``) was written under ``tmp_path``.
+    """
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*args, tmp_path=tmp_path)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    # The message is the last line; progress bars of the data loading may come before it.
+    message = error.strip().splitlines()[-1]
+    assert message.startswith("neobert_tasks: error: ")
+    assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("export"))
+    return message.removeprefix("neobert_tasks: error: ")

@@ -1,8 +1,10 @@
-"""Mistakes in the config or the data end ``fit`` with one sentence naming the culprit and exit status 2.
+"""Mistakes in the data end a command with one sentence naming the culprit and exit status 2.
 
-Each test runs ``main`` in-process with the tiny model on SST-2 (or STS-B), points it at a small split
-directory written by the test when the data is the mistake, and checks the message and that no traceback
-was printed.
+Each test runs ``main`` in-process, points it at a small split directory written by the test when the data
+is the mistake, and checks the message, that no traceback was printed and that no ``metrics.json`` or
+``export/`` was written (`command_error`). The GLUE tests use the shared GLUE copy (skipped without
+``../shared``); the others use the quickstart's tiny model and the tokenizer shipped with the repository.
+Mistakes in the config, the model or a checkpoint are in ``test_bad_config.py``.
 """
 
 from __future__ import annotations
@@ -12,14 +14,33 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.cli.helpers import glue_args, run_cli
+from tests.cli.helpers import (
+    CONFIGS,
+    CPU,
+    DEBUG,
+    TINY,
+    build_cli,
+    cache_args,
+    command_error,
+    glue_args,
+    quickstart_args,
+)
+from tests.conftest import REPO_ROOT
 
 SENTENCES = ["a great movie", "a boring plot", "the actors were fun", "i hated it"]
+TOKENIZER = REPO_ROOT / "data" / "tokenizer" / "bert-base-uncased"
 
 
 def write_split(directory: Path, split: str, frame: pd.DataFrame) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(directory / f"{split}.parquet", index=False)
+
+
+def write_splits(tmp_path: Path, splits: dict[str, pd.DataFrame]) -> Path:
+    data_dir = tmp_path / "data"
+    for split, frame in splits.items():
+        write_split(data_dir, split, frame)
+    return data_dir
 
 
 def sst2_rows(**columns) -> pd.DataFrame:
@@ -34,24 +55,27 @@ def sst2_rows(**columns) -> pd.DataFrame:
 
 
 def fit_error(capsys, tmp_path: Path, task: str, *overrides: str) -> str:
-    """Run ``fit`` on GLUE ``task`` with ``overrides``; return stderr after checking it exits with 2."""
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli("fit", *glue_args(task, tmp_path), *overrides, tmp_path=tmp_path)
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err
-    assert "Traceback" not in error
-    # The message is the last line; progress bars of the data loading may come before it.
-    message = error.strip().splitlines()[-1]
-    assert message.startswith("neobert_tasks: error: ")
-    return message
+    """Run ``fit`` on GLUE ``task`` with ``overrides``; return the message after `command_error`'s checks."""
+    return command_error(capsys, "fit", *glue_args(task, tmp_path), *overrides, tmp_path=tmp_path)
 
 
 def fit_error_on_data(capsys, tmp_path: Path, splits: dict[str, pd.DataFrame], task: str = "sst2") -> str:
     """``fit_error`` with ``data_dir`` pointing at the given split files."""
-    data_dir = tmp_path / "data"
-    for split, frame in splits.items():
-        write_split(data_dir, split, frame)
+    data_dir = write_splits(tmp_path, splits)
     return fit_error(capsys, tmp_path, task, "--data.init_args.data_dir", str(data_dir))
+
+
+def quickstart_error(capsys, tmp_path: Path, splits: dict[str, pd.DataFrame], *overrides: str) -> str:
+    """``validate`` with the quickstart's model on the given split files (repository files only)."""
+    data_dir = write_splits(tmp_path, splits)
+    arguments = [*quickstart_args(tmp_path), "--data.init_args.data_dir", str(data_dir), *overrides]
+    return command_error(capsys, "validate", *arguments, tmp_path=tmp_path)
+
+
+def sentiment_rows(sentences: list[str | None]) -> pd.DataFrame:
+    """Rows of the quickstart's columns (``sentence``, ``label`` as class names)."""
+    labels = ["positive", "negative"] * (len(sentences) // 2) + ["positive"] * (len(sentences) % 2)
+    return pd.DataFrame({"sentence": sentences, "label": labels})
 
 
 def test_unknown_task_name(capsys, tmp_path):
@@ -66,11 +90,59 @@ def test_missing_data_directory(capsys, tmp_path):
     assert f"Data directory '{missing}' does not exist" in message
 
 
+# Task configs other than GLUE's, with what it takes to build them from local files.
+DATAMODULE_CONFIGS = {
+    "text_classification": [CONFIGS / "quickstart.yaml"],
+    "token_classification": [CONFIGS / "conll2003.yaml"],
+    "question_answering": [CONFIGS / "squad.yaml"],
+    "long_document": [CONFIGS / "long_document.yaml"],
+    "text": [CONFIGS / "mlm.yaml", "--data.init_args.dataset", "null"],
+}
+
+
+@pytest.mark.parametrize("datamodule", list(DATAMODULE_CONFIGS))
+def test_missing_data_directory_of_every_datamodule(capsys, tmp_path, datamodule):
+    config, *extra = DATAMODULE_CONFIGS[datamodule]
+    missing = tmp_path / "no_such_directory"
+    message = command_error(
+        capsys, "fit", "--config", config, "--config", TINY, "--config", DEBUG, "--config", CPU, *extra,
+        "--data.init_args.tokenizer", TOKENIZER, "--data.init_args.data_dir", missing, *cache_args(tmp_path),
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    assert message == f"Data directory '{missing}' does not exist or is not a directory."
+
+
+def test_predict_file_that_does_not_exist(capsys, tmp_path):
+    missing = tmp_path / "no_such_file.txt"
+    message = command_error(
+        capsys, "predict", "--config", CONFIGS / "conll2003.yaml", "--config", TINY, "--config", CPU,
+        "--data.init_args.tokenizer", TOKENIZER, "--data.init_args.label_names", "[O, B-PER, I-PER]",
+        "--data.init_args.predict_file", missing, *cache_args(tmp_path), tmp_path=tmp_path,
+    )  # fmt: skip
+    assert message == f"Predict file '{missing}' does not exist."
+
+
+def test_missing_validation_split(capsys, tmp_path):
+    message = quickstart_error(capsys, tmp_path, {"train": sentiment_rows(SENTENCES)})
+    assert message == (
+        f"Data directory '{tmp_path / 'data'}' has no files for splits ['validation'] (splits found: train;"
+        " files are named <split>.parquet|csv|tsv|json|jsonl)."
+    )
+
+
+def test_named_split_that_does_not_exist(capsys, tmp_path):
+    rows = sentiment_rows(SENTENCES)
+    splits = {"train": rows, "validation": rows}
+    message = quickstart_error(capsys, tmp_path, splits, "--data.init_args.train_split", "training")
+    assert message.startswith(f"Data directory '{tmp_path / 'data'}' has no files for splits ['training']")
+    assert "(splits found: train, validation;" in message
+
+
 def test_missing_text_column(capsys, tmp_path):
     rows = sst2_rows(sentence=None, text=SENTENCES)
     message = fit_error_on_data(capsys, tmp_path, {"train": rows, "validation": rows})
     assert "Column 'sentence' is missing from" in message
-    assert "train.parquet" in message
+    assert "train.parquet (columns present: label, idx, text)" in message
 
 
 def test_empty_split(capsys, tmp_path):
@@ -112,3 +184,62 @@ def test_numbers_in_the_text_column(capsys, tmp_path):
     message = fit_error_on_data(capsys, tmp_path, {"train": rows, "validation": sst2_rows()})
     assert "Column 'sentence'" in message
     assert "must hold text" in message
+
+
+def test_ner_tag_outside_the_label_names(capsys, tmp_path):
+    rows = pd.DataFrame(
+        {"tokens": [["Paris", "is", "nice"], ["I", "saw", "Bob"]], "ner_tags": [[1, 0, 0], [0, 0, 7]]}
+    )
+    data_dir = write_splits(tmp_path, {"train": rows, "validation": rows})
+    message = command_error(
+        capsys, "fit", "--config", CONFIGS / "conll2003.yaml", "--config", TINY, "--config", DEBUG,
+        "--config", CPU, "--data.init_args.tokenizer", TOKENIZER, "--data.init_args.data_dir", data_dir,
+        "--data.init_args.label_names", "[O, B-LOC, I-LOC]", *cache_args(tmp_path), tmp_path=tmp_path,
+    )  # fmt: skip
+    assert message.startswith("Tag 7 in row 1 of ")
+    assert (
+        "(column 'ner_tags') is not one of the 3 label names ['O', 'B-LOC', 'I-LOC'] (ids 0 to 2)." in message
+    )
+
+
+def test_tokenizer_directory_that_does_not_exist(capsys, tmp_path):
+    missing = tmp_path / "no_such_tokenizer"
+    rows = sentiment_rows(SENTENCES)
+    message = quickstart_error(
+        capsys, tmp_path, {"train": rows, "validation": rows}, "--data.init_args.tokenizer", str(missing)
+    )
+    assert message == f"Tokenizer directory '{missing}' does not exist."
+
+
+def test_tokenizer_that_is_neither_a_directory_nor_on_the_hub(capsys, tmp_path):
+    rows = sentiment_rows(SENTENCES)
+    splits = {"train": rows, "validation": rows}
+    message = quickstart_error(capsys, tmp_path, splits, "--data.init_args.tokenizer", "no_such_tokenizer")
+    # Offline (the tests set HF_HUB_OFFLINE), the hub's reason is its first line only.
+    assert message.startswith(
+        "Could not load tokenizer 'no_such_tokenizer' (no such directory) from the Hugging Face hub: "
+    )
+
+
+def test_empty_texts_are_refused_with_their_row(capsys, tmp_path):
+    validation = sentiment_rows(["fine", "", "good", None])
+    splits = {"train": sentiment_rows(SENTENCES), "validation": validation}
+    message = quickstart_error(capsys, tmp_path, splits, "--data.init_args.empty_texts", "error")
+    origin = tmp_path / "data" / "validation.parquet"
+    assert message == (
+        f"Row 1 of split 'validation' ({origin}) has an empty or null text in column 'sentence'; fix the"
+        " data, or set data.init_args.empty_texts to skip to drop such rows."
+    )
+
+
+def test_empty_texts_are_skipped_with_a_warning(tmp_path):
+    validation = sentiment_rows(["fine", "  ", "good", None, "bad", "great"])
+    data_dir = write_splits(tmp_path, {"train": sentiment_rows(SENTENCES), "validation": validation})
+    arguments = [*quickstart_args(tmp_path), "--data.init_args.data_dir", str(data_dir)]
+    with pytest.warns(
+        UserWarning, match=r"Skipped 2 of 6 rows of split 'validation' with an empty or null text"
+    ):
+        cli = build_cli("validate", *arguments)
+    # The rows kept keep their row numbers in the file, which predictions are written by.
+    assert cli.datamodule.datasets["validation"]["idx"] == [0, 2, 4, 5]
+    assert "val/accuracy" in cli.trainer.callback_metrics

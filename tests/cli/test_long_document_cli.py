@@ -1,6 +1,6 @@
 """``fit``, ``validate`` and ``predict`` of `configs/long_document.yaml` on the shared Hyperpartisan copy.
 
-The tiny model (its ``max_length`` is 512) reads 128-token windows, so the articles (median ~540 tokens)
+The tiny model reads 128-token windows, so the articles (median ~540 tokens)
 are cut into several windows each; gradient checkpointing is on to check that it works with pooling.
 """
 

@@ -111,6 +111,6 @@ def test_squad_v2_logs_answerable_unanswerable_and_threshold_scores(tmp_path):
 def test_windows_longer_than_the_model_are_refused(tmp_path, capsys):
     args = squad_args("squad.yaml", "squad", tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("validate", *args, "--data.init_args.max_length", "1024", tmp_path=tmp_path)
+        run_cli("validate", *args, "--data.init_args.max_length", "8192", tmp_path=tmp_path)
     assert exit_info.value.code == 2
-    assert "data.max_length (1024) exceeds the model's max_length (512)" in capsys.readouterr().err
+    assert "data.max_length (8192) exceeds the model's max_length (4096)" in capsys.readouterr().err

@@ -68,3 +68,10 @@ def test_options_typed_at_predict_time_win_over_the_checkpoint(tmp_path):
     assert predict.model.hparams.attn_implementation == "eager"
     assert predict.model.model.config._attn_implementation == "eager"
     assert predict.model.hparams.learning_rate == first.model.hparams.learning_rate  # the rest: checkpoint's
+
+
+def test_checkpoint_without_a_monitor_keeps_the_latest(tmp_path):
+    cli = _fit(tmp_path, "--checkpoint.monitor", "null")
+    checkpoint = cli.trainer.checkpoint_callback
+    assert checkpoint.monitor is None and Path(checkpoint.best_model_path).is_file()
+    assert (Path(cli.trainer.log_dir) / "export" / "config.json").is_file()

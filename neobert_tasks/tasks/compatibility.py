@@ -1,0 +1,75 @@
+"""Checks that a model, its data and a checkpoint fit together, each failing with one sentence.
+
+They run before any step, where a mismatch would otherwise surface as an index error deep in the
+embedding, an input the model refuses halfway through an epoch, or a wall of ``size mismatch`` lines from
+``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from neobert_tasks.errors import ConfigError
+
+
+def model_source(pretrained: str | None, model_config: dict[str, Any] | None) -> str:
+    """How the model was built, for messages: its checkpoint, or its random initialisation."""
+    if model_config is not None or pretrained is None:
+        return "the model of model.init_args.model_config"
+    return f"the model '{pretrained}'"
+
+
+def check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: str) -> None:
+    """Refuse a tokenizer whose ids fall outside the model's embedding table."""
+    vocab_size = model.config.vocab_size
+    if len(tokenizer) > vocab_size:
+        raise ConfigError(
+            f"The tokenizer '{tokenizer.name_or_path}' has {len(tokenizer)} tokens but {source} has a"
+            f" vocabulary of {vocab_size}; use the model's own tokenizer, or set model_config.vocab_size"
+            " for a model trained from scratch."
+        )
+
+
+def check_max_length_fits(model: PreTrainedModel, max_length: int | None, source: str) -> None:
+    """Refuse inputs longer than the model accepts (``config.max_length``, its max_position_embeddings)."""
+    model_max_length = getattr(model.config, "max_length", None)
+    if max_length is not None and model_max_length is not None and max_length > model_max_length:
+        raise ConfigError(
+            f"data.max_length ({max_length}) exceeds the model's max_length ({model_max_length}), the longest"
+            f" input {source} takes; set data.init_args.max_length to {model_max_length} or less."
+        )
+
+
+def check_checkpoint_fits(
+    module: torch.nn.Module, checkpoint: dict[str, Any], path: str | None, num_labels: int | None
+) -> None:
+    """Refuse a Lightning checkpoint whose weights have other shapes than the module's, before loading it.
+
+    The usual cause is a checkpoint trained on data with another number of labels; ``num_labels`` is the
+    module's (linked from the data), compared with the one saved in the checkpoint's hyperparameters.
+    """
+    saved = checkpoint.get("state_dict", {})
+    current = module.state_dict()
+    mismatched = [
+        (name, list(saved[name].shape), list(current[name].shape))
+        for name in saved
+        if name in current and tuple(saved[name].shape) != tuple(current[name].shape)
+    ]
+    if not mismatched:
+        return
+    where = f"Checkpoint '{path}'" if path else "The checkpoint"
+    saved_labels = checkpoint.get("hyper_parameters", {}).get("num_labels")
+    if saved_labels is not None and num_labels is not None and saved_labels != num_labels:
+        raise ConfigError(
+            f"{where} was trained with num_labels {saved_labels} but the data has {num_labels} labels;"
+            " use a checkpoint of this task, or start a new fit from that run's export with"
+            " --model.init_args.pretrained <run>/export (its classifier is then re-initialised)."
+        )
+    name, saved_shape, current_shape = mismatched[0]
+    raise ConfigError(
+        f"{where} does not fit the model: '{name}' has shape {saved_shape} there but {current_shape} here"
+        f" ({len(mismatched)} weights differ)."
+    )

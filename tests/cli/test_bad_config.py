@@ -1,0 +1,211 @@
+"""Mistakes in the config, the model or a checkpoint end a command with one sentence and exit status 2.
+
+Each test runs ``main`` in-process on the quickstart (tiny model, sample data and tokenizer shipped with
+the repository, so these tests need nothing outside it, except two GLUE ones that use the shared GLUE copy
+and skip without it), checks the message, that no traceback was printed and that no ``metrics.json`` or
+``export/`` was written (`command_error`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from neobert_tasks.model import NeoBERTForSequenceClassification
+from neobert_tasks.model.configuration import NeoBERTConfig
+from tests.cli.helpers import build_cli, command_error, glue_args, quickstart_args, run_cli
+from tests.conftest import REPO_ROOT
+
+TOKENIZER = REPO_ROOT / "data" / "tokenizer" / "bert-base-uncased"
+
+
+def quickstart_error(capsys, tmp_path: Path, *overrides: str, subcommand: str = "fit") -> str:
+    return command_error(capsys, subcommand, *quickstart_args(tmp_path), *overrides, tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "closest"),
+    [
+        ("model.init_args.learning_rat", "1e-3", "model.init_args.learning_rate"),
+        ("trainer.max_epoch", "3", "trainer.max_epochs"),
+        ("data.init_args.text_colum", "sentence", "data.init_args.text_column"),
+        ("checkpoint.monitr", "val/loss", "checkpoint.monitor"),
+    ],
+)
+def test_unknown_key_on_the_command_line(capsys, tmp_path, option, value, closest):
+    message = quickstart_error(capsys, tmp_path, f"--{option}", value)
+    assert message == f"Unknown key '{option}' on the command line; did you mean '{closest}'?"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "closest"),
+    [
+        ("trainer:\n  max_epoch: 3\n", "trainer.max_epoch", "trainer.max_epochs"),
+        (
+            "data:\n  init_args:\n    max_lenght: 64\n",
+            "data.init_args.max_lenght",
+            "data.init_args.max_length",
+        ),
+        (
+            "model:\n  init_args:\n    weight_decy: 0.1\n",
+            "model.init_args.weight_decy",
+            "model.init_args.weight_decay",
+        ),
+    ],
+)
+def test_unknown_key_in_a_config_file(capsys, tmp_path, text, key, closest):
+    config = tmp_path / "mine.yaml"
+    config.write_text(text)
+    message = quickstart_error(capsys, tmp_path, "--config", str(config))
+    assert message == f"Unknown key '{key}' in config file '{config}'; did you mean '{closest}'?"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("trainer.max_epochs", "abc", "expected int or None"),
+        ("model.init_args.learning_rate", "fast", "expected float"),
+        ("data.init_args.empty_texts", "maybe", "expected one of 'skip', 'error'"),
+    ],
+)
+def test_value_of_the_wrong_type(capsys, tmp_path, option, value, expected):
+    message = quickstart_error(capsys, tmp_path, f"--{option}", value)
+    assert message == f"Invalid value '{value}' for '{option}' on the command line: {expected}."
+
+
+def test_yaml_syntax_error_names_the_file_and_line(capsys, tmp_path):
+    config = tmp_path / "broken.yaml"
+    config.write_text("trainer:\n  max_epochs: 3\n   devices: 1\n")
+    message = quickstart_error(capsys, tmp_path, "--config", str(config))
+    assert message.startswith(f"Config file '{config}' is not valid YAML: ")
+    assert "at line 3, column 11" in message
+
+
+def test_config_file_that_does_not_exist(capsys, tmp_path):
+    missing = tmp_path / "no_such_config.yaml"
+    message = quickstart_error(capsys, tmp_path, "--config", str(missing))
+    assert message == f"Config file '{missing}' does not exist."
+
+
+def test_model_config_field_that_does_not_exist(capsys, tmp_path):
+    message = quickstart_error(capsys, tmp_path, "--model.init_args.model_config.hiden_size", "32")
+    assert message == (
+        "model.model_config has a field 'hiden_size' that NeoBERTConfig does not know; did you mean"
+        " 'hidden_size'?"
+    )
+
+
+def test_help_and_print_config_still_work(capsys, tmp_path):
+    for flag in ("--help", "--print_config"):
+        with pytest.raises(SystemExit) as exit_info:
+            build_cli("fit", *quickstart_args(tmp_path), flag)
+        assert exit_info.value.code in (0, None)
+        assert capsys.readouterr().out
+
+
+def test_tokenizer_larger_than_the_model_vocabulary(capsys, tmp_path):
+    message = quickstart_error(capsys, tmp_path, "--model.init_args.model_config.vocab_size", "1000")
+    assert message.startswith(
+        f"The tokenizer '{TOKENIZER}' has 30522 tokens but the model of model.init_args.model_config has a"
+        " vocabulary of 1000"
+    )
+
+
+def test_tokenizer_larger_than_the_vocabulary_of_a_pretrained_model(capsys, tmp_path):
+    pretrained = tmp_path / "small_vocabulary"
+    config = NeoBERTConfig(
+        vocab_size=1000, hidden_size=64, num_hidden_layers=1, num_attention_heads=4, intermediate_size=96
+    )
+    NeoBERTForSequenceClassification(config).save_pretrained(pretrained)
+    message = quickstart_error(
+        capsys, tmp_path / "run", "--model.init_args.pretrained", str(pretrained),
+        "--model.init_args.model_config", "null",
+    )  # fmt: skip
+    assert f"has 30522 tokens but the model '{pretrained}' has a vocabulary of 1000" in message
+
+
+def test_data_longer_than_the_model_accepts(capsys, tmp_path):
+    message = quickstart_error(capsys, tmp_path, "--data.init_args.max_length", "256")
+    assert message.startswith("data.max_length (256) exceeds the model's max_length (128)")
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "predict"])
+def test_checkpoint_that_does_not_exist(capsys, tmp_path, subcommand):
+    missing = tmp_path / "nope.ckpt"
+    message = quickstart_error(capsys, tmp_path, "--ckpt_path", str(missing), subcommand=subcommand)
+    assert message == f"Checkpoint '{missing}' does not exist."
+
+
+def test_pretrained_directory_that_does_not_exist(capsys, tmp_path):
+    missing = tmp_path / "no_such_export"
+    message = quickstart_error(
+        capsys,
+        tmp_path,
+        "--model.init_args.pretrained",
+        str(missing),
+        "--model.init_args.model_config",
+        "null",
+    )
+    assert message == f"model.pretrained: the checkpoint directory '{missing}' does not exist."
+
+
+def test_checkpoint_trained_with_another_number_of_labels(capsys, tmp_path):
+    quick = ["--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]
+    run_dir = run_cli("fit", *quickstart_args(tmp_path / "fit"), *quick, tmp_path=tmp_path / "fit")
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    three_classes = tmp_path / "three_classes"
+    three_classes.mkdir()
+    rows = pd.DataFrame({"sentence": ["good", "fine", "bad"], "label": ["positive", "neutral", "negative"]})
+    for split in ("train", "validation"):
+        rows.to_csv(three_classes / f"{split}.csv", index=False)
+    message = command_error(
+        capsys, "validate", *quickstart_args(tmp_path / "validate"), "--data.init_args.data_dir",
+        str(three_classes), "--ckpt_path", str(checkpoint), tmp_path=tmp_path / "validate",
+    )  # fmt: skip
+    assert message.startswith(f"Checkpoint '{checkpoint}' was trained with num_labels 2 but the data has 3")
+
+
+def test_mnli_export_starts_rte_with_a_new_classifier(tmp_path):
+    """The NeoBERT paper's transfer: MNLI's 3-class model fine-tunes on RTE's 2 classes, new head only."""
+    torch.set_num_threads(1)
+    mnli = build_cli("fit", *glue_args("mnli", tmp_path / "mnli"))
+    export_dir = Path(mnli.trainer.log_dir) / "export"
+    with pytest.warns(UserWarning, match=r"classifier for 3 labels \(entailment, neutral, contradiction\)"):
+        rte = build_cli(
+            "fit", *glue_args("rte", tmp_path / "rte"), "--model.init_args.pretrained", str(export_dir),
+            "--model.init_args.model_config", "null",
+        )  # fmt: skip
+    assert rte.model.model.config.num_labels == 2
+    assert rte.model.model.classifier.weight.shape == (2, 64)
+    # The backbone came from the MNLI export: one step at a fine-tuning rate barely moves it.
+    exported = mnli.model.model.model.encoder.weight
+    assert (rte.model.model.model.encoder.weight - exported).abs().max() < 0.05
+    assert (Path(rte.trainer.log_dir) / "metrics.json").is_file()
+
+
+def test_early_stopping_on_a_validation_metric_with_validation_off(tmp_path):
+    """Not an error: the run trains without validation, and its early stopping is turned off."""
+    torch.set_num_threads(1)
+    with pytest.warns(UserWarning, match=r"Validation is off .*early stopping on val/accuracy is turned off"):
+        cli = build_cli("fit", *glue_args("sst2", tmp_path), "--trainer.limit_val_batches", "0")
+    assert cli.trainer.global_step == 8
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(capsys, tmp_path):
+    message = quickstart_error(
+        capsys, tmp_path, "--model.class_path", "tests.cli.diverging_task.DivergingTask",
+        "--model.init_args.nan_from_step", "3", "--resume_checkpoint.every_n_train_steps", "2",
+    )  # fmt: skip
+    checkpoint = tmp_path / "runs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert message == (
+        f"The training loss became nan at step 3 (epoch 0); training stopped, the last good checkpoint is"
+        f" '{checkpoint}'; lower the learning rate or use bf16 instead of fp16."
+    )
+    saved = list(checkpoint.parent.glob("*.ckpt"))
+    assert saved == [checkpoint]
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert state["global_step"] == 2  # saved before the NaN step; the save at step 4 was refused
+    assert all(torch.isfinite(tensor).all() for tensor in state["state_dict"].values())
