@@ -6,9 +6,10 @@ Two families, chosen by ``config._attn_implementation``:
   that is True where attention is allowed;
 * varlen backends (``flash_attention_2``, ``sdpa_varlen``) take the unpadded ``(total_tokens, heads,
   head_dim)`` with ``cu_seqlens``; the backbone unpads once on entry and re-pads once on exit, so the
-  FFNs skip padding too. ``sdpa_varlen`` runs PyTorch SDPA on each document separately: the readable
-  reference for flash-attn's kernel, and the way the unpad/re-pad logic is tested on machines without
-  CUDA.
+  projections and FFNs skip padding. ``sdpa_varlen`` lays each document into its own row of a
+  ``(documents, longest document)`` batch for attention only, runs one batched SDPA with a key-padding
+  mask, and gathers the real tokens back: the CPU counterpart of flash-attn's varlen kernel, and the
+  way the unpad/re-pad logic is tested on machines without CUDA.
 
 All of them return ``(..., heads, head_dim)`` in the layout they were given.
 """
@@ -22,20 +23,56 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+# PyTorch's CPU flash-attention kernel is very slow to differentiate in bf16/fp16 on short sequences
+# (torch 2.13, Sapphire Rapids: 7× the explicit q·kᵀ/softmax/·v at 32 sequences of 16 tokens, 2.5× at
+# 128, break-even between 256 and 512); fp32 and inference are fine. Up to this many keys the training
+# path on CPU uses the explicit product, whose (batch, heads, L, L) scores stay small at such lengths;
+# longer sequences keep SDPA, which never builds an L × L tensor.
+EXPLICIT_ATTENTION_MAX_LENGTH = 256
+
 
 @dataclass
 class AttentionContext:
     """What a backend needs beyond q, k and v.
 
     Attributes:
-        mask: Padded backends: boolean ``(batch, 1, 1 or L, L)``, True = may attend; None = attend all.
+        mask: Boolean, True = may attend, None = attend all: ``(batch, 1, 1 or L, L)`` for the padded
+            backends, ``(documents, 1, 1, max_seqlen)`` for ``sdpa_varlen``'s per-document layout.
         cu_seqlens: Varlen backends: ``(documents + 1,)`` int32 cumulative document lengths.
         max_seqlen: Varlen backends: length of the longest document.
+        slots: ``sdpa_varlen``: ``(total_tokens,)`` position of each token in the flattened
+            ``(documents, max_seqlen)`` layout (see ``padding.document_slots``).
     """
 
     mask: torch.Tensor | None = None
     cu_seqlens: torch.Tensor | None = None
     max_seqlen: int = 0
+    slots: torch.Tensor | None = None
+
+
+def _explicit_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """softmax(q kᵀ / √d) v on ``(B, H, L, D)`` with masked scores set to -inf; fp32 softmax."""
+    scores = (query * (1.0 / math.sqrt(query.shape[-1]))) @ key.transpose(-1, -2)  # (B, H, L, L)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype) @ value
+
+
+def scaled_dot_product(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Attention on ``(B, H, L, D)``: PyTorch SDPA, or the explicit product where SDPA is slow."""
+    explicit = (
+        query.device.type == "cpu"
+        and query.dtype in (torch.bfloat16, torch.float16)
+        and query.requires_grad
+        and key.shape[-2] <= EXPLICIT_ATTENTION_MAX_LENGTH
+    )
+    if explicit:
+        return _explicit_attention(query, key, value, mask)
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
 
 
 def eager_attention(
@@ -55,20 +92,41 @@ def sdpa_attention(
 ) -> torch.Tensor:
     """PyTorch's fused scaled-dot-product attention with a broadcasting boolean mask."""
     query, key, value = (t.transpose(1, 2) for t in (query, key, value))  # (B, H, L, D)
-    output = F.scaled_dot_product_attention(query, key, value, attn_mask=context.mask)
-    return output.transpose(1, 2)  # (B, L, H, D)
+    return scaled_dot_product(query, key, value, context.mask).transpose(1, 2)  # (B, L, H, D)
 
 
 def sdpa_varlen_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, context: AttentionContext
 ) -> torch.Tensor:
-    """Reference varlen kernel: SDPA on each document of the unpadded ``(total_tokens, H, D)`` input."""
-    boundaries = context.cu_seqlens.tolist()
+    """SDPA on the unpadded ``(total_tokens, H, D)`` input, each document attending to itself only.
+
+    With ``context.slots`` the tokens are scattered into one row per document, attended in one batched
+    call with the key-padding ``context.mask``, and gathered back, so only attention sees padding.
+    Without (documents of very unequal lengths, where those rows would be mostly padding) each document
+    is attended on its own.
+    """
+    if context.slots is None:
+        return _attend_each_document(query, key, value, context.cu_seqlens.tolist())
+    documents = context.cu_seqlens.numel() - 1
+
+    def one_row_per_document(tokens: torch.Tensor) -> torch.Tensor:  # (T, H, D) → (documents, H, L, D)
+        rows = tokens.new_zeros(documents * context.max_seqlen, *tokens.shape[1:])
+        rows = rows.index_copy(0, context.slots, tokens)
+        return rows.unflatten(0, (documents, context.max_seqlen)).transpose(1, 2)
+
+    output = scaled_dot_product(*(one_row_per_document(t) for t in (query, key, value)), context.mask)
+    return output.transpose(1, 2).flatten(0, 1)[context.slots]  # (total_tokens, H, D)
+
+
+def _attend_each_document(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, boundaries: list[int]
+) -> torch.Tensor:
+    """One attention call per document of the unpadded ``(total_tokens, H, D)`` input; no mask needed."""
     outputs = []
     for start, end in zip(boundaries[:-1], boundaries[1:], strict=True):
-        # (n, H, D) → (1, H, n, D): one document, no mask needed
+        # (n, H, D) → (1, H, n, D)
         q, k, v = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (query, key, value))
-        outputs.append(F.scaled_dot_product_attention(q, k, v).squeeze(0).transpose(0, 1))
+        outputs.append(scaled_dot_product(q, k, v, None).squeeze(0).transpose(0, 1))
     return torch.cat(outputs, dim=0)  # (total_tokens, H, D)
 
 

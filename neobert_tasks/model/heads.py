@@ -105,6 +105,8 @@ class NeoBERTForSequenceClassification(_NeoBERTHeadModel):
     def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs) -> SequenceClassifierOutput:
         """``labels``: ``(batch,)`` class ids, ``(batch,)`` floats (regression) or ``(batch, labels)``
         multi-hot (multi-label); the loss follows ``config.problem_type``."""
+        # Only [CLS] is read: the last block computes its output projection and FFN for it alone.
+        kwargs.setdefault("first_token_only", True)
         hidden, all_hidden = self._encode(input_ids, attention_mask, kwargs)
         pooled = self.dropout(hidden[:, 0])  # the [CLS] token, (batch, hidden)
         pooled = self.dropout(torch.tanh(self.dense(pooled)))

@@ -7,6 +7,8 @@ loads with no renaming table and what we save loads in the reference code.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from transformers import PreTrainedModel
@@ -16,9 +18,9 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.model import padding
-from neobert_tasks.model.attention import AttentionContext, attention_backend
+from neobert_tasks.model.attention import AttentionContext, attention_backend, sdpa_varlen_attention
 from neobert_tasks.model.configuration import NeoBERTConfig
-from neobert_tasks.model.rope import apply_rotary, rotary_cos_sin
+from neobert_tasks.model.rope import apply_rotation, rotary_cos_sin, rotation_pairs
 
 
 class SwiGLU(nn.Module):
@@ -50,17 +52,23 @@ class NeoBERTEncoderBlock(GradientCheckpointingLayer):
     def forward(
         self,
         hidden: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
+        rotation: torch.Tensor,
         context: AttentionContext,
         attention,
+        keep: torch.Tensor | tuple | None = None,
     ) -> torch.Tensor:
-        """``hidden`` is ``(batch, length, hidden)`` for padded backends, ``(tokens, hidden)`` for varlen."""
-        # qkv is fused per head: (..., heads, 3 * head_dim), split into q, k, v of (..., heads, head_dim)
-        qkv = self.qkv(self.attention_norm(hidden)).unflatten(-1, (self.num_heads, 3 * self.head_dim))
-        query, key, value = qkv.chunk(3, dim=-1)
-        query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
-        attended = attention(query, key, value, context)  # (..., heads, head_dim)
+        """``hidden`` is ``(batch, length, hidden)`` for padded backends, ``(tokens, hidden)`` for varlen.
+
+        ``rotation`` is RoPE's ``(cos, sin)`` pairs, ``(..., 1, 1, head_dim / 2, 2)``. With ``keep`` (an
+        index into the token dimensions), every token still provides keys and values, but only the kept
+        tokens go through the output projection and the FFN, and only they are returned.
+        """
+        # qkv is fused per head: (..., heads, 3 * head_dim) = q | k | v of (..., heads, head_dim) each
+        qkv = self.qkv(self.attention_norm(hidden)).unflatten(-1, (self.num_heads, 3, self.head_dim))
+        query, key = apply_rotation(qkv[..., :2, :], rotation).unbind(-2)  # q and k in one product
+        attended = attention(query, key, qkv[..., 2, :], context)  # (..., heads, head_dim)
+        if keep is not None:
+            hidden, attended = hidden[keep], attended[keep]
         hidden = hidden + self.wo(attended.flatten(-2))
         return hidden + self.ffn(self.ffn_norm(hidden))
 
@@ -109,10 +117,22 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
         )
         self.layer_norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
         self.gradient_checkpointing = False
+        self.blocks_compiled = False
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.encoder
+
+    def compile_blocks(self, **options) -> None:
+        """``torch.compile`` every block in place, with dynamic shapes (regional compilation).
+
+        All blocks share one compiled graph, so compiling costs one block's worth whatever the depth, and
+        the unpad/re-pad bookkeeping around the blocks, which syncs with the host, stays eager. Batches of
+        a new length reuse the graph instead of recompiling (``dynamic=True``).
+        """
+        for block in self.transformer_encoder:
+            block.compile(**{"dynamic": True, **options})
+        self.blocks_compiled = True
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.encoder = value
@@ -127,6 +147,7 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        first_token_only: bool = False,
         **kwargs,
     ) -> BaseModelOutput | tuple:
         """Encode a batch.
@@ -140,6 +161,9 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
             token_type_ids: Accepted for tokenizer compatibility and ignored (NeoBERT has none).
             output_hidden_states: Also return the input of every block and the final output.
             return_dict: Return a ``BaseModelOutput`` (default) rather than a tuple.
+            first_token_only: Return only each row's first token, ``(batch, 1, hidden)``: the last block
+                then runs its output projection and FFN on those tokens alone (what a [CLS] head needs;
+                ignored with ``output_hidden_states``).
         """
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
@@ -160,13 +184,14 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
         documents = padding.document_ids(attention_mask, position_ids, hidden.shape[:2])
         packed = cu_seqlens is not None or padding.is_packed(position_ids)
         attention, unpadded_input = attention_backend(self.config._attn_implementation)
+        first_token_only = first_token_only and not output_hidden_states
         if unpadded_input:
             hidden, all_hidden = self._encode_unpadded(
-                hidden, position_ids, documents, attention, output_hidden_states
+                hidden, position_ids, documents, packed, attention, output_hidden_states, first_token_only
             )
         else:
             hidden, all_hidden = self._encode_padded(
-                hidden, position_ids, documents, packed, attention, output_hidden_states
+                hidden, position_ids, documents, packed, attention, output_hidden_states, first_token_only
             )
         if not return_dict:
             return tuple(value for value in (hidden, all_hidden) if value is not None)
@@ -181,13 +206,23 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
                 f"{self.config.max_length}; truncate or split it (tokenizer max_length)."
             )
 
-    def _run_blocks(self, hidden, cos, sin, context, attention, keep_hidden, repad=None):
-        """Run every block; with ``keep_hidden``, also return each block's input and the final output."""
+    def _rotation(self, positions: torch.Tensor) -> torch.Tensor:
+        """RoPE's rotation for ``positions`` ``(...)``, shaped ``(..., 1, 1, head_dim / 2, 2)`` to
+        broadcast over heads and over the (query, key) pair that the blocks rotate together."""
+        cos, sin = rotary_cos_sin(positions, self.config.dim_head, self.config.rope_theta)
+        return rotation_pairs(cos, sin)[..., None, None, :, :]
+
+    def _run_blocks(self, hidden, rotation, context, attention, keep_hidden, keep_last=None, repad=None):
+        """Run every block; with ``keep_hidden``, also return each block's input and the final output.
+
+        ``keep_last`` restricts the last block's output to those tokens (see the block's ``keep``).
+        """
         all_hidden = []
-        for block in self.transformer_encoder:
+        last = len(self.transformer_encoder) - 1
+        for index, block in enumerate(self.transformer_encoder):
             if keep_hidden:
                 all_hidden.append(hidden)
-            hidden = block(hidden, cos, sin, context, attention)
+            hidden = block(hidden, rotation, context, attention, keep_last if index == last else None)
         hidden = self.layer_norm(hidden)
         if not keep_hidden:
             return (hidden if repad is None else repad(hidden)), None
@@ -196,19 +231,31 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
             all_hidden = [repad(state) for state in all_hidden]
         return all_hidden[-1], tuple(all_hidden)
 
-    def _encode_padded(self, hidden, position_ids, documents, packed, attention, keep_hidden):
+    def _encode_padded(self, hidden, position_ids, documents, packed, attention, keep_hidden, first_only):
         """Padded backends: every tensor stays ``(batch, length, …)``; padding is masked in attention."""
-        cos, sin = rotary_cos_sin(position_ids, self.config.dim_head, self.config.rope_theta)  # (B, L, D/2)
-        context = AttentionContext(mask=padding.padded_attention_mask(documents, packed))
-        return self._run_blocks(hidden, cos, sin, context, attention, keep_hidden)
+        context = AttentionContext(
+            mask=padding.padded_attention_mask(documents, packed, self.blocks_compiled)
+        )
+        keep_last = (slice(None), slice(0, 1)) if first_only else None  # each row's first token
+        return self._run_blocks(
+            hidden, self._rotation(position_ids), context, attention, keep_hidden, keep_last
+        )
 
-    def _encode_unpadded(self, hidden, position_ids, documents, attention, keep_hidden):
+    def _encode_unpadded(self, hidden, position_ids, documents, packed, attention, keep_hidden, first_only):
         """Varlen backends: unpad once on entry to ``(tokens, …)``, re-pad once on exit."""
         unpadded = padding.unpad(documents)
         hidden = padding.gather_tokens(hidden, unpadded)  # (tokens, hidden)
         positions = padding.gather_tokens(position_ids, unpadded)  # (tokens,)
-        cos, sin = rotary_cos_sin(positions, self.config.dim_head, self.config.rope_theta)  # (tokens, D/2)
         context = AttentionContext(cu_seqlens=unpadded.cu_seqlens, max_seqlen=unpadded.max_seqlen)
+        if attention is sdpa_varlen_attention:
+            context.slots, context.mask = padding.document_slots(unpadded.cu_seqlens, unpadded.max_seqlen)
+        repad = functools.partial(padding.scatter_tokens, unpadded=unpadded)
+        keep_last = None
+        # Each row's first token is its document's first token when rows hold one document that starts
+        # at position 0: then the last block needs only those, in row order, and nothing is re-padded.
+        if first_only and not packed and bool((documents[:, 0] == 0).all()):
+            keep_last = unpadded.cu_seqlens[:-1].long()
+            repad = functools.partial(torch.unsqueeze, dim=1)  # (batch, hidden) → (batch, 1, hidden)
         return self._run_blocks(
-            hidden, cos, sin, context, attention, keep_hidden, lambda t: padding.scatter_tokens(t, unpadded)
+            hidden, self._rotation(positions), context, attention, keep_hidden, keep_last, repad
         )

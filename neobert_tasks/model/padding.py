@@ -99,13 +99,38 @@ def scatter_tokens(tokens: torch.Tensor, unpadded: Unpadded) -> torch.Tensor:
     return flat.unflatten(0, (unpadded.batch_size, unpadded.length))
 
 
-def padded_attention_mask(documents: torch.Tensor, packed: bool) -> torch.Tensor | None:
+def document_slots(
+    cu_seqlens: torch.Tensor, max_seqlen: int
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Lay unpadded documents out as the rows of a ``(documents, max_seqlen)`` batch, for attention.
+
+    Returns each token's position in that layout flattened, ``(total_tokens,)``, and the layout's
+    key-padding mask ``(documents, 1, 1, max_seqlen)`` (True = real token; None when every document
+    has ``max_seqlen`` tokens). Returns ``(None, None)`` when the layout would be more than half
+    padding with documents longer than a few hundred tokens: attending to each document separately
+    is then cheaper than attending over that much padding.
+    """
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()  # (documents,)
+    documents, total_tokens = lengths.numel(), int(cu_seqlens[-1])
+    if documents * max_seqlen > 2 * total_tokens and max_seqlen > 256:
+        return None, None
+    document_of_token = torch.repeat_interleave(torch.arange(documents, device=lengths.device), lengths)
+    offsets = torch.arange(total_tokens, device=lengths.device) - cu_seqlens[:-1].long()[document_of_token]
+    slots = document_of_token * max_seqlen + offsets
+    if documents * max_seqlen == total_tokens:
+        return slots, None
+    mask = torch.arange(max_seqlen, device=lengths.device) < lengths[:, None]  # (documents, max_seqlen)
+    return slots, mask[:, None, None, :]
+
+
+def padded_attention_mask(documents: torch.Tensor, packed: bool, always: bool = False) -> torch.Tensor | None:
     """Boolean mask for the padded backends, True where attention is allowed.
 
     Without packing it is a key-padding mask ``(batch, 1, 1, length)`` that broadcasts over heads and
     queries, so no ``(batch, heads, L, L)`` tensor is ever built. Packed rows need a block-diagonal
     ``(batch, 1, L, L)`` mask so that documents do not see each other. Returns None when there is no
-    padding at all, which lets SDPA pick its fastest kernels.
+    padding at all, which lets SDPA pick its fastest kernels, unless ``always`` (compiled blocks: a
+    mask that is sometimes None would compile every block twice).
     """
     if packed:
         same_document = documents.unsqueeze(-1) == documents.unsqueeze(-2)  # (batch, L, L)
@@ -113,6 +138,6 @@ def padded_attention_mask(documents: torch.Tensor, packed: bool) -> torch.Tensor
         # Padding queries may look anywhere: a fully masked row would make softmax return NaN.
         allowed |= (documents < 0).unsqueeze(-1)
         return allowed.unsqueeze(1)  # (batch, 1, L, L)
-    if bool((documents >= 0).all()):
+    if not always and bool((documents >= 0).all()):
         return None
     return (documents >= 0)[:, None, None, :]

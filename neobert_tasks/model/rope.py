@@ -8,6 +8,11 @@ cos/sin are computed from the positions at every forward instead of being cached
 transformers 5.x re-creates non-persistent buffers uninitialised when it loads a model on the meta
 device, which silently broke the reference implementation. The cost is one small outer product per
 forward, negligible next to the attention itself.
+
+The backbone rotates with :func:`apply_rotation`: each pair viewed as one complex number times the
+complex rotation ``cos + i sin``, one kernel each way instead of the six of the explicit real formula
+(a third of the time on CPU, forward and backward, with the same fp32 arithmetic and results). Under
+``torch.compile`` it uses the real formula, which inductor fuses (it has no complex code generation).
 """
 
 from __future__ import annotations
@@ -42,9 +47,25 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
         cos: ``(..., head_dim // 2)``, broadcast over the heads dimension.
         sin: Same shape as ``cos``.
     """
-    pairs = x.float().unflatten(-1, (-1, 2))  # (..., heads, head_dim/2, 2)
-    even, odd = pairs.unbind(-1)
-    cos = cos.unsqueeze(-2)  # (..., 1, head_dim/2): same angle for every head
-    sin = sin.unsqueeze(-2)
-    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
-    return rotated.flatten(-2).type_as(x)  # (..., heads, head_dim)
+    return apply_rotation(x, rotation_pairs(cos, sin).unsqueeze(-3))  # same angle for every head
+
+
+def rotation_pairs(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``(cos, sin)`` stacked on a last dimension of 2: a complex rotation stored in reals (fp32)."""
+    return torch.stack((cos, sin), dim=-1)
+
+
+def apply_rotation(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent pairs ``(2i, 2i+1)`` of the last dimension of ``x``.
+
+    Args:
+        x: ``(..., head_dim)``, any float dtype; the product runs in fp32.
+        rotation: :func:`rotation_pairs` of the angles, broadcastable to ``(..., head_dim // 2, 2)``.
+    """
+    pairs = x.float().unflatten(-1, (-1, 2))  # (..., head_dim/2, 2)
+    if torch.compiler.is_compiling():
+        # Inductor generates no code for complex numbers; written out in reals, it fuses into one kernel.
+        (even, odd), (cos, sin) = pairs.unbind(-1), rotation.unbind(-1)
+        return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2).type_as(x)
+    rotated = torch.view_as_complex(pairs) * torch.view_as_complex(rotation)
+    return torch.view_as_real(rotated).flatten(-2).type_as(x)

@@ -14,8 +14,13 @@ import lightning as L
 import torch
 from transformers import PreTrainedModel
 
-from neobert_tasks.errors import ConfigError
 from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT, build_model
+from neobert_tasks.tasks.compatibility import (
+    check_checkpoint_fits,
+    check_max_length_fits,
+    check_tokenizer_fits,
+    model_source,
+)
 from neobert_tasks.tasks.optim import build_optimizer, warmup_decay_schedule
 
 # Batch keys the NeoBERT heads accept; the rest (``idx``, offsets, …) is bookkeeping for the task.
@@ -40,6 +45,8 @@ class NeoBERTTask(L.LightningModule):
         final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
         lr_schedule: Decay after warmup: ``linear``, ``cosine`` or ``constant``.
         gradient_checkpointing: Recompute block activations in the backward pass to save memory.
+        compile: ``torch.compile`` each transformer block (dynamic shapes, so the varying batch lengths
+            reuse one compiled graph); the first steps are slower while it compiles.
     """
 
     head_class: ClassVar[type[PreTrainedModel]]
@@ -58,6 +65,7 @@ class NeoBERTTask(L.LightningModule):
         final_lr_fraction: float = 0.1,
         lr_schedule: str = "linear",
         gradient_checkpointing: bool = False,
+        compile: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -70,6 +78,8 @@ class NeoBERTTask(L.LightningModule):
         )
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        if compile:
+            self.model.base_model.compile_blocks()
         # from_pretrained returns the model in eval mode and Lightning 2.6 keeps a module's mode at the start
         # of fit, so without this a fine-tuned checkpoint would train with dropout off.
         self.model.train()
@@ -110,17 +120,18 @@ class NeoBERTTask(L.LightningModule):
 
     def check_tokenizer(self, tokenizer) -> None:
         """Refuse a tokenizer whose ids fall outside the model's embedding table, before training."""
-        vocab_size = self.model.config.vocab_size
-        if len(tokenizer) > vocab_size:
-            raise ConfigError(
-                f"The tokenizer has {len(tokenizer)} tokens but the model's vocabulary has {vocab_size}; "
-                "use the model's own tokenizer or set model_config.vocab_size."
-            )
+        check_tokenizer_fits(
+            self.model, tokenizer, model_source(self.hparams.pretrained, self.hparams.model_config)
+        )
 
     def setup(self, stage: str) -> None:
+        """Check that the data fits the model (vocabulary, input length) before any step runs."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "tokenizer"):
             self.check_tokenizer(datamodule.tokenizer)
+        if datamodule is not None:
+            source = model_source(self.hparams.pretrained, self.hparams.model_config)
+            check_max_length_fits(self.model, getattr(datamodule, "max_length", None), source)
 
     # ----------------------------------------------------------------------------------------------------
     # Reproducible resuming.
@@ -147,4 +158,7 @@ class NeoBERTTask(L.LightningModule):
         checkpoint["step_seed_base"] = self._step_seed_base
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning loads the weights right after this hook; weights of other shapes are refused here.
+        path = getattr(self.trainer, "ckpt_path", None) if self._trainer is not None else None
+        check_checkpoint_fits(self, checkpoint, path, getattr(self.hparams, "num_labels", None))
         self._step_seed_base = checkpoint.get("step_seed_base")

@@ -60,6 +60,7 @@ class SequenceClassificationTask(NeoBERTTask):
         final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
         lr_schedule: Decay after warmup: linear, cosine or constant.
         gradient_checkpointing: Recompute block activations in the backward pass to save memory.
+        compile: ``torch.compile`` each transformer block (dynamic shapes); slower first steps.
     """
 
     head_class = NeoBERTForSequenceClassification
@@ -83,6 +84,7 @@ class SequenceClassificationTask(NeoBERTTask):
         final_lr_fraction: float = 0.1,
         lr_schedule: str = "linear",
         gradient_checkpointing: bool = False,
+        compile: bool = False,
     ):
         if num_labels is None or num_labels < 1:
             raise ConfigError(
@@ -106,7 +108,7 @@ class SequenceClassificationTask(NeoBERTTask):
         self.classifier_dropout = classifier_dropout
         super().__init__(
             pretrained, model_config, attn_implementation, learning_rate, weight_decay, betas, eps,
-            warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing,
+            warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing, compile,
         )  # fmt: skip
         self.save_hyperparameters()
         self.metrics = nn.ModuleDict()  # "<stage>/<split position>" → MetricCollection, filled in setup
