@@ -8,7 +8,8 @@ The README's shell blocks are read and each line is sorted into what runs it:
   whose presets need GPUs or several machines (``ddp``, ``ddp_multinode``, ``fsdp``, ``torchrun``,
   ``srun``) are parsed with every config they name (``--print_config``) instead of run;
 * ``python -m neobert_tasks.suite …`` lines run in tests/suite/test_readme_suite.py;
-* ``python bench/…`` lines run with their smallest sizes in tests/test_bench.py;
+* ``python bench/…`` lines are the benchmarks, run by hand on a quiet machine (their timings are
+  the point; a timed run inside the test suite would measure nothing);
 * the install and test commands (``pip install …``, ``python -m pytest …``) are what ``.ci/run`` runs;
 * the rest of a SLURM script (``#SBATCH`` lines, the requeue line) is shell around a command above.
 A line that fits none of these fails `test_every_command_is_covered`, so a new README command needs a
