@@ -65,20 +65,28 @@ def training_lengths(
     return train, [len(ids) for ids in encoded]
 
 
-def sample_batches(order: list[int], lengths: list[int], batch_size: int, count: int, seed: int) -> list[int]:
-    """``count`` batches of an epoch's order, spread evenly over its batches sorted by tokens, shuffled.
+def sample_batches(
+    order: list[int], lengths: list[int], batch_size: int, count: int, seed: int, warmup: int = 0
+) -> list[int]:
+    """``warmup`` of an epoch's largest batches, then ``count`` of its batches spread evenly over the rest
+    sorted by tokens, shuffled.
 
-    Picking evenly spaced quantiles rather than a random draw gives every route a sample with its epoch's
-    own distribution of batch sizes in tokens: with a dozen steps, a random draw's mean is off by ±20%,
-    which would change tokens/s (fixed per-step costs) more than the routes differ.
+    Evenly spaced quantiles rather than a random draw give every route's timed steps its epoch's own
+    distribution of batch sizes in tokens: with a dozen steps, a random draw's mean is off by ±20%, which
+    changes tokens/s (fixed per-step costs) more than the routes differ. The untimed warm-up steps get the
+    largest batches, because neobert_tasks' sampler puts its longest batches first whatever the order
+    given: so they are the same batches for every route, and out of the timed sample.
     """
     batches = [
         order[start : start + batch_size] for start in range(0, len(order) - batch_size + 1, batch_size)
     ]
     batches.sort(key=lambda batch: sum(lengths[index] for index in batch))
+    largest, batches = batches[len(batches) - warmup :], batches[: len(batches) - warmup]
     picked = [batches[int((position + 0.5) * len(batches) / count)] for position in range(count)]
     shuffled = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
-    return [index for position in shuffled for index in picked[position]]
+    return [index for batch in largest for index in batch] + [
+        index for position in shuffled for index in picked[position]
+    ]
 
 
 def sample_task(arguments, task: str, batch_size: int, batches: int, folder: Path) -> dict[str, Path]:
@@ -102,15 +110,17 @@ def sample_task(arguments, task: str, batch_size: int, batches: int, folder: Pat
             list(LengthGroupedSampler(lengths, batch_size, arguments.seed)),
             lengths,
             batch_size,
-            batches,
+            batches - arguments.warmup_steps,
             arguments.seed,
+            arguments.warmup_steps,
         ),
         "trainer_grouped": sample_batches(
             get_length_grouped_indices(lengths, batch_size, generator=generator),
             lengths,
             batch_size,
-            batches,
+            batches - arguments.warmup_steps,
             arguments.seed,
+            arguments.warmup_steps,
         ),
     }
     validation_split = GLUE_TASKS[task].validation_splits[0]
