@@ -184,6 +184,8 @@ class LongDocumentDataModule(TextClassificationDataModule):
         empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
     """
 
+    sort_eval_by_length = False  # a batch pools each document's windows, which must stay together
+
     def __init__(
         self,
         tokenizer: str,

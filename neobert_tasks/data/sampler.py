@@ -6,7 +6,8 @@ first, so a configuration that runs out of memory fails at the first step rather
 
 `TrainingSampler` is what the datamodules train with: it shards the grouped (or plainly shuffled) order
 over DDP ranks itself, without shuffling again (that would undo the grouping), and can restart an epoch
-in the middle, after the batches a resumed checkpoint already trained on.
+in the middle, after the batches a resumed checkpoint already trained on. `LengthSortedEvalSampler`
+orders evaluation and prediction by length for the tasks whose outputs are keyed by example index.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DistributedSampler, Sampler
 
 
@@ -182,3 +184,23 @@ def padding_fraction(
         padded_slots += padded_length * len(batch_lengths)
         real_tokens += sum(batch_lengths)
     return (padded_slots - real_tokens) / padded_slots if padded_slots else 0.0
+
+
+class LengthSortedEvalSampler(UnrepeatedDistributedSampler):
+    """Evaluation order longest first, so each batch pads to examples of about its own length.
+
+    In dataset order a batch pads every example to its longest one (half of SST-2's validation tokens are
+    padding at 32 per batch); sorted, almost none are, and CPU evaluation runs about 1.6–2.3× faster
+    (`bench/predict.py`). The longest batch comes first, so memory runs out at once if it is going to.
+    Only for tasks whose outputs carry their example's index (metrics do not depend on order, predictions
+    are written back by index). Under DDP rank `r` takes every `num_replicas`-th example of the sorted
+    order from position `r`: ranks get similar lengths and the split is scored exactly once, unpadded.
+    """
+
+    def __init__(self, lengths: Sequence[int], num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(range(len(lengths)), num_replicas=num_replicas, rank=rank, shuffle=False)
+        # Stable sort: examples of equal length keep their dataset order.
+        self.order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order[self.rank :: self.num_replicas])

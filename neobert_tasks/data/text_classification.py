@@ -264,6 +264,8 @@ class TextClassificationDataModule(TokenizedDataModule):
         empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
     """
 
+    sort_eval_by_length = True  # predictions are written back by `idx`
+
     def __init__(
         self,
         tokenizer: str,

@@ -11,6 +11,7 @@ from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from transformers import AutoTokenizer
 
 from neobert_tasks.data import LengthGroupedSampler, TrainingSampler, batches_of, padding_fraction
+from neobert_tasks.data.sampler import LengthSortedEvalSampler
 
 
 def random_lengths(count: int, seed: int = 0) -> list[int]:
@@ -135,3 +136,19 @@ def test_grouping_on_sst2_lengths(glue_dir, bert_tokenizer_dir):
     assert grouped < 0.3
     assert shuffled > 0.6
     assert grouped < shuffled / 2
+
+
+@pytest.mark.parametrize("num_replicas", [1, 2, 3])
+def test_length_sorted_eval_sampler_shards_the_sorted_order_once(num_replicas):
+    lengths = random_lengths(101)
+    shards = [list(LengthSortedEvalSampler(lengths, num_replicas, rank)) for rank in range(num_replicas)]
+    assert sorted(index for shard in shards for index in shard) == list(range(101))  # once, unpadded
+    for rank, shard in enumerate(shards):
+        assert len(LengthSortedEvalSampler(lengths, num_replicas, rank)) == len(shard)
+        assert [lengths[index] for index in shard] == sorted(
+            (lengths[index] for index in shard), reverse=True
+        )
+    # Ranks take turns down the sorted order, so their batches hold similar lengths.
+    assert max(lengths[shard[0]] for shard in shards) == max(lengths)
+    # A DistributedSampler: Lightning keeps it instead of wrapping it in a padding one.
+    assert isinstance(LengthSortedEvalSampler(lengths), torch.utils.data.DistributedSampler)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pandas as pd
 import pytest
 import torch
@@ -31,9 +33,11 @@ def test_string_labels_map_to_sorted_names(write_split, sentences, tiny_tokenize
     assert datamodule.num_labels == 3
     assert datamodule.validation_split_names == ["validation"] and datamodule.test_split_names == []
     datamodule.setup("validate")
-    batch = next(iter(datamodule.val_dataloader()))
-    assert batch["labels"].tolist() == [2, 0, 1, 2]
-    assert batch["idx"].tolist() == [0, 1, 2, 3]  # row numbers when the data has no idx column
+    batches = list(datamodule.val_dataloader())
+    # idx: row numbers when the data has no idx column (batches run longest first, so out of row order).
+    indices = torch.cat([batch["idx"] for batch in batches]).tolist()
+    by_row = dict(zip(indices, torch.cat([batch["labels"] for batch in batches]).tolist(), strict=True))
+    assert by_row == dict(enumerate([2, 0, 1, 2, 0, 2]))
 
 
 def test_float_labels_mean_regression(write_split, sentences, tiny_tokenizer_dir, datasets_cache):
@@ -99,7 +103,7 @@ def test_unlabelled_test_split_for_prediction(write_split, sentences, tiny_token
     datamodule.setup("predict")
     batch = next(iter(datamodule.predict_dataloader()))
     assert "labels" not in batch
-    assert batch["idx"].tolist() == [10, 11, 12, 13, 14]
+    assert sorted(batch["idx"].tolist()) == [10, 11, 12, 13, 14]
 
 
 def test_invalid_labels_at_setup(write_split, sentences, tiny_tokenizer_dir, datasets_cache):
@@ -146,8 +150,22 @@ def test_class_label_names_from_shared_rte(glue_dir, bert_tokenizer_dir, dataset
     datamodule.prepare_data()
     datamodule.setup("fit")
     batch = next(iter(datamodule.val_dataloader()))
-    expected = pd.read_parquet(glue_dir / "rte" / "validation.parquet").head(16)
-    assert batch["idx"].tolist() == expected["idx"].tolist()
-    assert batch["labels"].tolist() == expected["label"].tolist()
+    expected = pd.read_parquet(glue_dir / "rte" / "validation.parquet").head(16).set_index("idx")["label"]
+    assert batch["labels"].tolist() == expected.loc[batch["idx"].tolist()].tolist()
+    assert sorted(batch["idx"].tolist()) == sorted(expected.index)
     # [CLS] sentence1 [SEP] sentence2 [SEP]: two separators per pair.
     assert int((batch["input_ids"][0] == 102).sum()) == 2
+
+
+@pytest.mark.parametrize(("device", "pinned"), [("cpu", False), ("cuda", True)])
+def test_batches_are_pinned_only_for_a_cuda_trainer(
+    write_split, sentences, tiny_tokenizer_dir, datasets_cache, device, pinned
+):
+    path = write_split("train", ".csv", text=sentences(6), label=[0, 1, 0, 1, 0, 1])
+    datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache)
+    assert not datamodule.pin_memory  # no trainer yet
+    # The datamodule reads the device and the DDP settings from its trainer; a stand-in holds both.
+    strategy = SimpleNamespace(root_device=torch.device(device))
+    datamodule.trainer = SimpleNamespace(strategy=strategy, distributed_sampler_kwargs=None)
+    datamodule.setup("fit")
+    assert datamodule.train_dataloader().pin_memory is pinned
