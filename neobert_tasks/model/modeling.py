@@ -23,6 +23,10 @@ from neobert_tasks.model.configuration import NeoBERTConfig
 from neobert_tasks.model.rope import apply_rotation, rotary_cos_sin, rotation_pairs
 
 
+# Compiled variants of the block's forward allowed before dynamo gives up on it (see compile_blocks).
+COMPILED_VARIANTS = 32
+
+
 class SwiGLU(nn.Module):
     """SwiGLU FFN ``w3(silu(gate(x)) * up(x))``; ``w12`` rows ``[0, F)`` are the gate, ``[F, 2F)`` up."""
 
@@ -129,7 +133,13 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
         All blocks share one compiled graph, so compiling costs one block's worth whatever the depth, and
         the unpad/re-pad bookkeeping around the blocks, which syncs with the host, stays eager. Batches of
         a new length reuse the graph instead of recompiling (``dynamic=True``).
+
+        A fit still needs several variants of that graph: training and evaluation (grad mode), with and
+        without autocast, full blocks and the [CLS]-only last block, and batches of one example (which
+        dynamic shapes specialise). Past dynamo's default limit of 8 variants per function it would
+        silently run the blocks eager, so the limit is raised (a process-wide dynamo setting).
         """
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILED_VARIANTS)
         for block in self.transformer_encoder:
             block.compile(**{"dynamic": True, **options})
         self.blocks_compiled = True

@@ -152,7 +152,12 @@ class NeoBERTTask(L.LightningModule):
         seed = self._step_seed_base
         for part in (self.global_rank, self.current_epoch, batch_index):
             seed = (seed * 1_000_003 + part) % 2**63  # a fixed mix: the same in every process and version
-        torch.manual_seed(seed)
+        # Not torch.manual_seed: it also seeds every other backend's generators (CUDA, XPU, MTIA, …),
+        # 0.3 ms per call on the CPU, a few percent of a small model's step. Only the CPU generator and
+        # the model's own accelerator draw random numbers here.
+        torch.default_generator.manual_seed(seed)
+        if self.device.type != "cpu":
+            torch.get_device_module(self.device.type).manual_seed(seed)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["step_seed_base"] = self._step_seed_base

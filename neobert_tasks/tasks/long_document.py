@@ -68,6 +68,7 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
         lr_schedule: Decay after warmup: linear, cosine or constant.
         gradient_checkpointing: Recompute block activations in the backward pass to save memory (a
             4096-token window needs it on most GPUs).
+        compile: ``torch.compile`` each transformer block (dynamic shapes); slower first steps.
     """
 
     def __init__(
@@ -90,6 +91,7 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
         final_lr_fraction: float = 0.1,
         lr_schedule: str = "linear",
         gradient_checkpointing: bool = False,
+        compile: bool = False,
     ):
         if pooling not in POOLING_MODES:
             raise ConfigError(f"model.pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}.")
@@ -99,7 +101,7 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
         super().__init__(
             num_labels, problem_type, label_names, task_name, pretrained, model_config, attn_implementation,
             classifier_dropout, learning_rate, weight_decay, betas, eps, warmup_fraction, warmup_steps,
-            final_lr_fraction, lr_schedule, gradient_checkpointing,
+            final_lr_fraction, lr_schedule, gradient_checkpointing, compile,
         )  # fmt: skip
         self.save_hyperparameters()
 

@@ -95,6 +95,7 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
         lr_schedule: Decay after warmup: linear, cosine or constant.
         gradient_checkpointing: Recompute block activations in the backward pass to save memory.
+        compile: ``torch.compile`` each transformer block (dynamic shapes); slower first steps.
     """
 
     head_class = NeoBERTForMaskedLM
@@ -119,6 +120,7 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         final_lr_fraction: float = 0.1,
         lr_schedule: str = "cosine",
         gradient_checkpointing: bool = False,
+        compile: bool = False,
     ):
         if not 0.0 < mlm_probability < 1.0:
             raise ConfigError(f"model.mlm_probability must be in (0, 1), got {mlm_probability}.")
@@ -134,7 +136,7 @@ class MaskedLanguageModelingTask(NeoBERTTask):
             model_config = {"vocab_size": vocab_size, **model_config}
         super().__init__(
             pretrained, model_config, attn_implementation, learning_rate, weight_decay, betas, eps,
-            warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing,
+            warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing, compile,
         )  # fmt: skip
         self.save_hyperparameters()
         self.val_loss, self.val_accuracy = MeanMetric(), MeanMetric()

@@ -87,6 +87,7 @@ class QuestionAnsweringTask(NeoBERTTask):
         final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
         lr_schedule: Decay after warmup: linear, cosine or constant.
         gradient_checkpointing: Recompute block activations in the backward pass to save memory.
+        compile: ``torch.compile`` each transformer block (dynamic shapes); slower first steps.
     """
 
     head_class = NeoBERTForQuestionAnswering
@@ -110,6 +111,7 @@ class QuestionAnsweringTask(NeoBERTTask):
         final_lr_fraction: float = 0.1,
         lr_schedule: str = "linear",
         gradient_checkpointing: bool = False,
+        compile: bool = False,
     ):
         for name, value in (("n_best_size", n_best_size), ("max_answer_length", max_answer_length)):
             if value < 1:
@@ -118,7 +120,7 @@ class QuestionAnsweringTask(NeoBERTTask):
         self.null_score_diff_threshold, self.write_nbest = null_score_diff_threshold, write_nbest
         super().__init__(
             pretrained, model_config, attn_implementation, learning_rate, weight_decay, betas, eps,
-            warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing,
+            warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing, compile,
         )  # fmt: skip
         self.save_hyperparameters()
         # Loss per evaluated split (dataloader index); torchmetrics syncs it over DDP ranks exactly.

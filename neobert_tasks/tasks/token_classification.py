@@ -48,6 +48,7 @@ class TokenClassificationTask(NeoBERTTask):
         final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
         lr_schedule: Decay after warmup: linear, cosine or constant.
         gradient_checkpointing: Recompute block activations in the backward pass to save memory.
+        compile: ``torch.compile`` each transformer block (dynamic shapes); slower first steps.
     """
 
     head_class = NeoBERTForTokenClassification
@@ -70,6 +71,7 @@ class TokenClassificationTask(NeoBERTTask):
         final_lr_fraction: float = 0.1,
         lr_schedule: str = "linear",
         gradient_checkpointing: bool = False,
+        compile: bool = False,
     ):
         if not label_names or (num_labels is not None and num_labels != len(label_names)):
             raise ConfigError(
@@ -82,7 +84,7 @@ class TokenClassificationTask(NeoBERTTask):
         self.metric_mode, self.classifier_dropout = metric_mode, classifier_dropout
         super().__init__(
             pretrained, model_config, attn_implementation, learning_rate, weight_decay, betas, eps,
-            warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing,
+            warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing, compile,
         )  # fmt: skip
         self.save_hyperparameters()
         self.metrics = nn.ModuleDict({mode: EntityF1(self.label_names, mode=mode) for mode in METRIC_MODES})
