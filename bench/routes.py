@@ -72,7 +72,7 @@ class RouteSettings:
 class NeoBERTTasksRoute:
     """``fit`` as the command line builds it, from the task's config; validation is left out of the run."""
 
-    compile = False
+    compile: bool | None = None  # None: the task config's default (compiled blocks for GLUE)
     attn_implementation: str | None = None  # None: the task's default
     extra_arguments: tuple[str, ...] = ()
 
@@ -99,7 +99,7 @@ class NeoBERTTasksRoute:
             "--model.init_args.model_config", json.dumps(model_config),
             "--model.init_args.learning_rate", str(settings.learning_rate),
             "--model.init_args.final_lr_fraction", "0.0",  # the Trainer's linear schedule decays to 0
-            *(["--model.init_args.compile", "true"] if self.compile else []),
+            *(["--model.init_args.compile", str(self.compile).lower()] if self.compile is not None else []),
             *(backend if self.attn_implementation else []),
             *self.extra_arguments,
             "--data.init_args.tokenizer", settings.tokenizer,
@@ -132,8 +132,10 @@ class NeoBERTTasksRoute:
         return self.model
 
 
-class NeoBERTTasksCompileRoute(NeoBERTTasksRoute):
-    compile = True
+class NeoBERTTasksEagerRoute(NeoBERTTasksRoute):
+    """neobert_tasks without ``torch.compile``: what compiling the blocks is worth."""
+
+    compile = False
 
 
 class NeoBERTTasksPaddedRoute(NeoBERTTasksRoute):
@@ -250,7 +252,7 @@ class TrainerVarlenRoute(TrainerRoute):
 
 ROUTES = {
     "neobert_tasks": NeoBERTTasksRoute,
-    "neobert_tasks_compile": NeoBERTTasksCompileRoute,
+    "neobert_tasks_eager": NeoBERTTasksEagerRoute,
     "neobert_tasks_padded": NeoBERTTasksPaddedRoute,
     "neobert_tasks_varlen": NeoBERTTasksVarlenRoute,
     "neobert_tasks_exact_padding": NeoBERTTasksExactPaddingRoute,
