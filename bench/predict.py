@@ -7,9 +7,10 @@ Routes, over the same randomly initialised ``NeoBERTForSequenceClassification`` 
 ``--samples`` examples of the validation split, taking turns ``--repeats`` times (best time kept):
 
 * ``neobert_tasks``: ``predict`` through the CLI's Python entry point (datamodule, task module,
-  prediction writer: the GLUE submission file is written);
-* ``neobert_tasks_sorted``: the same with the prediction batches ordered by length (a bench-only
-  wrapper of the datamodule's loader; the task writes rows back in dataset order by ``idx``);
+  prediction writer: the GLUE submission file is written); its batches run longest first
+  (``LengthSortedEvalSampler``) and the task writes rows back in dataset order by ``idx``;
+* ``neobert_tasks_dataset_order``: the same with the prediction batches in dataset order (a bench-only
+  replacement of the datamodule's loader), as before the datamodule sorted them: what sorting is worth;
 * ``hf_loop``: a plain loop: ``DataLoader`` + ``DataCollatorWithPadding``, ``inference_mode``, argmax
   (tokenization done beforehand, not timed);
 * ``hf_pipeline``: ``pipeline("text-classification")`` on the raw texts (tokenizes as it goes);
@@ -62,7 +63,7 @@ def validation_sample(task: str, data: Path, samples: int, folder: Path) -> Path
     return folder / f"{split}.parquet"
 
 
-def neobert_tasks_route(task, shape, precision, data_file: Path, arguments, state, sort: bool):
+def neobert_tasks_route(task, shape, precision, data_file: Path, arguments, state, dataset_order: bool):
     args = [
         "--config", str(REPOSITORY / "configs" / "glue" / f"{task}.yaml"),
         "--config", str(REPOSITORY / "configs" / "presets" / "cpu.yaml"),
@@ -81,26 +82,24 @@ def neobert_tasks_route(task, shape, precision, data_file: Path, arguments, stat
         cli = neobert_tasks_main(args=args, run=False)
     cli.model.model.load_state_dict(state)
     counter = TokenCounter(cli.model.model)
-    if sort:
-        _sort_prediction_batches(cli.datamodule)
+    if dataset_order:
+        _unsort_prediction_batches(cli.datamodule)
     return counter, lambda: cli.trainer.predict(
         cli.model, datamodule=cli.datamodule, return_predictions=False
     )
 
 
-def _sort_prediction_batches(datamodule) -> None:
-    """Wrap the datamodule's prediction loader so that its batches go from the longest examples down."""
+def _unsort_prediction_batches(datamodule) -> None:
+    """Replace the datamodule's prediction loader by one that takes the examples in dataset order."""
     original = datamodule.predict_dataloader
 
-    def sorted_loader():
+    def dataset_order_loader():
         loader = original()
-        lengths = datamodule.sequence_lengths(datamodule.predict_split_names[0])
-        order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
         return torch.utils.data.DataLoader(
-            loader.dataset, batch_size=loader.batch_size, sampler=order, collate_fn=loader.collate_fn
+            loader.dataset, batch_size=loader.batch_size, collate_fn=loader.collate_fn
         )
 
-    datamodule.predict_dataloader = sorted_loader
+    datamodule.predict_dataloader = dataset_order_loader
 
 
 def hf_routes(task, shape, precision, data_file: Path, arguments, state) -> dict:
@@ -176,9 +175,9 @@ def run_configuration(task, shape, precision, arguments, work: Path) -> list[dic
     state = initial_state(shape, GLUE_TASKS[task].num_labels, arguments.seed)
     routes = {
         name: neobert_tasks_route(
-            task, shape, precision, data_file, arguments, state, sort=name.endswith("sorted")
+            task, shape, precision, data_file, arguments, state, dataset_order=name.endswith("dataset_order")
         )
-        for name in ("neobert_tasks", "neobert_tasks_sorted")
+        for name in ("neobert_tasks", "neobert_tasks_dataset_order")
     }
     routes.update(hf_routes(task, shape, precision, data_file, arguments, state))
     routes = {name: value for name, value in routes.items() if name in arguments.routes}
@@ -215,7 +214,7 @@ COLUMNS = [
     ("padding_fraction", "padding", ".1%"),
     ("speed_vs_neobert_tasks", "× ours", ".2f"),
 ]
-ROUTE_NAMES = ["neobert_tasks", "neobert_tasks_sorted", "hf_loop", "hf_pipeline", "trainer_predict"]
+ROUTE_NAMES = ["neobert_tasks", "neobert_tasks_dataset_order", "hf_loop", "hf_pipeline", "trainer_predict"]
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ from neobert_tasks.model.attention import AttentionContext, attention_backend, s
 from neobert_tasks.model.configuration import NeoBERTConfig
 from neobert_tasks.model.rope import apply_rotation, rotary_cos_sin, rotation_pairs
 
-
 # Compiled variants of the block's forward allowed before dynamo gives up on it (see compile_blocks).
 COMPILED_VARIANTS = 32
 

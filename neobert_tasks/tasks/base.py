@@ -45,8 +45,10 @@ class NeoBERTTask(L.LightningModule):
         final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
         lr_schedule: Decay after warmup: ``linear``, ``cosine`` or ``constant``.
         gradient_checkpointing: Recompute block activations in the backward pass to save memory.
-        compile: ``torch.compile`` each transformer block (dynamic shapes, so the varying batch lengths
-            reuse one compiled graph); the first steps are slower while it compiles.
+        compile: ``torch.compile`` each transformer block when ``fit`` starts (dynamic shapes, so the
+            varying batch lengths reuse one compiled graph); the first steps are slower while it compiles.
+            ``validate``, ``test`` and ``predict`` on their own run eager: one pass over a split rarely
+            pays for a minute of compiling.
     """
 
     head_class: ClassVar[type[PreTrainedModel]]
@@ -78,8 +80,6 @@ class NeoBERTTask(L.LightningModule):
         )
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
-        if compile:
-            self.model.base_model.compile_blocks()
         # from_pretrained returns the model in eval mode and Lightning 2.6 keeps a module's mode at the start
         # of fit, so without this a fine-tuned checkpoint would train with dropout off.
         self.model.train()
@@ -125,7 +125,10 @@ class NeoBERTTask(L.LightningModule):
         )
 
     def setup(self, stage: str) -> None:
-        """Check that the data fits the model (vocabulary, input length) before any step runs."""
+        """Check that the data fits the model (vocabulary, input length) before any step runs; compile the
+        blocks for ``fit`` when asked to."""
+        if stage == "fit" and self.hparams.get("compile") and not self.model.base_model.blocks_compiled:
+            self.model.base_model.compile_blocks()
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "tokenizer"):
             self.check_tokenizer(datamodule.tokenizer)

@@ -68,7 +68,7 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
         lr_schedule: Decay after warmup: linear, cosine or constant.
         gradient_checkpointing: Recompute block activations in the backward pass to save memory (a
             4096-token window needs it on most GPUs).
-        compile: ``torch.compile`` each transformer block (dynamic shapes); slower first steps.
+        compile: ``torch.compile`` each transformer block for ``fit`` (dynamic shapes); slower first steps.
     """
 
     def __init__(

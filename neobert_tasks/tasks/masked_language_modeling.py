@@ -95,7 +95,7 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
         lr_schedule: Decay after warmup: linear, cosine or constant.
         gradient_checkpointing: Recompute block activations in the backward pass to save memory.
-        compile: ``torch.compile`` each transformer block (dynamic shapes); slower first steps.
+        compile: ``torch.compile`` each transformer block for ``fit`` (dynamic shapes); slower first steps.
     """
 
     head_class = NeoBERTForMaskedLM
