@@ -33,6 +33,7 @@ optimise alike, not how good NeoBERT is.
 from __future__ import annotations
 
 import argparse
+import gc
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -199,6 +200,10 @@ def run_configuration(
                 "accuracy": evaluate_accuracy(runner.trained_model(), settings),
             }
         )
+    # A route's trainer and optimiser sit in reference cycles (Lightning, accelerate): without a collection,
+    # every configuration's models and AdamW states (4 GB per route at the base shape) stay in memory.
+    runners.clear()
+    gc.collect()
     reference = next((row for row in rows if row["route"] == "neobert_tasks"), rows[0])
     for row in rows:
         row["speed_vs_neobert_tasks"] = row["real_tokens_per_second"] / reference["real_tokens_per_second"]
@@ -260,6 +265,8 @@ def main() -> None:
                     new_rows = run_configuration(arguments, task, shape, precision, peaks, Path(work))
                     print_table(new_rows, COLUMNS)
                     rows.extend(new_rows)
+                    # Kept as it goes, so a run cut short (out of memory, interrupted) keeps what it measured.
+                    write_json(arguments.json, {"settings": json_settings(arguments), "rows": rows})
     # The peak again at the end: MFU is taken against the better of the two (the machine's peak), and the
     # gap between them shows how noisy the machine was during the run.
     peaks_after = {name: matmul_peak(DTYPES[name]) for name in arguments.precisions}
@@ -272,13 +279,19 @@ def main() -> None:
     print("\nall configurations (MFU against the better of the two peak measurements)")
     print_table(rows, COLUMNS)
     print("matmul peak after: " + ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in peaks_after.items()))
-    settings = {
-        key: (str(value) if isinstance(value, Path) else value) for key, value in vars(arguments).items()
-    }
     write_json(
         arguments.json,
-        {"settings": settings, "matmul_peak_before": peaks, "matmul_peak_after": peaks_after, "rows": rows},
+        {
+            "settings": json_settings(arguments),
+            "matmul_peak_before": peaks,
+            "matmul_peak_after": peaks_after,
+            "rows": rows,
+        },
     )
+
+
+def json_settings(arguments: argparse.Namespace) -> dict:
+    return {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(arguments).items()}
 
 
 if __name__ == "__main__":
