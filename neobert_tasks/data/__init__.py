@@ -1,6 +1,7 @@
 """Datamodules, samplers and data loading helpers for NeoBERT fine-tuning tasks."""
 
-from neobert_tasks.data.base import ModelInputCollator, TokenizedDataModule, load_tokenizer
+from neobert_tasks.data.base import TokenizedDataModule, load_tokenizer
+from neobert_tasks.data.collator import ModelInputCollator
 from neobert_tasks.data.glue import GLUE_TASKS, GLUEDataModule, GLUETask
 from neobert_tasks.data.long_document import DocumentWindowCollator, LongDocumentDataModule
 from neobert_tasks.data.question_answering import QuestionAnsweringDataModule
@@ -14,6 +15,7 @@ from neobert_tasks.data.sources import (
 )
 from neobert_tasks.data.text import PackedCollator, TextDataModule, train_wordpiece_tokenizer
 from neobert_tasks.data.text_classification import LabelSchema, TextClassificationDataModule
+from neobert_tasks.data.token_budget import TokenBudgetSampler
 from neobert_tasks.data.token_classification import TokenClassificationCollator, TokenClassificationDataModule
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "QuestionAnsweringDataModule",
     "TextClassificationDataModule",
     "TextDataModule",
+    "TokenBudgetSampler",
     "TokenClassificationCollator",
     "TokenClassificationDataModule",
     "TokenizedDataModule",

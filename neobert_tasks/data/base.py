@@ -2,10 +2,10 @@
 
 `TokenizedDataModule` owns what every task has in common: loading the tokenizer, tokenizing splits with
 `datasets.Dataset.map` (cached on disk, so other ranks and later runs reuse the result), dynamic padding to
-each batch's longest example, length-grouped training batches, and eval/predict dataloaders whose
-batches carry `idx` so predictions can be written back in dataset order. Under DDP the eval/predict
-dataloaders shard each split without padding it, so every example is scored exactly once and metrics match a
-single-process run.
+each batch's longest example, length-grouped training batches (or batches sized by a token budget,
+`max_tokens`), and eval/predict dataloaders whose batches carry `idx` so predictions can be written back
+in dataset order. Under DDP the eval/predict dataloaders shard each split without padding it, so every
+example is scored exactly once and metrics match a single-process run.
 
 A subclass says where the raw splits come from, which splits exist, how to check a split (columns, labels)
 and how to encode a batch of rows; see the abstract methods below.
@@ -29,8 +29,10 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from neobert_tasks.data.collator import ModelInputCollator
 from neobert_tasks.data.sampler import LengthSortedEvalSampler, TrainingSampler
 from neobert_tasks.data.sources import DataError, MissingDataError, empty_text_rows, require_splits
+from neobert_tasks.data.token_budget import ColumnBatchCollator, TokenBudgetSampler, padded_length
 
 # Keys a batch may carry to the model; anything else a tokenizer or dataset adds (token_type_ids,
 # offset mappings, raw text) is dropped by the collator because tensors cannot be built from it or the
@@ -65,51 +67,17 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-class ModelInputCollator:
-    """Pads a batch's `input_ids` and `attention_mask` to its longest row and stacks the other model keys.
-
-    Written here rather than `transformers.DataCollatorWithPadding` because the rows are already tokenized
-    and checked: `tokenizer.pad` re-validates every row in Python, about 1 ms per batch of 32, a few
-    percent of a small model's training step, for the same tensors.
-    """
-
-    def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None, keys: Sequence[str]
-    ) -> None:
-        self.keys = tuple(keys)
-        self.pad_values = {"input_ids": tokenizer.pad_token_id, "attention_mask": 0}
-        self.pad_on_left = tokenizer.padding_side == "left"
-        self.pad_to_multiple_of = pad_to_multiple_of
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = {}
-        for key in self.keys:
-            if key not in features[0]:
-                continue
-            values = [row[key] for row in features]
-            if key in self.pad_values:
-                batch[key] = self.pad(values, self.pad_values[key])
-            else:
-                batch[key] = torch.tensor(values)
-        return batch
-
-    def pad(self, rows: list[Sequence[int]], value: int) -> torch.Tensor:
-        """``(batch, longest)`` int64 tensor of ``rows`` padded with ``value`` on the tokenizer's side."""
-        longest = max(len(row) for row in rows)
-        if self.pad_to_multiple_of:
-            longest = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        padded = np.full((len(rows), longest), value, dtype=np.int64)
-        for position, row in enumerate(rows):
-            if self.pad_on_left:
-                padded[position, longest - len(row) :] = row
-            else:
-                padded[position, : len(row)] = row
-        return torch.from_numpy(padded)
-
-
 def dataset_lengths(dataset: datasets.Dataset) -> list[int]:
     """Token count of every example of a tokenized dataset, read from Arrow without decoding rows."""
     return pc.list_value_length(dataset.with_format("arrow")["input_ids"]).to_pylist()
+
+
+def check_max_tokens(max_tokens: int | str | None) -> None:
+    """Refuse a token budget that is neither `auto`, None nor a positive token count."""
+    if max_tokens is None or max_tokens == "auto":
+        return
+    if isinstance(max_tokens, str) or max_tokens < 1:
+        raise DataError(f"data.max_tokens must be auto, null or a positive token count, got {max_tokens!r}.")
 
 
 def encode_with_index(
@@ -138,6 +106,8 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         limit_eval_samples: keep only the first N examples of each validation/test split; None keeps all.
         cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
         empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
+        max_tokens: size training batches by padded tokens instead of `batch_size` examples (see
+            `TokenBudgetSampler`); auto sets `batch_size` × the mean padded training length; None is off.
 
     Subclasses implement the abstract members below, list every argument explicitly in their own
     `__init__` and docstring (LightningCLI builds the YAML keys and help from them), and call
@@ -164,11 +134,14 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         limit_eval_samples: int | None = None,
         cache_dir: str | None = None,
         empty_texts: Literal["skip", "error"] = "skip",
+        max_tokens: int | Literal["auto"] | None = None,
     ) -> None:
         super().__init__()
         for name, value in [("max_length", max_length), ("batch_size", batch_size)]:
             if value < 1:
                 raise DataError(f"{name} must be a positive integer, got {value}.")
+        check_max_tokens(max_tokens)
+        self.max_tokens = max_tokens
         if empty_texts not in EMPTY_TEXT_POLICIES:
             raise DataError(
                 f"empty_texts must be one of {', '.join(EMPTY_TEXT_POLICIES)}, got {empty_texts!r}."
@@ -394,6 +367,11 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         """Token count of every example of a tokenized split, read from Arrow without decoding rows."""
         return dataset_lengths(self._dataset(name))
 
+    def token_budget_lengths(self, name: str) -> list[int]:
+        """What each example of a split costs against `max_tokens`: its token count. Sorted longest
+        first, a batch of n examples then pads to at most n × the first one's cost."""
+        return self.sequence_lengths(name)
+
     @property
     def pin_memory(self) -> bool:
         """Page-locked batches when the trainer runs on CUDA: Lightning then copies them to the GPU without
@@ -401,11 +379,11 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         device = getattr(getattr(self.trainer, "strategy", None), "root_device", None)
         return device is not None and device.type == "cuda"
 
-    def _loader(self, dataset: datasets.Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
+    def _loader(self, dataset: datasets.Dataset, batch_size: int | None, **kwargs: Any) -> DataLoader:
+        kwargs.setdefault("collate_fn", self.collator)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            collate_fn=self.collator,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
@@ -413,8 +391,13 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Length-grouped (or shuffled) training batches, sharded over DDP ranks, resumable mid-epoch."""
+        """Length-grouped (or shuffled) training batches, sharded over DDP ranks, resumable mid-epoch; or
+        batches sized by a token budget when `max_tokens` is set."""
         dataset = self._dataset(self.train_split_name)
+        if self.max_tokens is not None:
+            # The sampler yields whole batches: the loader must not batch again (batch_size=None).
+            sampler = self._resumed(self.token_budget_sampler())
+            return self._loader(dataset, None, sampler=sampler, collate_fn=ColumnBatchCollator(self.collator))
         return self._loader(dataset, self.batch_size, sampler=self.training_sampler(dataset))
 
     def training_sampler(self, dataset: datasets.Dataset) -> TrainingSampler:
@@ -424,6 +407,32 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         sampler = TrainingSampler(
             lengths, self.batch_size, self.seed, group_by_length=self.group_by_length, **distributed
         )
+        return self._resumed(sampler)
+
+    def token_budget_sampler(self) -> TokenBudgetSampler:
+        """This rank's batches of at most `max_tokens` padded tokens (`auto`: `batch_size` examples on
+        average), the same number every epoch."""
+        distributed = self._distributed_sampler_kwargs() or {"num_replicas": 1, "rank": 0}
+        lengths = self.token_budget_lengths(self.train_split_name)
+        max_tokens = self.resolved_max_tokens(lengths)
+        too_long = sum(padded_length(length, self.pad_to_multiple_of) > max_tokens for length in lengths)
+        if too_long:
+            rank_zero_warn(
+                f"{too_long} training examples have more tokens than data.max_tokens ({max_tokens});"
+                " each is trained in a batch of its own."
+            )
+        return TokenBudgetSampler(lengths, max_tokens, self.seed, self.pad_to_multiple_of, **distributed)
+
+    def resolved_max_tokens(self, lengths: Sequence[int]) -> int:
+        """`max_tokens` as a count: `auto` is `batch_size` × the mean padded length of `lengths`, and at
+        least the longest padded example, so that every example fits in a batch."""
+        if self.max_tokens != "auto":
+            return int(self.max_tokens)
+        padded = [padded_length(length, self.pad_to_multiple_of) for length in lengths]
+        return max(round(self.batch_size * float(np.mean(padded))), max(padded))
+
+    def _resumed(self, sampler: TrainingSampler | TokenBudgetSampler) -> TrainingSampler | TokenBudgetSampler:
+        """`sampler` positioned after the batches a resumed checkpoint already trained on, if any."""
         if self._resume_position is not None:
             sampler.resume_at(*self._resume_position)
             self._resume_position = None

@@ -101,6 +101,8 @@ class GLUEDataModule(TokenizedDataModule):
         limit_eval_samples: keep only the first N examples of each validation/test split; None keeps all.
         cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
         empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
+        max_tokens: size training batches by padded tokens instead of `batch_size` examples (see
+            `TokenBudgetSampler`); auto sets `batch_size` × the mean padded training length; None is off.
     """
 
     sort_eval_by_length = True  # predictions are written back by `idx`
@@ -121,10 +123,12 @@ class GLUEDataModule(TokenizedDataModule):
         limit_eval_samples: int | None = None,
         cache_dir: str | None = None,
         empty_texts: Literal["skip", "error"] = "skip",
+        max_tokens: int | Literal["auto"] | None = None,
     ) -> None:
         super().__init__(
             tokenizer, max_length, batch_size, eval_batch_size, num_workers, group_by_length,
             pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir, empty_texts,
+            max_tokens,
         )  # fmt: skip
         self.task = glue_task(task_name)
         self.task_name = task_name

@@ -182,6 +182,8 @@ class LongDocumentDataModule(TextClassificationDataModule):
         limit_eval_samples: keep only the first N documents of each validation/test split; None keeps all.
         cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
         empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
+        max_tokens: size training batches by padded window tokens instead of `batch_size` documents; auto
+            sets `batch_size` × the mean document cost (windows × longest window); None is off.
     """
 
     sort_eval_by_length = False  # a batch pools each document's windows, which must stay together
@@ -215,6 +217,7 @@ class LongDocumentDataModule(TextClassificationDataModule):
         limit_eval_samples: int | None = None,
         cache_dir: str | None = None,
         empty_texts: Literal["skip", "error"] = "skip",
+        max_tokens: int | Literal["auto"] | None = None,
     ) -> None:
         if overflow not in OVERFLOW_MODES:
             raise DataError(f"Unknown overflow '{overflow}'; expected one of {', '.join(OVERFLOW_MODES)}.")
@@ -222,7 +225,7 @@ class LongDocumentDataModule(TextClassificationDataModule):
             tokenizer, dataset, dataset_config, data_dir, text_column, None, label_column, problem_type,
             num_labels, label_names, train_split, validation_split, test_split, max_length, batch_size,
             eval_batch_size, num_workers, group_by_length, pad_to_multiple_of, seed, limit_train_samples,
-            limit_eval_samples, cache_dir, empty_texts,
+            limit_eval_samples, cache_dir, empty_texts, max_tokens,
         )  # fmt: skip
         self.text_column = text_column
         self.title_column = title_column
@@ -288,15 +291,31 @@ class LongDocumentDataModule(TextClassificationDataModule):
             num_labels=self.num_labels,
         )
 
-    def sequence_lengths(self, name: str) -> list[int]:
-        """Token count of every document (all its windows), so length grouping balances batch sizes."""
+    def window_lengths(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Each document's total tokens and number of windows, read from Arrow without decoding rows."""
         column = self._dataset(name).with_format("arrow")["input_ids"]
-        lengths: list[int] = []
+        totals, counts = [], []
         for chunk in column.chunks:
             if len(chunk) == 0:
                 continue
             window_lengths = np.asarray(chunk.flatten().value_lengths().to_numpy(zero_copy_only=False))
             offsets = np.asarray(chunk.offsets.to_numpy())
             # Every document has at least one window, so each reduceat segment is non-empty.
-            lengths.extend(np.add.reduceat(window_lengths, offsets[:-1] - offsets[0]).tolist())
-        return lengths
+            totals.append(np.add.reduceat(window_lengths, offsets[:-1] - offsets[0]))
+            counts.append(np.diff(offsets))
+        if not totals:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(totals), np.concatenate(counts)
+
+    def sequence_lengths(self, name: str) -> list[int]:
+        """Token count of every document (all its windows), so length grouping balances batch sizes."""
+        return self.window_lengths(name)[0].tolist()
+
+    def token_budget_lengths(self, name: str) -> list[int]:
+        """A document's padded cost: its windows × its longest window, padded. A document of several
+        windows has a full one (`max_length`), so sorted by this cost, a batch of n documents pads to at
+        most n × the first one's cost, which the token budget relies on."""
+        totals, counts = self.window_lengths(name)
+        longest_window = np.where(counts > 1, self.max_length, totals)
+        multiple = self.pad_to_multiple_of or 1
+        return (counts * (-(-longest_window // multiple) * multiple)).tolist()

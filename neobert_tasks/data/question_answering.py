@@ -244,6 +244,8 @@ class QuestionAnsweringDataModule(TokenizedDataModule):
         limit_eval_samples: keep only the first N questions of each validation/test split; None keeps all.
         cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
         empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
+        max_tokens: size training batches by padded tokens instead of `batch_size` examples (see
+            `TokenBudgetSampler`); auto sets `batch_size` × the mean padded training length; None is off.
 
     Batches hold `input_ids`, `attention_mask`, `start_positions` and `end_positions` (when the split has
     answers) and, for evaluation, `feature_index` (the window's row in `features(split)`).
@@ -271,10 +273,12 @@ class QuestionAnsweringDataModule(TokenizedDataModule):
         limit_eval_samples: int | None = None,
         cache_dir: str | None = None,
         empty_texts: Literal["skip", "error"] = "skip",
+        max_tokens: int | Literal["auto"] | None = None,
     ) -> None:
         super().__init__(
             tokenizer, max_length, batch_size, eval_batch_size, num_workers, group_by_length,
             pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir, empty_texts,
+            max_tokens,
         )  # fmt: skip
         if dataset is None and data_dir is None:
             raise DataError("Give a hub dataset id (dataset) or a local data_dir; both are None.")

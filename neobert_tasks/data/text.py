@@ -28,7 +28,7 @@ import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 import torch
@@ -179,6 +179,8 @@ class TextDataModule(TokenizedDataModule):
         limit_train_samples: Keep only the first N training documents.
         limit_eval_samples: Keep only the first N validation documents.
         cache_dir: datasets cache directory; None uses HF_DATASETS_CACHE.
+        max_tokens: Size training batches by padded tokens instead of ``batch_size`` rows (unpacked rows;
+            packed rows all have ``max_length`` tokens); auto keeps ``batch_size`` rows on average.
     """
 
     def __init__(
@@ -203,15 +205,19 @@ class TextDataModule(TokenizedDataModule):
         limit_train_samples: int | None = None,
         limit_eval_samples: int | None = None,
         cache_dir: str | None = None,
+        max_tokens: int | Literal["auto"] | None = None,
     ) -> None:
         super().__init__(
             tokenizer, max_length, batch_size, eval_batch_size, num_workers, group_by_length,
             pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir,
+            max_tokens=max_tokens,
         )  # fmt: skip
         if (dataset is None) == (data_dir is None):
             raise DataError("Set exactly one of data.dataset (a hub id) and data.data_dir (a local folder).")
         if streaming and data_dir is not None:
             raise DataError("data.streaming applies to hub datasets only; unset it for data.data_dir.")
+        if streaming and max_tokens is not None:
+            raise DataError("data.max_tokens needs an indexed dataset; unset it for data.streaming.")
         if not 0.0 <= validation_fraction < 1.0:
             raise DataError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
         self.dataset_name, self.dataset_config, self.data_dir = dataset, dataset_config, data_dir

@@ -133,6 +133,8 @@ class TokenClassificationDataModule(TokenizedDataModule):
         limit_eval_samples: keep only the first N rows of each validation/test/predict split; None keeps all.
         cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
         empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
+        max_tokens: size training batches by padded tokens instead of `batch_size` examples (see
+            `TokenBudgetSampler`); auto sets `batch_size` × the mean padded training length; None is off.
 
     Batches hold `input_ids`, `attention_mask`, `labels` (-100 where not trained on; absent without
     tags), `word_ids` (the word a token scores, -1 elsewhere) and `example_index` (the row of each window).
@@ -165,10 +167,12 @@ class TokenClassificationDataModule(TokenizedDataModule):
         limit_eval_samples: int | None = None,
         cache_dir: str | None = None,
         empty_texts: Literal["skip", "error"] = "skip",
+        max_tokens: int | Literal["auto"] | None = None,
     ) -> None:
         super().__init__(
             tokenizer, max_length, batch_size, eval_batch_size, num_workers, group_by_length,
             pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir, empty_texts,
+            max_tokens,
         )  # fmt: skip
         if dataset is None and data_dir is None:
             raise DataError("Give a hub dataset id (dataset) or a local data_dir; both are None.")

@@ -112,6 +112,17 @@ def test_sigterm_saves_a_checkpoint_and_resumes_to_the_same_result(tmp_path, uni
     assert_same_run(run_dir, uninterrupted)
 
 
+def test_token_budget_batches_resume_to_the_same_result(tmp_path):
+    """Batches sized by ``max_tokens`` (a different sampler and a loader without ``batch_size``) resume
+    mid-epoch exactly too."""
+    budget = ("--data.init_args.max_tokens", "256")
+    reference_root, resumed_root = tmp_path / "reference", tmp_path / "resumed"
+    run_fit(*fit_args(reference_root), *budget)
+    run_fit(*interrupted_args(resumed_root, "SIGKILL"), *budget, expected_status=-signal.SIGKILL)
+    run_fit(*fit_args(resumed_root), *budget, "--ckpt_path", "last")
+    assert_same_run(resumed_root / "runs" / "version_0", reference_root / "runs" / "version_0")
+
+
 def test_truncated_checkpoint_is_reported_by_path(tmp_path, uninterrupted):
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes((uninterrupted / "checkpoints" / "last.ckpt").read_bytes()[:5000])
