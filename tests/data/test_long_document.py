@@ -114,6 +114,22 @@ def test_batches_hold_whole_documents(tiny_tokenizer_dir, document_dir, tmp_path
     assert sum(batch["input_ids"].shape[0] for batch in training) == sum(windows_per_document)
 
 
+@pytest.mark.filterwarnings("ignore:3 training examples have more tokens than data.max_tokens")
+def test_token_budget_counts_windows_and_keeps_documents_whole(tiny_tokenizer_dir, document_dir, tmp_path):
+    module = datamodule(tiny_tokenizer_dir, document_dir, tmp_path, max_tokens=48)
+    windows = [len(row) for row in module.datasets["train"]["input_ids"]]
+    longest = [max(len(window) for window in row) for row in module.datasets["train"]["input_ids"]]
+    # A document of several windows costs windows × max_length; one of a single window, its length.
+    assert module.token_budget_lengths("train") == [
+        count * (16 if count > 1 else length) for count, length in zip(windows, longest, strict=True)
+    ]
+    training = list(module.train_dataloader())
+    assert sum(batch["labels"].shape[0] for batch in training) == 6
+    assert sum(batch["input_ids"].shape[0] for batch in training) == sum(windows)
+    for batch in training:  # within budget, unless one document alone is over it
+        assert batch["input_ids"].numel() <= 48 or batch["labels"].shape[0] == 1
+
+
 def test_head_tail_datamodule_gives_one_window_per_document(tiny_tokenizer_dir, document_dir, tmp_path):
     module = datamodule(tiny_tokenizer_dir, document_dir, tmp_path, overflow="head_tail", head_tokens=4)
     rows = module.datasets["validation"]["input_ids"]

@@ -137,6 +137,19 @@ def test_batches_carry_positions_and_feature_index_but_no_offsets(
     assert datamodule.examples("validation")["id"] == ["q0", "q1", "q2"]
 
 
+def test_token_budget_batches_of_windows(write_split, tiny_tokenizer_dir, datasets_cache, context_words):
+    context = words_context(context_words)
+    rows = [row(f"q{number}", context, answer_of(context_words, number, number + 1)) for number in range(6)]
+    path = write_rows(write_split, "train", rows)
+    datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache, max_length=MAX_LENGTH,
+                             doc_stride=DOC_STRIDE, max_tokens=4 * MAX_LENGTH)  # fmt: skip
+    datamodule.setup("fit")
+    batches = list(datamodule.train_dataloader())
+    assert sum(batch["start_positions"].numel() for batch in batches) == 18
+    assert all(batch["input_ids"].numel() <= 4 * MAX_LENGTH for batch in batches)
+    assert set(batches[0]) == {"input_ids", "attention_mask", "start_positions", "end_positions"}
+
+
 def test_a_long_context_fits_one_window_at_neobert_length(write_split, tiny_tokenizer_dir, datasets_cache):
     words = ("the cat sat on a mat and " * 150).split()  # 1050 tokens
     context = words_context(words)

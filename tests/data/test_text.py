@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from neobert_tasks.data import DataError
 from neobert_tasks.data.text import TextDataModule, pack_documents, split_documents, train_wordpiece_tokenizer
 from neobert_tasks.model import NeoBERTConfig, NeoBERTModel
 from tests.conftest import tiny_config_kwargs
@@ -88,6 +89,26 @@ def test_datamodule_on_local_text(tokenizer, tmp_path):
     validation = sum(len(row["input_ids"]) for row in module.datasets["validation"])
     train = sum(len(row["input_ids"]) for row in module.datasets["train"])
     assert train + validation == sum(len(module.tokenizer(text)["input_ids"]) for text in DOCUMENTS)
+
+
+def test_token_budget_on_unpacked_rows_and_refused_for_streams(tokenizer, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.txt").write_text("\n".join(DOCUMENTS) + "\n")
+    (data / "validation.txt").write_text("\n".join(DOCUMENTS[:2]) + "\n")
+    module = TextDataModule(
+        tokenizer=str(tmp_path / "new_tokenizer"), data_dir=str(data), max_length=32, packing=False,
+        tokenizer_vocab_size=200, cache_dir=str(tmp_path / "cache"), max_tokens=64,
+    )  # fmt: skip
+    module.prepare_data()
+    module.setup("fit")
+    batches = list(module.train_dataloader())
+    assert all(batch["input_ids"].numel() <= 64 for batch in batches)
+    rows = sum(batch["input_ids"].shape[0] for batch in batches)
+    assert rows == len(module.datasets["train"]) and set(batches[0]) == {"input_ids", "attention_mask"}
+    with pytest.raises(DataError, match="data.max_tokens needs an indexed dataset"):
+        TextDataModule(tokenizer=str(tmp_path / "new_tokenizer"), dataset="some/hub", streaming=True,
+                       max_tokens=64)  # fmt: skip
 
 
 def test_streaming_packs_on_the_fly(tokenizer, tmp_path):

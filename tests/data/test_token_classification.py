@@ -189,6 +189,19 @@ BRUSSELS NNP B-NP B-LOC
 """
 
 
+def test_token_budget_batches_pad_labels_too(write_split, piece_tokenizer_dir, datasets_cache):
+    rows, tags = window_rows()
+    path = write_split("train", ".jsonl", tokens=rows, ner_tags=tags)
+    datamodule = make_module(path.parent, piece_tokenizer_dir, datasets_cache, max_length=16, stride=4,
+                             max_tokens=32)  # fmt: skip
+    datamodule.setup("fit")
+    batches = list(datamodule.train_dataloader())
+    assert sum(batch["input_ids"].shape[0] for batch in batches) == len(datamodule.datasets["train"])
+    for batch in batches:
+        assert batch["input_ids"].numel() <= 32
+        assert batch["labels"].shape == batch["input_ids"].shape
+
+
 def test_conll_files_are_read_and_tag_names_inferred(tmp_path, piece_tokenizer_dir, datasets_cache):
     data_dir = tmp_path / "conll"
     data_dir.mkdir()
