@@ -13,6 +13,8 @@ number of optimiser steps, no gradient clipping):
   (blocks compiled with ``torch.compile``, the GLUE configs' default; untimed warm-up steps hold the
   compilation);
 * ``neobert_tasks_eager``: the same with ``model.init_args.compile: false``;
+* ``neobert_tasks_token_budget``: the same with ``data.init_args.max_tokens: auto`` (batches of equal
+  padded tokens, ``batch_size`` examples on average);
 * ``trainer_max_length``: ``Trainer`` as run_glue.py runs it by default: padding to ``max_length``
   (128), random order;
 * ``trainer_dynamic``: ``Trainer`` with ``DataCollatorWithPadding`` and

@@ -154,6 +154,12 @@ class NeoBERTTasksExactPaddingRoute(NeoBERTTasksRoute):
     extra_arguments = ("--data.init_args.pad_to_multiple_of", "null")
 
 
+class NeoBERTTasksTokenBudgetRoute(NeoBERTTasksRoute):
+    """Batches sized by a token budget (``data.max_tokens: auto``: ``batch_size`` examples on average)."""
+
+    extra_arguments = ("--data.init_args.max_tokens", "auto")
+
+
 class _LightningClock(L.Callback):
     def __init__(self, clock: StepClock):
         self.clock = clock
@@ -256,6 +262,7 @@ ROUTES = {
     "neobert_tasks_padded": NeoBERTTasksPaddedRoute,
     "neobert_tasks_varlen": NeoBERTTasksVarlenRoute,
     "neobert_tasks_exact_padding": NeoBERTTasksExactPaddingRoute,
+    "neobert_tasks_token_budget": NeoBERTTasksTokenBudgetRoute,
     "trainer_max_length": TrainerMaxLengthRoute,
     "trainer_dynamic": TrainerRoute,
     "trainer_dynamic_varlen": TrainerVarlenRoute,

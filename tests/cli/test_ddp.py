@@ -12,6 +12,7 @@ and predicted with two processes and with one, and the results must agree.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -136,6 +137,34 @@ def test_fit_trains_exports_and_tokenizes_once(ddp_fit):
     # of the two ranks reads both from the cache instead of tokenizing again.
     assert output.count("Caching processed dataset at") == 2, output[-5000:]
     assert output.count("Loading cached processed dataset at") == 2 * 2, output[-5000:]
+
+
+def test_token_budget_ranks_train_equal_batch_counts_within_budget(workdir):
+    """With ``max_tokens``, the sampler deals whole batches to the ranks: as many to each (a rank with one
+    batch more would hang the other's gradient all-reduce), none over the budget, the epoch covered."""
+    record = workdir / "token_budget_batches"
+    run_two_processes(
+        "fit",
+        *run_args(workdir, workdir / "datasets_cache"),
+        "--data.init_args.max_tokens", "512",
+        "--trainer.max_epochs", "2",
+        "--trainer.limit_train_batches", "1.0",
+        "--trainer.limit_val_batches", "1",
+        "--trainer.callbacks+=tests.cli.record_batches.RecordBatches",
+        f"--trainer.callbacks.folder={record}",
+        root=workdir / "token_budget",
+    )  # fmt: skip
+    ranks = [
+        [json.loads(line) for line in (record / f"rank_{rank}.jsonl").read_text().splitlines()]
+        for rank in range(2)
+    ]
+    assert len(ranks[0]) == len(ranks[1]) > 2
+    for epoch in range(2):
+        counts = [sum(1 for batch in rank if batch[0] == epoch) for rank in ranks]
+        assert counts[0] == counts[1] > 0
+        # The debug preset keeps 256 training examples; dealing evens the ranks out by repeating batches.
+        assert sum(batch[3] for rank in ranks for batch in rank if batch[0] == epoch) >= 256
+    assert all(rows * length <= 512 for rank in ranks for _, rows, length, _ in rank)
 
 
 def test_validate_two_processes_equals_one(workdir, ddp_fit, best_checkpoint, one_process_predictions):
