@@ -188,10 +188,15 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
             position_ids = padding.positions_from_cu_seqlens(cu_seqlens, hidden.shape[1])
         batch_size, length = hidden.shape[:2]
         if position_ids is None:
+            # Positions 0 … length-1: the longest and the absence of packing are known without reading
+            # the device (`.max()`/`.any()` would make the host wait for the GPU at every forward).
             position_ids = torch.arange(length, device=hidden.device).expand(batch_size, length)
-        self._check_length(position_ids, length)
+            self._check_length(length)
+            packed = False
+        else:
+            self._check_length(int(position_ids.max()) + 1 if position_ids.numel() else 0)
+            packed = cu_seqlens is not None or padding.is_packed(position_ids)
         documents = padding.document_ids(attention_mask, position_ids, hidden.shape[:2])
-        packed = cu_seqlens is not None or padding.is_packed(position_ids)
         attention, unpadded_input = attention_backend(self.config._attn_implementation)
         first_token_only = first_token_only and not output_hidden_states
         if unpadded_input:
@@ -200,18 +205,18 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
             )
         else:
             hidden, all_hidden = self._encode_padded(
-                hidden, position_ids, documents, packed, attention, output_hidden_states, first_token_only
-            )
+                hidden, position_ids, documents, packed, attention, output_hidden_states, first_token_only,
+                masked=attention_mask is not None,
+            )  # fmt: skip
         if not return_dict:
             return tuple(value for value in (hidden, all_hidden) if value is not None)
         return BaseModelOutput(last_hidden_state=hidden, hidden_states=all_hidden)
 
-    def _check_length(self, position_ids: torch.Tensor, length: int) -> None:
+    def _check_length(self, longest: int) -> None:
         """RoPE was trained up to ``max_length`` positions: refuse longer input rather than extrapolate."""
-        longest = int(position_ids.max()) + 1 if position_ids.numel() else 0
         if longest > self.config.max_length:
             raise ConfigError(
-                f"Input of length {max(longest, length)} is longer than this model's max_length "
+                f"Input of length {longest} is longer than this model's max_length "
                 f"{self.config.max_length}; truncate or split it (tokenizer max_length)."
             )
 
@@ -240,11 +245,15 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
             all_hidden = [repad(state) for state in all_hidden]
         return all_hidden[-1], tuple(all_hidden)
 
-    def _encode_padded(self, hidden, position_ids, documents, packed, attention, keep_hidden, first_only):
-        """Padded backends: every tensor stays ``(batch, length, …)``; padding is masked in attention."""
-        context = AttentionContext(
-            mask=padding.padded_attention_mask(documents, packed, self.blocks_compiled)
-        )
+    def _encode_padded(
+        self, hidden, position_ids, documents, packed, attention, keep_hidden, first_only, masked=True
+    ):
+        """Padded backends: every tensor stays ``(batch, length, …)``; padding is masked in attention.
+
+        ``masked`` is False when no attention mask was given: there is then no padding to look for.
+        """
+        mask = padding.padded_attention_mask(documents, packed, self.blocks_compiled, padded=masked)
+        context = AttentionContext(mask=mask)
         keep_last = (slice(None), slice(0, 1)) if first_only else None  # each row's first token
         return self._run_blocks(
             hidden, self._rotation(position_ids), context, attention, keep_hidden, keep_last

@@ -123,14 +123,17 @@ def document_slots(
     return slots, mask[:, None, None, :]
 
 
-def padded_attention_mask(documents: torch.Tensor, packed: bool, always: bool = False) -> torch.Tensor | None:
+def padded_attention_mask(
+    documents: torch.Tensor, packed: bool, always: bool = False, padded: bool = True
+) -> torch.Tensor | None:
     """Boolean mask for the padded backends, True where attention is allowed.
 
     Without packing it is a key-padding mask ``(batch, 1, 1, length)`` that broadcasts over heads and
     queries, so no ``(batch, heads, L, L)`` tensor is ever built. Packed rows need a block-diagonal
     ``(batch, 1, L, L)`` mask so that documents do not see each other. Returns None when there is no
     padding at all, which lets SDPA pick its fastest kernels, unless ``always`` (compiled blocks: a
-    mask that is sometimes None would compile every block twice).
+    mask that is sometimes None would compile every block twice). ``padded=False`` says that there is
+    no padding (no attention mask was given), which spares reading ``documents`` back from the device.
     """
     if packed:
         same_document = documents.unsqueeze(-1) == documents.unsqueeze(-2)  # (batch, L, L)
@@ -138,6 +141,6 @@ def padded_attention_mask(documents: torch.Tensor, packed: bool, always: bool = 
         # Padding queries may look anywhere: a fully masked row would make softmax return NaN.
         allowed |= (documents < 0).unsqueeze(-1)
         return allowed.unsqueeze(1)  # (batch, 1, L, L)
-    if not always and bool((documents >= 0).all()):
+    if not always and (not padded or bool((documents >= 0).all())):
         return None
     return (documents >= 0)[:, None, None, :]

@@ -141,3 +141,37 @@ def test_compiled_blocks_match_eager_blocks_on_batches_of_new_lengths():
     for (name, expected), actual in zip(eager.named_parameters(), compiled.parameters(), strict=True):
         torch.testing.assert_close(actual.grad, expected.grad, atol=1e-4, rtol=1e-3, msg=name)
     assert time.monotonic() - started < 120
+
+
+class _CountHostReads(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the ops that copy a tensor's value to the host (`.item()`, `bool(tensor)`): on a GPU each
+    one makes the host wait for every queued kernel."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.reads += 1
+        return func(*args, **(kwargs or {}))
+
+
+def host_reads(model: torch.nn.Module, **inputs: torch.Tensor) -> int:
+    counter = _CountHostReads()
+    with torch.no_grad(), counter:
+        model(**inputs)
+    return counter.reads
+
+
+def test_padded_forward_reads_the_device_only_to_look_for_padding():
+    torch.manual_seed(0)
+    model = NeoBERTModel(NeoBERTConfig(**tiny_config_kwargs(vocab_size=500), attn_implementation="sdpa"))
+    input_ids, attention_mask = _batch([9, 5, 7])
+    # No positions given: 0 … length-1 need no check of their maximum nor of packing.
+    assert host_reads(model.eval(), input_ids=input_ids) == 0
+    # With a mask, one read decides whether there is padding at all (None lets SDPA pick any kernel).
+    assert host_reads(model, input_ids=input_ids, attention_mask=attention_mask) == 1
+    # Positions given by the caller are checked against max_length and for packed documents.
+    positions = torch.arange(9).expand(3, 9)
+    assert host_reads(model, input_ids=input_ids, attention_mask=attention_mask, position_ids=positions) == 3
