@@ -10,6 +10,13 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 
+def padded_length(length: int, multiple: int | None) -> int:
+    """``length`` rounded up to a multiple of ``multiple`` (a collator's ``pad_to_multiple_of``;
+    None pads to ``length`` itself); works on numpy arrays of lengths too."""
+    multiple = multiple or 1
+    return -(-length // multiple) * multiple
+
+
 class ModelInputCollator:
     """Pads a batch's `input_ids` and `attention_mask` to its longest row and stacks the other model keys.
 
@@ -40,9 +47,7 @@ class ModelInputCollator:
 
     def pad(self, rows: list[Sequence[int]], value: int) -> torch.Tensor:
         """``(batch, longest)`` int64 tensor of ``rows`` padded with ``value`` on the tokenizer's side."""
-        longest = max(len(row) for row in rows)
-        if self.pad_to_multiple_of:
-            longest = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        longest = padded_length(max(len(row) for row in rows), self.pad_to_multiple_of)
         padded = np.full((len(rows), longest), value, dtype=np.int64)
         for position, row in enumerate(rows):
             if self.pad_on_left:

@@ -27,6 +27,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from neobert_tasks.data.base import EncodeFunction
+from neobert_tasks.data.collator import padded_length
 from neobert_tasks.data.sources import DataError
 from neobert_tasks.data.text_classification import (
     TextClassificationDataModule,
@@ -130,9 +131,7 @@ class DocumentWindowCollator:
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         windows = [window for feature in features for window in feature["input_ids"]]
-        length = max(len(window) for window in windows)
-        if self.pad_to_multiple_of:
-            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        length = padded_length(max(len(window) for window in windows), self.pad_to_multiple_of)
         input_ids = torch.full((len(windows), length), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(windows), length), dtype=torch.long)
         for row, window in enumerate(windows):
@@ -317,5 +316,4 @@ class LongDocumentDataModule(TextClassificationDataModule):
         most n × the first one's cost, which the token budget relies on."""
         totals, counts = self.window_lengths(name)
         longest_window = np.where(counts > 1, self.max_length, totals)
-        multiple = self.pad_to_multiple_of or 1
-        return (counts * (-(-longest_window // multiple) * multiple)).tolist()
+        return (counts * padded_length(longest_window, self.pad_to_multiple_of)).tolist()

@@ -81,7 +81,40 @@ class LengthGroupedSampler(Sampler[int]):
         return (index for mega_batch in mega_batches for index in mega_batch)
 
 
-class TrainingSampler(DistributedSampler):
+def rank_shard(order: list, total: int, rank: int, num_replicas: int) -> list:
+    """This rank's share of ``order`` as ``DistributedSampler(shuffle=False)`` deals it: ``order`` is
+    lengthened to ``total`` items by repeating its start, then every ``num_replicas``-th item from
+    ``rank`` is taken (so that every rank gets ``total / num_replicas``)."""
+    if order and total > len(order):
+        order = order + (order * math.ceil(total / len(order)))[: total - len(order)]
+    return order[rank:total:num_replicas]
+
+
+class MidEpochResume:
+    """Lets a sampler restart its epoch after the batches a resumed checkpoint already trained on.
+
+    Lightning restores its loop counters but not a sampler's position; the datamodule passes the position
+    to `resume_at`, and the next iteration over that epoch skips `batches_to_skip()` batches.
+    """
+
+    epoch: int
+    # (epoch, batches already trained in it on this rank), applied once by the next iteration.
+    resume_position: tuple[int, int] | None = None
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Make the next iteration over ``epoch`` start after its first ``batches_done`` batches."""
+        self.resume_position = (epoch, batches_done)
+
+    def batches_to_skip(self) -> int:
+        """Batches of the current epoch to skip in this iteration (once), from `resume_at`."""
+        if self.resume_position is None:
+            return 0
+        epoch, batches_done = self.resume_position
+        self.resume_position = None
+        return batches_done if epoch == self.epoch else 0
+
+
+class TrainingSampler(MidEpochResume, DistributedSampler):
     """The training order of one process: shuffled or length-grouped, sharded over ranks, resumable.
 
     The order of epoch ``e`` depends only on ``seed + e``, so a resumed run can rebuild it and skip the
@@ -117,17 +150,11 @@ class TrainingSampler(DistributedSampler):
             if group_by_length
             else None
         )
-        # (epoch, batches already trained in it on this rank), applied once by the next `__iter__`.
-        self.resume_position: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
         if self.grouped is not None:
             self.grouped.set_epoch(epoch)
-
-    def resume_at(self, epoch: int, batches_done: int) -> None:
-        """Make the next iteration over ``epoch`` start after its first ``batches_done`` batches."""
-        self.resume_position = (epoch, batches_done)
 
     def global_order(self) -> list[int]:
         """The order of the current epoch over all ranks, before sharding."""
@@ -137,16 +164,8 @@ class TrainingSampler(DistributedSampler):
         return torch.randperm(len(self.dataset), generator=generator).tolist()
 
     def __iter__(self) -> Iterator[int]:
-        order = self.global_order()
-        if self.total_size > len(order):  # repeat the start so that every rank gets num_samples indices
-            order += (order * math.ceil(self.total_size / max(len(order), 1)))[: self.total_size - len(order)]
-        shard = order[self.rank : self.total_size : self.num_replicas]
-        if self.resume_position is not None:
-            epoch, batches_done = self.resume_position
-            self.resume_position = None
-            if epoch == self.epoch:
-                shard = shard[batches_done * self.batch_size :]
-        return iter(shard)
+        shard = rank_shard(self.global_order(), self.total_size, self.rank, self.num_replicas)
+        return iter(shard[self.batches_to_skip() * self.batch_size :])
 
 
 def batches_of(indices: Iterable[int], batch_size: int) -> Iterator[list[int]]:

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from neobert_tasks.data.base import HUB_ID_PATTERN, EncodeFunction, TokenizedDataModule, load_tokenizer
+from neobert_tasks.data.collator import padded_length
 from neobert_tasks.data.sources import (
     DataError,
     MissingDataError,
@@ -96,9 +97,7 @@ class PackedCollator:
         self.pad_token_id, self.pad_to_multiple_of, self.keys = pad_token_id, pad_to_multiple_of, keys
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        length = max(len(row["input_ids"]) for row in features)
-        if self.pad_to_multiple_of:
-            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        length = padded_length(max(len(row["input_ids"]) for row in features), self.pad_to_multiple_of)
         batch = {}
         for key in self.keys:
             if key not in features[0]:

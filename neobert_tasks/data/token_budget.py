@@ -34,11 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
-
-def padded_length(length: int, multiple: int | None) -> int:
-    """``length`` rounded up to a multiple of ``multiple`` (the collator's ``pad_to_multiple_of``)."""
-    multiple = multiple or 1
-    return -(-length // multiple) * multiple
+from neobert_tasks.data.collator import padded_length
+from neobert_tasks.data.sampler import MidEpochResume, rank_shard
 
 
 def token_budget_batch_sizes(
@@ -59,7 +56,7 @@ def token_budget_batch_sizes(
     return sizes
 
 
-class TokenBudgetSampler(DistributedSampler):
+class TokenBudgetSampler(MidEpochResume, DistributedSampler):
     """Batches of at most ``max_tokens`` padded tokens, the same count every epoch, sharded over ranks.
 
     It *is* a ``DistributedSampler`` so that Lightning neither wraps it nor replaces it under DDP, and its
@@ -93,15 +90,9 @@ class TokenBudgetSampler(DistributedSampler):
         self.batch_sizes = token_budget_batch_sizes(
             np.sort(self.lengths)[::-1], max_tokens, pad_to_multiple_of
         )
-        # (epoch, batches already trained in it on this rank), applied once by the next `__iter__`.
-        self.resume_position: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return math.ceil(len(self.batch_sizes) / self.num_replicas)
-
-    def resume_at(self, epoch: int, batches_done: int) -> None:
-        """Make the next iteration over ``epoch`` start after its first ``batches_done`` batches."""
-        self.resume_position = (epoch, batches_done)
 
     def global_batches(self) -> list[list[int]]:
         """The batches of the current epoch over all ranks, in order, before dealing them out."""
@@ -119,17 +110,8 @@ class TokenBudgetSampler(DistributedSampler):
         # A generator, so the epoch's batches are made at the first `next`, not when the DataLoader's
         # iterator is built: with ``batch_size=None`` the DataLoader calls `iter` on this sampler itself,
         # and Lightning builds the iterator of a resumed epoch before it calls `set_epoch`.
-        batches = self.global_batches()
-        total = len(self) * self.num_replicas
-        if batches and total > len(batches):  # repeat the start so that every rank gets len(self)
-            batches += (batches * math.ceil(total / len(batches)))[: total - len(batches)]
-        shard = batches[self.rank : total : self.num_replicas]
-        if self.resume_position is not None:
-            epoch, batches_done = self.resume_position
-            self.resume_position = None
-            if epoch == self.epoch:
-                shard = shard[batches_done:]
-        yield from shard
+        shard = rank_shard(self.global_batches(), len(self) * self.num_replicas, self.rank, self.num_replicas)
+        yield from shard[self.batches_to_skip() :]
 
 
 class ColumnBatchCollator:

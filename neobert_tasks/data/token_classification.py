@@ -31,6 +31,7 @@ import datasets
 import torch
 
 from neobert_tasks.data.base import TokenizedDataModule
+from neobert_tasks.data.collator import padded_length
 from neobert_tasks.data.conll import CONLL_SUFFIXES, find_word_split_files, load_conll_split
 from neobert_tasks.data.predict_text import (
     PREDICT_SPLIT,
@@ -80,7 +81,7 @@ class TokenClassificationCollator:
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         longest = max(len(feature["input_ids"]) for feature in features)
-        length = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        length = padded_length(longest, self.pad_to_multiple_of)
         batch = {}
         for key, pad_value in self.pad_values.items():
             if key not in features[0]:

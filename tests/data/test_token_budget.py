@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from neobert_tasks.data import DataError, GLUEDataModule, TokenBudgetSampler
-from neobert_tasks.data.token_budget import ColumnBatchCollator, padded_length, token_budget_batch_sizes
+from neobert_tasks.data.collator import padded_length
+from neobert_tasks.data.token_budget import ColumnBatchCollator, token_budget_batch_sizes
 
 
 def random_lengths(count: int, seed: int = 0, low: int = 3, high: int = 60) -> list[int]:
