@@ -1,5 +1,5 @@
 """Lightning callbacks for what Lightning lacks: checkpointing on the task's own metric, exporting the
-best model in the Hugging Face format with a ``metrics.json``, and writing prediction files.
+best model as a self-contained model folder with a ``metrics.json``, and writing prediction files.
 """
 
 from __future__ import annotations
@@ -13,6 +13,12 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
+
+from neobert_tasks.errors import ConfigError
+from neobert_tasks.export.folder import export_model_folder
+from neobert_tasks.export.graph import check_graph_formats
+from neobert_tasks.export.run_facts import card_facts
+from neobert_tasks.model.pooling import POOLING_MODES
 
 
 def run_directory(trainer: L.Trainer) -> Path:
@@ -85,17 +91,33 @@ class BestModelCheckpoint(ModelCheckpoint):
 
 
 class ExportBestModel(L.Callback):
-    """At the end of ``fit``: load the best checkpoint's weights, ``save_pretrained`` the model and the
-    tokenizer to ``<run dir>/<directory>``, and write ``<run dir>/metrics.json`` with the best scores.
+    """At the end of ``fit``: load the best checkpoint's weights, write them to ``<run dir>/<directory>`` as a
+    self-contained model folder (see `neobert_tasks.export.folder`: Hugging Face weights and config, the
+    remote code that loads them without neobert_tasks, the tokenizer, sentence-transformers files, a model
+    card, and ONNX or ``torch.export`` graphs if asked), then ``<run dir>/metrics.json`` with the best scores.
 
     Args:
         directory: Folder inside the run directory that receives the exported model.
         enabled: Set false to skip the export.
+        pooling: Sentence-embedding pooling written for sentence-transformers: mean or cls.
+        formats: Graph formats to add to the folder: onnx (``model.onnx``, checked against PyTorch with
+            onnxruntime) and/or pt2 (``model.pt2``, a ``torch.export`` program).
+        license: Licence written into the model card's metadata (NeoBERT itself is MIT).
     """
 
-    def __init__(self, directory: str = "export", enabled: bool = True):
-        self.directory = directory
-        self.enabled = enabled
+    def __init__(
+        self,
+        directory: str = "export",
+        enabled: bool = True,
+        pooling: str = "mean",
+        formats: list[str] | None = None,
+        license: str = "mit",
+    ):
+        if pooling not in POOLING_MODES:
+            raise ConfigError(f"export.pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}.")
+        self.formats = list(formats or [])
+        check_graph_formats(self.formats)
+        self.directory, self.enabled, self.pooling, self.license = directory, enabled, pooling, license
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.enabled or trainer.sanity_checking:
@@ -109,10 +131,6 @@ class ExportBestModel(L.Callback):
         if not trainer.is_global_zero:
             return
         export_dir = run_dir / self.directory
-        pl_module.model.save_pretrained(export_dir)
-        tokenizer = getattr(trainer.datamodule, "tokenizer", None)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(export_dir)
         best_score = getattr(checkpoint, "best_model_score", None)
         summary = {
             "monitor": getattr(checkpoint, "monitor", None),
@@ -121,6 +139,21 @@ class ExportBestModel(L.Callback):
             "export_dir": str(export_dir),
             "best_metrics": getattr(checkpoint, "best_metrics", {}),
         }
+        datamodule = trainer.datamodule
+        differences = export_model_folder(
+            pl_module.model,
+            export_dir,
+            tokenizer=getattr(datamodule, "tokenizer", None),
+            pooling=self.pooling,
+            max_seq_length=getattr(datamodule, "max_length", None),
+            card=card_facts(trainer, pl_module, summary, self.license),
+            training_config=run_dir / "config.yaml",
+            formats=self.formats,
+        )
+        for name, difference in differences.items():
+            if difference is not None:
+                rank_zero_info(f"{name}: largest difference to PyTorch {difference:.2e}")
+        # Written last: a run folder with metrics.json holds a finished export (the GLUE suite relies on it).
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         rank_zero_info(f"Exported the best model to {export_dir}; scores in {run_dir / 'metrics.json'}")
 

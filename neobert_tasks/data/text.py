@@ -38,7 +38,8 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from neobert_tasks.data.base import HUB_ID_PATTERN, EncodeFunction, TokenizedDataModule, load_tokenizer
-from neobert_tasks.data.collator import padded_length
+from neobert_tasks.data.collator import ModelInputCollator, padded_length
+from neobert_tasks.data.predict_text import PREDICT_SPLIT, load_text_file
 from neobert_tasks.data.sources import (
     DataError,
     MissingDataError,
@@ -88,6 +89,12 @@ def split_documents(batch: dict[str, list], *, tokenizer, text_column: str, max_
     texts = [text for text in batch[text_column] if text and text.strip()]
     encoded = tokenizer(texts, truncation=True, max_length=max_length, return_overflowing_tokens=True)
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+
+def encode_texts(batch: dict[str, list], indices: list[int], *, tokenizer, max_length: int) -> dict:
+    """One row per text, truncated to ``max_length`` tokens, with its row number as ``idx``."""
+    encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "idx": indices}
 
 
 class PackedCollator:
@@ -180,6 +187,8 @@ class TextDataModule(TokenizedDataModule):
         cache_dir: datasets cache directory; None uses HF_DATASETS_CACHE.
         max_tokens: Size training batches by padded tokens instead of ``batch_size`` rows (unpacked rows;
             packed rows all have ``max_length`` tokens); auto keeps ``batch_size`` rows on average.
+        predict_file: Texts whose ``[MASK]`` tokens ``predict`` fills in: a .txt file with one text per
+            line, or a .jsonl/.json/.parquet file with a ``text`` column; no other data is needed then.
     """
 
     def __init__(
@@ -205,13 +214,15 @@ class TextDataModule(TokenizedDataModule):
         limit_eval_samples: int | None = None,
         cache_dir: str | None = None,
         max_tokens: int | Literal["auto"] | None = None,
+        predict_file: str | None = None,
     ) -> None:
         super().__init__(
             tokenizer, max_length, batch_size, eval_batch_size, num_workers, group_by_length,
             pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir,
             max_tokens=max_tokens,
         )  # fmt: skip
-        if (dataset is None) == (data_dir is None):
+        only_predicting = predict_file is not None and dataset is None and data_dir is None
+        if (dataset is None) == (data_dir is None) and not only_predicting:
             raise DataError("Set exactly one of data.dataset (a hub id) and data.data_dir (a local folder).")
         if streaming and data_dir is not None:
             raise DataError("data.streaming applies to hub datasets only; unset it for data.data_dir.")
@@ -222,7 +233,8 @@ class TextDataModule(TokenizedDataModule):
         self.dataset_name, self.dataset_config, self.data_dir = dataset, dataset_config, data_dir
         self.text_column, self.packing, self.streaming = text_column, packing, streaming
         self.validation_fraction, self.train_tokenizer = validation_fraction, train_tokenizer
-        self.tokenizer_vocab_size = tokenizer_vocab_size
+        self.tokenizer_vocab_size, self.predict_file = tokenizer_vocab_size, predict_file
+        self._predict_texts: list[str] | None = None
         self.model_input_keys = PACKED_KEYS if packing else ("input_ids", "attention_mask")
         self.save_hyperparameters()
 
@@ -395,6 +407,60 @@ class TextDataModule(TokenizedDataModule):
         if self.streaming:
             return self._loader(self._shard_stream(dataset), self.eval_batch_size)
         return super()._eval_loader(dataset)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Filling in the [MASK] tokens of a predict file.
+
+    @property
+    def predict_split_names(self) -> list[str]:
+        """The predict file's split when `predict_file` is set, else the test (or validation) split."""
+        return [PREDICT_SPLIT] if self.predict_file is not None else super().predict_split_names
+
+    def _predicting_from_file(self) -> bool:
+        return (
+            self.predict_file is not None and self.trainer is not None and self.trainer.state.fn == "predict"
+        )
+
+    def prepare_data(self) -> None:
+        """Tokenize the splits into the cache; to predict a `predict_file`, nothing (setup reads it)."""
+        if not self._predicting_from_file():
+            super().prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        """As the base class; `predict` with a `predict_file` tokenizes that file's texts, one per row."""
+        if stage != "predict" or self.predict_file is None:
+            return super().setup(stage)
+        texts = load_text_file(self.predict_file, self.cache_dir)
+        self._predict_texts = texts["text"]
+        without_mask = sum(self.tokenizer.mask_token not in text for text in self._predict_texts)
+        if without_mask:
+            rank_zero_warn(
+                f"{without_mask} of {len(texts)} texts of predict file '{self.predict_file}' hold no "
+                f"{self.tokenizer.mask_token} token: nothing is predicted for them."
+            )
+        self.datasets[PREDICT_SPLIT] = texts.map(
+            encode_texts,
+            batched=True,
+            with_indices=True,
+            remove_columns=texts.column_names,
+            fn_kwargs={"tokenizer": self.tokenizer, "max_length": self.max_length},
+            desc="Tokenizing the predict file",
+        )
+
+    def predict_dataloader(self) -> DataLoader | list[DataLoader]:
+        """Batches of the predict file's texts (with their ``idx``), else of the test or validation split."""
+        if self.predict_file is None:
+            return super().predict_dataloader()
+        collator = ModelInputCollator(
+            self.tokenizer, self.pad_to_multiple_of, ("input_ids", "attention_mask", "idx")
+        )
+        return self._loader(self._dataset(PREDICT_SPLIT), self.eval_batch_size, collate_fn=collator)
+
+    def predict_texts(self) -> list[str]:
+        """The predict file's texts, in ``idx`` order (after ``setup("predict")``)."""
+        if self._predict_texts is None:
+            raise DataError("No predict file is loaded; set data.predict_file and run predict.")
+        return list(self._predict_texts)
 
     def _shard_stream(self, dataset):
         """Under DDP each rank reads its own share of a stream (Lightning cannot shard an iterable)."""

@@ -6,7 +6,6 @@ these classes with no ``trust_remote_code``: transformers prefers a registered l
 """
 
 from transformers import (
-    AttentionInterface,
     AutoConfig,
     AutoModel,
     AutoModelForMaskedLM,
@@ -15,7 +14,7 @@ from transformers import (
     AutoModelForTokenClassification,
 )
 
-from neobert_tasks.model.attention import ATTENTION_BACKENDS, sdpa_varlen_attention
+from neobert_tasks.model.attention import ATTENTION_BACKENDS
 from neobert_tasks.model.configuration import NeoBERTConfig
 from neobert_tasks.model.heads import (
     NeoBERTForMaskedLM,
@@ -47,9 +46,6 @@ def _register() -> None:
         (AutoModelForQuestionAnswering, NeoBERTForQuestionAnswering),
     ):
         auto_class.register(NeoBERTConfig, model_class, exist_ok=True)
-    # transformers validates attn_implementation against its own registry; make our CPU reference
-    # varlen backend a known name (only NeoBERT's forward ever dispatches to it).
-    AttentionInterface.register("sdpa_varlen", sdpa_varlen_attention)
 
 
 _register()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from transformers import AttentionInterface
 
 # PyTorch's CPU flash-attention kernel is very slow to differentiate in bf16/fp16 on short sequences
 # (torch 2.13, Sapphire Rapids: 7× the explicit q·kᵀ/softmax/·v at 32 sequences of 16 tokens, 2.5× at
@@ -189,3 +190,8 @@ def attention_backend(name: str | None) -> tuple[Callable, bool]:
             f"Unknown attn_implementation {name!r} for NeoBERT; choose one of {sorted(ATTENTION_BACKENDS)}."
         )
     return ATTENTION_BACKENDS[name]
+
+
+# transformers validates attn_implementation against its own registry; make the CPU varlen backend a known
+# name (only NeoBERT's forward ever dispatches to it, through ATTENTION_BACKENDS).
+AttentionInterface.register("sdpa_varlen", sdpa_varlen_attention)

@@ -1,18 +1,37 @@
 """NeoBERT configuration, readable from the official ``chandar-lab/NeoBERT`` ``config.json`` as published.
 
 The official file carries a few keys that are not configuration at all (``kwargs``,
-``pretrained_model_name_or_path``, ``trust_remote_code``) and an ``auto_map`` that points at remote code.
-Both are dropped here so that a checkpoint saved by neobert_tasks does not send users back to remote
-code, while every real field keeps the official name so that the reference code can still read it.
+``pretrained_model_name_or_path``, ``trust_remote_code``) and an ``auto_map`` that points at the official
+remote code (``model.NeoBERT…``), which a folder saved here does not hold. Both are dropped, while every
+real field keeps the official name so that the reference code can still read it. An ``auto_map`` naming
+the remote-code files that neobert_tasks' exports carry (``configuration_neobert``, ``modeling_neobert``)
+is kept: it is what lets transformers load such a folder without this package.
 """
 
 from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-# Keys seen in published NeoBERT configs that describe how the file was written, not the model, and
-# the official auto_map, which would send users of a checkpoint we save back to remote code.
-_STRAY_KEYS = ("kwargs", "pretrained_model_name_or_path", "trust_remote_code", "auto_map")
+# Keys seen in published NeoBERT configs that describe how the file was written, not the model.
+_STRAY_KEYS = ("kwargs", "pretrained_model_name_or_path", "trust_remote_code")
+# The remote-code modules of an export (see neobert_tasks.export.remote_code).
+REMOTE_CODE_MODULES = ("configuration_neobert", "modeling_neobert")
+
+
+def names_remote_code(auto_map: dict) -> bool:
+    """Whether every class of ``auto_map`` lives in an export's remote-code modules.
+
+    Entries are ``module.Class``, prefixed with ``repo--`` once transformers has loaded them from the hub.
+    """
+    references = [
+        reference
+        for value in auto_map.values()
+        for reference in (value if isinstance(value, (list, tuple)) else [value])
+    ]
+    return all(
+        reference is None or reference.split("--")[-1].split(".")[0] in REMOTE_CODE_MODULES
+        for reference in references
+    )
 
 
 def swiglu_width(intermediate_size: int) -> int:
@@ -68,6 +87,8 @@ class NeoBERTConfig(PretrainedConfig):
     def __post_init__(self, **kwargs):
         for key in _STRAY_KEYS:
             kwargs.pop(key, None)
+        if not names_remote_code(kwargs.get("auto_map") or {}):
+            kwargs.pop("auto_map")  # the official remote code, which this folder does not hold
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"NeoBERTConfig: hidden_size {self.hidden_size} is not divisible by "

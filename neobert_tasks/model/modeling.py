@@ -17,9 +17,18 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput
 
 from neobert_tasks.errors import ConfigError
-from neobert_tasks.model import padding
 from neobert_tasks.model.attention import AttentionContext, attention_backend, sdpa_varlen_attention
 from neobert_tasks.model.configuration import NeoBERTConfig
+from neobert_tasks.model.padding import (
+    document_ids,
+    document_slots,
+    gather_tokens,
+    is_packed,
+    padded_attention_mask,
+    positions_from_cu_seqlens,
+    scatter_tokens,
+    unpad,
+)
 from neobert_tasks.model.rope import apply_rotation, rotary_cos_sin, rotation_pairs
 
 # Compiled variants of the block's forward allowed before dynamo gives up on it (see compile_blocks).
@@ -112,6 +121,10 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
     at each document, or one flat packed row with ``cu_seqlens``; documents never attend to each other.
     """
 
+    # A task checkpoint's head weights, when the backbone alone is loaded from it (AutoModel,
+    # sentence-transformers): expected, not worth a warning.
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^dense\.", r"^classifier\.", r"^qa_outputs\."]
+
     def __init__(self, config: NeoBERTConfig):
         super().__init__(config)
         self.encoder = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
@@ -185,7 +198,7 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
                 raise ValueError(
                     "cu_seqlens describes one flat packed row: pass no attention_mask and batch 1."
                 )
-            position_ids = padding.positions_from_cu_seqlens(cu_seqlens, hidden.shape[1])
+            position_ids = positions_from_cu_seqlens(cu_seqlens, hidden.shape[1])
         batch_size, length = hidden.shape[:2]
         if position_ids is None:
             # Positions 0 … length-1: the longest and the absence of packing are known without reading
@@ -195,8 +208,8 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
             packed = False
         else:
             self._check_length(int(position_ids.max()) + 1 if position_ids.numel() else 0)
-            packed = cu_seqlens is not None or padding.is_packed(position_ids)
-        documents = padding.document_ids(attention_mask, position_ids, hidden.shape[:2])
+            packed = cu_seqlens is not None or is_packed(position_ids)
+        documents = document_ids(attention_mask, position_ids, hidden.shape[:2])
         attention, unpadded_input = attention_backend(self.config._attn_implementation)
         first_token_only = first_token_only and not output_hidden_states
         if unpadded_input:
@@ -252,7 +265,7 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
 
         ``masked`` is False when no attention mask was given: there is then no padding to look for.
         """
-        mask = padding.padded_attention_mask(documents, packed, self.blocks_compiled, padded=masked)
+        mask = padded_attention_mask(documents, packed, self.blocks_compiled, padded=masked)
         context = AttentionContext(mask=mask)
         keep_last = (slice(None), slice(0, 1)) if first_only else None  # each row's first token
         return self._run_blocks(
@@ -261,13 +274,13 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
 
     def _encode_unpadded(self, hidden, position_ids, documents, packed, attention, keep_hidden, first_only):
         """Varlen backends: unpad once on entry to ``(tokens, …)``, re-pad once on exit."""
-        unpadded = padding.unpad(documents)
-        hidden = padding.gather_tokens(hidden, unpadded)  # (tokens, hidden)
-        positions = padding.gather_tokens(position_ids, unpadded)  # (tokens,)
+        unpadded = unpad(documents)
+        hidden = gather_tokens(hidden, unpadded)  # (tokens, hidden)
+        positions = gather_tokens(position_ids, unpadded)  # (tokens,)
         context = AttentionContext(cu_seqlens=unpadded.cu_seqlens, max_seqlen=unpadded.max_seqlen)
         if attention is sdpa_varlen_attention:
-            context.slots, context.mask = padding.document_slots(unpadded.cu_seqlens, unpadded.max_seqlen)
-        repad = functools.partial(padding.scatter_tokens, unpadded=unpadded)
+            context.slots, context.mask = document_slots(unpadded.cu_seqlens, unpadded.max_seqlen)
+        repad = functools.partial(scatter_tokens, unpadded=unpadded)
         keep_last = None
         # Each row's first token is its document's first token when rows hold one document that starts
         # at position 0: then the last block needs only those, in row order, and nothing is re-padded.

@@ -141,6 +141,9 @@ def padded_attention_mask(
         # Padding queries may look anywhere: a fully masked row would make softmax return NaN.
         allowed |= (documents < 0).unsqueeze(-1)
         return allowed.unsqueeze(1)  # (batch, 1, L, L)
+    # A traced graph (torch.compile, torch.export, ONNX) cannot branch on the tensor's values: it always
+    # gets the mask, which is exact whether or not there is padding.
+    always = always or torch.compiler.is_compiling()
     if not always and (not padded or bool((documents >= 0).all())):
         return None
     return (documents >= 0)[:, None, None, :]

@@ -146,5 +146,4 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
 
     def predict_step(self, batch, batch_index, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         """One prediction per document, with its row number in the split as ``index``."""
-        logits = self.document_logits(batch)
-        return {"index": batch["idx"], "prediction": predictions_from_logits(logits, self.problem_type)}
+        return self.prediction_outputs(self.document_logits(batch), batch["idx"])

@@ -9,6 +9,7 @@ the same masked positions.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import torch
@@ -96,6 +97,7 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         lr_schedule: Decay after warmup: linear, cosine or constant.
         gradient_checkpointing: Recompute block activations in the backward pass to save memory.
         compile: ``torch.compile`` each transformer block for ``fit`` (dynamic shapes); slower first steps.
+        predict_top_k: ``predict`` writes this many most likely tokens for each ``[MASK]`` of a text.
     """
 
     head_class = NeoBERTForMaskedLM
@@ -121,7 +123,10 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         lr_schedule: str = "cosine",
         gradient_checkpointing: bool = False,
         compile: bool = False,
+        predict_top_k: int = 5,
     ):
+        if predict_top_k < 1:
+            raise ConfigError(f"model.predict_top_k must be a positive number, got {predict_top_k}.")
         if not 0.0 < mlm_probability < 1.0:
             raise ConfigError(f"model.mlm_probability must be in (0, 1), got {mlm_probability}.")
         if min(mask_replace_probability, random_replace_probability) < 0 or (
@@ -208,3 +213,52 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         self.log("val/accuracy", self.val_accuracy.compute(), add_dataloader_idx=False)
         self.val_loss.reset()
         self.val_accuracy.reset()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Prediction: the most likely tokens for each [MASK] of a text (what a fill-mask pipeline returns).
+
+    def predict_step(self, batch, batch_index, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """Per [MASK] token: its text's ``index``, its ``position`` and the top-k ``token_ids`` with their
+        probabilities (``scores``)."""
+        _, mask_id, _ = self._require_tokens()
+        hidden = self.model.model(
+            input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), return_dict=True
+        ).last_hidden_state  # (batch, length, hidden)
+        masked = batch["input_ids"] == mask_id  # (batch, length)
+        probabilities = self.model.decoder(hidden[masked]).float().softmax(dim=-1)  # (masks, vocab)
+        scores, token_ids = probabilities.topk(
+            min(self.hparams.predict_top_k, probabilities.shape[-1]), dim=-1
+        )
+        positions = torch.arange(masked.shape[1], device=masked.device).expand_as(masked)
+        return {
+            "index": batch["idx"][:, None].expand_as(masked)[masked],
+            "position": positions[masked],
+            "token_ids": token_ids,
+            "scores": scores,
+        }
+
+    def prediction_files(self, outputs: list[dict[str, list]], split_names: list[str], datamodule) -> dict:
+        """``<split>.jsonl``: per text, in order, the text and for each [MASK] (left to right) the top-k
+        tokens with their ids and probabilities."""
+        files = {}
+        texts = datamodule.predict_texts()
+        tokenizer = datamodule.tokenizer
+        for split_name, split_outputs in zip(split_names, outputs, strict=True):
+            masks: dict[int, list[tuple[int, list[dict]]]] = {index: [] for index in range(len(texts))}
+            for index, position, token_ids, scores in zip(
+                split_outputs.get("index", []), split_outputs.get("position", []),
+                split_outputs.get("token_ids", []), split_outputs.get("scores", []), strict=True,
+            ):  # fmt: skip
+                tokens = [
+                    {"token": tokenizer.decode([token_id]), "token_id": token_id, "score": score}
+                    for token_id, score in zip(token_ids, scores, strict=True)
+                ]
+                masks[index].append((position, tokens))
+            records = [
+                {"index": index, "text": texts[index], "masks": [
+                    {"position": position, "predictions": tokens} for position, tokens in sorted(masks[index])
+                ]}
+                for index in range(len(texts))
+            ]  # fmt: skip
+            files[f"{split_name}.jsonl"] = "".join(json.dumps(record) + "\n" for record in records)
+        return files

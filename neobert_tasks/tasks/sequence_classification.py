@@ -7,6 +7,7 @@ split's metrics are logged as ``val/<name>`` and the others as ``val/<name>_<spl
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import torch
@@ -194,22 +195,54 @@ class SequenceClassificationTask(NeoBERTTask):
 
     def predict_step(self, batch, batch_index, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         logits = self.model(**{k: v for k, v in self.model_inputs(batch).items() if k != "labels"}).logits
-        return {"index": batch["idx"], "prediction": predictions_from_logits(logits, self.problem_type)}
+        return self.prediction_outputs(logits, batch["idx"])
+
+    def prediction_outputs(self, logits: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per example: its ``index``, the ``prediction`` the metrics take and, for classification, the
+        class ``probabilities`` (softmax, or sigmoid per label for multi-label)."""
+        outputs = {"index": index, "prediction": predictions_from_logits(logits, self.problem_type)}
+        if self.problem_type == "single_label_classification":
+            outputs["probabilities"] = logits.float().softmax(dim=-1)
+        elif self.problem_type == "multi_label_classification":
+            outputs["probabilities"] = logits.float().sigmoid()
+        return outputs
 
     def prediction_files(self, outputs: list[dict[str, list]], split_names: list[str], datamodule) -> dict:
-        """One TSV per predicted split with ``index`` and ``prediction`` columns, in dataset order.
+        """Per predicted split, in dataset order: a TSV with ``index`` and ``prediction`` columns, and a JSONL
+        file with, per example, its ``index``, its label name, that label's ``score`` and every class's
+        ``probabilities`` (a regression's ``score`` is its prediction).
 
-        GLUE tasks get the benchmark's file names (``SST-2.tsv``, ``MNLI-m.tsv``, …) and label formats
+        GLUE tasks get the benchmark's TSV names (``SST-2.tsv``, ``MNLI-m.tsv``, …) and label formats
         (class names for MNLI, QNLI and RTE, ids for the other classification tasks, scores for STS-B);
-        other datasets get ``<split>.tsv`` with class names.
+        other datasets get ``<split>.tsv`` with class names. The JSONL file is named after the TSV.
         """
         files = {}
         for split_name, split_outputs in zip(split_names, outputs, strict=True):
-            rows = dict(zip(split_outputs["index"], split_outputs["prediction"], strict=True))
+            order = sorted(range(len(split_outputs["index"])), key=split_outputs["index"].__getitem__)
             lines = ["index\tprediction"]
-            lines += [f"{index}\t{self.format_prediction(rows[index])}" for index in sorted(rows)]
-            files[submission_file_name(self.task_name, split_name)] = "\n".join(lines) + "\n"
+            lines += [
+                f"{split_outputs['index'][row]}\t{self.format_prediction(split_outputs['prediction'][row])}"
+                for row in order
+            ]
+            tsv_name = submission_file_name(self.task_name, split_name)
+            files[tsv_name] = "\n".join(lines) + "\n"
+            records = [self.prediction_record(split_outputs, row) for row in order]
+            files[tsv_name.removesuffix(".tsv") + ".jsonl"] = "".join(json.dumps(r) + "\n" for r in records)
         return files
+
+    def prediction_record(self, split_outputs: dict[str, list], row: int) -> dict[str, Any]:
+        """One example's JSONL record: index, label(s), score and class probabilities."""
+        record: dict[str, Any] = {"index": split_outputs["index"][row]}
+        prediction = split_outputs["prediction"][row]
+        if self.problem_type == "regression":
+            return {**record, "score": prediction}
+        names = self.label_names or [str(index) for index in range(self.num_labels)]
+        probabilities = dict(zip(names, split_outputs["probabilities"][row], strict=True))
+        if self.problem_type == "multi_label_classification":
+            labels = [name for name, on in zip(names, prediction, strict=True) if on]
+            return {**record, "labels": labels, "probabilities": probabilities}
+        label = names[prediction]
+        return {**record, "label": label, "score": probabilities[label], "probabilities": probabilities}
 
     def format_prediction(self, value) -> str:
         """A class name, a class id (GLUE tasks scored on ids), names joined by commas, or a score."""

@@ -140,7 +140,8 @@ def test_glue_predict_writes_the_benchmark_submission_file(task, tmp_path, one_t
     spec = GLUE_TASKS[task]
     output_dir = Path(cli.trainer.log_dir) / "predictions"
     # The shared copies have no test split: the (first) validation split is predicted.
-    assert [path.name for path in output_dir.iterdir()] == [f"{GLUE_SUBMISSION_NAMES[task]}.tsv"]
+    name = GLUE_SUBMISSION_NAMES[task]
+    assert sorted(path.name for path in output_dir.iterdir()) == [f"{name}.jsonl", f"{name}.tsv"]
     rows = read_submission(output_dir / f"{GLUE_SUBMISSION_NAMES[task]}.tsv")
 
     split = pd.read_parquet(shared_path("data", "glue", task, f"{spec.validation_splits[0]}.parquet"))

@@ -1,0 +1,80 @@
+"""A self-contained model folder: what every export writes, whatever the head.
+
+* ``config.json`` (with an ``auto_map`` naming the remote code for every Auto class) and
+  ``model.safetensors``, whose tensor names are the official checkpoint's;
+* ``configuration_neobert.py`` and ``modeling_neobert.py``, generated from this package's model code, so
+  ``from_pretrained(folder, trust_remote_code=True)`` and the pipelines work without neobert_tasks;
+* the tokenizer;
+* ``modules.json``, ``sentence_bert_config.json`` and ``1_Pooling/``, so sentence-transformers loads it;
+* ``README.md``, the model card, and ``training_config.yaml``, the run's resolved config, when known;
+* ``model.onnx`` and ``model.pt2`` when asked for.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from neobert_tasks.export.graph import GRAPH_FORMATS, save_onnx, save_program
+from neobert_tasks.export.model_card import CardFacts, write_model_card
+from neobert_tasks.export.remote_code import AUTO_MAP, write_remote_code
+from neobert_tasks.export.sentence_transformers import write_sentence_transformers_files
+
+TRAINING_CONFIG = "training_config.yaml"
+
+
+def export_model_folder(
+    model: PreTrainedModel,
+    directory: str | Path,
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    pooling: str = "mean",
+    max_seq_length: int | None = None,
+    card: CardFacts | None = None,
+    training_config: str | Path | None = None,
+    formats: list[str] | tuple[str, ...] = (),
+) -> dict[str, float | None]:
+    """Write ``model`` (any NeoBERT class) and what it needs into ``directory``.
+
+    Args:
+        model: The model to export, with its weights as they should be shipped.
+        directory: The folder to write; created if needed, files of an earlier export overwritten.
+        tokenizer: Saved beside the model; pipelines and sentence-transformers need it.
+        pooling: How sentence-transformers pools token states into a sentence embedding: mean or cls.
+        max_seq_length: Longest input sentence-transformers feeds the model; the model's own by default.
+        card: Facts for the model card; without them no ``README.md`` is written.
+        training_config: The run's resolved config, copied as ``training_config.yaml``.
+        formats: Graph formats to add: ``onnx`` and/or ``pt2``. Earlier graph files not asked for again
+            are removed, since they would hold other weights.
+
+    Returns:
+        For each graph format written, its largest difference to PyTorch where one was measured.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # The auto_map tells transformers which remote-code class serves each Auto class.
+    model.config.auto_map = dict(AUTO_MAP)
+    model.save_pretrained(directory)
+    write_remote_code(directory)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    write_sentence_transformers_files(
+        directory, model.config.hidden_size, max_seq_length or model.config.max_length, pooling
+    )
+    if training_config is not None and Path(training_config).is_file():
+        shutil.copyfile(training_config, directory / TRAINING_CONFIG)
+    if card is not None:
+        write_model_card(directory, card)
+    differences: dict[str, float | None] = {}
+    for name, file_name in GRAPH_FORMATS.items():
+        if name not in formats:
+            for stale in directory.glob(f"{file_name}*"):  # model.onnx and its external data, if any
+                stale.unlink()
+        elif name == "onnx":
+            differences[name] = save_onnx(model, directory)[1]
+        else:
+            save_program(model, directory)
+            differences[name] = None
+    return differences

@@ -1,0 +1,112 @@
+"""What an export learns from the Lightning run that made it: the model card's facts.
+
+Everything is read from the objects of the run (the task's and the datamodule's saved hyper-parameters,
+the trainer, the best scores), so the card describes the run that was, not the config's defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from neobert_tasks.data.glue import GLUE_HUB_ID
+from neobert_tasks.export.model_card import CardFacts
+
+# Task and datamodule hyper-parameters a reader of the card needs to judge and repeat the run.
+REPORTED_TASK_SETTINGS = (
+    "learning_rate", "weight_decay", "betas", "warmup_fraction", "warmup_steps", "lr_schedule",
+    "final_lr_fraction", "classifier_dropout", "mlm_probability",
+)  # fmt: skip
+REPORTED_DATA_SETTINGS = ("batch_size", "max_length", "max_tokens", "stride", "doc_stride")
+
+
+def _hub_dataset(datamodule: Any) -> tuple[str | None, str | None]:
+    """(hub id, config) of the training data: GLUE's own, or the hub dataset a datamodule loaded."""
+    task_name = getattr(datamodule, "task_name", None)
+    if type(datamodule).__name__ == "GLUEDataModule":
+        return GLUE_HUB_ID, task_name  # a local copy of GLUE is still GLUE
+    if getattr(datamodule, "data_dir", None) is not None:
+        return None, None
+    hub_id = getattr(datamodule, "dataset_id", None) or getattr(datamodule, "dataset_name", None)
+    return hub_id, getattr(datamodule, "dataset_config", None)
+
+
+def _data_name(datamodule: Any, dataset: str | None, dataset_config: str | None) -> str:
+    """A short name for the data: the GLUE task, the hub dataset's name, or the data folder's."""
+    if dataset_config or dataset:
+        return dataset_config or dataset.split("/")[-1]
+    data_dir = getattr(datamodule, "data_dir", None)
+    return Path(data_dir).name if data_dir else "text"
+
+
+def _data_description(datamodule: Any, dataset: str | None, dataset_config: str | None) -> str:
+    """Where the training data came from, in words, for the card's first sentence."""
+    data_dir = getattr(datamodule, "data_dir", None)
+    if dataset:
+        hub = f"[{dataset}](https://huggingface.co/datasets/{dataset})"
+        name = f"{hub} ({dataset_config})" if dataset_config else hub
+        return f"{name}, from the local copy `{data_dir}`" if data_dir else name
+    return f"the local data in `{data_dir}`" if data_dir else "local data"
+
+
+def _initialisation(hparams: Any) -> str:
+    """What the weights started from: a checkpoint, or a random model of the given size."""
+    model_config = hparams.get("model_config")
+    if model_config is None:
+        return f"`{hparams.get('pretrained')}`"
+    size = ", ".join(f"{key} {value}" for key, value in model_config.items())
+    return f"a randomly initialised NeoBERT ({size})"
+
+
+def _label_names(config) -> list[str] | None:
+    """The head's label names, when it has named labels (not transformers' LABEL_0, LABEL_1 …)."""
+    id2label = getattr(config, "id2label", None) or {}
+    names = [str(id2label[index]) for index in sorted(id2label)]
+    if not names or names == [f"LABEL_{index}" for index in range(len(names))]:
+        return None
+    return names
+
+
+def _settings(hparams: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: hparams[name] for name in names if name in hparams and hparams[name] is not None}
+
+
+def card_facts(
+    trainer: L.Trainer, pl_module: L.LightningModule, summary: dict[str, Any], license: str
+) -> CardFacts:
+    """The model card's facts for the model ``pl_module`` exports at the end of ``trainer.fit``."""
+    datamodule = trainer.datamodule
+    model = pl_module.model
+    hparams = pl_module.hparams
+    data_hparams = getattr(datamodule, "hparams", {}) if datamodule is not None else {}
+    dataset, dataset_config = _hub_dataset(datamodule)
+    pretrained = hparams.get("pretrained") if hparams.get("model_config") is None else None
+    is_hub_id = pretrained is not None and not os.path.exists(os.path.expanduser(pretrained))
+    settings = {
+        **_settings(hparams, REPORTED_TASK_SETTINGS),
+        **_settings(data_hparams, REPORTED_DATA_SETTINGS),
+        "epochs": trainer.current_epoch,  # at the end of fit: the epochs completed
+        "optimizer_steps": trainer.global_step,
+        "precision": trainer.precision,
+        "devices": trainer.world_size,
+        "seed": os.environ.get("PL_GLOBAL_SEED"),
+    }
+    return CardFacts(
+        model_name=f"neobert-{_data_name(datamodule, dataset, dataset_config)}".lower(),
+        architecture=type(model).__name__,
+        base_model=pretrained if is_hub_id else None,
+        label_names=_label_names(model.config),
+        dataset=dataset,
+        dataset_config=dataset_config,
+        data_description=_data_description(datamodule, dataset, dataset_config),
+        initialisation=_initialisation(hparams),
+        best_metrics=summary.get("best_metrics") or {},
+        monitor=summary.get("monitor"),
+        hyperparameters={key: value for key, value in settings.items() if value is not None},
+        max_length=data_hparams.get("max_length") if data_hparams else None,
+        command="python -m neobert_tasks fit --config training_config.yaml",
+        license=license,
+    )
