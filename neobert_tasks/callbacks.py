@@ -19,11 +19,7 @@ from neobert_tasks.export.folder import export_model_folder
 from neobert_tasks.export.graph import check_graph_formats
 from neobert_tasks.export.run_facts import card_facts
 from neobert_tasks.model.pooling import POOLING_MODES
-
-
-def run_directory(trainer: L.Trainer) -> Path:
-    """The run's log directory (first logger's version folder), or the root directory without loggers."""
-    return Path(trainer.log_dir if trainer.loggers else trainer.default_root_dir)
+from neobert_tasks.run_directory import run_directory
 
 
 def _metric_value(value: Any) -> float:
@@ -127,7 +123,7 @@ class ExportBestModel(L.Callback):
         if best_path:
             state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
             pl_module.load_state_dict(state)
-        run_dir = run_directory(trainer)  # every rank: trainer.log_dir broadcasts from rank 0 under DDP
+        run_dir = run_directory(trainer)
         if not trainer.is_global_zero:
             return
         export_dir = run_dir / self.directory
@@ -182,7 +178,6 @@ class PredictionWriter(BasePredictionWriter):
             gathered = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(gathered, outputs)
             outputs = [merge_outputs([part[split] for part in gathered]) for split in range(len(outputs))]
-        # Every rank: trainer.log_dir (in run_directory) broadcasts from rank 0 under DDP.
         output_dir = Path(self.output_dir) if self.output_dir else run_directory(trainer) / "predictions"
         if not trainer.is_global_zero:
             return

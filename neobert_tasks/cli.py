@@ -19,9 +19,11 @@ from __future__ import annotations
 import copy
 import sys
 import warnings
+from pathlib import Path
 
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -35,6 +37,7 @@ from neobert_tasks.resume import (
     load_checkpoint_file,
     use_atomic_checkpoints,
 )
+from neobert_tasks.run_directory import RunConfigCallback, RunDirectory, next_version
 from neobert_tasks.tasks.base import NeoBERTTask
 from neobert_tasks.training_guard import NonFiniteLossGuard
 
@@ -69,11 +72,14 @@ class NeoBERTCLI(LightningCLI):
         for source, target in LINKED_ARGUMENTS:
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
 
+    _run_version: int = 0
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
+        root = trainer.default_root_dir or "runs"
+        self._run_version = self._resume_version if self._resume_version is not None else next_version(root)
         if trainer.logger is None or trainer.logger is True:
-            root = trainer.default_root_dir or "runs"
             # `fit --ckpt_path last` continues the resumed run's folder rather than starting version_N+1.
             version = {"version": self._resume_version} if self._resume_version is not None else {}
             trainer.logger = [
@@ -147,12 +153,17 @@ class NeoBERTCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
         use_atomic_checkpoints(trainer)
-        # Each logger picks its own next version number; make them share the first one's folder.
-        if len(trainer.loggers) > 1:
-            version = trainer.loggers[0].version
-            for logger in trainer.loggers[1:]:
-                if hasattr(logger, "_version"):
-                    logger._version = version
+        # The run folder is <root>/version_N whatever the loggers (see neobert_tasks.run_directory): the
+        # TensorBoard and CSV loggers writing under <root> use N, and so do the checkpoints.
+        root = Path(trainer.default_root_dir).resolve()
+        run_dir = root / f"version_{self._run_version}"
+        for logger in trainer.loggers:
+            if isinstance(logger, (TensorBoardLogger, CSVLogger)) and Path(logger.root_dir).resolve() == root:
+                logger._version = self._run_version  # the loggers' own "next version" may differ
+        trainer.callbacks.append(RunDirectory(str(run_dir)))
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.dirpath is None:
+            checkpoint.dirpath = str(run_dir / "checkpoints")
         return trainer
 
 
@@ -177,6 +188,16 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
         raise SystemExit(2) from None
 
 
+def console_main() -> int:
+    """The ``neobert-tasks`` console command: ``main`` with exit status 0 once the run has finished.
+
+    (The generated console wrapper passes the return value to ``sys.exit``, which would turn the CLI object
+    that ``main`` returns into status 1.)
+    """
+    main()
+    return 0
+
+
 def _user_input_error(error: BaseException | None) -> UserInputError | None:
     """The `UserInputError` that `error` is or was raised from, else None.
 
@@ -197,6 +218,7 @@ def _build_cli(args: list[str] | None, run: bool) -> NeoBERTCLI:
         TokenizedDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        save_config_callback=RunConfigCallback,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"default_root_dir": "runs"},
         parser_kwargs={"parser_mode": "omegaconf"},

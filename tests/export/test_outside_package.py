@@ -314,3 +314,30 @@ def test_fill_mask_pipeline_agrees_with_predict(exports, outside):
             assert [item["token"] for item in theirs] == [item["token_id"] for item in ours["predictions"]]
             for mine, pipe in zip(ours["predictions"], theirs, strict=True):
                 assert abs(mine["score"] - pipe["score"]) <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["sequence", "token", "qa", "mlm"])
+def test_model_card_parses_with_huggingface_hub(name, exports):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(exports[name].export / "README.md")
+    data = card.data
+    pipeline_tags = {"sequence": "text-classification", "token": "token-classification",
+                     "qa": "question-answering", "mlm": "fill-mask"}  # fmt: skip
+    assert data.pipeline_tag == pipeline_tags[name]
+    assert data.library_name == "transformers" and data.license == "mit" and data.language == "en"
+    summary = json.loads((exports[name].export.parent / "metrics.json").read_text())
+    scores = {key: value for key, value in summary["best_metrics"].items()
+              if key.startswith("val/") and not key.endswith("loss")}  # fmt: skip
+    assert scores  # every head reports a validation score
+    reported = {result.metric_name: result.metric_value for result in data.eval_results}
+    assert reported == {key: pytest.approx(value, abs=1e-6) for key, value in scores.items()}
+    assert all(result.dataset_split == "validation" for result in data.eval_results)
+    if name == "token":
+        assert data.datasets is None  # local CoNLL files: no hub id to claim
+        assert "| 1 | B-PER |" in card.text
+    if name == "sequence":
+        assert "| 0 | negative |" in card.text and "| 1 | positive |" in card.text
+    for section in ("## Use it", "## Training", "## Intended use and limits", "training_config.yaml"):
+        assert section in card.text, section
+    assert (exports[name].export / "training_config.yaml").is_file()

@@ -1,0 +1,101 @@
+"""``python -m neobert_tasks.export MODEL_DIR [--output DIR] [--formats onnx pt2] [--pooling mean|cls]``.
+
+Re-export a model folder as a self-contained one (see `neobert_tasks.export.folder`): an export of an
+earlier neobert_tasks version that lacks the remote code, a folder to which ONNX should be added, or any
+NeoBERT checkpoint directory (the official one included). The model card and training config of the
+folder are kept. ``fit`` writes the same folder at its end (``--export.formats`` and ``--export.pooling``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from neobert_tasks.errors import MissingPathError, UserInputError
+from neobert_tasks.export.folder import TRAINING_CONFIG, export_model_folder
+from neobert_tasks.export.graph import GRAPH_FORMATS, check_graph_formats
+from neobert_tasks.model import (
+    NeoBERTConfig,
+    NeoBERTForMaskedLM,
+    NeoBERTForQuestionAnswering,
+    NeoBERTForSequenceClassification,
+    NeoBERTForTokenClassification,
+    NeoBERTModel,
+)
+from neobert_tasks.model.pooling import POOLING_MODES
+
+# config.json "architectures" → class; the official checkpoint names its classes NeoBERT and NeoBERTLMHead.
+ARCHITECTURES = {
+    model_class.__name__: model_class
+    for model_class in (
+        NeoBERTModel,
+        NeoBERTForMaskedLM,
+        NeoBERTForSequenceClassification,
+        NeoBERTForTokenClassification,
+        NeoBERTForQuestionAnswering,
+    )
+} | {"NeoBERT": NeoBERTModel, "NeoBERTLMHead": NeoBERTForMaskedLM}
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m neobert_tasks.export", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("model_dir", help="the model folder to export (config.json and model.safetensors)")
+    parser.add_argument("--output", help="where to write the folder; default: MODEL_DIR itself")
+    parser.add_argument(
+        "--formats", nargs="*", default=[], choices=sorted(GRAPH_FORMATS), help="graphs to add"
+    )
+    parser.add_argument(
+        "--pooling", default="mean", choices=POOLING_MODES, help="sentence-transformers pooling"
+    )
+    parser.add_argument("--max_seq_length", type=int, help="longest input for sentence-transformers")
+    return parser.parse_args(argv)
+
+
+def export_directory(arguments: argparse.Namespace) -> Path:
+    """Load ``model_dir`` with the package's class for its architecture and write the export."""
+    source = Path(arguments.model_dir).expanduser()
+    if not (source / "config.json").is_file():
+        raise MissingPathError(f"'{source}' is not a model folder: it has no config.json.")
+    check_graph_formats(arguments.formats)
+    config = NeoBERTConfig.from_pretrained(source)
+    architecture = (config.architectures or ["NeoBERTModel"])[0]
+    if architecture not in ARCHITECTURES:
+        raise UserInputError(
+            f"config.json of '{source}' names architecture {architecture!r}, not a NeoBERT one."
+        )
+    model = ARCHITECTURES[architecture].from_pretrained(source).eval()
+    has_tokenizer = any((source / name).is_file() for name in ("tokenizer.json", "vocab.txt"))
+    tokenizer = AutoTokenizer.from_pretrained(source) if has_tokenizer else None
+    output = Path(arguments.output).expanduser() if arguments.output else source
+    output.mkdir(parents=True, exist_ok=True)
+    for kept in ("README.md", TRAINING_CONFIG):  # the card and the config describe the same model
+        if (source / kept).is_file() and output.resolve() != source.resolve():
+            shutil.copyfile(source / kept, output / kept)
+    differences = export_model_folder(
+        model, output, tokenizer=tokenizer, pooling=arguments.pooling,
+        max_seq_length=arguments.max_seq_length, formats=arguments.formats,
+    )  # fmt: skip
+    for name, difference in differences.items():
+        if difference is not None:
+            print(f"{GRAPH_FORMATS[name]}: largest difference to PyTorch {difference:.2e}")
+    print(f"Exported {architecture} to {output}")
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        export_directory(parse_arguments(argv))
+    except UserInputError as error:
+        print(f"neobert_tasks.export: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Where a run's files go: ``<trainer.default_root_dir>/version_N``, whichever loggers are configured.
+
+Lightning puts a run's files in the first logger's folder: ``save_dir/name/version`` for TensorBoard and
+CSV, but the working directory (W&B, MLflow) or a folder named after the project and run id for others.
+The checkpoints, ``config.yaml``, ``export/``, ``metrics.json`` and predictions of a run would then move
+with the order of ``trainer.logger``, and ``fit --ckpt_path last``, which looks under
+``<default_root_dir>/version_*``, would not find them. The command line instead picks the run folder
+itself (the resumed run's, or the next free ``version_N``), gives it to the TensorBoard and CSV loggers it
+adds and to the checkpoint callback, and records it in a `RunDirectory` callback that the rest reads.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.cli import SaveConfigCallback
+
+
+def next_version(root_dir: str | Path) -> int:
+    """One more than the largest N of the ``<root_dir>/version_N`` folders, 0 when there is none."""
+    versions = [
+        int(match.group(1))
+        for path in Path(root_dir).glob("version_*")
+        if path.is_dir() and (match := re.fullmatch(r"version_(\d+)", path.name))
+    ]
+    return max(versions, default=-1) + 1
+
+
+class RunDirectory(L.Callback):
+    """Holds the run folder; at setup every rank takes rank 0's, in case a late process counted another N.
+
+    Args:
+        path: The run folder, ``<default_root_dir>/version_N``.
+    """
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.path = Path(trainer.strategy.broadcast(str(self.path)))
+
+
+def run_directory(trainer: L.Trainer) -> Path:
+    """The run folder: the command line's `RunDirectory`, else the first logger's folder (a Trainer built
+    in Python), else ``default_root_dir``."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, RunDirectory):
+            return callback.path
+    return Path(trainer.log_dir if trainer.loggers else trainer.default_root_dir)
+
+
+class RunConfigCallback(SaveConfigCallback):
+    """``SaveConfigCallback`` writing ``config.yaml`` into the run folder, not the first logger's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "save_to_log_dir": False})
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        directory = run_directory(trainer)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.parser.save(
+            self.config,
+            directory / self.config_filename,
+            skip_none=False,
+            overwrite=self.overwrite,
+            multifile=self.multifile,
+        )

@@ -1,0 +1,110 @@
+"""The export's remote code is generated from the package's model modules, and cannot drift from them.
+
+* Every model module is either in the generated files or declared package-only, so a new module cannot be
+  left out; the generated files import nothing of neobert_tasks and define every class ``auto_map`` names.
+* The official checkpoint's folder, re-exported (``python -m neobert_tasks.export``), keeps its tensor names
+  key for key, and its ``auto_map`` now names the export's own files instead of the official remote code.
+* The console command ``neobert-tasks`` ends a successful run with status 0.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+import neobert_tasks.model
+from neobert_tasks.export.__main__ import main as export_main
+from neobert_tasks.export.remote_code import (
+    AUTO_MAP,
+    PACKAGE_ONLY_MODULES,
+    REMOTE_CODE_FILES,
+    remote_code_source,
+)
+from neobert_tasks.model import NeoBERTConfig
+from tests.cli.helpers import DEBUG, quickstart_args
+from tests.model.official import write_official_checkpoint
+
+MODEL_PACKAGE = Path(neobert_tasks.model.__file__).parent
+
+
+def test_every_model_module_is_generated_or_declared_package_only():
+    modules = {path.stem for path in MODEL_PACKAGE.glob("*.py") if path.stem != "__init__"}
+    generated = {module for modules in REMOTE_CODE_FILES.values() for module in modules}
+    assert modules == generated | set(PACKAGE_ONLY_MODULES)
+
+
+@pytest.mark.parametrize("file_name", list(REMOTE_CODE_FILES))
+def test_generated_files_stand_alone(file_name):
+    source = remote_code_source(file_name)
+    tree = ast.parse(source)  # valid Python
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    roots = {name.split(".")[0] for name in imported if name}
+    assert "neobert_tasks" not in roots
+    # torch and transformers only (plus the standard library and flash-attn, imported on use).
+    assert roots - {"torch", "transformers", "flash_attn", "configuration_neobert"} <= {
+        "__future__", "collections", "dataclasses", "functools", "math",
+    }  # fmt: skip
+    # Every function and class of the package's modules is in the file as is: generated, not rewritten.
+    for module in REMOTE_CODE_FILES[file_name]:
+        module_source = (MODEL_PACKAGE / f"{module}.py").read_text()
+        for node in ast.parse(module_source).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                assert ast.get_source_segment(module_source, node) in source, f"{module}.py: {node.name}"
+
+
+def test_auto_map_names_classes_that_the_generated_files_define():
+    defined = {
+        file_name.removesuffix(".py"): {
+            node.name
+            for node in ast.parse(remote_code_source(file_name)).body
+            if isinstance(node, ast.ClassDef)
+        }
+        for file_name in REMOTE_CODE_FILES
+    }
+    for reference in AUTO_MAP.values():
+        module, name = reference.split(".")
+        assert name in defined[module], reference
+
+
+def test_official_folder_reexports_with_its_tensor_names(tmp_path):
+    official = tmp_path / "official"
+    state = write_official_checkpoint(official, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
+                                      intermediate_size=96, vocab_size=1000)  # fmt: skip
+    assert export_main([str(official), "--output", str(tmp_path / "export")]) == 0
+    with safe_open(tmp_path / "export" / "model.safetensors", "pt") as saved:
+        assert set(saved.keys()) == set(state)  # the official names: model.*, decoder.*
+    config = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert config["auto_map"] == AUTO_MAP and config["architectures"] == ["NeoBERTForMaskedLM"]
+    assert NeoBERTConfig.from_pretrained(official).to_dict().get("auto_map") is None  # the official one goes
+    for name in ("configuration_neobert.py", "modeling_neobert.py", "modules.json", "1_Pooling/config.json"):
+        assert (tmp_path / "export" / name).is_file(), name
+
+
+def test_export_command_refuses_a_folder_without_a_model(tmp_path, capsys):
+    assert export_main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"neobert_tasks.export: error: '{tmp_path}' is not a model folder: it has no config.json."
+    )
+
+
+def test_console_command_exits_with_status_0(tmp_path):
+    command = shutil.which("neobert-tasks")
+    if command is None:
+        pytest.skip("the neobert-tasks console command is not installed (pip install -e .)")
+    arguments = [*quickstart_args(tmp_path), "--config", DEBUG, "--trainer.limit_val_batches", "1"]
+    completed = subprocess.run(
+        [command, "validate", *map(str, arguments), "--trainer.default_root_dir", str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
