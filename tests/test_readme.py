@@ -23,8 +23,11 @@ import shlex
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
 
-from neobert_tasks.model import NeoBERTConfig, NeoBERTModel
+from neobert_tasks.export.__main__ import main as export_main
+from neobert_tasks.export.folder import export_model_folder
+from neobert_tasks.model import NeoBERTConfig, NeoBERTForSequenceClassification, NeoBERTModel
 from tests.cli.helpers import CPU, DEBUG, TINY, build_cli
 from tests.conftest import REPO_ROOT, shared_path, tiny_config_kwargs
 
@@ -40,6 +43,8 @@ RUN_ELSEWHERE = (
     "#SBATCH ",
     "[ $? -eq 143 ] && scontrol requeue",
 )
+# Marks a `python -m neobert_tasks.export` line among the command lines of a section.
+EXPORT_COMMAND = "neobert_tasks.export"
 # Shared data standing in for each task config's hub dataset (GLUE configs: ../shared/data/glue/<task>).
 SHARED_DATA = {
     "conll2003.yaml": ("data", "conll2003"),
@@ -75,7 +80,11 @@ def shell_lines(code: str) -> list[str]:
 
 
 def cli_arguments(line: str) -> list[str] | None:
-    """The arguments after ``python -m neobert_tasks`` in a line (also after ``torchrun …``/``srun``)."""
+    """The arguments after ``python -m neobert_tasks`` in a line (also after ``torchrun …``/``srun``);
+    for ``python -m neobert_tasks.export``, ``EXPORT_COMMAND`` then its arguments."""
+    export = re.match(r"python -m neobert_tasks\.export (.*)$", line)
+    if export is not None:
+        return [EXPORT_COMMAND, *shlex.split(export.group(1))]
     match = re.search(r"(?:python |torchrun .*?)-m neobert_tasks (?!\.)(.*)$", line)
     if match is None or line.startswith(RUN_ELSEWHERE[:2]):
         return None
@@ -130,9 +139,10 @@ def quick_arguments(arguments: list[str], workspace: Path) -> list[str]:
         "my_corpus": str(workspace / "my_corpus"),
         "my_tokenizer": str(shared_path("tokenizers", "bert-base-uncased")),
         "my_text.txt": str(workspace / "my_text.txt"),
+        "my_masked_text.txt": str(workspace / "my_masked_text.txt"),
     }
     arguments = [placeholders.get(argument, argument) for argument in arguments]
-    if "--print_config" in arguments:
+    if "--print_config" in arguments or arguments[0] == EXPORT_COMMAND:
         return arguments
     return [
         *arguments,
@@ -153,6 +163,7 @@ def workspace(tmp_path_factory) -> Path:
     (workspace / "my_text.txt").write_text(
         "George Washington visited Paris in 1789.\nAcme Corp hired Ann Lee.\n"
     )
+    (workspace / "my_masked_text.txt").write_text("the [MASK] flows past the mountain.\n")
     # SQuAD v2.0's validation split, which has unanswerable questions, doubles as its training split here.
     (workspace / "squad_v2").mkdir()
     for split in ("train", "validation"):
@@ -173,6 +184,9 @@ def workspace(tmp_path_factory) -> Path:
 def test_readme_commands_run(section, commands, workspace, monkeypatch, capsys):
     monkeypatch.chdir(workspace)
     for arguments in commands:
+        if arguments[0] == EXPORT_COMMAND:
+            assert export_main(arguments[1:]) == 0, f"{section}: {' '.join(arguments)}"
+            continue
         try:
             build_cli(*quick_arguments(arguments, workspace))
         except SystemExit as exit_info:  # --print_config ends the command once it has printed
@@ -182,9 +196,20 @@ def test_readme_commands_run(section, commands, workspace, monkeypatch, capsys):
 
 
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
-    """The Python blocks outside the GLUE suite's (tests/suite runs those), with a local tiny checkpoint."""
+    """The Python blocks outside the GLUE suite's (tests/suite runs those), with a local tiny checkpoint and,
+    for "Use your fine-tuned model", a tiny quickstart-like export (with ONNX) where the README expects it."""
     checkpoint = tmp_path / "neobert"
     NeoBERTModel(NeoBERTConfig(**tiny_config_kwargs())).save_pretrained(checkpoint)
+    labels = {"id2label": {0: "negative", 1: "positive"}, "label2id": {"negative": 0, "positive": 1}}
+    classifier = NeoBERTForSequenceClassification(NeoBERTConfig(**tiny_config_kwargs(), **labels))
+    tokenizer = AutoTokenizer.from_pretrained(REPO_ROOT / "data" / "tokenizer" / "bert-base-uncased")
+    export_model_folder(
+        classifier,
+        tmp_path / "runs" / "quickstart" / "version_0" / "export",
+        tokenizer=tokenizer,
+        formats=["onnx"],
+    )
+    monkeypatch.chdir(tmp_path)
     blocks = [code for heading, code in code_blocks("python") if heading != "GLUE suite"]
     assert blocks
     for code in blocks:
