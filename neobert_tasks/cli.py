@@ -155,11 +155,17 @@ class NeoBERTCLI(LightningCLI):
         use_atomic_checkpoints(trainer)
         # The run folder is <root>/version_N whatever the loggers (see neobert_tasks.run_directory): the
         # TensorBoard and CSV loggers writing under <root> use N, and so do the checkpoints.
+        # A version given to one of them (the GLUE suite's seed_<n>) names the folder instead.
         root = Path(trainer.default_root_dir).resolve()
-        run_dir = root / f"version_{self._run_version}"
-        for logger in trainer.loggers:
-            if isinstance(logger, (TensorBoardLogger, CSVLogger)) and Path(logger.root_dir).resolve() == root:
-                logger._version = self._run_version  # the loggers' own "next version" may differ
+        ours = [
+            logger
+            for logger in trainer.loggers
+            if isinstance(logger, (TensorBoardLogger, CSVLogger)) and Path(logger.root_dir).resolve() == root
+        ]
+        version = next((logger._version for logger in ours if logger._version is not None), self._run_version)
+        for logger in ours:
+            logger._version = version  # each logger's own "next version" may differ
+        run_dir = root / (version if isinstance(version, str) else f"version_{version}")
         trainer.callbacks.append(RunDirectory(str(run_dir)))
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.dirpath is None:

@@ -80,6 +80,7 @@ def export_directory(arguments: argparse.Namespace) -> Path:
     differences = export_model_folder(
         model, output, tokenizer=tokenizer, pooling=arguments.pooling,
         max_seq_length=arguments.max_seq_length, formats=arguments.formats,
+        remove_other_graphs=output.resolve() != source.resolve(),  # in place: the same weights
     )  # fmt: skip
     for name, difference in differences.items():
         if difference is not None:

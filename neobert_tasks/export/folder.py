@@ -35,6 +35,7 @@ def export_model_folder(
     card: CardFacts | None = None,
     training_config: str | Path | None = None,
     formats: list[str] | tuple[str, ...] = (),
+    remove_other_graphs: bool = True,
 ) -> dict[str, float | None]:
     """Write ``model`` (any NeoBERT class) and what it needs into ``directory``.
 
@@ -46,8 +47,9 @@ def export_model_folder(
         max_seq_length: Longest input sentence-transformers feeds the model; the model's own by default.
         card: Facts for the model card; without them no ``README.md`` is written.
         training_config: The run's resolved config, copied as ``training_config.yaml``.
-        formats: Graph formats to add: ``onnx`` and/or ``pt2``. Earlier graph files not asked for again
-            are removed, since they would hold other weights.
+        formats: Graph formats to add: ``onnx`` and/or ``pt2``.
+        remove_other_graphs: Remove graph files of an earlier export that ``formats`` does not ask for
+            again (they would hold other weights); False when the weights are those of that export.
 
     Returns:
         For each graph format written, its largest difference to PyTorch where one was measured.
@@ -70,6 +72,8 @@ def export_model_folder(
     differences: dict[str, float | None] = {}
     for name, file_name in GRAPH_FORMATS.items():
         if name not in formats:
+            if not remove_other_graphs:
+                continue
             for stale in directory.glob(f"{file_name}*"):  # model.onnx and its external data, if any
                 stale.unlink()
         elif name == "onnx":

@@ -72,6 +72,11 @@ def read_submission(path: Path) -> list[tuple[int, str]]:
     return [(int(index), prediction) for index, prediction in rows[1:]]
 
 
+def first_loader(loaders):
+    """The first split's loader (MNLI has two: matched, then mismatched)."""
+    return loaders[0] if isinstance(loaders, list) else loaders
+
+
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value for key, value in batch.items() if key in MODEL_INPUT_KEYS and key != "labels"}
 
@@ -88,7 +93,7 @@ def one_thread():
 @pytest.fixture(scope="module", params=["quickstart", "mnli"])
 def trained(request, tmp_path_factory, one_thread):
     """A short fit, then ``predict`` with its best checkpoint: the quickstart (names from the data) and
-    GLUE MNLI (three names from the task table; its shared copy has the matched validation split only)."""
+    GLUE MNLI (three names from the task table; the matched split is the first of its two predicted)."""
     tmp_path = tmp_path_factory.mktemp(request.param)
     if request.param == "quickstart":
         args = [*QUICKSTART_ARGS, *cache_args(tmp_path)]
@@ -141,7 +146,10 @@ def test_glue_predict_writes_the_benchmark_submission_file(task, tmp_path, one_t
     output_dir = Path(cli.trainer.log_dir) / "predictions"
     # The shared copies have no test split: the (first) validation split is predicted.
     name = GLUE_SUBMISSION_NAMES[task]
-    assert sorted(path.name for path in output_dir.iterdir()) == [f"{name}.jsonl", f"{name}.tsv"]
+    names = [name, "MNLI-mm"] if task == "mnli" else [name]  # MNLI: matched and mismatched
+    assert sorted(path.name for path in output_dir.iterdir()) == sorted(
+        f"{stem}.{suffix}" for stem in names for suffix in ("jsonl", "tsv")
+    )
     rows = read_submission(output_dir / f"{GLUE_SUBMISSION_NAMES[task]}.tsv")
 
     split = pd.read_parquet(shared_path("data", "glue", task, f"{spec.validation_splits[0]}.parquet"))
@@ -177,7 +185,7 @@ def test_exported_model_reloads_with_the_same_logits_and_label_names(trained):
     assert model.config.id2label == dict(enumerate(trained.labels))
     assert model.config.label2id == {name: index for index, name in enumerate(trained.labels)}
 
-    batch = next(iter(trained.fit.datamodule.val_dataloader()))
+    batch = next(iter(first_loader(trained.fit.datamodule.val_dataloader())))
     with torch.no_grad():
         expected = module.model(**model_inputs(batch)).logits
         reloaded = model(**model_inputs(batch)).logits
@@ -190,7 +198,7 @@ def test_exported_model_predicts_what_predict_wrote(trained):
     written = dict(read_submission(trained.submission))
     predicted = {}
     with torch.no_grad():
-        for batch in trained.predict.datamodule.predict_dataloader():
+        for batch in first_loader(trained.predict.datamodule.predict_dataloader()):
             classes = model(**model_inputs(batch)).logits.argmax(-1)
             predicted.update(zip(batch["idx"].tolist(), classes.tolist(), strict=True))
     assert written == {index: model.config.id2label[label] for index, label in predicted.items()}

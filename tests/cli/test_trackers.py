@@ -25,6 +25,7 @@ TRACKERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tracker", list(TRACKERS))
 def test_a_tracker_first_keeps_the_run_folder_and_resumes(tracker, tmp_path, monkeypatch):
     pytest.importorskip(

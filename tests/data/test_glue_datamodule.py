@@ -222,8 +222,12 @@ def test_each_task_loads_from_shared_copy(task, glue_dir, bert_tokenizer_dir, da
         assert set(datamodule.datasets[name].column_names) == {"input_ids", "attention_mask", "labels", "idx"}
 
 
-def test_mnli_uses_the_validation_splits_present(glue_dir, bert_tokenizer_dir, datasets_cache):
-    datamodule = make_glue("mnli", bert_tokenizer_dir, glue_dir / "mnli", datasets_cache)
+def test_mnli_uses_the_validation_splits_present(tmp_path, glue_dir, bert_tokenizer_dir, datasets_cache):
+    mnli = tmp_path / "mnli"  # a copy holding the matched validation split only
+    mnli.mkdir()
+    for split in ("train", "validation_matched"):
+        (mnli / f"{split}.parquet").symlink_to(glue_dir / "mnli" / f"{split}.parquet")
+    datamodule = make_glue("mnli", bert_tokenizer_dir, mnli, datasets_cache)
     # Known from the files before any loading (the model is built before setup).
     assert datamodule.validation_split_names == ["validation_matched"]
     assert datamodule.test_split_names == []

@@ -77,6 +77,7 @@ def test_auto_map_names_classes_that_the_generated_files_define():
         assert name in defined[module], reference
 
 
+@pytest.mark.slow
 def test_official_folder_reexports_with_its_tensor_names(tmp_path):
     official = tmp_path / "official"
     state = write_official_checkpoint(official, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
@@ -98,6 +99,7 @@ def test_export_command_refuses_a_folder_without_a_model(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_console_command_exits_with_status_0(tmp_path):
     command = shutil.which("neobert-tasks")
     if command is None:
