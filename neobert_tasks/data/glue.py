@@ -22,6 +22,7 @@ from neobert_tasks.data.sources import (
     load_hub_splits,
     load_local_splits,
     require_columns,
+    require_finite,
 )
 from neobert_tasks.data.text_classification import (
     REGRESSION,
@@ -194,9 +195,14 @@ class GLUEDataModule(TokenizedDataModule):
 
     def load_raw_splits(self, split_names: Sequence[str]) -> tuple[datasets.DatasetDict, dict[str, str]]:
         if self.data_dir is not None:
-            return load_local_splits(self.data_dir, split_names, self.cache_dir)
-        loaded, origins = load_hub_splits(GLUE_HUB_ID, self.task_name, self.cache_dir)
-        return datasets.DatasetDict({name: loaded[name] for name in split_names if name in loaded}), origins
+            raw, origins = load_local_splits(self.data_dir, split_names, self.cache_dir)
+        else:
+            loaded, origins = load_hub_splits(GLUE_HUB_ID, self.task_name, self.cache_dir)
+            raw = datasets.DatasetDict({name: loaded[name] for name in split_names if name in loaded})
+        # STS-B scores: checked on the whole split as loaded, so the row named is the row of the file.
+        for name, dataset in raw.items():
+            require_finite(dataset, "label", name, origins[name])
+        return raw, origins
 
     def empty_text_columns(self) -> Sequence[str]:
         return self.task.text_columns

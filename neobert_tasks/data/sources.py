@@ -6,11 +6,13 @@ A local directory holds one file (or several shards) per split, named after the 
 datasets cache and carry fingerprints, which is what lets later `Dataset.map` calls be cached.
 
 Every problem with the data is reported as a `DataError` whose message is one sentence naming the offending
-directory, file, split or column.
+directory, file, split or column. CSV/TSV rows whose field count differs from the header's are refused with
+their line (pandas would shift or drop fields silently), and so are non-finite numbers in a label column.
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -18,18 +20,23 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from neobert_tasks.errors import UserInputError
 
 # File suffix -> (datasets builder name, extra builder keyword arguments). Several suffixes share a builder.
-FILE_FORMATS: dict[str, tuple[str, dict[str, str]]] = {
+# index_col=False: pandas must never take the first field for an index when rows have one field more than
+# the header (the columns would shift silently); `check_csv_rows` refuses such rows beforehand.
+FILE_FORMATS: dict[str, tuple[str, dict[str, object]]] = {
     ".parquet": ("parquet", {}),
-    ".csv": ("csv", {}),
-    ".tsv": ("csv", {"delimiter": "\t"}),
+    ".csv": ("csv", {"index_col": False}),
+    ".tsv": ("csv", {"delimiter": "\t", "index_col": False}),
     ".json": ("json", {}),
     ".jsonl": ("json", {}),
 }
+# What a delimiter is called in the error about a row with more fields than the header.
+DELIMITER_NAMES = {",": "comma", "\t": "tab"}
 
 
 class DataError(UserInputError, ValueError):
@@ -93,6 +100,10 @@ def _load_files(split: str, files: list[Path], cache_dir: str | None) -> dataset
         if not _has_rows(path):
             raise DataError(f"Split '{split}' file '{path}' has no rows.")
     builder, builder_kwargs = FILE_FORMATS[files[0].suffix]
+    if builder == "csv":
+        # Checked on every load, not only when the datasets cache misses, so a bad file is never hidden.
+        for path in files:
+            check_csv_rows(path, str(builder_kwargs.get("delimiter", ",")))
     try:
         dataset = datasets.load_dataset(
             builder,
@@ -103,10 +114,73 @@ def _load_files(split: str, files: list[Path], cache_dir: str | None) -> dataset
         )
     except (ValueError, OSError, datasets.exceptions.DatasetGenerationError) as error:
         reason = error.__cause__ or error  # DatasetGenerationError hides the reader's message in its cause
-        raise DataError(f"Could not read split '{split}' from {[str(p) for p in files]}: {reason}") from error
+        raise DataError(
+            f"Could not read split '{split}' from {[str(p) for p in files]}: {str(reason).strip()}"
+        ) from error
     if len(dataset) == 0:
         raise DataError(f"Split '{split}' file '{files[0]}' has no rows.")
     return dataset
+
+
+def check_csv_rows(path: Path, delimiter: str) -> None:
+    """Raise `DataError` naming the first line of a CSV/TSV file whose field count differs from the header's.
+
+    pandas, which reads these files, takes the first field for an index when the first row has one field too
+    many, and fills short rows up with nulls: an unquoted comma (or tab) in a text, or a line break inside an
+    unquoted text, shifts or drops data without an error. pyarrow's parser tells cheaply whether any row is
+    off; only then does the `csv` module count again, because it knows the physical line each row starts on
+    (pyarrow counts rows, not lines, and treats a line of spaces as a row where pandas skips it).
+    """
+    try:
+        pa_csv.read_csv(
+            path,
+            parse_options=pa_csv.ParseOptions(
+                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=lambda row: "error"
+            ),
+            # The header is row 0 and fixes the field count; only the first column is converted, as bytes.
+            read_options=pa_csv.ReadOptions(autogenerate_column_names=True),
+            convert_options=pa_csv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.binary()}),
+        )
+        return
+    except (pa.ArrowException, OSError):
+        pass  # a row is off, or pyarrow cannot read the file: the exact count below decides
+    mismatch = _first_mismatched_line(path, delimiter)
+    if mismatch is None:
+        return
+    line, fields, header_fields, others = mismatch
+    if fields > header_fields:
+        hint = f"an unquoted {DELIMITER_NAMES.get(delimiter, repr(delimiter))} in the text?"
+    else:
+        hint = "a missing field, a line break in an unquoted text, or an unbalanced quote?"
+    more = f", and {others} more such row{'s' if others > 1 else ''}" if others else ""
+    raise DataError(
+        f"Data file '{path}' line {line} has {fields} field{'s' if fields != 1 else ''} where the header has"
+        f" {header_fields} ({hint}); quote the field or fix the row{more}."
+    )
+
+
+def _first_mismatched_line(path: Path, delimiter: str) -> tuple[int, int, int, int] | None:
+    """(line, fields, header fields, count of further such rows) of the first row that does not match the
+    header, lines counted from 1 (a quoted text may span several); None when every row matches."""
+    previous_limit = csv.field_size_limit(2**31 - 1)  # pandas reads fields of any size
+    try:
+        with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
+            rows = csv.reader(handle, delimiter=delimiter)
+            header_fields, first, count, end = None, None, 0, 0
+            for row in rows:
+                start, end = end + 1, rows.line_num
+                if len(row) <= 1 and not "".join(row).strip():
+                    continue  # pandas skips blank lines and lines of spaces
+                if header_fields is None:
+                    header_fields = len(row)
+                elif len(row) != header_fields:
+                    count += 1
+                    first = first or (start, len(row))
+    except csv.Error:
+        return None  # left to pandas, whose error names the file
+    finally:
+        csv.field_size_limit(previous_limit)
+    return None if first is None or header_fields is None else (*first, header_fields, count - 1)
 
 
 def load_local_splits(
@@ -202,3 +276,33 @@ def empty_text_rows(dataset: datasets.Dataset, columns: Iterable[str]) -> dict[s
         if rows.size:
             found[column] = rows
     return found
+
+
+def require_finite(dataset: datasets.Dataset, column: str, split: str, origin: str) -> None:
+    """Raise `DataError` naming the first row whose float value (or float list item) in `column` is NaN or
+    infinite; nulls and columns that are absent or not floats are left to the split's checks.
+
+    A non-finite regression target or multi-hot entry passes everything downstream silently: the loss turns
+    nan (blamed on the learning rate) and so do the validation correlations, which then select no model.
+    """
+    if column not in dataset.column_names:
+        return
+    values = dataset.with_format("arrow")[column]
+    parents = None
+    kind = values.type
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        parents = pc.list_parent_indices(values).to_numpy()  # the row of each flattened item
+        values = pc.list_flatten(values)
+    if not pa.types.is_floating(values.type):
+        return
+    non_finite = pc.fill_null(pc.invert(pc.is_finite(values)), False)
+    positions = np.flatnonzero(non_finite.to_numpy(zero_copy_only=False))
+    if not positions.size:
+        return
+    rows = np.unique(parents[positions]) if parents is not None else positions
+    value = values[int(positions[0])].as_py()
+    more = f" (and {rows.size - 1} more such row{'s' if rows.size > 2 else ''})" if rows.size > 1 else ""
+    raise DataError(
+        f"Row {rows[0]} (counting from 0) of split '{split}' ({origin}) holds {value} in column '{column}',"
+        f" which must hold finite numbers{more}; fix or remove the row."
+    )

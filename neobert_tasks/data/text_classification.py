@@ -32,6 +32,7 @@ from neobert_tasks.data.sources import (
     load_hub_splits,
     load_local_splits,
     require_columns,
+    require_finite,
 )
 
 SINGLE_LABEL = "single_label_classification"
@@ -155,6 +156,10 @@ def check_labels(
         if not allow_unlabeled:
             raise DataError(f"Split '{split}' has {values.null_count} missing labels in column '{column}'.")
         values = pc.drop_null(values)
+    # A null inside a label list (pandas writes a NaN in a float list as null) has no target to encode.
+    missing = pc.list_flatten(values).null_count if encoding.startswith("multi_hot") else 0
+    if missing:
+        raise DataError(f"Split '{split}' has {missing} null items in the label lists of column '{column}'.")
     if encoding == "float":
         return
     if encoding in ("class_index", "multi_hot_indices"):
@@ -228,8 +233,11 @@ def label_encoding(problem_type: str, feature: object, column: str, origin: str)
     kind = label_kind(feature)
     encoding = ENCODINGS.get((problem_type, kind))
     if encoding is None:
+        # Class ids read from a CSV file turn float when one label is missing (pandas reads it as NaN).
+        hint = " (one empty label makes a CSV column of class ids float)" if kind == "float" else ""
         raise DataError(
-            f"Label column '{column}' of {origin} has type {feature}, which does not fit {problem_type}."
+            f"Label column '{column}' of {origin} has type {feature}, which does not fit"
+            f" {problem_type}{hint}."
         )
     return encoding
 
@@ -417,10 +425,14 @@ class TextClassificationDataModule(TokenizedDataModule):
 
     def load_raw_splits(self, split_names: Sequence[str]) -> tuple[datasets.DatasetDict, dict[str, str]]:
         if self.data_dir is not None:
-            return load_local_splits(self.data_dir, split_names, self.cache_dir)
-        loaded, origins = load_hub_splits(self.dataset_id, self.dataset_config, self.cache_dir)
-        wanted = [name for name in split_names if name in loaded]
-        return datasets.DatasetDict({name: loaded[name] for name in wanted}), origins
+            raw, origins = load_local_splits(self.data_dir, split_names, self.cache_dir)
+        else:
+            loaded, origins = load_hub_splits(self.dataset_id, self.dataset_config, self.cache_dir)
+            raw = datasets.DatasetDict({name: loaded[name] for name in split_names if name in loaded})
+        # Checked on the whole split as loaded, so the row named is the row of the file (or hub split).
+        for name, dataset in raw.items():
+            require_finite(dataset, self.label_column, name, origins[name])
+        return raw, origins
 
     def empty_text_columns(self) -> Sequence[str]:
         return self.text_columns

@@ -1,0 +1,207 @@
+"""Data that loads but means something else: CSV/TSV rows that do not match the header, non-finite labels.
+
+pandas reads a row with one field too many as an index column and fills short rows with nulls, and a NaN or
+infinite regression score slips through every check to a nan loss or correlation. Both are refused when the
+split is loaded, with one sentence naming the file (or split), the line or row, and the value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from neobert_tasks.data import DataError, GLUEDataModule, TextClassificationDataModule
+from neobert_tasks.data.sources import load_local_splits
+
+pytestmark = pytest.mark.filterwarnings("ignore:No validation split")
+
+NAN, INF = float("nan"), float("inf")
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_table(path: Path, **columns: list) -> Path:
+    """A parquet file written by pyarrow, which keeps NaN as NaN (pandas' `to_parquet` turns it into null)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(
+        pa.table({name: pa.array(values, from_pandas=False) for name, values in columns.items()}), path
+    )
+    return path
+
+
+def stsb_split(directory: Path, split: str, scores: list[float | None], sentences) -> Path:
+    texts = sentences(len(scores))
+    return write_table(
+        directory / f"{split}.parquet",
+        sentence1=texts,
+        sentence2=texts[::-1],
+        label=scores,
+        idx=list(range(len(scores))),
+    )
+
+
+# ------------------------------------------------------------------------------------------------------
+# CSV/TSV rows whose field count differs from the header's.
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line", "fields", "hint"),
+    [
+        # The case pandas turned into an index column: the first row has one field too many.
+        (
+            "train.csv",
+            "sentence,label\ngreat, really great,1\nbad,0\nfun,1\n",
+            2,
+            "3 fields",
+            "unquoted comma",
+        ),
+        (
+            "train.csv",
+            "sentence,label\nbad,0\nfun,1\ngreat, really great,1\n",
+            4,
+            "3 fields",
+            "unquoted comma",
+        ),
+        # Blank lines and a quoted line break count as lines of the file.
+        ("train.csv", 'sentence,label\nbad,0\n\n"two\nlines",1\na, b,1\n', 6, "3 fields", "unquoted comma"),
+        ("train.csv", "sentence,label\nbad,0\ngreat\nfun,1\n", 3, "1 field", "a missing field"),
+        ("train.tsv", "sentence\tlabel\ngreat\treally great\t1\nbad\t0\n", 2, "3 fields", "unquoted tab"),
+    ],
+)
+def test_row_that_does_not_match_the_header_names_file_and_line(
+    tmp_path, datasets_cache, name, text, line, fields, hint
+):
+    path = write_text(tmp_path / "data" / name, text)
+    with pytest.raises(DataError) as error:
+        load_local_splits(path.parent, ["train"], datasets_cache)
+    message = str(error.value)
+    assert message.startswith(f"Data file '{path}' line {line} has {fields} where the header has 2 (")
+    assert hint in message and message.endswith("quote the field or fix the row.")
+
+
+def test_every_mismatched_row_is_counted(tmp_path, datasets_cache):
+    path = write_text(tmp_path / "data" / "train.csv", "sentence,label\na,b,1\nc,0\nd,e,1\nf\n")
+    with pytest.raises(DataError, match=r"line 2 has 3 fields .*, and 2 more such rows\.$"):
+        load_local_splits(path.parent, ["train"], datasets_cache)
+
+
+def test_the_datasets_cache_does_not_hide_a_bad_row(tmp_path, datasets_cache):
+    path = write_text(tmp_path / "data" / "train.csv", "sentence,label\ngreat,1\nbad,0\n")
+    assert load_local_splits(path.parent, ["train"], datasets_cache)[0]["train"]["sentence"] == [
+        "great",
+        "bad",
+    ]
+    write_text(path, "sentence,label\ngreat, really,1\nbad,0\n")
+    with pytest.raises(DataError, match="line 2 has 3 fields"):
+        load_local_splits(path.parent, ["train"], datasets_cache)
+    write_text(path, 'sentence,label\n"great, really",1\nbad,0\n')
+    loaded = load_local_splits(path.parent, ["train"], datasets_cache)[0]["train"]
+    assert loaded.column_names == ["sentence", "label"] and loaded["sentence"] == ["great, really", "bad"]
+
+
+def test_well_formed_csv_loads_unchanged(tmp_path, datasets_cache):
+    # Quoted commas, quotes and line breaks, a byte-order mark, CRLF line ends, blank and space-only lines.
+    text = '\ufeffsentence,label\r\n"a, b",1\r\n\r\n   \r\n"say ""hi"", ok",0\r\n"two\r\nlines",1\r\n'
+    path = write_text(tmp_path / "data" / "train.csv", text)
+    loaded = load_local_splits(path.parent, ["train"], datasets_cache)[0]["train"]
+    assert loaded.column_names == ["sentence", "label"]
+    assert loaded["sentence"] == ["a, b", 'say "hi", ok', "two\r\nlines"] and loaded["label"] == [1, 0, 1]
+
+
+def test_the_repository_sample_data_still_loads(datasets_cache):
+    sample = Path(__file__).resolve().parents[2] / "data" / "quickstart"
+    loaded = load_local_splits(sample, ["train", "validation"], datasets_cache)[0]
+    assert {name: (split.num_rows, split.column_names) for name, split in loaded.items()} == {
+        "train": (2500, ["sentence", "label"]),
+        "validation": (400, ["sentence", "label"]),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------
+# Non-finite labels.
+
+
+@pytest.mark.parametrize(
+    ("split", "stage", "value"),
+    [("train", "fit", NAN), ("validation", "validate", INF), ("test", "predict", -INF)],
+)
+def test_non_finite_stsb_score_names_split_row_column_and_value(
+    tmp_path, sentences, tiny_tokenizer_dir, datasets_cache, split, stage, value
+):
+    directory = tmp_path / "stsb"
+    splits = {"train": [0.5, 1.0, 2.0, 3.0], "validation": [4.0, 2.5, 1.0], "test": [None, None, None]}
+    splits[split] = [1.0, 2.0, value, 3.0, value]
+    for name, scores in splits.items():
+        stsb_split(directory, name, scores, sentences)
+    datamodule = GLUEDataModule("stsb", tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache)
+    with pytest.raises(DataError) as error:
+        datamodule.setup(stage)
+    assert str(error.value) == (
+        f"Row 2 (counting from 0) of split '{split}' ({directory / split}.parquet) holds {value} in column"
+        " 'label', which must hold finite numbers (and 1 more such row); fix or remove the row."
+    )
+
+
+def test_unlabelled_rows_of_a_test_split_still_load(tmp_path, sentences, tiny_tokenizer_dir, datasets_cache):
+    directory = tmp_path / "stsb"
+    stsb_split(directory, "train", [0.5, 1.0, 2.0], sentences)
+    stsb_split(directory, "test", [None, 1.5, None], sentences)
+    datamodule = GLUEDataModule("stsb", tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache)
+    datamodule.setup("predict")
+    assert len(datamodule.datasets["test"]) == 3
+
+
+def test_non_finite_score_in_csv_and_jsonl(tmp_path, tiny_tokenizer_dir, datasets_cache):
+    directory = tmp_path / "data"
+    write_text(directory / "train.csv", "text,label\ngood,0.5\nbad,inf\nfun,2\n")
+    with pytest.raises(
+        DataError, match=r"^Row 1 \(counting from 0\) of split 'train' \(.*train\.csv\) holds inf"
+    ):
+        TextClassificationDataModule(tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache)
+    write_text(directory / "train.csv", "text,label\ngood,0.5\nbad,1\nfun,2\n")
+    write_text(
+        directory / "validation.jsonl", '{"text": "good", "label": 1.0}\n{"text": "bad", "label": NaN}\n'
+    )
+    datamodule = TextClassificationDataModule(
+        tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache
+    )
+    with pytest.raises(DataError, match=r"^Row 1 .* split 'validation' \(.*validation\.jsonl\) holds nan"):
+        datamodule.setup("fit")
+
+
+def test_multi_hot_vectors_with_nan_or_null(tmp_path, tiny_tokenizer_dir, datasets_cache):
+    directory = tmp_path / "data"
+    path = write_table(
+        directory / "train.parquet", text=["good", "bad", "fun"], label=[[1.0, 0.0], [0.0, 1.0], [1.0, NAN]]
+    )
+    with pytest.raises(DataError, match=r"^Row 2 .* holds nan in column 'label'"):
+        TextClassificationDataModule(tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache)
+    # pandas writes a NaN inside a list as null, which has no multi-hot target either.
+    write_table(path, text=["good", "bad", "fun"], label=[[1.0, 0.0], [0.0, None], [1.0, 1.0]])
+    datamodule = TextClassificationDataModule(
+        tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache
+    )
+    with pytest.raises(
+        DataError, match="Split 'train' has 1 null items in the label lists of column 'label'"
+    ):
+        datamodule.setup("fit")
+
+
+def test_missing_class_id_in_csv_is_explained(tmp_path, tiny_tokenizer_dir, datasets_cache):
+    directory = tmp_path / "data"
+    write_text(directory / "train.csv", "text,label\ngood,1\nbad,\nfun,0\n")
+    datamodule = TextClassificationDataModule(
+        tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache,
+        problem_type="single_label_classification", num_labels=2,
+    )  # fmt: skip
+    with pytest.raises(
+        DataError, match=r"does not fit .* \(one empty label makes a CSV column of class ids float\)"
+    ):
+        datamodule.setup("fit")
