@@ -31,6 +31,12 @@ CLASS_EXAMPLES = {
     "data": "neobert_tasks.data.GLUEDataModule",
 }
 CLASS_PROBLEM = re.compile(r"^(?P<indent>\s*)- Problem with given class_path '(?P<class_path>[^']+)':\s*$")
+# argparse takes an argument starting with "-" for an option unless it matches this; its own pattern
+# (-1, -.5) misses exponents, so `--model.init_args.learning_rate -1e-3` lost its value to "expected one
+# argument" and the value error that names the key never came.
+NEGATIVE_NUMBER = re.compile(r"^-(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
+# Subclasses listed by name in a message; past this many, the first ones stand for the rest.
+MAX_LISTED_CLASSES = 8
 
 
 class NeoBERTArgumentParser(LightningArgumentParser):
@@ -41,6 +47,13 @@ class NeoBERTArgumentParser(LightningArgumentParser):
         # an error in a YAML file, and an option added later can make a working abbreviation ambiguous.
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER  # argparse's attribute; no public setter
+
+    def parse_object(self, obj: Any, namespace: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(obj, dict) and namespace is not None:
+            arguments = [str(argument) for argument in getattr(self, "args", None) or []]
+            check_checkpoint_class(obj, namespace, arguments)
+        return super().parse_object(obj, namespace, *args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:
@@ -59,6 +72,45 @@ def explain(
         if match:
             return explainer(match, message, error, parser, list(arguments))
     return ConfigError(f"Invalid configuration: {one_line(message)}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A checkpoint of another task.
+
+
+def import_class(path: str) -> type | None:
+    """The class at the dotted ``path``, or None when it cannot be imported (another error reports that)."""
+    module_name, _, name = path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), name)
+    except Exception:  # noqa: BLE001 - any import failure means "cannot tell"
+        return None
+    return found if isinstance(found, type) else None
+
+
+def check_checkpoint_class(obj: dict, namespace: Any, arguments: Sequence[str]) -> None:
+    """Refuse a ``--ckpt_path`` checkpoint saved by another task class than the config's ``model.class_path``.
+
+    LightningCLI's ``_parse_ckpt_path`` passes the checkpoint's hyperparameters here as
+    ``{subcommand: {"model": {"class_path": <saved class>, "dict_kwargs": {...}}}}`` and would silently
+    swap the config's class for the saved one, whose checks then fail on the config's data (a NER task
+    refusing GLUE's labels) deep inside a traceback that never mentions the checkpoint.
+    """
+    for subcommand, section in obj.items():
+        model = section.get("model") if isinstance(section, dict) else None
+        saved = model.get("class_path") if isinstance(model, dict) else None
+        config = namespace.get(subcommand) if hasattr(namespace, "get") else None
+        configured = config.get("model.class_path") if config is not None else None
+        if not saved or not configured:
+            continue
+        saved_class, configured_class = import_class(saved), import_class(configured)
+        if saved_class is None or configured_class is None or saved_class is configured_class:
+            continue
+        raise ConfigError(
+            f"Checkpoint '{config.get('ckpt_path')}' was trained with {saved}, not with model.class_path"
+            f" {configured}{where('model.class_path', arguments)}; give it the config of the run that wrote"
+            f" it (--config <run>/config.yaml), or give a checkpoint of a {configured_class.__name__} run."
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -232,6 +284,60 @@ def not_an_import_path(match: re.Match, message: str, error, parser, arguments: 
     )
 
 
+def subclass_paths(base_path: str) -> list[str]:
+    """The classes derived from the class at ``base_path`` that its package exports, as import paths:
+    ``neobert_tasks.tasks.SequenceClassificationTask``, … for ``neobert_tasks.tasks.base.NeoBERTTask``."""
+    base = import_class(base_path)
+    package_name = base_path.rpartition(".")[0].rpartition(".")[0]
+    try:
+        package = importlib.import_module(package_name)
+    except Exception:  # noqa: BLE001 - no list, the message still names the base class
+        return []
+    names = getattr(package, "__all__", None) or dir(package)
+    return [
+        f"{package_name}.{name}"
+        for name in sorted(names)
+        if isinstance(getattr(package, name, None), type)
+        and base is not None
+        and issubclass(getattr(package, name), base)
+        and getattr(package, name) is not base
+    ]
+
+
+def not_a_subclass(match: re.Match, message: str, error, parser, arguments: list[str]) -> UserInputError:
+    """A class path that imports but names something else than the key takes (``builtins.print`` for
+    ``model``): jsonargparse words it as a type error of the whole key, "expected None"."""
+    outer = outer_key(message)
+    value = match["value"] or given_class_path(message)
+    base_path = re.search(rf"<class '(?P<path>[\w.]*\b{match['base']})'>", message)
+    choices = subclass_paths(base_path["path"]) if base_path else []
+    listed = ", ".join(choices[:MAX_LISTED_CLASSES]) + (", …" if len(choices) > MAX_LISTED_CLASSES else "")
+    options = f"one of {listed} or a subclass of {match['base']}" if choices else f"a {match['base']}"
+    return ConfigError(
+        f"{class_path_key(outer)} must name a subclass of {match['base']}{kind_of(base_path)}, not"
+        f" {value!r}{where(class_path_key(outer), arguments)}; give {options}."
+    )
+
+
+def given_class_path(message: str) -> str:
+    """The class path in jsonargparse's ``Given value:`` line (a string, a NestedArg or a dict)."""
+    given = re.search(r"Given value: (.*)$", message, flags=re.MULTILINE)
+    text = given[1].strip() if given else ""
+    nested = re.search(r"(?:val=|'class_path': )'([^']+)'", text)
+    return nested[1] if nested else text
+
+
+def kind_of(base_path: re.Match | None) -> str:
+    """`` (a LightningModule)`` or `` (a LightningDataModule)`` for a base class of either, else ""."""
+    import lightning as L  # noqa: PLC0415 - only needed for this message
+
+    base = import_class(base_path["path"]) if base_path else None
+    for kind in (L.LightningModule, L.LightningDataModule):
+        if base is not None and issubclass(base, kind) and base is not kind:
+            return f" (a {kind.__name__})"
+    return ""
+
+
 def class_path_key(outer: str) -> str:
     """The key that names the class of `outer`: ``model.class_path``, or the list key itself."""
     return f"{outer}.class_path" if outer in SINGLE_CLASS_KEYS else outer
@@ -368,6 +474,7 @@ EXPLAINERS: list[tuple[str, Explainer]] = [
     (r"invalid choice: '(?P<value>[^']*)' \(choose from (?P<choices>[^)]*)\)", unknown_subcommand),
     (r'expected "subcommand" to be one of \{(?P<choices>[^}]*)\}', missing_subcommand),
     (CLASS_PROBLEM.pattern, class_problem),
+    (r"Import path (?:(?P<value>\S+) )?does not correspond to a subclass of (?P<base>\w+)", not_a_subclass),
     (r"Expected a dot import path string: (?P<value>\S+)", not_an_import_path),
     (r'Key "(?P<key>[^"]+)" is required', required_key),
     (r'^Parser key "(?P<key>[^"]+)":', wrong_top_level_value),

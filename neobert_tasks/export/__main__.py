@@ -26,6 +26,7 @@ from neobert_tasks.model import (
     NeoBERTForTokenClassification,
     NeoBERTModel,
 )
+from neobert_tasks.model.loading import SAFETENSORS_WEIGHTS
 from neobert_tasks.model.pooling import POOLING_MODES
 
 # config.json "architectures" → class; the official checkpoint names its classes NeoBERT and NeoBERTLMHead.
@@ -69,7 +70,14 @@ def export_directory(arguments: argparse.Namespace) -> Path:
         raise UserInputError(
             f"config.json of '{source}' names architecture {architecture!r}, not a NeoBERT one."
         )
-    model = ARCHITECTURES[architecture].from_pretrained(source).eval()
+    if not any((source / name).is_file() for name in SAFETENSORS_WEIGHTS):
+        # Pickle weights can run code when loaded: the export reads safetensors only, as training does.
+        raise UserInputError(
+            f"'{source}' has no model.safetensors; convert pickle weights once with python -c \"from"
+            " neobert_tasks.model.loading import convert_pickle_weights;"
+            f" convert_pickle_weights('{source}')\" if you trust them."
+        )
+    model = ARCHITECTURES[architecture].from_pretrained(source, use_safetensors=True).eval()
     has_tokenizer = any((source / name).is_file() for name in ("tokenizer.json", "vocab.txt"))
     tokenizer = AutoTokenizer.from_pretrained(source) if has_tokenizer else None
     output = Path(arguments.output).expanduser() if arguments.output else source

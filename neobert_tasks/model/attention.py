@@ -16,6 +16,7 @@ All of them return ``(..., heads, head_dim)`` in the layout they were given.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -190,6 +191,41 @@ def attention_backend(name: str | None) -> tuple[Callable, bool]:
             f"Unknown attn_implementation {name!r} for NeoBERT; choose one of {sorted(ATTENTION_BACKENDS)}."
         )
     return ATTENTION_BACKENDS[name]
+
+
+# Backends that PyTorch alone runs, on any device; sdpa_varlen is the unpadded counterpart of flash-attn's.
+TORCH_BACKENDS = ("sdpa", "sdpa_varlen", "eager")
+
+
+def flash_attn_installed() -> bool:
+    """Whether the flash-attn package is importable, without importing it (slow, and CUDA-only)."""
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def backend_problem(name: str | None, device_type: str, has_flash_attn: bool | None = None) -> str | None:
+    """Why ``attn_implementation`` ``name`` cannot run on a ``device_type`` ("cpu", "cuda", ...) device,
+    as one sentence naming the key and the backends that do run there; None when it can.
+
+    Asked before the model is built: transformers, given flash_attention_2 without flash-attn, tries to
+    download a kernel from the hub and fails with a long traceback (or, online, runs code it fetched).
+    """
+    key = f"model.init_args.attn_implementation {name!r}"
+    if name is not None and name not in ATTENTION_BACKENDS:
+        choices = ", ".join(sorted(ATTENTION_BACKENDS))
+        return f"{key} is not a NeoBERT attention backend; choose one of {choices}."
+    if name != "flash_attention_2":
+        return None
+    if device_type != "cuda":
+        return (
+            f"{key} runs on CUDA GPUs only and this run is on {device_type}; use one of"
+            f" {', '.join(TORCH_BACKENDS)} there (sdpa_varlen skips padding as flash-attn does)."
+        )
+    if not (flash_attn_installed() if has_flash_attn is None else has_flash_attn):
+        return (
+            f"{key} needs the flash-attn package, which is not installed; use sdpa_varlen (PyTorch's"
+            " own attention on unpadded sequences) or sdpa, or pip install 'neobert_tasks[flash]'."
+        )
+    return None
 
 
 # transformers validates attn_implementation against its own registry; make the CPU varlen backend a known

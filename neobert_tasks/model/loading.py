@@ -6,31 +6,44 @@ into a model, so that every task reports a wrong path or key the same way.
 A checkpoint fine-tuned for another task keeps its backbone but not its classifier when the label count
 differs (MNLI's three classes → RTE's two, as the NeoBERT paper transfers them): the head is initialised
 anew, with a warning that says so.
+
+Weights load from safetensors only: a folder holding only ``pytorch_model.bin`` (a pickle, which can run
+code when loaded) is refused with the one command that converts it (`convert_pickle_weights`), unless
+the task's ``allow_pickle_weights`` opts in.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import warnings
+from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
 from neobert_tasks.errors import ConfigError, MissingPathError
+from neobert_tasks.model.attention import backend_problem
 from neobert_tasks.model.configuration import NeoBERTConfig
 
 OFFICIAL_CHECKPOINT = "chandar-lab/NeoBERT"
 # Head classes whose ``classifier`` has one output per label: a checkpoint of one of them fits another
 # label count only with a new classifier.
 LABEL_HEAD_SUFFIXES = ("ForSequenceClassification", "ForTokenClassification")
+# Weight files of a Hugging Face folder: pickle (torch.save) and safetensors, single or sharded.
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+SAFETENSORS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 
 
 def build_model(
     model_class: type[PreTrainedModel],
     pretrained: str | None,
     model_config: dict[str, Any] | None,
+    allow_pickle_weights: bool = False,
     **config_overrides: Any,
 ) -> PreTrainedModel:
     """Load ``model_class`` from ``pretrained``, or initialise it randomly from ``model_config``.
@@ -39,8 +52,16 @@ def build_model(
         model_class: A NeoBERT head class (``NeoBERTForSequenceClassification``, …).
         pretrained: A local checkpoint directory or a hub id; ignored when ``model_config`` is given.
         model_config: ``NeoBERTConfig`` fields of a randomly initialised model (any size).
+        allow_pickle_weights: Also load ``pytorch_model.bin`` (pickle) weights; safetensors only otherwise.
         config_overrides: Task fields set on the config either way (``num_labels``, ``id2label``, …).
     """
+    # Before transformers sees it: it would fetch a flash-attn kernel from the hub. The device is not
+    # known yet; a run on the CPU of a CUDA machine is refused in the task's setup.
+    problem = backend_problem(
+        config_overrides.get("attn_implementation"), "cuda" if torch.cuda.is_available() else "cpu"
+    )
+    if problem:
+        raise ConfigError(problem)
     if model_config is not None:
         check_config_fields(model_config)
         try:
@@ -50,19 +71,79 @@ def build_model(
         return model_class(config)
     if pretrained is None:
         raise ConfigError("Set model.pretrained (a checkpoint directory or hub id) or model.model_config.")
+    return load_pretrained(model_class, pretrained, allow_pickle_weights, config_overrides)
+
+
+def load_pretrained(
+    model_class: type[PreTrainedModel],
+    pretrained: str,
+    allow_pickle_weights: bool,
+    config_overrides: dict[str, Any],
+) -> PreTrainedModel:
+    """``model_class.from_pretrained(pretrained)``, from safetensors only unless ``allow_pickle_weights``."""
     path = os.path.expanduser(pretrained)
     # A hub id is "name" or "org/name"; anything else can only be a directory on this machine.
     looks_local = pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1
     if looks_local and not os.path.isdir(path):
         raise MissingPathError(f"model.pretrained: the checkpoint directory {pretrained!r} does not exist.")
+    if not allow_pickle_weights:
+        check_no_pickle_only(path, pretrained)
+    # use_safetensors=True: transformers would otherwise fall back to pytorch_model.bin, a pickle.
+    safetensors_only = {} if allow_pickle_weights else {"use_safetensors": True}
     try:
         new_head = needs_new_head(path, pretrained, config_overrides.get("num_labels"))
-        return model_class.from_pretrained(path, ignore_mismatched_sizes=new_head, **config_overrides)
+        return model_class.from_pretrained(
+            path, ignore_mismatched_sizes=new_head, **safetensors_only, **config_overrides
+        )
     except OSError as error:
+        if safetensors_only and "safetensors" in str(error):  # transformers found no model.safetensors
+            raise ConfigError(
+                f"model.pretrained {pretrained!r} has no safetensors weights (model.safetensors or its"
+                " shards); a pickle (pytorch_model.bin) loads only with model.init_args.allow_pickle_weights"
+                " true, since it can run code."
+            ) from None
         raise MissingPathError(
             f"model.pretrained: could not load {pretrained!r} as a local directory or from the Hugging Face "
             f"hub ({error.__class__.__name__}); check the path, or the network and HF_HUB_OFFLINE."
         ) from error
+
+
+def check_no_pickle_only(path: str, pretrained: str) -> None:
+    """Refuse a local folder whose weights are only pickle files, saying how to convert them or opt in."""
+    if not os.path.isdir(path):
+        return  # a hub id: use_safetensors=True refuses a repository without safetensors
+    files = set(os.listdir(path))
+    pickles = sorted(files & set(PICKLE_WEIGHTS))
+    if not pickles or files & set(SAFETENSORS_WEIGHTS):
+        return
+    raise ConfigError(
+        f"model.pretrained {pretrained!r} holds only pickle weights ({', '.join(pickles)}), which can run"
+        ' code when loaded; convert them once to model.safetensors with python -c "from'
+        f' neobert_tasks.model.loading import convert_pickle_weights; convert_pickle_weights({path!r})", or,'
+        " if you trust the folder, set model.init_args.allow_pickle_weights true."
+    )
+
+
+def convert_pickle_weights(folder: str | os.PathLike) -> Path:
+    """Write ``model.safetensors`` beside a folder's ``pytorch_model.bin`` (or its shards); returns its path.
+
+    The pickle is read with ``torch.load(weights_only=True)``, which refuses anything but tensors and plain
+    containers. Every tensor is copied on its own: tied weights (one storage under two names) and views
+    are what ``safetensors`` refuses to write, and ``from_pretrained`` ties them again on loading.
+    """
+    folder = Path(folder)
+    index = folder / "pytorch_model.bin.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    else:
+        shards = ["pytorch_model.bin"]
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        state = torch.load(folder / shard, map_location="cpu", weights_only=True)
+        tensors.update({name: tensor.clone().contiguous() for name, tensor in state.items()})
+    target = folder / "model.safetensors"
+    save_file(tensors, str(target), metadata={"format": "pt"})  # transformers checks the format tag
+    return target
 
 
 def check_config_fields(model_config: dict[str, Any]) -> None:
@@ -70,6 +151,11 @@ def check_config_fields(model_config: dict[str, Any]) -> None:
     known = {field.name for field in dataclasses.fields(NeoBERTConfig)}
     known |= set(NeoBERTConfig.attribute_map) | {"num_labels"}
     for name in model_config:
+        if name == "attn_implementation":  # a task option, not a config field: say where it goes
+            raise ConfigError(
+                "model.model_config has a field 'attn_implementation'; the attention backend is chosen with"
+                " model.init_args.attn_implementation instead."
+            )
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hint = (

@@ -14,6 +14,8 @@ import lightning as L
 import torch
 from transformers import PreTrainedModel
 
+from neobert_tasks.errors import ConfigError
+from neobert_tasks.model.attention import backend_problem
 from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT, build_model
 from neobert_tasks.tasks.compatibility import (
     check_checkpoint_fits,
@@ -21,7 +23,7 @@ from neobert_tasks.tasks.compatibility import (
     check_tokenizer_fits,
     model_source,
 )
-from neobert_tasks.tasks.optim import build_optimizer, warmup_decay_schedule
+from neobert_tasks.tasks.optim import build_optimizer, check_optimizer_options, warmup_decay_schedule
 
 # Batch keys the NeoBERT heads accept; the rest (``idx``, offsets, …) is bookkeeping for the task.
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids", "cu_seqlens", "labels")
@@ -49,6 +51,8 @@ class NeoBERTTask(L.LightningModule):
             varying batch lengths reuse one compiled graph); the first steps are slower while it compiles.
             ``validate``, ``test`` and ``predict`` on their own run eager: one pass over a split rarely
             pays for a minute of compiling.
+        allow_pickle_weights: Let ``pretrained`` load ``pytorch_model.bin`` (pickle, can run code) when it
+            has no safetensors weights.
     """
 
     head_class: ClassVar[type[PreTrainedModel]]
@@ -68,13 +72,19 @@ class NeoBERTTask(L.LightningModule):
         lr_schedule: str = "linear",
         gradient_checkpointing: bool = False,
         compile: bool = False,
+        allow_pickle_weights: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
+        check_optimizer_options(
+            "model.init_args.", learning_rate, weight_decay, betas, eps, warmup_fraction, warmup_steps,
+            final_lr_fraction, lr_schedule,
+        )  # fmt: skip
         self.model = build_model(
             self.head_class,
             pretrained,
             model_config,
+            allow_pickle_weights,
             attn_implementation=attn_implementation,
             **self.head_config(),
         )
@@ -127,6 +137,11 @@ class NeoBERTTask(L.LightningModule):
     def setup(self, stage: str) -> None:
         """Check that the data fits the model (vocabulary, input length) before any step runs; compile the
         blocks for ``fit`` when asked to."""
+        if self._trainer is not None:  # build_model could only guess the device, from CUDA being present
+            device_type = self.trainer.strategy.root_device.type
+            problem = backend_problem(self.hparams.get("attn_implementation"), device_type)
+            if problem:
+                raise ConfigError(problem)
         if stage == "fit" and self.hparams.get("compile") and not self.model.base_model.blocks_compiled:
             self.model.base_model.compile_blocks()
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

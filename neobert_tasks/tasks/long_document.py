@@ -69,6 +69,7 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
         gradient_checkpointing: Recompute block activations in the backward pass to save memory (a
             4096-token window needs it on most GPUs).
         compile: ``torch.compile`` each transformer block for ``fit`` (dynamic shapes); slower first steps.
+        kwargs: The other options of `NeoBERTTask` (``allow_pickle_weights``).
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
         lr_schedule: str = "linear",
         gradient_checkpointing: bool = False,
         compile: bool = False,
+        **kwargs: Any,
     ):
         if pooling not in POOLING_MODES:
             raise ConfigError(f"model.pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}.")
@@ -102,6 +104,7 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
             num_labels, problem_type, label_names, task_name, pretrained, model_config, attn_implementation,
             classifier_dropout, learning_rate, weight_decay, betas, eps, warmup_fraction, warmup_steps,
             final_lr_fraction, lr_schedule, gradient_checkpointing, compile,
+            **kwargs,
         )  # fmt: skip
         self.save_hyperparameters()
 

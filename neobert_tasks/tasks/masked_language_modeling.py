@@ -98,6 +98,7 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         gradient_checkpointing: Recompute block activations in the backward pass to save memory.
         compile: ``torch.compile`` each transformer block for ``fit`` (dynamic shapes); slower first steps.
         predict_top_k: ``predict`` writes this many most likely tokens for each ``[MASK]`` of a text.
+        kwargs: The other options of `NeoBERTTask` (``allow_pickle_weights``).
     """
 
     head_class = NeoBERTForMaskedLM
@@ -124,6 +125,7 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         gradient_checkpointing: bool = False,
         compile: bool = False,
         predict_top_k: int = 5,
+        **kwargs: Any,
     ):
         if predict_top_k < 1:
             raise ConfigError(f"model.predict_top_k must be a positive number, got {predict_top_k}.")
@@ -142,6 +144,7 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         super().__init__(
             pretrained, model_config, attn_implementation, learning_rate, weight_decay, betas, eps,
             warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing, compile,
+            **kwargs,
         )  # fmt: skip
         self.save_hyperparameters()
         self.val_loss, self.val_accuracy = MeanMetric(), MeanMetric()

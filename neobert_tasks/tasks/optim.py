@@ -150,6 +150,39 @@ def warmup_decay_schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
 
 
+def check_optimizer_options(
+    prefix: str,
+    learning_rate: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    eps: float,
+    warmup_fraction: float,
+    warmup_steps: int | None,
+    final_lr_fraction: float,
+    lr_schedule: str,
+) -> None:
+    """Refuse out-of-range optimiser and schedule options with one sentence naming the key (``prefix`` +
+    name), when the task is built: torch would refuse some only at the first ``fit`` step, as a traceback,
+    and accept others (a negative warmup) silently."""
+    ranges = [
+        ("learning_rate", learning_rate, learning_rate > 0, "positive"),
+        ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+        ("eps", eps, eps >= 0, ">= 0"),
+        ("warmup_fraction", warmup_fraction, 0 <= warmup_fraction <= 1, "in [0, 1]"),
+        ("warmup_steps", warmup_steps, warmup_steps is None or warmup_steps >= 0, ">= 0"),
+        ("final_lr_fraction", final_lr_fraction, 0 <= final_lr_fraction <= 1, "in [0, 1]"),
+    ]
+    if len(betas) != 2:
+        raise ConfigError(f"{prefix}betas must be two numbers (β1, β2), got {list(betas)}.")
+    ranges += [(f"betas[{index}]", beta, 0 <= beta < 1, "in [0, 1)") for index, beta in enumerate(betas)]
+    for name, value, valid, expected in ranges:
+        # `valid` is False for NaN too; infinity is refused separately since inf > 0.
+        if not valid or (value is not None and not math.isfinite(value)):
+            raise ConfigError(f"{prefix}{name} must be {expected}, got {value}.")
+    if lr_schedule not in SCHEDULES:
+        raise ConfigError(f"{prefix}lr_schedule {lr_schedule!r} is not one of {', '.join(SCHEDULES)}.")
+
+
 def build_optimizer(
     model: torch.nn.Module,
     learning_rate: float,

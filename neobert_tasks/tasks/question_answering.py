@@ -88,6 +88,7 @@ class QuestionAnsweringTask(NeoBERTTask):
         lr_schedule: Decay after warmup: linear, cosine or constant.
         gradient_checkpointing: Recompute block activations in the backward pass to save memory.
         compile: ``torch.compile`` each transformer block for ``fit`` (dynamic shapes); slower first steps.
+        kwargs: The other options of `NeoBERTTask` (``allow_pickle_weights``).
     """
 
     head_class = NeoBERTForQuestionAnswering
@@ -112,6 +113,7 @@ class QuestionAnsweringTask(NeoBERTTask):
         lr_schedule: str = "linear",
         gradient_checkpointing: bool = False,
         compile: bool = False,
+        **kwargs: Any,
     ):
         for name, value in (("n_best_size", n_best_size), ("max_answer_length", max_answer_length)):
             if value < 1:
@@ -121,6 +123,7 @@ class QuestionAnsweringTask(NeoBERTTask):
         super().__init__(
             pretrained, model_config, attn_implementation, learning_rate, weight_decay, betas, eps,
             warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing, compile,
+            **kwargs,
         )  # fmt: skip
         self.save_hyperparameters()
         # Loss per evaluated split (dataloader index); torchmetrics syncs it over DDP ranks exactly.

@@ -62,6 +62,7 @@ class SequenceClassificationTask(NeoBERTTask):
         lr_schedule: Decay after warmup: linear, cosine or constant.
         gradient_checkpointing: Recompute block activations in the backward pass to save memory.
         compile: ``torch.compile`` each transformer block for ``fit`` (dynamic shapes); slower first steps.
+        kwargs: The other options of `NeoBERTTask` (``allow_pickle_weights``).
     """
 
     head_class = NeoBERTForSequenceClassification
@@ -86,6 +87,7 @@ class SequenceClassificationTask(NeoBERTTask):
         lr_schedule: str = "linear",
         gradient_checkpointing: bool = False,
         compile: bool = False,
+        **kwargs: Any,
     ):
         if num_labels is None or num_labels < 1:
             raise ConfigError(
@@ -110,6 +112,7 @@ class SequenceClassificationTask(NeoBERTTask):
         super().__init__(
             pretrained, model_config, attn_implementation, learning_rate, weight_decay, betas, eps,
             warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing, compile,
+            **kwargs,
         )  # fmt: skip
         self.save_hyperparameters()
         self.metrics = nn.ModuleDict()  # "<stage>/<split position>" → MetricCollection, filled in setup

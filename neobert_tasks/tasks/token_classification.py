@@ -49,6 +49,7 @@ class TokenClassificationTask(NeoBERTTask):
         lr_schedule: Decay after warmup: linear, cosine or constant.
         gradient_checkpointing: Recompute block activations in the backward pass to save memory.
         compile: ``torch.compile`` each transformer block for ``fit`` (dynamic shapes); slower first steps.
+        kwargs: The other options of `NeoBERTTask` (``allow_pickle_weights``).
     """
 
     head_class = NeoBERTForTokenClassification
@@ -72,6 +73,7 @@ class TokenClassificationTask(NeoBERTTask):
         lr_schedule: str = "linear",
         gradient_checkpointing: bool = False,
         compile: bool = False,
+        **kwargs: Any,
     ):
         if not label_names or (num_labels is not None and num_labels != len(label_names)):
             raise ConfigError(
@@ -85,6 +87,7 @@ class TokenClassificationTask(NeoBERTTask):
         super().__init__(
             pretrained, model_config, attn_implementation, learning_rate, weight_decay, betas, eps,
             warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing, compile,
+            **kwargs,
         )  # fmt: skip
         self.save_hyperparameters()
         self.metrics = nn.ModuleDict({mode: EntityF1(self.label_names, mode=mode) for mode in METRIC_MODES})

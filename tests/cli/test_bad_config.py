@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from neobert_tasks.argument_parser import NEGATIVE_NUMBER
 from neobert_tasks.model import NeoBERTForSequenceClassification
 from neobert_tasks.model.configuration import NeoBERTConfig
-from tests.cli.helpers import build_cli, command_error, glue_args, quickstart_args, run_cli
-from tests.conftest import REPO_ROOT
+from neobert_tasks.tasks import TokenClassificationTask
+from tests.cli.helpers import QUICKSTART, build_cli, command_error, glue_args, quickstart_args, run_cli
+from tests.conftest import REPO_ROOT, tiny_config_kwargs
 
 TOKENIZER = REPO_ROOT / "data" / "tokenizer" / "bert-base-uncased"
 
@@ -209,3 +213,93 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(capsys, tmp_
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert state["global_step"] == 2  # saved before the NaN step; the save at step 4 was refused
     assert all(torch.isfinite(tensor).all() for tensor in state["state_dict"].values())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--model.init_args.learning_rate", "-1e-3"],  # argparse took "-1e-3" for an option
+        ["--model.init_args.learning_rate=-1e-3"],  # parsed, then refused by torch at the first step
+    ],
+)
+def test_negative_learning_rate_names_the_key(capsys, tmp_path, options):
+    message = quickstart_error(capsys, tmp_path, *options)
+    assert message == "model.init_args.learning_rate must be positive, got -0.001."
+
+
+@pytest.mark.parametrize("text", ["-1e-3", "-1E+3", "-2.5e-5", "-.5e1", "-1", "-.5", "-3."])
+def test_negative_numbers_with_exponents_are_values(text):
+    assert NEGATIVE_NUMBER.match(text)
+
+
+@pytest.mark.parametrize("text", ["-c", "--config", "-e", "-1e", "-e3", "--1"])
+def test_options_are_not_negative_numbers(text):
+    assert not NEGATIVE_NUMBER.match(text)
+
+
+def test_checkpoint_of_another_task_names_both_classes(capsys, tmp_path):
+    """A NER checkpoint given to a sequence-classification config: LightningCLI would build the checkpoint's
+    task instead, which then refused the config's labels deep inside a traceback."""
+    ner = TokenClassificationTask(
+        label_names=["O", "B-PER", "I-PER"], pretrained=None, model_config=tiny_config_kwargs()
+    )
+    # What a `fit` of configs/conll2003.yaml saves: LightningCLI adds _class_path and _instantiator.
+    hyper_parameters = {
+        "_class_path": "neobert_tasks.tasks.TokenClassificationTask",
+        **ner.hparams,
+        "_instantiator": "lightning.pytorch.cli.instantiate_module",
+    }
+    checkpoint = tmp_path / "ner.ckpt"
+    torch.save(
+        {"epoch": 0, "global_step": 1, "pytorch-lightning_version": lightning.__version__,
+         "state_dict": ner.state_dict(), "hyper_parameters": hyper_parameters},
+        checkpoint,
+    )  # fmt: skip
+    message = quickstart_error(capsys, tmp_path, "--ckpt_path", str(checkpoint), subcommand="validate")
+    assert message == (
+        f"Checkpoint '{checkpoint}' was trained with neobert_tasks.tasks.TokenClassificationTask, not with"
+        f" model.class_path neobert_tasks.tasks.SequenceClassificationTask in config file '{QUICKSTART}';"
+        " give it the config of the run that wrote it (--config <run>/config.yaml), or give a checkpoint"
+        " of a SequenceClassificationTask run."
+    )
+
+
+def test_flash_attention_on_a_cpu_is_refused_before_the_model_is_built(capsys, tmp_path):
+    """Without flash-attn, transformers first tried to fetch a kernel from the hub (138 lines)."""
+    message = quickstart_error(capsys, tmp_path, "--model.init_args.attn_implementation", "flash_attention_2")
+    assert message == (
+        "model.init_args.attn_implementation 'flash_attention_2' runs on CUDA GPUs only and this run is on"
+        " cpu; use one of sdpa, sdpa_varlen, eager there (sdpa_varlen skips padding as flash-attn does)."
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "base", "example"),
+    [
+        ("model", "NeoBERTTask (a LightningModule)", "neobert_tasks.tasks.SequenceClassificationTask"),
+        ("data", "TokenizedDataModule (a LightningDataModule)", "neobert_tasks.data.GLUEDataModule"),
+    ],
+)
+def test_class_path_of_something_else_names_the_value_and_the_classes(capsys, tmp_path, key, base, example):
+    """It used to blame the debug preset, the last config file with a `model` key: "expected None"."""
+    message = quickstart_error(capsys, tmp_path, f"--{key}.class_path", "builtins.print")
+    assert message.startswith(
+        f"{key}.class_path must name a subclass of {base}, not 'builtins.print' on the command line; give one"
+        " of "
+    )
+    assert example in message and message.endswith(".")
+
+
+def test_pretrained_folder_with_only_pickle_weights_says_how_to_convert(capsys, tmp_path):
+    pickled = tmp_path / "pickled"
+    NeoBERTForSequenceClassification(NeoBERTConfig(**tiny_config_kwargs())).save_pretrained(pickled)
+    torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    message = quickstart_error(
+        capsys, tmp_path / "run", "--model.init_args.pretrained", str(pickled),
+        "--model.init_args.model_config", "null",
+    )  # fmt: skip
+    assert message.startswith(
+        f"model.pretrained '{pickled}' holds only pickle weights (pytorch_model.bin), which can run code"
+    )
+    assert "convert_pickle_weights(" in message and "model.init_args.allow_pickle_weights true" in message

@@ -99,6 +99,17 @@ def test_export_command_refuses_a_folder_without_a_model(tmp_path, capsys):
     )
 
 
+def test_export_command_refuses_pickle_only_weights(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"")
+    assert export_main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"neobert_tasks.export: error: '{tmp_path}' has no model.safetensors; convert pickle weights once with"
+        ' python -c "from neobert_tasks.model.loading import convert_pickle_weights;'
+        f" convert_pickle_weights('{tmp_path}')\" if you trust them."
+    )
+
+
 @pytest.mark.slow
 def test_console_command_exits_with_status_0(tmp_path):
     command = shutil.which("neobert-tasks")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from neobert_tasks.model import NeoBERTConfig, NeoBERTModel, padding
+from neobert_tasks.model.attention import backend_problem
 from tests.conftest import tiny_config_kwargs
 
 CPU_BACKENDS = ["eager", "sdpa", "sdpa_varlen"]
@@ -137,3 +138,32 @@ def test_hidden_states_on_request_for_padded_and_varlen_paths():
         assert len(output.hidden_states) == 3  # embeddings, after block 1, final (normed) output
         assert output.hidden_states[0].shape == (4, 16, 64)
         assert torch.equal(output.hidden_states[-1], output.last_hidden_state)
+
+
+@pytest.mark.parametrize("backend", [*CPU_BACKENDS, None])
+def test_torch_backends_run_anywhere(backend):
+    assert backend_problem(backend, "cpu") is None
+    assert backend_problem(backend, "cuda", has_flash_attn=False) is None
+
+
+def test_flash_attention_is_refused_on_a_cpu_naming_the_backends_that_run_there():
+    assert backend_problem("flash_attention_2", "cpu") == (
+        "model.init_args.attn_implementation 'flash_attention_2' runs on CUDA GPUs only and this run is on"
+        " cpu; use one of sdpa, sdpa_varlen, eager there (sdpa_varlen skips padding as flash-attn does)."
+    )
+
+
+def test_flash_attention_on_cuda_without_flash_attn_names_the_torch_native_backend():
+    assert backend_problem("flash_attention_2", "cuda", has_flash_attn=False) == (
+        "model.init_args.attn_implementation 'flash_attention_2' needs the flash-attn package, which is not"
+        " installed; use sdpa_varlen (PyTorch's own attention on unpadded sequences) or sdpa, or pip install"
+        " 'neobert_tasks[flash]'."
+    )
+    assert backend_problem("flash_attention_2", "cuda", has_flash_attn=True) is None
+
+
+def test_unknown_backend_lists_the_backends():
+    assert backend_problem("flash_attention_3", "cuda", has_flash_attn=True) == (
+        "model.init_args.attn_implementation 'flash_attention_3' is not a NeoBERT attention backend; choose"
+        " one of eager, flash_attention_2, sdpa, sdpa_varlen."
+    )

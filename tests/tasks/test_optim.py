@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from neobert_tasks.tasks.optim import build_optimizer, parameter_groups, warmup_decay_schedule
+from neobert_tasks.errors import ConfigError
+from neobert_tasks.tasks.optim import (
+    build_optimizer,
+    check_optimizer_options,
+    parameter_groups,
+    warmup_decay_schedule,
+)
 
 PEAK_LR = 2e-4
 
@@ -281,3 +287,37 @@ def test_schedule_on_built_optimizer_scales_both_groups() -> None:
     optimizer.step()
     scheduler.step()
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([5e-4, 5e-4])
+
+
+VALID_OPTIONS = dict(
+    learning_rate=2e-5, weight_decay=0.0, betas=(0.9, 0.95), eps=0.0, warmup_fraction=0.0, warmup_steps=None,
+    final_lr_fraction=1.0, lr_schedule="linear",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("learning_rate", -1e-3, "learning_rate must be positive, got -0.001."),
+        ("learning_rate", 0.0, "learning_rate must be positive, got 0.0."),
+        ("learning_rate", math.nan, "learning_rate must be positive, got nan."),
+        ("learning_rate", math.inf, "learning_rate must be positive, got inf."),
+        ("weight_decay", -0.1, "weight_decay must be >= 0, got -0.1."),
+        ("eps", -1e-8, "eps must be >= 0, got -1e-08."),
+        ("betas", (0.9, 1.0), "betas[1] must be in [0, 1), got 1.0."),
+        ("betas", (0.9,), "betas must be two numbers (β1, β2), got [0.9]."),
+        ("warmup_fraction", 1.5, "warmup_fraction must be in [0, 1], got 1.5."),
+        ("warmup_steps", -1, "warmup_steps must be >= 0, got -1."),
+        ("final_lr_fraction", -0.1, "final_lr_fraction must be in [0, 1], got -0.1."),
+        ("lr_schedule", "step", "lr_schedule 'step' is not one of linear, cosine, constant."),
+    ],
+)
+def test_out_of_range_optimiser_options_name_the_key(option, value, message):
+    with pytest.raises(ConfigError) as error:
+        check_optimizer_options("model.init_args.", **{**VALID_OPTIONS, option: value})
+    assert str(error.value) == f"model.init_args.{message}"
+
+
+def test_boundary_optimiser_options_are_accepted():
+    check_optimizer_options("", **VALID_OPTIONS)  # zero decay, eps, warmup; no decay of the rate
+    check_optimizer_options("", **{**VALID_OPTIONS, "warmup_fraction": 1.0, "warmup_steps": 0})

@@ -1,0 +1,101 @@
+"""``pretrained`` folders load from safetensors only: pickle weights (``pytorch_model.bin``) are refused with
+the command that converts them, unless ``allow_pickle_weights`` opts in; the conversion keeps every tensor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from neobert_tasks.errors import ConfigError
+from neobert_tasks.model import NeoBERTConfig, NeoBERTForSequenceClassification
+from neobert_tasks.model.loading import build_model, convert_pickle_weights
+from tests.conftest import tiny_config_kwargs
+
+
+def _saved_model(folder: Path) -> NeoBERTForSequenceClassification:
+    torch.manual_seed(0)
+    model = NeoBERTForSequenceClassification(NeoBERTConfig(**tiny_config_kwargs(vocab_size=500)))
+    model.save_pretrained(folder)  # transformers 5 writes safetensors whatever safe_serialization says
+    return model
+
+
+def _pickle_only(folder: Path) -> NeoBERTForSequenceClassification:
+    """A folder as older transformers wrote it with safe_serialization=False: config.json and a pickle."""
+    model = _saved_model(folder)
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    return model
+
+
+def _assert_same_weights(loaded: torch.nn.Module, expected: torch.nn.Module) -> None:
+    loaded_state, expected_state = loaded.state_dict(), expected.state_dict()
+    assert loaded_state.keys() == expected_state.keys()
+    for name, tensor in expected_state.items():
+        assert torch.equal(loaded_state[name], tensor), name
+
+
+def test_pickle_only_folder_is_refused_with_the_conversion_command(tmp_path):
+    _pickle_only(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        build_model(NeoBERTForSequenceClassification, str(tmp_path), None, num_labels=2)
+    assert str(error.value) == (
+        f"model.pretrained '{tmp_path}' holds only pickle weights (pytorch_model.bin), which can run code"
+        ' when loaded; convert them once to model.safetensors with python -c "from'
+        " neobert_tasks.model.loading import convert_pickle_weights;"
+        f" convert_pickle_weights('{tmp_path}')\", or, if you trust the folder, set"
+        " model.init_args.allow_pickle_weights true."
+    )
+
+
+def test_pickle_weights_load_when_allowed(tmp_path):
+    expected = _pickle_only(tmp_path)
+    loaded = build_model(NeoBERTForSequenceClassification, str(tmp_path), None, True, num_labels=2)
+    _assert_same_weights(loaded, expected)
+
+
+def test_safetensors_folder_loads(tmp_path):
+    expected = _saved_model(tmp_path)
+    loaded = build_model(NeoBERTForSequenceClassification, str(tmp_path), None, num_labels=2)
+    _assert_same_weights(loaded, expected)
+
+
+def test_folder_without_weights_says_safetensors_are_missing(tmp_path):
+    _saved_model(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(ConfigError) as error:
+        build_model(NeoBERTForSequenceClassification, str(tmp_path), None, num_labels=2)
+    assert str(error.value).startswith(f"model.pretrained '{tmp_path}' has no safetensors weights")
+
+
+def test_the_command_of_the_message_converts_the_folder(tmp_path):
+    expected = _pickle_only(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        build_model(NeoBERTForSequenceClassification, str(tmp_path), None, num_labels=2)
+    code = str(error.value).split('python -c "', 1)[1].split('"', 1)[0]
+    # In this process: a `python -c` of it spends 9 s importing the package on a busy CPU, for the same code.
+    exec(code, {})  # noqa: S102 - the code is the message's own, built above
+    loaded = build_model(NeoBERTForSequenceClassification, str(tmp_path), None, num_labels=2)
+    _assert_same_weights(loaded, expected)
+
+
+def test_conversion_of_shared_tensors_and_shards(tmp_path):
+    """Tied weights (one storage, two names) are what safetensors' save_file refuses; shards are merged."""
+    shared = torch.randn(4, 3)
+    first = {"embeddings.weight": shared, "decoder.weight": shared, "transposed": torch.randn(3, 5).T}
+    second = {"bias": torch.arange(4.0)}
+    for name, state in (
+        ("pytorch_model-00001-of-00002.bin", first),
+        ("pytorch_model-00002-of-00002.bin", second),
+    ):
+        torch.save(state, tmp_path / name)
+    weight_map = {key: "pytorch_model-00001-of-00002.bin" for key in first}
+    weight_map["bias"] = "pytorch_model-00002-of-00002.bin"
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    converted = load_file(convert_pickle_weights(tmp_path))
+    assert converted.keys() == {*first, *second}
+    for name, tensor in {**first, **second}.items():
+        assert torch.equal(converted[name], tensor), name
