@@ -12,7 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.export.folder import export_model_folder
@@ -31,17 +31,33 @@ class BestModelCheckpoint(ModelCheckpoint):
 
     ``monitor: auto`` resolves to ``val/<datamodule.main_metric>`` (GLUE: Matthews for CoLA, F1 for MRPC
     and QQP, Pearson for STS-B, accuracy otherwise) or ``val/loss``; ``mode: auto`` is ``min`` for losses
-    and ``max`` for scores. All other arguments are ``ModelCheckpoint``'s.
+    and ``max`` for scores. A NaN or infinite score is never taken as the best. All other arguments are
+    ``ModelCheckpoint``'s.
+
+    Args:
+        monitor: Metric that picks the best checkpoint; auto for the task's main metric, null for the latest.
+        mode: min or max; auto is min for a loss and max for a score.
+        save_last: Also save last.ckpt after each validation (ResumeCheckpoint shares the file).
+        enable_version_counter: Write name-v1.ckpt instead of overwriting an existing name.ckpt; off, so that
+            a run, resumed or not, has exactly one last.ckpt.
     """
 
     def __init__(
-        self, monitor: str | None = "auto", mode: str = "auto", save_last: bool | None = True, **kwargs
+        self,
+        monitor: str | None = "auto",
+        mode: str = "auto",
+        save_last: bool | None = True,
+        enable_version_counter: bool = False,
+        **kwargs,
     ):
-        # No version counter: last.ckpt is shared with ResumeCheckpoint and overwritten by a resumed run,
-        # where a counter would write last-v1.ckpt beside it.
-        kwargs.setdefault("enable_version_counter", False)
+        # Declared here rather than left to **kwargs: LightningCLI writes ModelCheckpoint's default (true)
+        # into the config of an argument it does not see, and a counter would write last-v1.ckpt.
         super().__init__(
-            monitor=monitor, mode="max" if mode == "auto" else mode, save_last=save_last, **kwargs
+            monitor=monitor,
+            mode="max" if mode == "auto" else mode,
+            save_last=save_last,
+            enable_version_counter=enable_version_counter,
+            **kwargs,
         )
         self.resolve_monitor, self.resolve_mode = monitor == "auto", mode == "auto"
         self.best_metrics: dict[str, float] = {}
@@ -54,6 +70,17 @@ class BestModelCheckpoint(ModelCheckpoint):
             self.mode = "min" if self.monitor.endswith("loss") else "max"
             self.kth_value = torch.tensor(math.inf if self.mode == "min" else -math.inf)
         super().setup(trainer, pl_module, stage)
+
+    def check_monitor_top_k(self, trainer: L.Trainer, current: torch.Tensor | None = None) -> bool:
+        # Lightning turns NaN into the worst value and still keeps it while fewer than save_top_k models
+        # are kept, so a broken validation (NaN Pearson) would become the "best" model and be exported.
+        if current is not None and not bool(torch.isfinite(current)):
+            rank_zero_warn(
+                f"{self.monitor} is {current.item()} at step {trainer.global_step}:"
+                " not kept as a best checkpoint."
+            )
+            return False
+        return super().check_monitor_top_k(trainer, current)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         previous = self.best_model_path
@@ -123,6 +150,8 @@ class ExportBestModel(L.Callback):
         if best_path:
             state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
             pl_module.load_state_dict(state)
+        elif getattr(checkpoint, "monitor", None) and getattr(checkpoint, "save_top_k", 0):
+            rank_zero_warn(f"No validation gave a finite {checkpoint.monitor}: exporting the final weights.")
         run_dir = run_directory(trainer)
         if not trainer.is_global_zero:
             return

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -30,7 +31,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from neobert_tasks.argument_parser import NeoBERTArgumentParser
 from neobert_tasks.callbacks import BestModelCheckpoint, ExportBestModel, PredictionWriter
 from neobert_tasks.data.base import TokenizedDataModule
-from neobert_tasks.errors import UserInputError
+from neobert_tasks.errors import (
+    MissingPathError,
+    StorageError,
+    UserInputError,
+    describe_storage_fault,
+    storage_fault,
+)
 from neobert_tasks.resume import (
     ResumeCheckpoint,
     latest_run_checkpoint,
@@ -56,6 +63,9 @@ LINKED_ARGUMENTS = (
 # The CSV logger shares the TensorBoard logger's version folder on purpose (see instantiate_trainer), where
 # SaveConfigCallback has already written config.yaml; its warning about a non-empty folder is noise.
 warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+
+# sysexits.h: an input/output error, here a write the disk refused (full, read-only, no permission).
+EX_IOERR = 74
 
 LOGGER_CLASSES = ("lightning.pytorch.loggers.TensorBoardLogger", "lightning.pytorch.loggers.CSVLogger")
 
@@ -88,6 +98,9 @@ class NeoBERTCLI(LightningCLI):
             ]
 
     def before_fit(self) -> None:
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, ResumeCheckpoint):
+                callback.remember_metric_history(self.trainer)
         # Without a validation split (a local copy lacking one, like QQP's in ../shared), or with validation
         # turned off (trainer.limit_val_batches: 0), no val/* metric is ever logged, and an EarlyStopping on
         # one would end the run with an error after one epoch.
@@ -135,6 +148,12 @@ class NeoBERTCLI(LightningCLI):
         if ckpt_path == "last":
             root = config.trainer.default_root_dir or "runs"
             found = latest_run_checkpoint(root)
+            if found is None and self.config.subcommand != "fit":
+                # Scoring or predicting with a random model would pass for a result.
+                raise MissingPathError(
+                    f"--ckpt_path last: no last.ckpt under '{root}/version_*/checkpoints' to"
+                    f" {self.config.subcommand}; run fit first or give the path of a checkpoint."
+                )
             if found is None:
                 # Not an error: a job script can pass `--ckpt_path last` on its first start as well.
                 rank_zero_warn(f"No last.ckpt under '{root}/version_*/checkpoints': starting from scratch.")
@@ -166,6 +185,8 @@ class NeoBERTCLI(LightningCLI):
         for logger in ours:
             logger._version = version  # each logger's own "next version" may differ
         run_dir = root / (version if isinstance(version, str) else f"version_{version}")
+        if trainer.is_global_zero:
+            check_writable(run_dir)
         trainer.callbacks.append(RunDirectory(str(run_dir)))
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.dirpath is None:
@@ -176,8 +197,9 @@ class NeoBERTCLI(LightningCLI):
 def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
     """Entry point of ``python -m neobert_tasks`` and of ``neobert-tasks``; ``args`` for use from Python.
 
-    A mistake in the config or the data ends the run with its one-sentence message and exit status 2;
-    SIGTERM ends it, after saving ``last.ckpt``, with status 143.
+    A mistake in the config or the data ends the run with its one-sentence message and exit status 2, a
+    write the disk refused with one naming the path and status 74; SIGTERM ends it, after saving
+    ``last.ckpt``, with status 143.
     """
     try:
         return _build_cli(args, run)
@@ -186,12 +208,15 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
         print("neobert_tasks: stopped by SIGTERM; resume with `fit ... --ckpt_path last`.", file=sys.stderr)
         raise SystemExit(143) from None
     except Exception as error:
-        user_error = _user_input_error(error)
+        user_error, storage = _user_input_error(error), storage_fault(error)
+        if user_error is None and storage is not None:
+            cause = describe_storage_fault(storage)
+            user_error = StorageError(f"Could not write '{storage.filename}' ({cause}).")
         if user_error is None:
             raise
         # One line even when the message quotes a library's multi-line explanation.
         print(f"neobert_tasks: error: {' '.join(str(user_error).split())}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(EX_IOERR if isinstance(user_error, StorageError) else 2) from None
 
 
 def console_main() -> int:
@@ -202,6 +227,18 @@ def console_main() -> int:
     """
     main()
     return 0
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and a file in it, or end with one sentence naming it and why it cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise StorageError(
+            f"Cannot write the run folder '{folder}' ({describe_storage_fault(error)}): set"
+            " trainer.default_root_dir to a folder you can write."
+        ) from error
 
 
 def _user_input_error(error: BaseException | None) -> UserInputError | None:

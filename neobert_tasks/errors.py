@@ -1,10 +1,14 @@
 """Errors a user can cause through a config, a command line or a data file.
 
 The command line prints their message, one sentence naming the file, key, column or value, and exits
-with status 2 instead of showing a traceback. Anything else is a bug and keeps its traceback.
+with status 2 instead of showing a traceback (74, EX_IOERR, when the disk refused a write). Anything else
+is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
+
+import errno
+import os
 
 
 class UserInputError(Exception):
@@ -17,3 +21,33 @@ class ConfigError(UserInputError, ValueError):
 
 class MissingPathError(UserInputError, FileNotFoundError):
     """A file or directory named in the configuration does not exist."""
+
+
+class StorageError(UserInputError, OSError):
+    """The disk refused a write (full, read-only, no permission, over a size limit); names the path."""
+
+
+# errno values that mean "this storage cannot take the write", as opposed to a bug or a missing input.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def storage_fault(error: BaseException | None) -> OSError | None:
+    """The OSError with a storage errno that ``error`` is, was raised from, or was raised while handling.
+
+    torch.save reports a failed write as a RuntimeError ("unexpected pos …") raised while handling the
+    OSError that says why, so the context is searched as well as the cause.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def describe_storage_fault(error: OSError) -> str:
+    """``no space left on device [ENOSPC]``: the cause in words, and its errno name for searching."""
+    if error.errno is None:
+        return str(error)
+    return f"{os.strerror(error.errno).lower()} [{errno.errorcode.get(error.errno, error.errno)}]"

@@ -18,9 +18,11 @@ random generator from the step at every batch (`NeoBERTTask.on_train_batch_start
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -33,7 +35,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from neobert_tasks.errors import MissingPathError, UserInputError
+from neobert_tasks.errors import (
+    MissingPathError,
+    StorageError,
+    UserInputError,
+    describe_storage_fault,
+    storage_fault,
+)
+from neobert_tasks.metric_history import flush_rows, read_rows, restore_rows
 
 
 class CheckpointError(UserInputError):
@@ -81,9 +90,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, path)
-        except BaseException:
+        except BaseException as error:
             Path(temporary).unlink(missing_ok=True)
-            raise
+            cause = storage_fault(error)
+            if cause is None:
+                raise
+            kept = "the previous one there is intact" if path.exists() else "no earlier one exists there"
+            raise StorageError(
+                f"Could not write checkpoint '{path}' ({describe_storage_fault(cause)}); {kept}: free space"
+                " or fix the folder, then resume with `fit --ckpt_path last`."
+            ) from error
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
         # weights_only is forced: nothing neobert_tasks saves needs more, and more would allow code to run.
@@ -98,6 +114,33 @@ def use_atomic_checkpoints(trainer: L.Trainer) -> None:
     strategy = trainer.strategy
     if type(strategy.checkpoint_io) is TorchCheckpointIO:
         strategy.checkpoint_io = AtomicCheckpointIO()
+
+
+def remove_unfinished_writes(folder: str | Path) -> None:
+    """Delete the temporary files that writes killed mid-way left in ``folder`` (each up to a checkpoint)."""
+    leftovers = list(Path(folder).glob(".*.ckpt.*.tmp"))
+    if leftovers:
+        size = sum(path.stat().st_size for path in leftovers)
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        rank_zero_info(
+            f"Removed {len(leftovers)} unfinished checkpoint write(s) ({size / 2**20:.1f} MiB) from {folder}"
+        )
+
+
+def check_free_space(folder: str | Path, pl_module: L.LightningModule) -> None:
+    """Refuse to train when ``folder`` cannot hold one more checkpoint: weights, plus AdamW's two moments of
+    every trainable weight (the atomic write needs room for a new file beside the old one)."""
+    weights = sum(p.numel() * p.element_size() for p in pl_module.parameters())
+    moments = sum(2 * p.numel() * 4 for p in pl_module.parameters() if p.requires_grad)
+    needed = weights + moments
+    existing = next(parent for parent in [Path(folder), *Path(folder).parents] if parent.exists())
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise StorageError(
+            f"'{existing}' has {free / 2**20:.0f} MiB free, less than one checkpoint of this model needs"
+            f" (about {needed / 2**20:.0f} MiB): free space or set trainer.default_root_dir elsewhere."
+        )
 
 
 class ResumeCheckpoint(ModelCheckpoint):
@@ -131,6 +174,34 @@ class ResumeCheckpoint(ModelCheckpoint):
             # first (it keeps checkpoint callbacks in the order they were given).
             self.dirpath = best.dirpath
         super().setup(trainer, pl_module, stage)
+        self._trainer = trainer
+        if stage == "fit" and trainer.is_global_zero and self.dirpath is not None:
+            remove_unfinished_writes(self.dirpath)
+            check_free_space(self.dirpath, pl_module)
+
+    def remember_metric_history(self, trainer: L.Trainer) -> None:
+        """Read the run's ``metrics.csv`` files; call before ``trainer.fit``, because Lightning creates its
+        CSV writer (which deletes an existing file) before any callback's ``setup``."""
+        self._csv_history = read_rows(trainer)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Here rather than in on_train_start, which a resumed run that has nothing left to train never
+        # reaches; Lightning has restored this callback's state (the checkpoint's step) by now.
+        if trainer.ckpt_path:  # resumed: keep the CSV rows logged up to the checkpoint, drop those redone
+            restore_rows(trainer, self._csv_history, self._checkpoint_step)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args, **kwargs) -> None:
+        # A checkpoint taken just before a validation resumes past it: Lightning counts that validation as
+        # done. The best-model checkpoint saves last.ckpt once the validation has finished instead.
+        if not validation_follows(trainer):
+            super().on_train_batch_end(trainer, *args, **kwargs)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # last.ckpt holds the final state, whatever the last save before it (a step save, or a validation
+        # that did not improve the best score), so that `fit --ckpt_path last` with more epochs trains on.
+        if self.dirpath is not None and not trainer.sanity_checking:
+            with epoch_end_state(trainer):
+                self._save_last_file(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Nothing: saving after validation is the best-model checkpoint's job."""
@@ -138,17 +209,58 @@ class ResumeCheckpoint(ModelCheckpoint):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException):
         if not (self.save_on_sigterm and isinstance(exception, SIGTERMException)) or self.dirpath is None:
             return
-        # Lightning raises SIGTERMException between two batches, so the state is that of a finished step.
-        path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
-        trainer.save_checkpoint(path)
+        if trainer.sanity_checking:
+            return  # nothing trained yet in this process: the last.ckpt on disk, if any, is still right
+        # Lightning raises SIGTERMException between two batches, so the state is that of a finished step,
+        # or of a validation batch: that validation must run again, from its start, after the resume.
+        if trainer.validating:
+            mark_validation_unfinished(trainer)
+        path = self._save_last_file(trainer)
         rank_zero_info(f"Received SIGTERM: saved {path}; resume with `fit --ckpt_path last`.")
 
+    def _save_last_file(self, trainer: L.Trainer) -> str:
+        path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+        trainer.save_checkpoint(path, weights_only=False)
+        return path
+
+    _checkpoint_step: int | None = None
+    _csv_history: dict[str, list[list[str]]] = {}
+    _trainer: L.Trainer | None = None
+
     def state_dict(self) -> dict[str, Any]:
-        # Only the folder matters; ModelCheckpoint's state would also record a best score it never tracks.
-        return {"dirpath": self.dirpath}
+        # Lightning asks for it as it builds every checkpoint: flush metrics.csv so that no row logged
+        # before this checkpoint is lost to a kill, and record the step the rows are cut at on a resume
+        # (ModelCheckpoint's own state would record a best score this callback never tracks).
+        if self._trainer is None:
+            return {"dirpath": self.dirpath}
+        flush_rows(self._trainer)
+        return {"dirpath": self.dirpath, "global_step": self._trainer.global_step}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        pass
+        self._checkpoint_step = state_dict.get("global_step")
+
+
+# Lightning offers no public way to ask whether a validation follows the batch that just ended, or to save
+# a checkpoint that resumes into an interrupted validation; both read or set its loops' private state, here
+# only. tests/cli/test_resume.py (SIGKILL and SIGTERM in validation) fails if a Lightning upgrade breaks them.
+
+
+def validation_follows(trainer: L.Trainer) -> bool:
+    """Whether ``fit`` validates right after the training batch that just ended."""
+    fit_loop = trainer.fit_loop
+    return bool(fit_loop.epoch_loop._should_check_val_fx(fit_loop._data_fetcher))
+
+
+def mark_validation_unfinished(trainer: L.Trainer) -> None:
+    """Set the running validation's progress to "its first batch started, none processed", which Lightning
+    resumes by running that validation again from its first batch (restart stage "restarted mid-evaluation";
+    it would skip the batches counted in ``current``, whose metric states the checkpoint does not hold)."""
+    progress = trainer.fit_loop.epoch_loop.val_loop.batch_progress
+    # ``total`` counts the batches of every validation in this epoch, ``current`` those of this one.
+    before = progress.total.processed - progress.current.processed
+    for counts, done in ((progress.total, before), (progress.current, 0)):
+        counts.completed = counts.processed = done
+        counts.ready = counts.started = done + 1
 
 
 def latest_run_checkpoint(root_dir: str | Path) -> tuple[Path, int] | None:
@@ -162,3 +274,21 @@ def latest_run_checkpoint(root_dir: str | Path) -> tuple[Path, int] | None:
         return None
     _, path, version = max(candidates)
     return path, version
+
+
+@contextlib.contextmanager
+def epoch_end_state(trainer: L.Trainer):
+    """Within the block, the fit loop's epoch counts read as at ``on_train_epoch_end`` of the last epoch
+    (trained, not yet counted complete): the state Lightning resumes into the next epoch. Once ``fit`` has
+    ended the epoch is counted complete too, and a resume from that state would train no batch at all."""
+    progress = trainer.fit_loop.epoch_progress
+    finished = progress.total.completed == progress.total.processed > 0
+    if finished:
+        progress.total.completed -= 1
+        progress.current.completed -= 1
+    try:
+        yield
+    finally:
+        if finished:
+            progress.total.completed += 1
+            progress.current.completed += 1

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_warn
 
 
 def next_version(root_dir: str | Path) -> int:
@@ -60,6 +61,7 @@ class RunConfigCallback(SaveConfigCallback):
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         directory = run_directory(trainer)
         directory.mkdir(parents=True, exist_ok=True)
+        record_precision_that_runs(self.config, trainer)
         self.parser.save(
             self.config,
             directory / self.config_filename,
@@ -67,3 +69,22 @@ class RunConfigCallback(SaveConfigCallback):
             overwrite=self.overwrite,
             multifile=self.multifile,
         )
+
+
+# Lightning's older spellings of a precision, and the name the trainer reports for each.
+PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}
+
+
+def record_precision_that_runs(config, trainer: L.Trainer) -> None:
+    """Write into ``config`` the precision the trainer runs, where Lightning substituted another.
+
+    Lightning runs ``16-mixed`` on the CPU as ``bf16-mixed`` (fp16 autocast has no CPU kernels) with only a
+    log line; the saved config must say what ran, or the run cannot be reproduced from it.
+    """
+    trainer_config = config.get("trainer")
+    if trainer_config is None or trainer_config.get("precision") is None:
+        return
+    asked, ran = str(trainer_config["precision"]), str(trainer.precision)
+    if PRECISION_ALIASES.get(asked, asked) != ran:
+        rank_zero_warn(f"trainer.precision {asked} runs as {ran} on this machine; config.yaml records {ran}.")
+        trainer_config["precision"] = ran

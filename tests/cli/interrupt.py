@@ -27,3 +27,21 @@ class SignalAtStep(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), getattr(signal, self.signal_name))
+
+
+class SignalInValidation(L.Callback):
+    """Send ``signal_name`` to this process as validation batch ``batch`` starts, in the validation that
+    follows optimizer step ``step`` (not the sanity check).
+
+    Args:
+        step: Global step (optimizer steps done) of the validation to interrupt.
+        batch: Index of the validation batch at whose start the signal is sent.
+        signal_name: ``SIGKILL`` or ``SIGTERM``.
+    """
+
+    def __init__(self, step: int, batch: int = 1, signal_name: str = "SIGKILL"):
+        self.step, self.batch, self.signal_name = step, batch, signal_name
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if not trainer.sanity_checking and trainer.global_step == self.step and batch_idx == self.batch:
+            os.kill(os.getpid(), getattr(signal, self.signal_name))

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.cli.helpers import glue_args
+from tests.cli.helpers import glue_args, read_metrics_csv
 from tests.conftest import REPO_ROOT
 
 SIGNAL_STEP = 9
@@ -50,11 +50,11 @@ def run_fit(*args: str, expected_status: int = 0) -> str:
     return output
 
 
-def interrupted_args(root: Path, signal_name: str) -> list[str]:
+def interrupted_args(root: Path, signal_name: str, callback: str = "SignalAtStep", step: int = SIGNAL_STEP):
     return [
         *fit_args(root),
-        "--trainer.callbacks+=tests.cli.interrupt.SignalAtStep",
-        f"--trainer.callbacks.step={SIGNAL_STEP}",
+        f"--trainer.callbacks+=tests.cli.interrupt.{callback}",
+        f"--trainer.callbacks.step={step}",
         f"--trainer.callbacks.signal_name={signal_name}",
     ]
 
@@ -71,7 +71,9 @@ def uninterrupted(tmp_path_factory) -> Path:
 
 
 def assert_same_run(resumed: Path, reference: Path) -> None:
-    """Same final weights, optimizer state, step and best scores."""
+    """Same final weights, optimizer state, step, best checkpoint and scores, and metrics.csv history; one
+    last.ckpt."""
+    assert sorted(path.name for path in (resumed / "checkpoints").glob("last*")) == ["last.ckpt"]
     final, expected = (
         load(resumed / "checkpoints" / "last.ckpt"),
         load(reference / "checkpoints" / "last.ckpt"),
@@ -83,9 +85,15 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
     for key, state in expected_optimizer["state"].items():
         for name, value in state.items():
             torch.testing.assert_close(optimizer["state"][key][name], value, rtol=0, atol=1e-6)
-    scores = json.loads((resumed / "metrics.json").read_text())["best_metrics"]
-    expected_scores = json.loads((reference / "metrics.json").read_text())["best_metrics"]
-    assert scores == pytest.approx(expected_scores, abs=1e-6)
+    summary, expected_summary = (
+        json.loads((run / "metrics.json").read_text()) for run in (resumed, reference)
+    )
+    assert summary["best_metrics"] == pytest.approx(expected_summary["best_metrics"], abs=1e-6)
+    assert Path(summary["best_checkpoint"]).name == Path(expected_summary["best_checkpoint"]).name
+    history, expected_history = read_metrics_csv(resumed), read_metrics_csv(reference)
+    assert history.keys() == expected_history.keys()
+    for name, values in expected_history.items():
+        assert history[name] == pytest.approx(values, abs=1e-5), name
 
 
 def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, uninterrupted):
@@ -108,6 +116,30 @@ def test_sigterm_saves_a_checkpoint_and_resumes_to_the_same_result(tmp_path, uni
     # SIGTERM arrives as step 9 starts; Lightning finishes that batch, then the checkpoint is written.
     assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == SIGNAL_STEP + 1
 
+    run_fit(*fit_args(tmp_path), "--ckpt_path", "last")
+    assert_same_run(run_dir, uninterrupted)
+
+
+# Validation runs after step 6 (the end of epoch 0); the signal comes as its second batch starts.
+VALIDATION_STEP = 6
+
+
+def test_sigterm_during_validation_resumes_into_that_validation(tmp_path, uninterrupted):
+    """The GLUE configs' EarlyStopping needs that validation's score, and the best model may be its."""
+    arguments = interrupted_args(tmp_path, "SIGTERM", "SignalInValidation", VALIDATION_STEP)
+    run_fit(*arguments, expected_status=143)
+    run_dir = tmp_path / "runs" / "version_0"
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == VALIDATION_STEP
+    run_fit(*fit_args(tmp_path), "--ckpt_path", "last")
+    assert_same_run(run_dir, uninterrupted)
+
+
+def test_sigkill_during_validation_resumes_to_the_same_result(tmp_path, uninterrupted):
+    arguments = interrupted_args(tmp_path, "SIGKILL", "SignalInValidation", VALIDATION_STEP)
+    run_fit(*arguments, expected_status=-signal.SIGKILL)
+    run_dir = tmp_path / "runs" / "version_0"
+    # The step save before a validation is left to the best-model checkpoint, after it: step 4 is newest.
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == VALIDATION_STEP - 2
     run_fit(*fit_args(tmp_path), "--ckpt_path", "last")
     assert_same_run(run_dir, uninterrupted)
 
