@@ -53,7 +53,7 @@ def test_generated_files_stand_alone(file_name):
     assert "neobert_tasks" not in roots
     # torch and transformers only (plus the standard library and flash-attn, imported on use).
     assert roots - {"torch", "transformers", "flash_attn", "configuration_neobert"} <= {
-        "__future__", "collections", "dataclasses", "functools", "math",
+        "__future__", "collections", "dataclasses", "functools", "importlib", "math",
     }  # fmt: skip
     # Every function and class of the package's modules is in the file as is: generated, not rewritten.
     for module in REMOTE_CODE_FILES[file_name]:
@@ -104,7 +104,8 @@ def test_export_command_refuses_pickle_only_weights(tmp_path, capsys):
     (tmp_path / "pytorch_model.bin").write_bytes(b"")
     assert export_main([str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"neobert_tasks.export: error: '{tmp_path}' has no model.safetensors; convert pickle weights once with"
+        f"neobert_tasks.export: error: '{tmp_path}' has no model.safetensors;"
+        " convert pickle weights once with"
         ' python -c "from neobert_tasks.model.loading import convert_pickle_weights;'
         f" convert_pickle_weights('{tmp_path}')\" if you trust them."
     )
