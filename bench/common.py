@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -112,3 +113,40 @@ def write_json(path: str | None, payload: dict) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def batches_of(indices: Iterable[int], batch_size: int) -> Iterator[list[int]]:
+    """Cut an index stream into consecutive batches, the last one possibly shorter (as a DataLoader does)."""
+    batch: list[int] = []
+    for index in indices:
+        batch.append(index)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def padding_fraction(
+    lengths: Sequence[int],
+    batch_indices_iterable: Iterable[Sequence[int]],
+    pad_to_multiple_of: int | None = None,
+) -> float:
+    """Fraction of the token slots that are padding when each batch is padded to its longest example.
+
+    Args:
+        lengths: number of tokens of each example.
+        batch_indices_iterable: the batches, each a sequence of example indices.
+        pad_to_multiple_of: padded length is rounded up to a multiple of this (as the collator does).
+    """
+    multiple = pad_to_multiple_of or 1
+    padded_slots = 0
+    real_tokens = 0
+    for batch in batch_indices_iterable:
+        batch_lengths = [lengths[index] for index in batch]
+        if not batch_lengths:
+            continue
+        padded_length = math.ceil(max(batch_lengths) / multiple) * multiple
+        padded_slots += padded_length * len(batch_lengths)
+        real_tokens += sum(batch_lengths)
+    return (padded_slots - real_tokens) / padded_slots if padded_slots else 0.0

@@ -16,7 +16,8 @@ import json
 
 import torch
 
-from neobert_tasks.data import GLUEDataModule, LengthGroupedSampler, batches_of, padding_fraction
+from bench.common import batches_of, padding_fraction
+from neobert_tasks.data import GLUEDataModule, LengthGroupedSampler
 
 PAPER_BATCH_SIZES = {
     "cola": 8,

@@ -5,7 +5,7 @@ from neobert_tasks.data.collator import ModelInputCollator
 from neobert_tasks.data.glue import GLUE_TASKS, GLUEDataModule, GLUETask
 from neobert_tasks.data.long_document import DocumentWindowCollator, LongDocumentDataModule
 from neobert_tasks.data.question_answering import QuestionAnsweringDataModule
-from neobert_tasks.data.sampler import LengthGroupedSampler, TrainingSampler, batches_of, padding_fraction
+from neobert_tasks.data.sampler import LengthGroupedSampler, TrainingSampler
 from neobert_tasks.data.sources import (
     DataError,
     MissingDataError,
@@ -38,11 +38,9 @@ __all__ = [
     "TokenClassificationCollator",
     "TokenClassificationDataModule",
     "TokenizedDataModule",
-    "batches_of",
     "find_split_files",
     "load_hub_splits",
     "load_local_splits",
     "load_tokenizer",
-    "padding_fraction",
     "train_wordpiece_tokenizer",
 ]

@@ -10,7 +10,8 @@ import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from transformers import AutoTokenizer
 
-from neobert_tasks.data import LengthGroupedSampler, TrainingSampler, batches_of, padding_fraction
+from bench.common import batches_of, padding_fraction
+from neobert_tasks.data import LengthGroupedSampler, TrainingSampler
 from neobert_tasks.data.sampler import LengthSortedEvalSampler
 
 
