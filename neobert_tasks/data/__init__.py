@@ -3,6 +3,7 @@
 from neobert_tasks.data.base import TokenizedDataModule, load_tokenizer
 from neobert_tasks.data.collator import ModelInputCollator
 from neobert_tasks.data.glue import GLUE_TASKS, GLUEDataModule, GLUETask
+from neobert_tasks.data.labels import LabelSchema
 from neobert_tasks.data.long_document import DocumentWindowCollator, LongDocumentDataModule
 from neobert_tasks.data.question_answering import QuestionAnsweringDataModule
 from neobert_tasks.data.sampler import LengthGroupedSampler, TrainingSampler
@@ -14,7 +15,7 @@ from neobert_tasks.data.sources import (
     load_local_splits,
 )
 from neobert_tasks.data.text import PackedCollator, TextDataModule, train_wordpiece_tokenizer
-from neobert_tasks.data.text_classification import LabelSchema, TextClassificationDataModule
+from neobert_tasks.data.text_classification import TextClassificationDataModule
 from neobert_tasks.data.token_budget import TokenBudgetSampler
 from neobert_tasks.data.token_classification import TokenClassificationCollator, TokenClassificationDataModule
 

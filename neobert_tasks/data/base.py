@@ -29,9 +29,10 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from neobert_tasks.data.checks import empty_text_rows, require_splits
 from neobert_tasks.data.collator import ModelInputCollator, padded_length
 from neobert_tasks.data.sampler import LengthSortedEvalSampler, TrainingSampler
-from neobert_tasks.data.sources import DataError, MissingDataError, empty_text_rows, require_splits
+from neobert_tasks.data.sources import DataError, MissingDataError
 from neobert_tasks.data.token_budget import ColumnBatchCollator, TokenBudgetSampler
 
 # Keys a batch may carry to the model; anything else a tokenizer or dataset adds (token_type_ids,

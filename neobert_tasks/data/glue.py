@@ -16,22 +16,10 @@ from typing import Literal
 import datasets
 
 from neobert_tasks.data.base import EncodeFunction, TokenizedDataModule
-from neobert_tasks.data.sources import (
-    DataError,
-    find_split_files,
-    load_hub_splits,
-    load_local_splits,
-    require_columns,
-    require_finite,
-)
-from neobert_tasks.data.text_classification import (
-    REGRESSION,
-    SINGLE_LABEL,
-    check_labels,
-    check_text_columns,
-    encode_sentences,
-    label_encoding,
-)
+from neobert_tasks.data.checks import check_text_columns, require_columns, require_finite
+from neobert_tasks.data.labels import REGRESSION, SINGLE_LABEL, check_labels, label_encoding
+from neobert_tasks.data.sources import DataError, find_split_files, load_hub_splits, load_local_splits
+from neobert_tasks.data.text_classification import encode_sentences
 
 GLUE_HUB_ID = "nyu-mll/glue"
 

@@ -28,12 +28,9 @@ from transformers import PreTrainedTokenizerBase
 
 from neobert_tasks.data.base import EncodeFunction
 from neobert_tasks.data.collator import padded_length
+from neobert_tasks.data.labels import encode_label, label_encoding
 from neobert_tasks.data.sources import DataError
-from neobert_tasks.data.text_classification import (
-    TextClassificationDataModule,
-    encode_label,
-    label_encoding,
-)
+from neobert_tasks.data.text_classification import TextClassificationDataModule
 
 OVERFLOW_MODES = ("truncate", "head_tail", "chunk")
 

@@ -15,8 +15,9 @@ import datasets
 import pyarrow.compute as pc
 from transformers import PreTrainedTokenizerBase
 
-from neobert_tasks.data.sources import DataError, MissingDataError, require_columns
-from neobert_tasks.data.text_classification import label_kind
+from neobert_tasks.data.checks import require_columns
+from neobert_tasks.data.labels import label_kind
+from neobert_tasks.data.sources import DataError, MissingDataError
 from neobert_tasks.data.word_tags import first_row
 
 PREDICT_SPLIT = "predict"  # split name of `predict_file`

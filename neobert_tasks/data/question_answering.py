@@ -29,13 +29,8 @@ import pyarrow.compute as pc
 from transformers import PreTrainedTokenizerBase
 
 from neobert_tasks.data.base import TokenizedDataModule
-from neobert_tasks.data.sources import (
-    DataError,
-    find_split_files,
-    load_hub_splits,
-    load_local_splits,
-    require_columns,
-)
+from neobert_tasks.data.checks import require_columns
+from neobert_tasks.data.sources import DataError, find_split_files, load_hub_splits, load_local_splits
 from neobert_tasks.data.squad_json import ANSWERS_COLUMN, is_official_squad_json, load_official_squad
 
 QUESTION_COLUMNS = ("id", "context", "question")

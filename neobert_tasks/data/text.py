@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from neobert_tasks.data.base import HUB_ID_PATTERN, EncodeFunction, TokenizedDataModule, load_tokenizer
+from neobert_tasks.data.checks import require_columns
 from neobert_tasks.data.collator import ModelInputCollator, padded_length
 from neobert_tasks.data.predict_text import PREDICT_SPLIT, load_text_file
 from neobert_tasks.data.sources import (
@@ -46,7 +47,6 @@ from neobert_tasks.data.sources import (
     find_split_files,
     load_hub_splits,
     load_local_splits,
-    require_columns,
 )
 
 # Documents packed together in one `map` batch: the last row of each batch may be short, so a large

@@ -9,98 +9,33 @@ label column unless it is given explicitly:
 - list labels (of class ids, names, or a multi-hot vector) -> multi-label classification; labels become
   float multi-hot vectors.
 
-The helpers here (label checks and the batch encoder) are shared with `GLUEDataModule`.
+Label kinds, encodings and checks live in `labels.py`; the batch encoder here is shared with `GLUEDataModule`.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import datasets
-import numpy as np
-import pyarrow.compute as pc
 from transformers import PreTrainedTokenizerBase
 
 from neobert_tasks.data.base import EncodeFunction, TokenizedDataModule
-from neobert_tasks.data.sources import (
-    DataError,
-    find_split_files,
-    load_hub_splits,
-    load_local_splits,
-    require_columns,
-    require_finite,
+from neobert_tasks.data.checks import check_text_columns, require_columns, require_finite
+from neobert_tasks.data.labels import (
+    MULTI_LABEL,
+    PROBLEM_TYPES,
+    REGRESSION,
+    LabelSchema,
+    check_labels,
+    encode_label,
+    infer_label_schema,
+    label_encoding,
+    label_kind,
 )
-
-SINGLE_LABEL = "single_label_classification"
-MULTI_LABEL = "multi_label_classification"
-REGRESSION = "regression"
-PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
-
-# How raw labels become model targets (see `encode_label`), chosen from the problem type and the label type.
-ENCODINGS = {
-    (REGRESSION, "int"): "float",
-    (REGRESSION, "float"): "float",
-    (SINGLE_LABEL, "class_label"): "class_index",
-    (SINGLE_LABEL, "int"): "class_index",
-    (SINGLE_LABEL, "str"): "class_name",
-    (MULTI_LABEL, "list_class_label"): "multi_hot_indices",
-    (MULTI_LABEL, "list_int"): "multi_hot_indices",
-    (MULTI_LABEL, "list_str"): "multi_hot_names",
-    (MULTI_LABEL, "list_float"): "multi_hot_vector",
-}
-DEFAULT_PROBLEM_TYPES = {
-    "class_label": SINGLE_LABEL,
-    "int": SINGLE_LABEL,
-    "str": SINGLE_LABEL,
-    "float": REGRESSION,
-    "list_class_label": MULTI_LABEL,
-    "list_int": MULTI_LABEL,
-    "list_str": MULTI_LABEL,
-    "list_float": MULTI_LABEL,
-}
-
-
-def label_kind(feature: object) -> str:
-    """Classify a label feature as class_label/int/float/str, optionally prefixed by list_, or unsupported."""
-    if isinstance(feature, (datasets.List, datasets.LargeList)):
-        inner = label_kind(feature.feature)
-        return f"list_{inner}" if not inner.startswith(("list_", "unsupported")) else "unsupported"
-    if isinstance(feature, datasets.ClassLabel):
-        return "class_label"
-    if isinstance(feature, datasets.Value):
-        dtype = feature.dtype
-        if dtype.startswith(("int", "uint")) or dtype == "bool":
-            return "int"  # bool labels are the two classes 0 (False) and 1 (True)
-        if dtype.startswith(("float", "double")):
-            return "float"
-        if dtype in ("string", "large_string"):
-            return "str"
-    return "unsupported"
-
-
-def encode_label(value: object, encoding: str, label_to_index: dict[str, int], num_labels: int) -> object:
-    """Turn one raw label into the model target for `encoding` (values were checked beforehand)."""
-    if value is None:
-        # Unlabelled rows (test splits) get the placeholder GLUE uses, -1, in the target's shape.
-        if encoding == "float":
-            return float("nan")
-        return [-1.0] * num_labels if encoding.startswith("multi_hot") else -1
-    if encoding == "class_index":
-        return int(value)
-    if encoding == "class_name":
-        return label_to_index[value]
-    if encoding == "float":
-        return float(value)
-    if encoding == "multi_hot_vector":
-        return [float(item) for item in value]
-    multi_hot = [0.0] * num_labels
-    for item in value:
-        multi_hot[label_to_index[item] if encoding == "multi_hot_names" else int(item)] = 1.0
-    return multi_hot
+from neobert_tasks.data.sources import DataError, find_split_files, load_hub_splits, load_local_splits
 
 
 def encode_sentences(
@@ -127,119 +62,6 @@ def encode_sentences(
             encode_label(value, encoding, label_to_index, num_labels) for value in batch[label_column]
         ]
     return result
-
-
-def check_text_columns(dataset: datasets.Dataset, columns: Sequence[str], origin: str) -> None:
-    """Text columns must hold strings without missing values (the tokenizer cannot encode None)."""
-    for column in columns:
-        if label_kind(dataset.features[column]) != "str":
-            raise DataError(f"Column '{column}' of {origin} must hold text, not {dataset.features[column]}.")
-        missing = dataset.with_format("arrow")[column].null_count
-        if missing:
-            raise DataError(f"Column '{column}' of {origin} has {missing} empty (null) values.")
-
-
-def check_labels(
-    dataset: datasets.Dataset,
-    column: str,
-    encoding: str,
-    label_names: Sequence[str],
-    split: str,
-    allow_unlabeled: bool,
-) -> None:
-    """Raise `DataError` naming the split, the value and the valid range for the first invalid label.
-
-    `allow_unlabeled` accepts -1 (or None), the placeholder of unlabelled test splits such as GLUE's.
-    """
-    values = dataset.with_format("arrow")[column]
-    if values.null_count:
-        if not allow_unlabeled:
-            raise DataError(f"Split '{split}' has {values.null_count} missing labels in column '{column}'.")
-        values = pc.drop_null(values)
-    # A null inside a label list (pandas writes a NaN in a float list as null) has no target to encode.
-    missing = pc.list_flatten(values).null_count if encoding.startswith("multi_hot") else 0
-    if missing:
-        raise DataError(f"Split '{split}' has {missing} null items in the label lists of column '{column}'.")
-    if encoding == "float":
-        return
-    if encoding in ("class_index", "multi_hot_indices"):
-        flat = pc.list_flatten(values) if encoding == "multi_hot_indices" else values
-        numbers = flat.to_numpy(zero_copy_only=False)
-        valid = (numbers >= 0) & (numbers < len(label_names))
-        if allow_unlabeled and encoding == "class_index":
-            valid |= numbers == -1
-        if not valid.all():
-            bad = numbers[~valid][0]
-            raise DataError(
-                f"Label {bad} in split '{split}' is outside the valid range [0, {len(label_names)})"
-                f"{' (or -1 for unlabelled rows)' if allow_unlabeled else ''}."
-            )
-    elif encoding in ("class_name", "multi_hot_names"):
-        flat = pc.list_flatten(values) if encoding == "multi_hot_names" else values
-        unknown = sorted(set(pc.unique(pc.drop_null(flat)).to_pylist()) - set(label_names))
-        if unknown:
-            raise DataError(
-                f"Label '{unknown[0]}' in split '{split}' is not one of the label names {list(label_names)}."
-            )
-    elif encoding == "multi_hot_vector":
-        sizes = set(pc.unique(pc.list_value_length(values)).to_pylist())
-        if sizes != {len(label_names)}:
-            raise DataError(
-                f"Multi-hot labels in split '{split}' have sizes {sorted(sizes)}, expected"
-                f" {len(label_names)}."
-            )
-
-
-@dataclass(frozen=True)
-class LabelSchema:
-    """What the model needs to know about the labels."""
-
-    problem_type: str
-    label_names: tuple[str, ...]
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.problem_type == REGRESSION else len(self.label_names)
-
-
-def infer_label_schema(feature: object, values: datasets.Dataset, column: str, origin: str) -> LabelSchema:
-    """Infer problem type and label names from a label feature and the labels of the training split."""
-    kind = label_kind(feature)
-    if kind == "unsupported":
-        raise DataError(f"Label column '{column}' of {origin} has unsupported type {feature}.")
-    problem_type = DEFAULT_PROBLEM_TYPES[kind]
-    if problem_type == REGRESSION:
-        return LabelSchema(REGRESSION, (column,))
-    inner = feature.feature if kind.startswith("list_") else feature
-    if isinstance(inner, datasets.ClassLabel):
-        return LabelSchema(problem_type, tuple(inner.names))
-    column_values = values.with_format("arrow")[column]
-    flat = pc.list_flatten(column_values) if kind.startswith("list_") else column_values
-    if kind == "list_float":
-        size = pc.max(pc.list_value_length(column_values)).as_py() or 0
-        return LabelSchema(problem_type, tuple(str(index) for index in range(size)))
-    if kind.endswith("str"):
-        return LabelSchema(problem_type, tuple(sorted(pc.unique(pc.drop_null(flat)).to_pylist())))
-    numbers = np.asarray(pc.drop_null(flat).to_numpy(zero_copy_only=False))
-    if numbers.size and numbers.min() < 0:
-        raise DataError(
-            f"Label {numbers.min()} in column '{column}' of {origin} is negative; class ids start at 0."
-        )
-    return LabelSchema(problem_type, tuple(str(index) for index in range(int(numbers.max(initial=-1)) + 1)))
-
-
-def label_encoding(problem_type: str, feature: object, column: str, origin: str) -> str:
-    """The `encode_label` mode for labels of type `feature` under `problem_type`; DataError if they clash."""
-    kind = label_kind(feature)
-    encoding = ENCODINGS.get((problem_type, kind))
-    if encoding is None:
-        # Class ids read from a CSV file turn float when one label is missing (pandas reads it as NaN).
-        hint = " (one empty label makes a CSV column of class ids float)" if kind == "float" else ""
-        raise DataError(
-            f"Label column '{column}' of {origin} has type {feature}, which does not fit"
-            f" {problem_type}{hint}."
-        )
-    return encoding
 
 
 class TextClassificationDataModule(TokenizedDataModule):

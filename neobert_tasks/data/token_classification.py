@@ -31,8 +31,10 @@ import datasets
 import torch
 
 from neobert_tasks.data.base import TokenizedDataModule
+from neobert_tasks.data.checks import require_columns
 from neobert_tasks.data.collator import padded_length
 from neobert_tasks.data.conll import CONLL_SUFFIXES, find_word_split_files, load_conll_split
+from neobert_tasks.data.labels import label_kind
 from neobert_tasks.data.predict_text import (
     PREDICT_SPLIT,
     WORDS_COLUMN,
@@ -40,14 +42,7 @@ from neobert_tasks.data.predict_text import (
     load_text_file,
     split_text_into_words,
 )
-from neobert_tasks.data.sources import (
-    DataError,
-    MissingDataError,
-    load_hub_splits,
-    load_local_splits,
-    require_columns,
-)
-from neobert_tasks.data.text_classification import label_kind
+from neobert_tasks.data.sources import DataError, MissingDataError, load_hub_splits, load_local_splits
 from neobert_tasks.data.token_alignment import (
     IGNORE_INDEX,
     NO_WORD,

@@ -13,8 +13,8 @@ import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from neobert_tasks.data.labels import label_kind
 from neobert_tasks.data.sources import DataError
-from neobert_tasks.data.text_classification import label_kind
 
 
 def sorted_tag_names(tags: Sequence[str]) -> list[str]:

@@ -1,0 +1,105 @@
+"""Checks that a raw split is usable before it is tokenized: the splits, columns, texts and labels it needs.
+
+Each failure is a `DataError` (or `MissingDataError`) whose one sentence names the split, file or column and
+the first offending row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from neobert_tasks.data.labels import label_kind
+from neobert_tasks.data.sources import DataError, MissingDataError
+
+
+def check_text_columns(dataset: datasets.Dataset, columns: Sequence[str], origin: str) -> None:
+    """Text columns must hold strings without missing values (the tokenizer cannot encode None)."""
+    for column in columns:
+        if label_kind(dataset.features[column]) != "str":
+            raise DataError(f"Column '{column}' of {origin} must hold text, not {dataset.features[column]}.")
+        missing = dataset.with_format("arrow")[column].null_count
+        if missing:
+            raise DataError(f"Column '{column}' of {origin} has {missing} empty (null) values.")
+
+
+def require_splits(
+    available: Sequence[str], required: Sequence[str], source: str, any_of: bool = False
+) -> None:
+    """Raise `MissingDataError` unless all (or, with `any_of`, at least one) of `required` are available."""
+    missing = [name for name in required if name not in available]
+    if (any_of and len(missing) < len(required)) or (not any_of and not missing):
+        return
+    wanted = " or ".join(f"'{name}'" for name in required) if any_of else ", ".join(f"'{m}'" for m in missing)
+    raise MissingDataError(
+        f"No data for split {wanted} in {source} (splits found: {', '.join(available) or 'none'})."
+    )
+
+
+def require_columns(dataset: datasets.Dataset, columns: Iterable[str | None], origin: str) -> None:
+    """Raise `DataError` naming the first of `columns` (None entries are skipped) missing from `dataset`."""
+    for column in columns:
+        if column is not None and column not in dataset.column_names:
+            raise DataError(
+                f"Column '{column}' is missing from {origin}"
+                f" (columns present: {', '.join(dataset.column_names)})."
+            )
+
+
+def empty_text_rows(dataset: datasets.Dataset, columns: Iterable[str]) -> dict[str, np.ndarray]:
+    """Per text column, the rows whose value is null, blank, or (for a column of word lists) empty.
+
+    Columns that are absent or hold something other than text or lists are left to the split's checks,
+    which name their type.
+    """
+    table = dataset.with_format("arrow")
+    found = {}
+    for column in columns:
+        if column not in dataset.column_names:
+            continue
+        values = table[column]
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            empty = pc.equal(pc.utf8_trim_whitespace(values), "")
+        elif pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+            empty = pc.equal(pc.list_value_length(values), 0)
+        else:
+            continue
+        # Kleene "or": a null value is empty even though its comparison above is null.
+        rows = np.flatnonzero(pc.or_kleene(pc.is_null(values), empty).to_numpy(zero_copy_only=False))
+        if rows.size:
+            found[column] = rows
+    return found
+
+
+def require_finite(dataset: datasets.Dataset, column: str, split: str, origin: str) -> None:
+    """Raise `DataError` naming the first row whose float value (or float list item) in `column` is NaN or
+    infinite; nulls and columns that are absent or not floats are left to the split's checks.
+
+    A non-finite regression target or multi-hot entry passes everything downstream silently: the loss turns
+    nan (blamed on the learning rate) and so do the validation correlations, which then select no model.
+    """
+    if column not in dataset.column_names:
+        return
+    values = dataset.with_format("arrow")[column]
+    parents = None
+    kind = values.type
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        parents = pc.list_parent_indices(values).to_numpy()  # the row of each flattened item
+        values = pc.list_flatten(values)
+    if not pa.types.is_floating(values.type):
+        return
+    non_finite = pc.fill_null(pc.invert(pc.is_finite(values)), False)
+    positions = np.flatnonzero(non_finite.to_numpy(zero_copy_only=False))
+    if not positions.size:
+        return
+    rows = np.unique(parents[positions]) if parents is not None else positions
+    value = values[int(positions[0])].as_py()
+    more = f" (and {rows.size - 1} more such row{'s' if rows.size > 2 else ''})" if rows.size > 1 else ""
+    raise DataError(
+        f"Row {rows[0]} (counting from 0) of split '{split}' ({origin}) holds {value} in column '{column}',"
+        f" which must hold finite numbers{more}; fix or remove the row."
+    )
