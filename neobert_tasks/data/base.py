@@ -3,8 +3,8 @@
 `TokenizedDataModule` owns what every task has in common: loading the tokenizer, tokenizing splits with
 `datasets.Dataset.map` (cached on disk, so other ranks and later runs reuse the result), dynamic padding to
 each batch's longest example, length-grouped training batches (or batches sized by a token budget,
-`max_tokens`), and eval/predict dataloaders whose batches carry `idx` so predictions can be written back
-in dataset order. Under DDP the eval/predict dataloaders shard each split without padding it, so every
+`max_tokens`), and eval/predict dataloaders whose batches carry `example_index` so predictions can be written
+back in dataset order. Under DDP the eval/predict dataloaders shard each split without padding it, so every
 example is scored exactly once and metrics match a single-process run.
 
 A subclass says where the raw splits come from, which splits exist, how to check a split (columns, labels)
@@ -31,14 +31,10 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from neobert_tasks.data.checks import empty_text_rows, require_splits
 from neobert_tasks.data.collator import ModelInputCollator, padded_length
+from neobert_tasks.data.keys import EXAMPLE_BATCH_KEYS, EXAMPLE_INDEX, SOURCE_INDEX_COLUMN
 from neobert_tasks.data.sampler import LengthSortedEvalSampler, TrainingSampler
 from neobert_tasks.data.sources import DataError, MissingDataError
 from neobert_tasks.data.token_budget import ColumnBatchCollator, TokenBudgetSampler
-
-# Keys a batch may carry to the model; anything else a tokenizer or dataset adds (token_type_ids,
-# offset mappings, raw text) is dropped by the collator because tensors cannot be built from it or the
-# model does not use it.
-MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "labels", "idx")
 
 # A hub id is "name" or "owner/name"; anything else that does not exist on disk is a mistyped path.
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -84,10 +80,11 @@ def check_max_tokens(max_tokens: int | str | None) -> None:
 def encode_with_index(
     batch: dict[str, list], indices: list[int], *, encode: EncodeFunction, keep_index: bool
 ) -> dict[str, list]:
-    """Run a task's encode function; for eval splits also keep `idx` (the dataset's, else the row number)."""
+    """Run a task's encode function; for eval splits also keep each row's `EXAMPLE_INDEX`: the one given to
+    it when rows were skipped, else the dataset's own index column, else the row number."""
     encoded = encode(batch)
-    if keep_index and "idx" not in encoded:
-        encoded["idx"] = batch.get("idx", indices)
+    if keep_index and EXAMPLE_INDEX not in encoded:
+        encoded[EXAMPLE_INDEX] = batch.get(EXAMPLE_INDEX, batch.get(SOURCE_INDEX_COLUMN, indices))
     return encoded
 
 
@@ -116,9 +113,11 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
     """
 
     train_split_name = "train"
-    model_input_keys: tuple[str, ...] = MODEL_INPUT_KEYS
+    # Keys a batch carries; anything else a tokenizer or dataset adds (token_type_ids, offsets, raw text)
+    # is dropped by the collator because tensors cannot be built from it or the model does not use it.
+    model_input_keys: tuple[str, ...] = EXAMPLE_BATCH_KEYS
     # Evaluate and predict longest examples first (see `LengthSortedEvalSampler`): only for subclasses
-    # whose task keys every output by the example's `idx` and whose examples are one row each.
+    # whose task keys every output by the example's index and whose examples are one row each.
     sort_eval_by_length = False
 
     def __init__(
@@ -331,8 +330,8 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
         """Drop the rows with an empty or null text (`empty_texts: skip`, with a warning giving their count)
         or raise `DataError` naming the first one (`error`); a split without any comes back unchanged.
 
-        With `keep_row_numbers`, the rows kept get an `idx` column (unless they have one) holding their row
-        number in the file, so that predictions written by index still match the file's rows.
+        With `keep_row_numbers`, the rows kept get an `example_index` column (unless the data has its own
+        index column) holding their row number in the file, so predictions written by index match its rows.
         """
         empty = empty_text_rows(dataset, self.empty_text_columns())
         if not empty:
@@ -351,8 +350,8 @@ class TokenizedDataModule(L.LightningDataModule, ABC):
             f" column(s) {', '.join(sorted(empty))} ({origin}); set data.init_args.empty_texts to error to"
             " refuse them."
         )
-        if keep_row_numbers and "idx" not in dataset.column_names:
-            dataset = dataset.add_column("idx", np.arange(len(dataset)))
+        if keep_row_numbers and SOURCE_INDEX_COLUMN not in dataset.column_names:
+            dataset = dataset.add_column(EXAMPLE_INDEX, np.arange(len(dataset)))
         # `select` with the kept row numbers gets a deterministic fingerprint, so tokenization stays cached.
         return dataset.select(np.setdiff1d(np.arange(len(dataset)), bad))
 

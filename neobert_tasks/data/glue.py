@@ -94,7 +94,7 @@ class GLUEDataModule(TokenizedDataModule):
             `TokenBudgetSampler`); auto sets `batch_size` × the mean padded training length; None is off.
     """
 
-    sort_eval_by_length = True  # predictions are written back by `idx`
+    sort_eval_by_length = True  # predictions are written back by example index
 
     def __init__(
         self,

@@ -3,7 +3,7 @@
 Each dataset row stays one document: its `input_ids` column holds a list of windows (token id lists), so
 the DataLoader batches documents, never windows, and all windows of a document land in the same batch.
 `DocumentWindowCollator` flattens a batch of B documents into N >= B padded windows and records, per
-window, the batch position of its document (`document_index`); the task pools the windows' logits per
+window, the batch position of its document (`example_position`); the task pools the windows' logits per
 document. What becomes of a document longer than `max_length` tokens is the `overflow` setting:
 
 - `truncate`: the first `max_length` tokens (one window),
@@ -28,6 +28,7 @@ from transformers import PreTrainedTokenizerBase
 
 from neobert_tasks.data.base import EncodeFunction
 from neobert_tasks.data.collator import padded_length
+from neobert_tasks.data.keys import EXAMPLE_INDEX, EXAMPLE_POSITION
 from neobert_tasks.data.labels import encode_label, label_encoding
 from neobert_tasks.data.sources import DataError
 from neobert_tasks.data.text_classification import TextClassificationDataModule
@@ -118,8 +119,8 @@ def encode_documents(
 class DocumentWindowCollator:
     """Flattens the windows of a batch of documents into padded `input_ids` and `attention_mask` rows.
 
-    Adds `document_index` (batch position of each window's document), one `labels` entry per document and,
-    for evaluation splits, one `idx` per document.
+    Adds `example_position` (batch position of each window's document), one `labels` entry per document
+    and, for evaluation splits, one `example_index` per document.
     """
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
@@ -134,16 +135,20 @@ class DocumentWindowCollator:
         for row, window in enumerate(windows):
             input_ids[row, : len(window)] = torch.tensor(window, dtype=torch.long)
             attention_mask[row, : len(window)] = 1
-        document_index = [position for position, feature in enumerate(features) for _ in feature["input_ids"]]
+        example_position = [
+            position for position, feature in enumerate(features) for _ in feature["input_ids"]
+        ]
         batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
-            "document_index": torch.tensor(document_index, dtype=torch.long),
+            EXAMPLE_POSITION: torch.tensor(example_position, dtype=torch.long),
         }
         if "labels" in features[0]:
             batch["labels"] = torch.tensor([feature["labels"] for feature in features])
-        if "idx" in features[0]:
-            batch["idx"] = torch.tensor([feature["idx"] for feature in features], dtype=torch.long)
+        if EXAMPLE_INDEX in features[0]:
+            batch[EXAMPLE_INDEX] = torch.tensor(
+                [feature[EXAMPLE_INDEX] for feature in features], dtype=torch.long
+            )
         return batch
 
 

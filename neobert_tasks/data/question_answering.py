@@ -10,8 +10,8 @@ whole question. Training features carry the answer's first and last token (`star
 `end_positions`), or 0 ([CLS]) when the answer is not fully inside the window or the question has none.
 Evaluation features also keep `example_index` (the row of the split they come from), `offset_mapping`
 (each token's character span in the context, (-1, -1) for question, special and padding tokens) and
-`feature_index` (their own row), all stored in the cached dataset so that a cached run evaluates exactly as a
-fresh one. Batches carry only `feature_index` of these: post-processing looks the offsets up by it, which is
+`window_index` (their own row), all stored in the cached dataset so that a cached run evaluates exactly as a
+fresh one. Batches carry only `window_index` of these: post-processing looks the offsets up by it, which is
 cheaper than padding and moving them with every batch. The raw rows stay available through `examples`.
 """
 
@@ -30,6 +30,14 @@ from transformers import PreTrainedTokenizerBase
 
 from neobert_tasks.data.base import TokenizedDataModule
 from neobert_tasks.data.checks import require_columns
+from neobert_tasks.data.keys import (
+    ATTENTION_MASK,
+    END_POSITIONS,
+    EXAMPLE_INDEX,
+    INPUT_IDS,
+    START_POSITIONS,
+    WINDOW_INDEX,
+)
 from neobert_tasks.data.sources import DataError, find_split_files, load_hub_splits, load_local_splits
 from neobert_tasks.data.squad_json import ANSWERS_COLUMN, is_official_squad_json, load_official_squad
 
@@ -37,7 +45,6 @@ QUESTION_COLUMNS = ("id", "context", "question")
 
 NO_OFFSET = (-1, -1)  # offset of a token outside the context (question, special tokens)
 CONTEXT_SEQUENCE = 1  # the context is the second sequence of the (question, context) pair
-FEATURE_INDEX = "feature_index"
 
 
 def is_text(arrow_type: pa.DataType) -> bool:
@@ -191,7 +198,7 @@ def encode_question_windows(
         result["start_positions"] = [start for start, _ in spans]
         result["end_positions"] = [end for _, end in spans]
     if evaluation:
-        result["example_index"] = [indices[row] for row in rows]
+        result[EXAMPLE_INDEX] = [indices[row] for row in rows]
         result["offset_mapping"] = [
             context_offsets(encoded["offset_mapping"][feature], encoded.sequence_ids(feature))
             for feature in range(len(rows))
@@ -243,11 +250,11 @@ class QuestionAnsweringDataModule(TokenizedDataModule):
             `TokenBudgetSampler`); auto sets `batch_size` × the mean padded training length; None is off.
 
     Batches hold `input_ids`, `attention_mask`, `start_positions` and `end_positions` (when the split has
-    answers) and, for evaluation, `feature_index` (the window's row in `features(split)`).
+    answers) and, for evaluation, `window_index` (the window's row in `features(split)`).
     """
 
     train_split_name = "train"
-    model_input_keys = ("input_ids", "attention_mask", "start_positions", "end_positions", FEATURE_INDEX)
+    model_input_keys = (INPUT_IDS, ATTENTION_MASK, START_POSITIONS, END_POSITIONS, WINDOW_INDEX)
 
     def __init__(
         self,
@@ -377,7 +384,7 @@ class QuestionAnsweringDataModule(TokenizedDataModule):
     def _process_split(self, name: str, dataset: datasets.Dataset, origin: str) -> datasets.Dataset:
         """Limit, check and tokenize one split as the base class does, except that a row becomes one or more
         windows, and evaluation windows get their `example_index` (from the row numbers given to the encoder)
-        and their own row number `feature_index`."""
+        and their own row number `window_index`."""
         is_train = name == self.train_split_name
         limit = self.limit_train_samples if is_train else self.limit_eval_samples
         if limit is not None and limit < len(dataset):
@@ -396,7 +403,7 @@ class QuestionAnsweringDataModule(TokenizedDataModule):
         self._examples[name] = dataset
         # Row numbers of the tokenized split are only known after `map`; `add_column` gets a fingerprint
         # derived from the cached `map` result, so nothing here depends on state outside the datasets.
-        return features.add_column(FEATURE_INDEX, np.arange(len(features), dtype=np.int64))
+        return features.add_column(WINDOW_INDEX, np.arange(len(features), dtype=np.int64))
 
     def _eval_loader(self, dataset: datasets.Dataset) -> Any:
         """The base's evaluation loader over the model input columns only: the offsets stay on disk."""
@@ -429,4 +436,4 @@ class QuestionAnsweringDataModule(TokenizedDataModule):
         if list(feature_indices) != list(range(len(features))):
             features = features.select(feature_indices)
         table = features.with_format("arrow")
-        return table["example_index"].to_pylist(), offsets_as_arrays(table["offset_mapping"])
+        return table[EXAMPLE_INDEX].to_pylist(), offsets_as_arrays(table["offset_mapping"])

@@ -171,9 +171,9 @@ class TrainingSampler(MidEpochResume, DistributedSampler):
 class LengthSortedEvalSampler(UnrepeatedDistributedSampler):
     """Evaluation order longest first, so each batch pads to examples of about its own length.
 
-    In dataset order a batch pads every example to its longest one (half of SST-2's validation tokens are
-    padding at 32 per batch); sorted, 6% are, and CPU prediction runs 1.8–1.9× faster on SST-2 and MNLI
-    (`bench/predict.py`). The longest batch comes first, so memory runs out at once if it is going to.
+    In dataset order a batch pads every example to its longest one; sorted, batches carry little padding,
+    and prediction is faster (`python -m bench.predict` measures both; bench/README.md has past figures).
+    The longest batch comes first, so memory runs out at once if it is going to.
     Only for tasks whose outputs carry their example's index (metrics do not depend on order, predictions
     are written back by index). Under DDP rank `r` takes every `num_replicas`-th example of the sorted
     order from position `r`: ranks get similar lengths and the split is scored exactly once, unpadded.

@@ -40,6 +40,7 @@ from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from neobert_tasks.data.base import HUB_ID_PATTERN, EncodeFunction, TokenizedDataModule, load_tokenizer
 from neobert_tasks.data.checks import require_columns
 from neobert_tasks.data.collator import ModelInputCollator, padded_length
+from neobert_tasks.data.keys import ATTENTION_MASK, EXAMPLE_INDEX, INPUT_IDS
 from neobert_tasks.data.predict_text import PREDICT_SPLIT, load_text_file
 from neobert_tasks.data.sources import (
     DataError,
@@ -92,9 +93,13 @@ def split_documents(batch: dict[str, list], *, tokenizer, text_column: str, max_
 
 
 def encode_texts(batch: dict[str, list], indices: list[int], *, tokenizer, max_length: int) -> dict:
-    """One row per text, truncated to ``max_length`` tokens, with its row number as ``idx``."""
+    """One row per text, truncated to ``max_length`` tokens, with its row number as ``example_index``."""
     encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
-    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "idx": indices}
+    return {
+        "input_ids": encoded["input_ids"],
+        "attention_mask": encoded["attention_mask"],
+        EXAMPLE_INDEX: indices,
+    }
 
 
 class PackedCollator:
@@ -356,7 +361,7 @@ class TextDataModule(TokenizedDataModule):
 
     def _process_split(self, name: str, dataset, origin: str):
         """Limit, check and pack (or split) one raw split; rows are not kept in correspondence with
-        documents, so there is no ``idx``."""
+        documents, so there is no ``example_index``."""
         is_train = name == self.train_split_name
         limit = self.limit_train_samples if is_train else self.limit_eval_samples
         if self.streaming:
@@ -448,16 +453,17 @@ class TextDataModule(TokenizedDataModule):
         )
 
     def predict_dataloader(self) -> DataLoader | list[DataLoader]:
-        """Batches of the predict file's texts (with their ``idx``), else of the test or validation split."""
+        """Batches of the predict file's texts (with their ``example_index``), else of the test or validation
+        split."""
         if self.predict_file is None:
             return super().predict_dataloader()
         collator = ModelInputCollator(
-            self.tokenizer, self.pad_to_multiple_of, ("input_ids", "attention_mask", "idx")
+            self.tokenizer, self.pad_to_multiple_of, (INPUT_IDS, ATTENTION_MASK, EXAMPLE_INDEX)
         )
         return self._loader(self._dataset(PREDICT_SPLIT), self.eval_batch_size, collate_fn=collator)
 
     def predict_texts(self) -> list[str]:
-        """The predict file's texts, in ``idx`` order (after ``setup("predict")``)."""
+        """The predict file's texts, in ``example_index`` order (after ``setup("predict")``)."""
         if self._predict_texts is None:
             raise DataError("No predict file is loaded; set data.predict_file and run predict.")
         return list(self._predict_texts)

@@ -21,6 +21,8 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from neobert_tasks.data.keys import ATTENTION_MASK, EXAMPLE_INDEX, INPUT_IDS, WORD_IDS
+
 IGNORE_INDEX = -100  # label of tokens that are not trained on (the loss ignores it)
 NO_WORD = -1  # `word_ids` value of tokens that score no word
 
@@ -179,7 +181,7 @@ def encode_word_windows(
     features_of_row: dict[int, list[int]] = {}
     for feature, row in enumerate(encoded["overflow_to_sample_mapping"]):
         features_of_row.setdefault(row, []).append(feature)
-    result: dict[str, list] = {"input_ids": [], "attention_mask": [], "word_ids": [], "example_index": []}
+    result: dict[str, list] = {INPUT_IDS: [], ATTENTION_MASK: [], WORD_IDS: [], EXAMPLE_INDEX: []}
     if tags_column is not None:
         result["labels"] = []
     for row, features in features_of_row.items():
@@ -190,10 +192,10 @@ def encode_word_windows(
         window_word_ids = [encoded.word_ids(feature) for feature in features]
         aligned = align_row(window_word_ids, tags, continuation, window_size, stride, label_all_tokens)
         for feature, (labels, scored) in zip(features, aligned, strict=True):
-            result["input_ids"].append(encoded["input_ids"][feature])
-            result["attention_mask"].append(encoded["attention_mask"][feature])
-            result["word_ids"].append(scored)
-            result["example_index"].append(indices[row])
+            result[INPUT_IDS].append(encoded[INPUT_IDS][feature])
+            result[ATTENTION_MASK].append(encoded[ATTENTION_MASK][feature])
+            result[WORD_IDS].append(scored)
+            result[EXAMPLE_INDEX].append(indices[row])
             if tags_column is not None:
                 result["labels"].append(labels)
     return result

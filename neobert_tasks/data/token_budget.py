@@ -1,10 +1,10 @@
 """Training batches sized by a token budget instead of a sentence count.
 
 With a fixed sentence count, a batch of long examples holds many times the tokens of a batch of short
-ones: the step time swings with it, and on CPU bf16 matmuls run 1.7–2× slower per token above ~1,000
-tokens (`bench/matmul_shapes.py`). A token budget gives every batch about the same number of padded
-tokens: many short examples or a few long ones (`bench/token_budget.py`: 1.19× real tokens/s on SST-2
-in bf16 at 6 × 768, 1.02× on MNLI and in fp32).
+ones: the step time swings with it, and on some CPUs bf16 matmuls slow down per token past about a
+thousand tokens (`python -m bench.matmul_shapes` measures this machine). A token budget gives every batch
+about the same number of padded tokens: many short examples or a few long ones. Whether that pays depends
+on the machine: `python -m bench.token_budget` measures it, and bench/README.md has past figures.
 
 How an epoch's batches are made (`TokenBudgetSampler`):
 1. Sort the examples longest first, breaking ties between examples of equal length at random (seed +

@@ -34,6 +34,7 @@ from neobert_tasks.data.base import TokenizedDataModule
 from neobert_tasks.data.checks import require_columns
 from neobert_tasks.data.collator import padded_length
 from neobert_tasks.data.conll import CONLL_SUFFIXES, find_word_split_files, load_conll_split
+from neobert_tasks.data.keys import ATTENTION_MASK, EXAMPLE_INDEX, INPUT_IDS, LABELS, WORD_IDS
 from neobert_tasks.data.labels import label_kind
 from neobert_tasks.data.predict_text import (
     PREDICT_SPLIT,
@@ -89,7 +90,7 @@ class TokenClassificationCollator:
                 else:
                     padded[row, : len(values)] = values
             batch[key] = padded
-        batch["example_index"] = torch.tensor([feature["example_index"] for feature in features])
+        batch[EXAMPLE_INDEX] = torch.tensor([feature[EXAMPLE_INDEX] for feature in features])
         return batch
 
 
@@ -137,7 +138,7 @@ class TokenClassificationDataModule(TokenizedDataModule):
     """
 
     train_split_name = "train"
-    model_input_keys = ("input_ids", "attention_mask", "labels", "word_ids", "example_index")
+    model_input_keys = (INPUT_IDS, ATTENTION_MASK, LABELS, WORD_IDS, EXAMPLE_INDEX)
 
     def __init__(
         self,
@@ -354,7 +355,7 @@ class TokenClassificationDataModule(TokenizedDataModule):
     def _process_split(self, name: str, dataset: datasets.Dataset, origin: str) -> datasets.Dataset:
         """Limit, check and tokenize one split, as the base class does, except that the encoder receives the
         row numbers: a row can become several windows, so `example_index` is set per window here instead of
-        the base's one `idx` per row."""
+        the base's one `example_index` per row."""
         limit = self.limit_train_samples if name == self.train_split_name else self.limit_eval_samples
         if limit is not None and limit < len(dataset):
             dataset = dataset.select(range(limit))

@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from transformers import PreTrainedModel
 
+from neobert_tasks.data.keys import MODEL_INPUT_KEYS
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.model.attention import backend_problem
 from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT, build_model
@@ -24,9 +25,6 @@ from neobert_tasks.tasks.compatibility import (
     model_source,
 )
 from neobert_tasks.tasks.optim import build_optimizer, check_optimizer_options, warmup_decay_schedule
-
-# Batch keys the NeoBERT heads accept; the rest (``idx``, offsets, …) is bookkeeping for the task.
-MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids", "cu_seqlens", "labels")
 
 
 class NeoBERTTask(L.LightningModule):

@@ -1,7 +1,7 @@
 """Long-document classification: one prediction per document from the logits of all its windows.
 
 Batches come from `LongDocumentDataModule`: B documents flattened into N >= B windows, with
-`document_index` naming each window's document (its position in the batch). The windows' logits are
+`example_position` naming each window's document (its position in the batch). The windows' logits are
 pooled per document (mean or max) before the loss, the metrics and the predictions, so training,
 evaluation and prediction all see a document as one example however many windows it has.
 """
@@ -15,6 +15,7 @@ from torch.nn import functional
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryF1Score, MulticlassAccuracy, MulticlassF1Score
 
+from neobert_tasks.data.keys import EXAMPLE_INDEX, EXAMPLE_POSITION
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.metrics import classification_metrics, predictions_from_logits
 from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT
@@ -24,19 +25,19 @@ POOLING_MODES = ("mean", "max")
 
 
 def pool_window_logits(
-    logits: torch.Tensor, document_index: torch.Tensor, num_documents: int, pooling: str
+    logits: torch.Tensor, example_position: torch.Tensor, num_documents: int, pooling: str
 ) -> torch.Tensor:
     """Pool `(windows, labels)` logits into `(documents, labels)` by the mean or the max over each document.
 
     Args:
         logits: one row of logits per window.
-        document_index: per window, the row of its document in the result (0 .. num_documents - 1).
+        example_position: per window, the row of its document in the result (0 .. num_documents - 1).
         num_documents: number of documents in the batch; every one must have at least one window.
         pooling: ``mean`` or ``max``.
     """
     if pooling not in POOLING_MODES:
         raise ValueError(f"Unknown pooling '{pooling}'; expected one of {', '.join(POOLING_MODES)}.")
-    index = document_index.to(logits.device).unsqueeze(-1).expand_as(logits)
+    index = example_position.to(logits.device).unsqueeze(-1).expand_as(logits)
     pooled = logits.new_zeros((num_documents, logits.shape[-1]))
     # include_self=False: the zeros above are placeholders, not values to average or compare with.
     return pooled.scatter_reduce(
@@ -120,8 +121,8 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
     def document_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits of each document of the batch, pooled over its windows."""
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        num_documents = int(batch["document_index"].max()) + 1
-        return pool_window_logits(logits, batch["document_index"], num_documents, self.pooling)
+        num_documents = int(batch[EXAMPLE_POSITION].max()) + 1
+        return pool_window_logits(logits, batch[EXAMPLE_POSITION], num_documents, self.pooling)
 
     def document_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The head's loss for the problem type, on document logits."""
@@ -149,4 +150,4 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
 
     def predict_step(self, batch, batch_index, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         """One prediction per document, with its row number in the split as ``index``."""
-        return self.prediction_outputs(self.document_logits(batch), batch["idx"])
+        return self.prediction_outputs(self.document_logits(batch), batch[EXAMPLE_INDEX])

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from neobert_tasks.data.keys import EXAMPLE_INDEX, PREDICTION_INDEX_COLUMN
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.model import NeoBERTForMaskedLM
 from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT
@@ -234,7 +235,7 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         )
         positions = torch.arange(masked.shape[1], device=masked.device).expand_as(masked)
         return {
-            "index": batch["idx"][:, None].expand_as(masked)[masked],
+            EXAMPLE_INDEX: batch[EXAMPLE_INDEX][:, None].expand_as(masked)[masked],
             "position": positions[masked],
             "token_ids": token_ids,
             "scores": scores,
@@ -249,7 +250,7 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         for split_name, split_outputs in zip(split_names, outputs, strict=True):
             masks: dict[int, list[tuple[int, list[dict]]]] = {index: [] for index in range(len(texts))}
             for index, position, token_ids, scores in zip(
-                split_outputs.get("index", []), split_outputs.get("position", []),
+                split_outputs.get(EXAMPLE_INDEX, []), split_outputs.get("position", []),
                 split_outputs.get("token_ids", []), split_outputs.get("scores", []), strict=True,
             ):  # fmt: skip
                 tokens = [
@@ -258,7 +259,7 @@ class MaskedLanguageModelingTask(NeoBERTTask):
                 ]
                 masks[index].append((position, tokens))
             records = [
-                {"index": index, "text": texts[index], "masks": [
+                {PREDICTION_INDEX_COLUMN: index, "text": texts[index], "masks": [
                     {"position": position, "predictions": tokens} for position, tokens in sorted(masks[index])
                 ]}
                 for index in range(len(texts))

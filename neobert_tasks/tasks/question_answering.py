@@ -1,7 +1,7 @@
 """Extractive question answering (SQuAD v1.1 and v2.0) scored with the official exact match and F1.
 
 A question over a long context arrives as several windows (features); the model gives every token of a
-window a start and an end logit. Evaluation collects, per window, its ``feature_index`` and its logits
+window a start and an end logit. Evaluation collects, per window, its ``window_index`` and its logits
 (trimmed to the window's length), gathers them from every DDP rank at the end of the epoch, turns them into
 one answer per question with :func:`~neobert_tasks.tasks.qa_postprocessing.postprocess_predictions`
 (windows are looked up in the datamodule's cached features, questions in its raw examples), and scores the
@@ -23,15 +23,16 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 
+from neobert_tasks.data.keys import END_POSITIONS, MODEL_INPUT_KEYS, START_POSITIONS, WINDOW_INDEX
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.metrics.squad import squad_scores
 from neobert_tasks.model import NeoBERTForQuestionAnswering
 from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT
-from neobert_tasks.tasks.base import MODEL_INPUT_KEYS, NeoBERTTask
+from neobert_tasks.tasks.base import NeoBERTTask
 from neobert_tasks.tasks.qa_postprocessing import QAPredictions, postprocess_predictions
 from neobert_tasks.tasks.sequence_classification import split_suffix
 
-POSITION_KEYS = ("start_positions", "end_positions")
+POSITION_KEYS = (START_POSITIONS, END_POSITIONS)
 # One evaluated window: its row in the tokenized split, its start logits and its end logits.
 WindowLogits = tuple[int, np.ndarray, np.ndarray]
 
@@ -44,7 +45,7 @@ def window_logits(
     starts, ends = start.detach().float().cpu().numpy(), end.detach().float().cpu().numpy()
     return [
         (index, starts[row, :length].copy(), ends[row, :length].copy())
-        for row, (index, length) in enumerate(zip(batch["feature_index"].tolist(), lengths, strict=True))
+        for row, (index, length) in enumerate(zip(batch[WINDOW_INDEX].tolist(), lengths, strict=True))
     ]
 
 
@@ -132,7 +133,7 @@ class QuestionAnsweringTask(NeoBERTTask):
 
     @staticmethod
     def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The model's inputs and the answer positions; ``feature_index`` stays with the task."""
+        """The model's inputs and the answer positions; ``window_index`` stays with the task."""
         return {key: value for key, value in batch.items() if key in MODEL_INPUT_KEYS or key in POSITION_KEYS}
 
     def setup(self, stage: str) -> None:
@@ -246,7 +247,7 @@ class QuestionAnsweringTask(NeoBERTTask):
         # Logits keep the batch padding (PredictionWriter needs tensors); post-processing ignores values
         # past each window's offsets.
         return {
-            "feature_index": batch["feature_index"].cpu(),
+            WINDOW_INDEX: batch[WINDOW_INDEX].cpu(),
             "start_logits": outputs.start_logits.float().cpu(),
             "end_logits": outputs.end_logits.float().cpu(),
         }
@@ -274,7 +275,7 @@ class QuestionAnsweringTask(NeoBERTTask):
         self, datamodule, split_name: str, split_outputs: dict[str, list]
     ) -> tuple[list[str], QAPredictions]:
         """Question ids and predictions of one split from the flattened ``predict_step`` outputs."""
-        columns = [split_outputs.get(key, []) for key in ("feature_index", "start_logits", "end_logits")]
+        columns = [split_outputs.get(key, []) for key in (WINDOW_INDEX, "start_logits", "end_logits")]
         windows = [
             (index, np.asarray(start, dtype=np.float32), np.asarray(end, dtype=np.float32))
             for index, start, end in sorted(zip(*columns, strict=True), key=lambda window: window[0])

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from neobert_tasks.data.keys import EXAMPLE_INDEX, PREDICTION_INDEX_COLUMN
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.metrics import (
     GLUE_MAIN_METRIC,
@@ -198,12 +199,13 @@ class SequenceClassificationTask(NeoBERTTask):
 
     def predict_step(self, batch, batch_index, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         logits = self.model(**{k: v for k, v in self.model_inputs(batch).items() if k != "labels"}).logits
-        return self.prediction_outputs(logits, batch["idx"])
+        return self.prediction_outputs(logits, batch[EXAMPLE_INDEX])
 
     def prediction_outputs(self, logits: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per example: its ``index``, the ``prediction`` the metrics take and, for classification, the
+        """Per example: its ``example_index``, the ``prediction`` the metrics take and, for classification,
+        the
         class ``probabilities`` (softmax, or sigmoid per label for multi-label)."""
-        outputs = {"index": index, "prediction": predictions_from_logits(logits, self.problem_type)}
+        outputs = {EXAMPLE_INDEX: index, "prediction": predictions_from_logits(logits, self.problem_type)}
         if self.problem_type == "single_label_classification":
             outputs["probabilities"] = logits.float().softmax(dim=-1)
         elif self.problem_type == "multi_label_classification":
@@ -221,11 +223,11 @@ class SequenceClassificationTask(NeoBERTTask):
         """
         files = {}
         for split_name, split_outputs in zip(split_names, outputs, strict=True):
-            order = sorted(range(len(split_outputs["index"])), key=split_outputs["index"].__getitem__)
-            lines = ["index\tprediction"]
+            indices = split_outputs[EXAMPLE_INDEX]
+            order = sorted(range(len(indices)), key=indices.__getitem__)
+            lines = [f"{PREDICTION_INDEX_COLUMN}\tprediction"]
             lines += [
-                f"{split_outputs['index'][row]}\t{self.format_prediction(split_outputs['prediction'][row])}"
-                for row in order
+                f"{indices[row]}\t{self.format_prediction(split_outputs['prediction'][row])}" for row in order
             ]
             tsv_name = submission_file_name(self.task_name, split_name)
             files[tsv_name] = "\n".join(lines) + "\n"
@@ -235,7 +237,7 @@ class SequenceClassificationTask(NeoBERTTask):
 
     def prediction_record(self, split_outputs: dict[str, list], row: int) -> dict[str, Any]:
         """One example's JSONL record: index, label(s), score and class probabilities."""
-        record: dict[str, Any] = {"index": split_outputs["index"][row]}
+        record: dict[str, Any] = {PREDICTION_INDEX_COLUMN: split_outputs[EXAMPLE_INDEX][row]}
         prediction = split_outputs["prediction"][row]
         if self.problem_type == "regression":
             return {**record, "score": prediction}

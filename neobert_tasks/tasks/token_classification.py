@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from neobert_tasks.data.keys import EXAMPLE_INDEX, PREDICTION_INDEX_COLUMN
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.metrics.entities import EntityF1, extract_entities
 from neobert_tasks.model import NeoBERTForTokenClassification
@@ -105,7 +106,7 @@ class TokenClassificationTask(NeoBERTTask):
         """Per scored word: example index, word index, predicted tag, its probability, gold tag."""
         scored = batch["word_ids"] >= 0  # (batch, length)
         probabilities, predictions = logits.float().softmax(-1).max(-1)  # (batch, length) each
-        examples = batch["example_index"][:, None].expand_as(scored)
+        examples = batch[EXAMPLE_INDEX][:, None].expand_as(scored)
         gold = batch["labels"][scored] if "labels" in batch else None
         return examples[scored], batch["word_ids"][scored], predictions[scored], probabilities[scored], gold
 
@@ -193,4 +194,6 @@ def entities_record(
                 "score": round(sum(scores) / max(len(scores), 1), 6),
             }
         )
-    return json.dumps({"index": index, "text": example["text"], "entities": entities}, ensure_ascii=False)
+    return json.dumps(
+        {PREDICTION_INDEX_COLUMN: index, "text": example["text"], "entities": entities}, ensure_ascii=False
+    )

@@ -241,5 +241,5 @@ def test_empty_texts_are_skipped_with_a_warning(tmp_path):
     ):
         cli = build_cli("validate", *arguments)
     # The rows kept keep their row numbers in the file, which predictions are written by.
-    assert cli.datamodule.datasets["validation"]["idx"] == [0, 2, 4, 5]
+    assert cli.datamodule.datasets["validation"]["example_index"] == [0, 2, 4, 5]
     assert "val/accuracy" in cli.trainer.callback_metrics

@@ -200,7 +200,7 @@ def test_exported_model_predicts_what_predict_wrote(trained):
     with torch.no_grad():
         for batch in first_loader(trained.predict.datamodule.predict_dataloader()):
             classes = model(**model_inputs(batch)).logits.argmax(-1)
-            predicted.update(zip(batch["idx"].tolist(), classes.tolist(), strict=True))
+            predicted.update(zip(batch["example_index"].tolist(), classes.tolist(), strict=True))
     assert written == {index: model.config.id2label[label] for index, label in predicted.items()}
 
 

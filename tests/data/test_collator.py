@@ -8,7 +8,7 @@ from transformers import AutoTokenizer, DataCollatorWithPadding
 
 from neobert_tasks.data import ModelInputCollator
 
-KEYS = ("input_ids", "attention_mask", "labels", "idx")
+KEYS = ("input_ids", "attention_mask", "labels", "example_index")
 TEXTS = ["the movie was good", "bad", "the plot was boring but the actors were really fun", "i liked it"]
 
 
@@ -16,7 +16,13 @@ def rows(tokenizer, labels: list) -> list[dict]:
     encoded = tokenizer(TEXTS, truncation=True, max_length=16)
     columns = zip(encoded["input_ids"], encoded["attention_mask"], labels, strict=True)
     return [
-        {"input_ids": ids, "attention_mask": mask, "token_type_ids": [0] * len(ids), "labels": y, "idx": i}
+        {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "token_type_ids": [0] * len(ids),
+            "labels": y,
+            "example_index": i,
+        }
         for i, (ids, mask, y) in enumerate(columns)
     ]
 

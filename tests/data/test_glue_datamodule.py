@@ -101,7 +101,7 @@ def test_tiny_cola_end_to_end(write_split, sentences, tiny_tokenizer_dir, datase
     datamodule.setup("fit")
     batch = first_batch(datamodule.train_dataloader())
     assert batch["input_ids"].shape[1] % 8 == 0 and batch["labels"].tolist() != []
-    seen = [index for batch in datamodule.val_dataloader() for index in batch["idx"].tolist()]
+    seen = [index for batch in datamodule.val_dataloader() for index in batch["example_index"].tolist()]
     assert sorted(seen) == list(range(12))  # row numbers (no idx column), in length order
 
 
@@ -219,7 +219,8 @@ def test_each_task_loads_from_shared_copy(task, glue_dir, bert_tokenizer_dir, da
         assert batch["labels"].dtype == torch.int64
         assert int(batch["labels"].min()) >= 0 and int(batch["labels"].max()) < datamodule.num_labels
     for name in datamodule.validation_split_names:
-        assert set(datamodule.datasets[name].column_names) == {"input_ids", "attention_mask", "labels", "idx"}
+        columns = set(datamodule.datasets[name].column_names)
+        assert columns == {"input_ids", "attention_mask", "labels", "example_index"}
 
 
 def test_mnli_uses_the_validation_splits_present(tmp_path, glue_dir, bert_tokenizer_dir, datasets_cache):
@@ -281,7 +282,7 @@ def test_eval_batches_run_longest_first_and_carry_idx(glue_dir, bert_tokenizer_d
     datamodule.setup("validate")
     expected = pd.read_parquet(glue_dir / "mrpc" / "validation.parquet")["idx"].head(48).tolist()
     batches = list(datamodule.val_dataloader())
-    seen = [index for batch in batches for index in batch["idx"].tolist()]
+    seen = [index for batch in batches for index in batch["example_index"].tolist()]
     assert sorted(seen) == sorted(expected) and expected[0] == 9  # MRPC validation idx are not contiguous
     lengths = [length for batch in batches for length in batch["attention_mask"].sum(dim=1).tolist()]
     assert lengths == sorted(lengths, reverse=True)
@@ -326,13 +327,13 @@ def test_distributed_eval_sees_every_example_once(glue_dir, bert_tokenizer_dir, 
     # 45 examples over 2 ranks: Lightning's default sampler would pad rank 1 with a repeat of example 0.
     datamodule = make_glue("mrpc", bert_tokenizer_dir, glue_dir, datasets_cache, limit_eval_samples=45)
     datamodule.setup("validate")
-    expected = [index for batch in datamodule.val_dataloader() for index in batch["idx"].tolist()]
+    expected = [index for batch in datamodule.val_dataloader() for index in batch["example_index"].tolist()]
     seen = []
     for rank in range(2):
         datamodule.trainer = SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 2, "rank": rank})
         loader = datamodule.val_dataloader()
         assert isinstance(loader.sampler, UnrepeatedDistributedSampler) and not loader.sampler.shuffle
-        seen += [index for batch in loader for index in batch["idx"].tolist()]
+        seen += [index for batch in loader for index in batch["example_index"].tolist()]
     assert len(expected) == 45 and sorted(seen) == sorted(expected) and len(seen) == 45
 
 

@@ -94,7 +94,7 @@ def test_chunked_document_windows_carry_special_tokens(tiny_tokenizer_dir, docum
         for window in document_windows(tokens, "chunk", body, 4, 0)
     ]
     assert len(first["input_ids"]) == len(window_starts(len(tokens), body, 4)) > 1
-    assert first["idx"] == 0 and first["labels"] == 0
+    assert first["example_index"] == 0 and first["labels"] == 0
 
 
 def test_batches_hold_whole_documents(tiny_tokenizer_dir, document_dir, tmp_path):
@@ -102,10 +102,10 @@ def test_batches_hold_whole_documents(tiny_tokenizer_dir, document_dir, tmp_path
     windows_per_document = [len(row) for row in module.datasets["validation"]["input_ids"]]
     seen = []
     for batch in module.val_dataloader():
-        documents = batch["idx"].tolist()
-        counts = torch.bincount(batch["document_index"], minlength=len(documents)).tolist()
+        documents = batch["example_index"].tolist()
+        counts = torch.bincount(batch["example_position"], minlength=len(documents)).tolist()
         assert counts == [windows_per_document[index] for index in documents]  # no document is split
-        assert batch["document_index"].tolist() == sorted(batch["document_index"].tolist())
+        assert batch["example_position"].tolist() == sorted(batch["example_position"].tolist())
         assert batch["input_ids"].shape[0] >= len(documents) == batch["labels"].shape[0]
         seen += documents
     assert sorted(seen) == list(range(6))
@@ -147,13 +147,13 @@ def test_bad_windowing_settings_are_refused(tiny_tokenizer_dir, document_dir, tm
 
 def test_pooling_per_document():
     logits = torch.tensor([[1.0, 0.0], [3.0, -2.0], [5.0, 5.0], [0.0, 1.0], [2.0, 4.0]])
-    document_index = torch.tensor([0, 0, 1, 2, 2])
-    mean = pool_window_logits(logits, document_index, 3, "mean")
+    example_position = torch.tensor([0, 0, 1, 2, 2])
+    mean = pool_window_logits(logits, example_position, 3, "mean")
     assert torch.equal(mean, torch.tensor([[2.0, -1.0], [5.0, 5.0], [1.0, 2.5]]))
-    maximum = pool_window_logits(logits, document_index, 3, "max")
+    maximum = pool_window_logits(logits, example_position, 3, "max")
     assert torch.equal(maximum, torch.tensor([[3.0, 0.0], [5.0, 5.0], [2.0, 4.0]]))
     with pytest.raises(ValueError, match="pooling"):
-        pool_window_logits(logits, document_index, 3, "sum")
+        pool_window_logits(logits, example_position, 3, "sum")
 
 
 @pytest.mark.parametrize("pooling", ["mean", "max"])
@@ -166,7 +166,7 @@ def test_task_trains_on_pooled_document_logits(pooling):
     batch = {
         "input_ids": torch.randint(5, 100, (5, 12)),
         "attention_mask": torch.ones(5, 12, dtype=torch.long),
-        "document_index": torch.tensor([0, 0, 0, 1, 1]),
+        "example_position": torch.tensor([0, 0, 0, 1, 1]),
         "labels": torch.tensor([1, 0]),
     }
     logits = task.document_logits(batch)

@@ -103,7 +103,7 @@ def test_offsets_mark_only_context_tokens(write_split, tiny_tokenizer_dir, datas
                              doc_stride=DOC_STRIDE)  # fmt: skip
     datamodule.setup("validate")
     windows = windows_of(datamodule, "validation", 0)
-    assert [window["feature_index"] for window in windows] == [0, 1, 2]
+    assert [window["window_index"] for window in windows] == [0, 1, 2]
     for window, (first, last) in zip(windows, WINDOWS, strict=True):
         offsets = window["offset_mapping"]
         assert offsets[:CONTEXT_START] == [[-1, -1]] * CONTEXT_START  # [CLS] question ? [SEP]
@@ -132,8 +132,8 @@ def test_batches_carry_positions_and_feature_index_but_no_offsets(
     assert set(train_batch) == {"input_ids", "attention_mask", "start_positions", "end_positions"}
     validation_batch = next(iter(datamodule.val_dataloader()))
     assert set(validation_batch) == {"input_ids", "attention_mask", "start_positions", "end_positions",
-                                     "feature_index"}  # fmt: skip
-    assert validation_batch["feature_index"].tolist() == [0, 1, 2, 3]
+                                     "window_index"}  # fmt: skip
+    assert validation_batch["window_index"].tolist() == [0, 1, 2, 3]
     assert datamodule.examples("validation")["id"] == ["q0", "q1", "q2"]
 
 
@@ -272,7 +272,7 @@ def test_missing_splits_and_prediction_only_test_split(write_split, tiny_tokeniz
     datamodule.setup("predict")  # a test split without answers is predicted, not scored
     assert datamodule.split_names_for("predict") == ["test"] and not datamodule.has_answers("test")
     batch = next(iter(datamodule.predict_dataloader()))
-    assert set(batch) == {"input_ids", "attention_mask", "feature_index"}
+    assert set(batch) == {"input_ids", "attention_mask", "window_index"}
 
 
 def test_cached_setup_does_not_tokenize_again(

@@ -35,7 +35,7 @@ def test_string_labels_map_to_sorted_names(write_split, sentences, tiny_tokenize
     datamodule.setup("validate")
     batches = list(datamodule.val_dataloader())
     # idx: row numbers when the data has no idx column (batches run longest first, so out of row order).
-    indices = torch.cat([batch["idx"] for batch in batches]).tolist()
+    indices = torch.cat([batch["example_index"] for batch in batches]).tolist()
     by_row = dict(zip(indices, torch.cat([batch["labels"] for batch in batches]).tolist(), strict=True))
     assert by_row == dict(enumerate([2, 0, 1, 2, 0, 2]))
 
@@ -103,7 +103,7 @@ def test_unlabelled_test_split_for_prediction(write_split, sentences, tiny_token
     datamodule.setup("predict")
     batch = next(iter(datamodule.predict_dataloader()))
     assert "labels" not in batch
-    assert sorted(batch["idx"].tolist()) == [10, 11, 12, 13, 14]
+    assert sorted(batch["example_index"].tolist()) == [10, 11, 12, 13, 14]
 
 
 def test_invalid_labels_at_setup(write_split, sentences, tiny_tokenizer_dir, datasets_cache):
@@ -151,8 +151,8 @@ def test_class_label_names_from_shared_rte(glue_dir, bert_tokenizer_dir, dataset
     datamodule.setup("fit")
     batch = next(iter(datamodule.val_dataloader()))
     expected = pd.read_parquet(glue_dir / "rte" / "validation.parquet").head(16).set_index("idx")["label"]
-    assert batch["labels"].tolist() == expected.loc[batch["idx"].tolist()].tolist()
-    assert sorted(batch["idx"].tolist()) == sorted(expected.index)
+    assert batch["labels"].tolist() == expected.loc[batch["example_index"].tolist()].tolist()
+    assert sorted(batch["example_index"].tolist()) == sorted(expected.index)
     # [CLS] sentence1 [SEP] sentence2 [SEP]: two separators per pair.
     assert int((batch["input_ids"][0] == 102).sum()) == 2
 
