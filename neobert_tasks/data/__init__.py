@@ -1,6 +1,6 @@
 """Datamodules, samplers and data loading helpers for NeoBERT fine-tuning tasks."""
 
-from neobert_tasks.data.base import TokenizedDataModule, load_tokenizer
+from neobert_tasks.data.base import TokenizedDataModule
 from neobert_tasks.data.collator import ModelInputCollator
 from neobert_tasks.data.glue import GLUE_TASKS, GLUEDataModule, GLUETask
 from neobert_tasks.data.labels import LabelSchema
@@ -13,6 +13,7 @@ from neobert_tasks.data.sources import (
     find_split_files,
     load_hub_splits,
     load_local_splits,
+    load_tokenizer,
 )
 from neobert_tasks.data.text import PackedCollator, TextDataModule, train_wordpiece_tokenizer
 from neobert_tasks.data.text_classification import TextClassificationDataModule

@@ -12,7 +12,9 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from lightning.pytorch.utilities import rank_zero_warn
 
+from neobert_tasks.data.keys import EXAMPLE_INDEX, SOURCE_INDEX_COLUMN
 from neobert_tasks.data.labels import label_kind
 from neobert_tasks.data.sources import DataError, MissingDataError
 
@@ -103,3 +105,40 @@ def require_finite(dataset: datasets.Dataset, column: str, split: str, origin: s
         f"Row {rows[0]} (counting from 0) of split '{split}' ({origin}) holds {value} in column '{column}',"
         f" which must hold finite numbers{more}; fix or remove the row."
     )
+
+
+def skip_empty_texts(
+    dataset: datasets.Dataset,
+    columns: Sequence[str],
+    policy: str,
+    split: str,
+    origin: str,
+    keep_row_numbers: bool = False,
+) -> datasets.Dataset:
+    """Drop the rows with an empty or null text in `columns` (`policy` skip, with a warning giving their
+    count) or raise `DataError` naming the first one (`error`); a split without any comes back unchanged.
+
+    With `keep_row_numbers`, the rows kept get an `example_index` column (unless the data has its own
+    index column) holding their row number in the file, so predictions written by index match its rows.
+    """
+    empty = empty_text_rows(dataset, columns) if columns else {}
+    if not empty:
+        return dataset
+    if policy == "error":
+        column, rows = min(empty.items(), key=lambda item: item[1][0])
+        raise DataError(
+            f"Row {rows[0]} of split '{split}' ({origin}) has an empty or null text in column '{column}';"
+            " fix the data, or set data.init_args.empty_texts to skip to drop such rows."
+        )
+    bad = np.unique(np.concatenate(list(empty.values())))
+    if len(bad) == len(dataset):
+        raise DataError(f"Every row of split '{split}' ({origin}) has an empty or null text.")
+    rank_zero_warn(
+        f"Skipped {len(bad)} of {len(dataset)} rows of split '{split}' with an empty or null text in"
+        f" column(s) {', '.join(sorted(empty))} ({origin}); set data.init_args.empty_texts to error to"
+        " refuse them."
+    )
+    if keep_row_numbers and SOURCE_INDEX_COLUMN not in dataset.column_names:
+        dataset = dataset.add_column(EXAMPLE_INDEX, np.arange(len(dataset)))
+    # `select` with the kept row numbers gets a deterministic fingerprint, so tokenization stays cached.
+    return dataset.select(np.setdiff1d(np.arange(len(dataset)), bad))

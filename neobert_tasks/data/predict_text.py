@@ -18,9 +18,9 @@ from transformers import PreTrainedTokenizerBase
 from neobert_tasks.data.checks import require_columns
 from neobert_tasks.data.labels import label_kind
 from neobert_tasks.data.sources import DataError, MissingDataError
+from neobert_tasks.data.splits import PREDICT_SPLIT
 from neobert_tasks.data.word_tags import first_row
 
-PREDICT_SPLIT = "predict"  # split name of `predict_file`
 WORDS_COLUMN = "words"  # words of `predict_file` rows, found by the pre-tokenizer
 PREDICT_FILE_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 

@@ -293,8 +293,6 @@ class QuestionAnsweringDataModule(TokenizedDataModule):
         self.data_dir = data_dir
         self.version_2 = version_2
         self.doc_stride = doc_stride
-        # Limited raw rows of the evaluated splits, for post-processing (contexts, ids, gold answers).
-        self._examples: dict[str, datasets.Dataset] = {}
         self.save_hyperparameters()
 
     @property
@@ -381,29 +379,17 @@ class QuestionAnsweringDataModule(TokenizedDataModule):
             evaluation=split_name != self.train_split_name,
         )
 
-    def _process_split(self, name: str, dataset: datasets.Dataset, origin: str) -> datasets.Dataset:
-        """Limit, check and tokenize one split as the base class does, except that a row becomes one or more
-        windows, and evaluation windows get their `example_index` (from the row numbers given to the encoder)
-        and their own row number `window_index`."""
-        is_train = name == self.train_split_name
-        limit = self.limit_train_samples if is_train else self.limit_eval_samples
-        if limit is not None and limit < len(dataset):
-            dataset = dataset.select(range(limit))
-        dataset = self.handle_empty_texts(name, dataset, origin)
-        self.check_split(name, dataset, origin)
-        features = dataset.map(
-            self.encode_function(name, dataset),
-            batched=True,
-            with_indices=True,
-            remove_columns=dataset.column_names,
-            desc=f"Tokenizing {name}",
-        )
-        if is_train:
-            return features
-        self._examples[name] = dataset
-        # Row numbers of the tokenized split are only known after `map`; `add_column` gets a fingerprint
-        # derived from the cached `map` result, so nothing here depends on state outside the datasets.
-        return features.add_column(WINDOW_INDEX, np.arange(len(features), dtype=np.int64))
+    def example_indexing(self, split_name: str) -> str:
+        """A question's context can become several windows: the encoder sets each one's `example_index`."""
+        return "encoder"
+
+    def after_tokenize(self, split_name: str, tokenized: datasets.Dataset) -> datasets.Dataset:
+        """Evaluation windows also get their own row number (`window_index`), by which post-processing
+        finds their offsets: it is known only after `map`, and `add_column` derives its fingerprint from
+        the cached `map` result, so nothing here depends on state outside the datasets."""
+        if split_name == self.train_split_name:
+            return tokenized
+        return tokenized.add_column(WINDOW_INDEX, np.arange(len(tokenized), dtype=np.int64))
 
     def _eval_loader(self, dataset: datasets.Dataset) -> Any:
         """The base's evaluation loader over the model input columns only: the offsets stay on disk."""
@@ -416,14 +402,6 @@ class QuestionAnsweringDataModule(TokenizedDataModule):
     def features(self, split_name: str) -> datasets.Dataset:
         """The tokenized windows of an evaluated split (`example_index`, `offset_mapping`, …) by row."""
         return self._dataset(split_name)
-
-    def examples(self, split_name: str) -> datasets.Dataset:
-        """The raw (limited) rows of an evaluated split: `id`, `context`, `question`, `answers`, …"""
-        if split_name not in self._examples:
-            raise DataError(
-                f"Split '{split_name}' is not loaded; call setup() for a stage that uses it first."
-            )
-        return self._examples[split_name]
 
     def has_answers(self, split_name: str) -> bool:
         """Whether a loaded split has gold answers (windows with answer positions, and a loss)."""

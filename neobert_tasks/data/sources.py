@@ -13,6 +13,7 @@ their line (pandas would shift or drop fields silently), and so are non-finite n
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from neobert_tasks.errors import UserInputError
 
@@ -35,6 +37,9 @@ FILE_FORMATS: dict[str, tuple[str, dict[str, object]]] = {
 }
 # What a delimiter is called in the error about a row with more fields than the header.
 DELIMITER_NAMES = {",": "comma", "\t": "tab"}
+
+# A hub id is "name" or "owner/name"; anything else that does not exist on disk is a mistyped path.
+HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 class DataError(UserInputError, ValueError):
@@ -226,3 +231,22 @@ def load_hub_splits(
         if len(dataset) == 0:
             raise DataError(f"Split '{name}' of {origins[name]} has no rows.")
     return loaded, origins
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """Load a tokenizer from a local directory or a hub id, with a one-sentence error when neither works."""
+    is_local = Path(name_or_path).expanduser().exists()
+    if not is_local and not HUB_ID_PATTERN.match(name_or_path):
+        raise MissingDataError(f"Tokenizer directory '{name_or_path}' does not exist.")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(Path(name_or_path).expanduser()) if is_local else name_or_path
+        )
+    except (OSError, ValueError) as error:
+        # The hub client's explanation runs over several lines; its first one says what went wrong.
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        where = "from its local directory" if is_local else "(no such directory) from the Hugging Face hub"
+        raise DataError(f"Could not load tokenizer '{name_or_path}' {where}: {reason}") from error
+    if tokenizer.pad_token_id is None:
+        raise DataError(f"Tokenizer '{name_or_path}' has no padding token, which dynamic padding needs.")
+    return tokenizer

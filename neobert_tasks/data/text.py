@@ -37,18 +37,22 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from neobert_tasks.data.base import HUB_ID_PATTERN, EncodeFunction, TokenizedDataModule, load_tokenizer
+from neobert_tasks.data.base import EncodeFunction, TokenizedDataModule
 from neobert_tasks.data.checks import require_columns
 from neobert_tasks.data.collator import ModelInputCollator, padded_length
 from neobert_tasks.data.keys import ATTENTION_MASK, EXAMPLE_INDEX, INPUT_IDS
-from neobert_tasks.data.predict_text import PREDICT_SPLIT, load_text_file
+from neobert_tasks.data.loaders import distributed_kwargs
+from neobert_tasks.data.predict_text import load_text_file
 from neobert_tasks.data.sources import (
+    HUB_ID_PATTERN,
     DataError,
     MissingDataError,
     find_split_files,
     load_hub_splits,
     load_local_splits,
+    load_tokenizer,
 )
+from neobert_tasks.data.splits import PREDICT_SPLIT
 
 # Documents packed together in one `map` batch: the last row of each batch may be short, so a large
 # batch keeps padding rare.
@@ -239,7 +243,6 @@ class TextDataModule(TokenizedDataModule):
         self.text_column, self.packing, self.streaming = text_column, packing, streaming
         self.validation_fraction, self.train_tokenizer = validation_fraction, train_tokenizer
         self.tokenizer_vocab_size, self.predict_file = tokenizer_vocab_size, predict_file
-        self._predict_texts: list[str] | None = None
         self.model_input_keys = PACKED_KEYS if packing else ("input_ids", "attention_mask")
         self.save_hyperparameters()
 
@@ -350,34 +353,42 @@ class TextDataModule(TokenizedDataModule):
         origins["validation"] = f"held out from {origins[self.train_split_name]}"
 
     def check_split(self, split_name: str, dataset, origin: str) -> None:
-        if getattr(dataset, "column_names", None) is not None:
+        # A predict file's texts were checked when it was read; a stream's columns are unknown until read.
+        if split_name != PREDICT_SPLIT and getattr(dataset, "column_names", None) is not None:
             require_columns(dataset, [self.text_column], origin)
 
     def encode_function(self, split_name: str, dataset) -> EncodeFunction:
+        if split_name == PREDICT_SPLIT:
+            return functools.partial(encode_texts, tokenizer=self.tokenizer, max_length=self.max_length)
         function = pack_documents if self.packing else split_documents
         return functools.partial(
             function, tokenizer=self.tokenizer, text_column=self.text_column, max_length=self.max_length
         )
 
-    def _process_split(self, name: str, dataset, origin: str):
-        """Limit, check and pack (or split) one raw split; rows are not kept in correspondence with
-        documents, so there is no ``example_index``."""
-        is_train = name == self.train_split_name
-        limit = self.limit_train_samples if is_train else self.limit_eval_samples
-        if self.streaming:
-            dataset = dataset.take(limit) if limit is not None else dataset
-        elif limit is not None and limit < len(dataset):
-            dataset = dataset.select(range(limit))
-        self.check_split(name, dataset, origin)
-        columns = dataset.column_names or list(next(iter(dataset)).keys())
-        kwargs = {} if self.streaming else {"desc": f"Tokenizing {name}"}
-        return dataset.map(
-            self.encode_function(name, dataset),
-            batched=True,
-            batch_size=PACKING_BATCH_SIZE,
-            remove_columns=columns,
-            **kwargs,
-        )
+    def example_indexing(self, split_name: str) -> str:
+        """Packed or split documents are not examples; a predict file's texts are, one row each."""
+        return "encoder" if split_name == PREDICT_SPLIT else "none"
+
+    def map_kwargs(self, split_name: str) -> dict[str, Any]:
+        # Packing fills rows from several documents: larger map batches leave fewer partial rows.
+        return {} if split_name == PREDICT_SPLIT else {"batch_size": PACKING_BATCH_SIZE}
+
+    def load_predict_file(self):
+        """The predict file's texts, one per row; a warning counts those without a [MASK] token."""
+        texts = load_text_file(self.predict_file, self.cache_dir)
+        without_mask = sum(self.tokenizer.mask_token not in text for text in texts["text"])
+        if without_mask:
+            rank_zero_warn(
+                f"{without_mask} of {len(texts)} texts of predict file '{self.predict_file}' hold no "
+                f"{self.tokenizer.mask_token} token: nothing is predicted for them."
+            )
+        return texts
+
+    def predict_texts(self) -> list[str]:
+        """The predict file's texts, in ``example_index`` order (after ``setup("predict")``)."""
+        if PREDICT_SPLIT not in self.raw_examples:
+            raise DataError("No predict file is loaded; set data.predict_file and run predict.")
+        return list(self.raw_examples[PREDICT_SPLIT]["text"])
 
     # ----------------------------------------------------------------------------------------------------
     # Dataloaders.
@@ -416,42 +427,6 @@ class TextDataModule(TokenizedDataModule):
     # ----------------------------------------------------------------------------------------------------
     # Filling in the [MASK] tokens of a predict file.
 
-    @property
-    def predict_split_names(self) -> list[str]:
-        """The predict file's split when `predict_file` is set, else the test (or validation) split."""
-        return [PREDICT_SPLIT] if self.predict_file is not None else super().predict_split_names
-
-    def _predicting_from_file(self) -> bool:
-        return (
-            self.predict_file is not None and self.trainer is not None and self.trainer.state.fn == "predict"
-        )
-
-    def prepare_data(self) -> None:
-        """Tokenize the splits into the cache; to predict a `predict_file`, nothing (setup reads it)."""
-        if not self._predicting_from_file():
-            super().prepare_data()
-
-    def setup(self, stage: str | None = None) -> None:
-        """As the base class; `predict` with a `predict_file` tokenizes that file's texts, one per row."""
-        if stage != "predict" or self.predict_file is None:
-            return super().setup(stage)
-        texts = load_text_file(self.predict_file, self.cache_dir)
-        self._predict_texts = texts["text"]
-        without_mask = sum(self.tokenizer.mask_token not in text for text in self._predict_texts)
-        if without_mask:
-            rank_zero_warn(
-                f"{without_mask} of {len(texts)} texts of predict file '{self.predict_file}' hold no "
-                f"{self.tokenizer.mask_token} token: nothing is predicted for them."
-            )
-        self.datasets[PREDICT_SPLIT] = texts.map(
-            encode_texts,
-            batched=True,
-            with_indices=True,
-            remove_columns=texts.column_names,
-            fn_kwargs={"tokenizer": self.tokenizer, "max_length": self.max_length},
-            desc="Tokenizing the predict file",
-        )
-
     def predict_dataloader(self) -> DataLoader | list[DataLoader]:
         """Batches of the predict file's texts (with their ``example_index``), else of the test or validation
         split."""
@@ -462,15 +437,9 @@ class TextDataModule(TokenizedDataModule):
         )
         return self._loader(self._dataset(PREDICT_SPLIT), self.eval_batch_size, collate_fn=collator)
 
-    def predict_texts(self) -> list[str]:
-        """The predict file's texts, in ``example_index`` order (after ``setup("predict")``)."""
-        if self._predict_texts is None:
-            raise DataError("No predict file is loaded; set data.predict_file and run predict.")
-        return list(self._predict_texts)
-
     def _shard_stream(self, dataset):
         """Under DDP each rank reads its own share of a stream (Lightning cannot shard an iterable)."""
-        distributed = self._distributed_sampler_kwargs()
+        distributed = distributed_kwargs(self.trainer)
         if not distributed:
             return dataset
         return split_dataset_by_node(

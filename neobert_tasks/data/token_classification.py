@@ -36,14 +36,9 @@ from neobert_tasks.data.collator import padded_length
 from neobert_tasks.data.conll import CONLL_SUFFIXES, find_word_split_files, load_conll_split
 from neobert_tasks.data.keys import ATTENTION_MASK, EXAMPLE_INDEX, INPUT_IDS, LABELS, WORD_IDS
 from neobert_tasks.data.labels import label_kind
-from neobert_tasks.data.predict_text import (
-    PREDICT_SPLIT,
-    WORDS_COLUMN,
-    join_words,
-    load_text_file,
-    split_text_into_words,
-)
+from neobert_tasks.data.predict_text import WORDS_COLUMN, join_words, load_text_file, split_text_into_words
 from neobert_tasks.data.sources import DataError, MissingDataError, load_hub_splits, load_local_splits
+from neobert_tasks.data.splits import PREDICT_SPLIT
 from neobert_tasks.data.token_alignment import (
     IGNORE_INDEX,
     NO_WORD,
@@ -188,8 +183,6 @@ class TokenClassificationDataModule(TokenizedDataModule):
         self.label_all_tokens = label_all_tokens
         self.stride = stride
         self.predict_file = predict_file
-        # Limited raw rows of the evaluation splits, kept for `predict_examples`.
-        self._examples: dict[str, datasets.Dataset] = {}
         self._label_names = self._resolve_label_names(label_names)
         self.save_hyperparameters()
         # Record the resolved names over the given (often None) value: the CLI links them into the model's
@@ -262,11 +255,6 @@ class TokenClassificationDataModule(TokenizedDataModule):
     @property
     def configured_test_splits(self) -> list[str]:
         return ["test"]
-
-    @property
-    def predict_split_names(self) -> list[str]:
-        """The predict file's split when `predict_file` is set, else the test (or validation) split."""
-        return [PREDICT_SPLIT] if self.predict_file is not None else super().predict_split_names
 
     def local_split_names(self) -> set[str] | None:
         if self.data_dir is None or not Path(self.data_dir).is_dir():
@@ -352,26 +340,6 @@ class TokenClassificationDataModule(TokenizedDataModule):
             label_all_tokens=self.label_all_tokens,
         )
 
-    def _process_split(self, name: str, dataset: datasets.Dataset, origin: str) -> datasets.Dataset:
-        """Limit, check and tokenize one split, as the base class does, except that the encoder receives the
-        row numbers: a row can become several windows, so `example_index` is set per window here instead of
-        the base's one `example_index` per row."""
-        limit = self.limit_train_samples if name == self.train_split_name else self.limit_eval_samples
-        if limit is not None and limit < len(dataset):
-            dataset = dataset.select(range(limit))
-        if name != PREDICT_SPLIT:  # a predict file's texts were checked when it was read
-            dataset = self.handle_empty_texts(name, dataset, origin)
-        self.check_split(name, dataset, origin)
-        if name != self.train_split_name:
-            self._examples[name] = dataset
-        return dataset.map(
-            self.encode_function(name, dataset),
-            batched=True,
-            with_indices=True,
-            remove_columns=dataset.column_names,
-            desc=f"Tokenizing {name}",
-        )
-
     # ------------------------------------------------------------------------------------------------------
     # Collator, stages and prediction on raw text.
 
@@ -385,36 +353,11 @@ class TokenClassificationDataModule(TokenizedDataModule):
             )
         return self._collator
 
-    def _predicting_from_file(self, stage: str | None) -> bool:
-        return self.predict_file is not None and stage == "predict"
+    def example_indexing(self, split_name: str) -> str:
+        """A sentence can become several windows: the encoder sets each window's `example_index`."""
+        return "encoder"
 
-    def prepare_data(self) -> None:
-        """Tokenize the splits into the cache; to predict a `predict_file`, just that file (needs no data)."""
-        stage = self.trainer.state.fn if self.trainer is not None else None
-        if self._predicting_from_file(stage):
-            self._process_split(
-                PREDICT_SPLIT, self._predict_file_words(), f"predict file '{self.predict_file}'"
-            )
-            return
-        super().prepare_data()
-
-    def setup(self, stage: str | None = None) -> None:
-        """As the base class; `predict` with a `predict_file` loads and tokenizes that file instead."""
-        if self._predicting_from_file(stage):
-            origin = f"predict file '{self.predict_file}'"
-            self.datasets[PREDICT_SPLIT] = self._process_split(
-                PREDICT_SPLIT, self._predict_file_words(), origin
-            )
-            return
-        super().setup(stage)
-
-    def predict_dataloader(self) -> Any:
-        """Batches of the predict file's windows, else those of the test (or validation) split."""
-        if self.predict_file is None:
-            return super().predict_dataloader()
-        return self._eval_loaders([PREDICT_SPLIT])
-
-    def _predict_file_words(self) -> datasets.Dataset:
+    def load_predict_file(self) -> datasets.Dataset:
         """The predict file's texts with their words and character offsets (a cached `map`)."""
         texts = load_text_file(self.predict_file, self.cache_dir)
         return texts.map(
@@ -432,11 +375,11 @@ class TokenClassificationDataModule(TokenizedDataModule):
         the words are its tokens and the text is those tokens joined by single spaces.
         """
         name = split_name or self.predict_split_names[0]
-        if name not in self._examples:
+        if name not in self.raw_examples:
             raise DataError(
                 f"Split '{name}' is not loaded; call setup('predict') (or another stage using it) first."
             )
-        examples = self._examples[name]
+        examples = self.raw_examples[name]
         if name == PREDICT_SPLIT and self.predict_file is not None:
             examples = examples.select_columns(["text", WORDS_COLUMN, "word_offsets"])
         else:

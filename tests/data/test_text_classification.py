@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from neobert_tasks.data import DataError, MissingDataError, TextClassificationDataModule
+from neobert_tasks.data.loaders import uses_cuda
 
 pytestmark = pytest.mark.filterwarnings("ignore:No validation split")
 
@@ -163,7 +164,7 @@ def test_batches_are_pinned_only_for_a_cuda_trainer(
 ):
     path = write_split("train", ".csv", text=sentences(6), label=[0, 1, 0, 1, 0, 1])
     datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache)
-    assert not datamodule.pin_memory  # no trainer yet
+    assert not uses_cuda(datamodule.trainer)  # no trainer yet
     # The datamodule reads the device and the DDP settings from its trainer; a stand-in holds both.
     strategy = SimpleNamespace(root_device=torch.device(device))
     datamodule.trainer = SimpleNamespace(strategy=strategy, distributed_sampler_kwargs=None)

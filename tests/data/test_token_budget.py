@@ -11,6 +11,7 @@ import torch
 
 from neobert_tasks.data import DataError, GLUEDataModule, TokenBudgetSampler
 from neobert_tasks.data.collator import padded_length
+from neobert_tasks.data.loaders import resolved_max_tokens
 from neobert_tasks.data.token_budget import ColumnBatchCollator, token_budget_batch_sizes
 
 
@@ -167,7 +168,9 @@ def test_auto_budget_holds_batch_size_examples_on_average(cola_dir, tiny_tokeniz
     datamodule = cola(cola_dir, tiny_tokenizer_dir, datasets_cache, max_tokens="auto", batch_size=8)
     lengths = datamodule.sequence_lengths("train")
     padded = [padded_length(length, 8) for length in lengths]
-    assert datamodule.resolved_max_tokens(lengths) == max(round(8 * sum(padded) / len(padded)), max(padded))
+    assert resolved_max_tokens("auto", lengths, 8, 8) == max(
+        round(8 * sum(padded) / len(padded)), max(padded)
+    )
     batches = len(datamodule.train_dataloader())
     assert 120 / 8 <= batches <= 1.5 * 120 / 8
 
