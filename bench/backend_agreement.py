@@ -1,6 +1,6 @@
 """How closely the attention backends, padding and packing agree, in fp32 on this machine.
 
-    python bench/backend_agreement.py [--layers 28] [--lengths 128 77 300 5]
+    python -m bench.backend_agreement [--layers 28] [--lengths 128 77 300 5]
 
 Builds a randomly initialised NeoBERT of the official width (28 × 768 by default) and prints the
 largest absolute difference of ``last_hidden_state`` on real tokens between:
@@ -32,12 +32,17 @@ def batch_of(lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[torch
 
 
 @torch.inference_mode()
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, or ``sys.argv``); a test parses the documented commands with it."""
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--layers", type=int, default=28, help="number of blocks")
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 77, 300, 5], help="sequence lengths")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_arguments()
     input_ids, attention_mask, sequences = batch_of(args.lengths)
     real = attention_mask.bool()
     outputs, models = {}, {}

@@ -1,8 +1,8 @@
 """Fine-tuning throughput: neobert_tasks ``fit`` against the transformers ``Trainer``, same model, same steps.
 
-    PYTHONPATH=. python bench/fine_tuning.py            # SST-2 and MNLI, tiny and 6 × 768, fp32 and bf16
-    PYTHONPATH=. python bench/fine_tuning.py --shapes base --precisions bf16 --steps 12
-    PYTHONPATH=. python bench/fine_tuning.py --routes neobert_tasks trainer_dynamic --tasks sst2
+    python -m bench.fine_tuning            # SST-2 and MNLI, tiny and 6 × 768, fp32 and bf16
+    python -m bench.fine_tuning --shapes base --precisions bf16 --steps 12
+    python -m bench.fine_tuning --routes neobert_tasks trainer_dynamic --tasks sst2
 
 Routes, run side by side in one process on the same randomly initialised
 ``NeoBERTForSequenceClassification`` (same initial weights, batch size, learning-rate schedule and
@@ -42,12 +42,12 @@ from pathlib import Path
 
 import datasets
 import torch
-from common import DTYPES, SHAPES, matmul_peak, model_flops, print_table, shape_label, write_json
-from interleave import Baton, StepClock, run_in_turns
-from routes import ROUTES, RouteSettings, evaluate_accuracy
 from transformers import AutoTokenizer
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
+from bench.common import DTYPES, SHAPES, matmul_peak, model_flops, print_table, shape_label, write_json
+from bench.interleave import Baton, StepClock, run_in_turns
+from bench.routes import ROUTES, RouteSettings, evaluate_accuracy
 from neobert_tasks.data.glue import GLUE_TASKS
 from neobert_tasks.data.sampler import LengthGroupedSampler
 from neobert_tasks.model import NeoBERTConfig, NeoBERTForSequenceClassification
@@ -227,7 +227,8 @@ COLUMNS = [
 ]
 
 
-def parse_arguments() -> argparse.Namespace:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, or ``sys.argv``); a test parses the documented commands with it."""
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--tasks", nargs="+", default=["sst2", "mnli"], choices=sorted(BATCH_SIZES))
@@ -248,7 +249,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/glue"))
     parser.add_argument("--tokenizer", default="../shared/tokenizers/bert-base-uncased")
     parser.add_argument("--json", default="runs/bench/fine_tuning.json", help="where to write the rows")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def main() -> None:

@@ -1,11 +1,11 @@
 """Cost of NeoBERT against sequence length on this machine's CPU: tokens/s and peak memory per backend.
 
-    PYTHONPATH=. python bench/forward_cpu.py                          # 4 × 768, fp32, 128 … 4096 tokens
-    PYTHONPATH=. python bench/forward_cpu.py --layers 28 --lengths 128 512 --backends sdpa
-    PYTHONPATH=. python bench/forward_cpu.py --precision bf16 --json runs/bench/lengths.json
+    python -m bench.forward_cpu                          # 4 × 768, fp32, 128 … 4096 tokens
+    python -m bench.forward_cpu --layers 28 --lengths 128 512 --backends sdpa
+    python -m bench.forward_cpu --precision bf16 --json runs/bench/lengths.json
 
 For each attention backend (eager, sdpa, sdpa_varlen; flash_attention_2 only on CUDA, see
-scripts/gpu_check.py) and each length, one fresh process builds a randomly initialised
+gpu_check.py) and each length, one fresh process builds a randomly initialised
 ``NeoBERTForSequenceClassification`` of width 768 (``--layers`` blocks: the default 4 keeps 4096-token
 training steps to seconds on 2 cores; 28 is NeoBERT's depth) and measures, on batches of
 ``--tokens`` tokens (``tokens // length`` rows):
@@ -33,11 +33,14 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
-from common import print_table, write_json
+
+from bench.common import print_table, write_json
 
 BACKENDS = ["eager", "sdpa", "sdpa_varlen"]
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def make_batch(batch: int, length: int, mixed: bool, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,12 +123,13 @@ def measure_in_this_process(
 def measure(backend: str, length: int, arguments) -> dict:
     """``measure_in_this_process`` in a fresh Python process, so that its peak memory is its own."""
     command = [
-        sys.executable, __file__, "--child", "--backends", backend, "--lengths", str(length),
+        sys.executable, "-m", "bench.forward_cpu", "--child", "--backends", backend, "--lengths", str(length),
         "--layers", str(arguments.layers), "--tokens", str(arguments.tokens),
         "--precision", arguments.precision, "--repeats", str(arguments.repeats),
         "--threads", str(arguments.threads or torch.get_num_threads()),
     ]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    # From the repository root, where the child finds the bench package whatever the working directory.
+    completed = subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPOSITORY)
     if completed.returncode != 0:
         raise RuntimeError(f"{backend} at {length} tokens failed:\n{completed.stderr[-2000:]}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
@@ -155,7 +159,8 @@ COLUMNS = [
 ]
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, or ``sys.argv``); a test parses the documented commands with it."""
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 1024, 2048, 4096])
@@ -168,7 +173,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    arguments = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    arguments = parse_arguments()
     if arguments.threads:
         torch.set_num_threads(arguments.threads)
     if arguments.child:

@@ -6,8 +6,8 @@ that setting alone: torch's allocator keeps freed memory, and ``tracemalloc`` do
 at all. One step is forward + backward + AdamW step of a randomly initialised, fp32
 ``NeoBERTForSequenceClassification`` (official sizes: 28 layers × 768) on one sequence, two labels.
 
-    python bench/long_document_memory.py                       # 4096 tokens, both settings
-    python bench/long_document_memory.py --sequence-length 1024 --num-layers 4
+    python -m bench.long_document_memory                       # 4096 tokens, both settings
+    python -m bench.long_document_memory --sequence-length 1024 --num-layers 4
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def measure(sequence_length: int, num_layers: int, checkpointing: bool) -> dict[str, float]:
@@ -59,22 +62,29 @@ def measure(sequence_length: int, num_layers: int, checkpointing: bool) -> dict[
 def run_in_subprocess(sequence_length: int, num_layers: int, checkpointing: bool) -> dict[str, float]:
     """`measure` in a fresh Python process, so that its peak memory is its own."""
     command = [
-        sys.executable, __file__, "--child", "--sequence-length", str(sequence_length),
-        "--num-layers", str(num_layers), *(["--checkpointing"] if checkpointing else []),
+        sys.executable, "-m", "bench.long_document_memory", "--child",
+        "--sequence-length", str(sequence_length), "--num-layers", str(num_layers),
+        *(["--checkpointing"] if checkpointing else []),
     ]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    # From the repository root, where the child finds the bench package whatever the working directory.
+    completed = subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPOSITORY)
     if completed.returncode != 0:
         raise RuntimeError(f"Measurement failed:\n{completed.stderr[-2000:]}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, or ``sys.argv``); a test parses the documented commands with it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sequence-length", type=int, default=4096)
     parser.add_argument("--num-layers", type=int, default=28)
     parser.add_argument("--checkpointing", action="store_true", help="(child only) enable checkpointing")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    arguments = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    arguments = parse_arguments()
     if arguments.child:
         print(json.dumps(measure(arguments.sequence_length, arguments.num_layers, arguments.checkpointing)))
         return

@@ -1,7 +1,7 @@
 """How fast this machine runs NeoBERT's own matmuls, against its big-square matmul peak.
 
-    PYTHONPATH=. python bench/matmul_shapes.py                      # bf16 and fp32, 128 … 4096 tokens
-    PYTHONPATH=. python bench/matmul_shapes.py --precisions bf16 --tokens 256 1024
+    python -m bench.matmul_shapes                      # bf16 and fp32, 128 … 4096 tokens
+    python -m bench.matmul_shapes --precisions bf16 --tokens 256 1024
 
 A training step multiplies every token of the batch by the blocks' four weights (qkv 768 → 2304, wo
 768 → 768, w12 768 → 4096, w3 2048 → 768 at the base width), three times: the forward product, the
@@ -22,9 +22,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import DTYPES, SHAPES, matmul_peak, print_table, write_json
 from torch.utils import benchmark
 
+from bench.common import DTYPES, SHAPES, matmul_peak, print_table, write_json
 from neobert_tasks.model import NeoBERTConfig
 
 
@@ -72,7 +72,8 @@ COLUMNS = [
 ]
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, or ``sys.argv``); a test parses the documented commands with it."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -81,7 +82,11 @@ def main() -> None:
     parser.add_argument("--shape", default="base", choices=sorted(SHAPES), help="block width (depth is moot)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--json", default="runs/bench/matmul_shapes.json")
-    arguments = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    arguments = parse_arguments()
     if arguments.threads:
         torch.set_num_threads(arguments.threads)
     rows = []

@@ -1,6 +1,6 @@
 """ONNX export of a NeoBERT classifier: export time, file size, and onnxruntime against PyTorch on the CPU.
 
-    python bench/onnx_export.py --shape base --batch_sizes 1 32 --length 128 --json bench/results/onnx.json
+    python -m bench.onnx_export --shape base --batch_sizes 1 32 --length 128 --json bench/results/onnx.json
 
 A randomly initialised ``NeoBERTForSequenceClassification`` of the given shape is exported the way
 ``--export.formats [onnx]`` does (``neobert_tasks.export.graph.save_onnx``: ``torch.export`` then the ONNX
@@ -20,13 +20,14 @@ from pathlib import Path
 
 import onnxruntime
 import torch
-from common import SHAPES, machine, print_table, shape_label, write_json
 
+from bench.common import SHAPES, machine, print_table, shape_label, write_json
 from neobert_tasks.export.graph import save_onnx
 from neobert_tasks.model import NeoBERTConfig, NeoBERTForSequenceClassification
 
 
-def parse_arguments() -> argparse.Namespace:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, or ``sys.argv``); a test parses the documented commands with it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="base", choices=sorted(SHAPES))
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
@@ -34,7 +35,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=10, help="alternating rounds per batch size")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", help="write the results here")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def timed(function, repeats: int) -> float:

@@ -1,6 +1,6 @@
 """Padding waste of GLUE training batches with and without length-grouped sampling.
 
-    python bench/padding.py [--data ../shared/data/glue] [--tokenizer ../shared/tokenizers/bert-base-uncased]
+    python -m bench.padding [--data ../shared/data/glue] [--tokenizer ../shared/tokenizers/bert-base-uncased]
                             [--tasks sst2 cola] [--batch-size 32]
 
 Tokenizes each task's training split with the GLUE datamodule (cached), builds one epoch of batches
@@ -32,7 +32,7 @@ PAPER_BATCH_SIZES = {
 
 
 def measure(task: str, data: str, tokenizer: str, batch_size: int) -> dict:
-    datamodule = GLUEDataModule(task, tokenizer, data_dir=f"{data}/{task}", batch_size=batch_size)
+    datamodule = GLUEDataModule(task, tokenizer=tokenizer, data_dir=f"{data}/{task}", batch_size=batch_size)
     datamodule.prepare_data()
     datamodule.setup("fit")
     lengths = datamodule.sequence_lengths("train")
@@ -48,7 +48,8 @@ def measure(task: str, data: str, tokenizer: str, batch_size: int) -> dict:
     }
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, or ``sys.argv``); a test parses the documented commands with it."""
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--data", default="../shared/data/glue", help="folder with one sub-folder per task")
@@ -56,7 +57,11 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["sst2", "cola"], help="GLUE tasks")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the paper's per-task size")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_arguments()
     print(f"{'task':6s} {'examples':>8s} {'batch':>5s} {'mean tokens':>11s} {'grouped':>8s} {'shuffled':>8s}")
     rows = []
     for task in args.tasks:

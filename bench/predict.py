@@ -1,7 +1,7 @@
 """Prediction throughput on GLUE validation data: neobert_tasks ``predict`` against plain transformers.
 
-    PYTHONPATH=. python bench/predict.py                  # SST-2 and MNLI, small (6 × 768), fp32
-    PYTHONPATH=. python bench/predict.py --shapes base --precisions bf16 --samples 512
+    python -m bench.predict                  # SST-2 and MNLI, small (6 × 768), fp32
+    python -m bench.predict --shapes base --precisions bf16 --samples 512
 
 Routes, over the same randomly initialised ``NeoBERTForSequenceClassification`` and the first
 ``--samples`` examples of the validation split, taking turns ``--repeats`` times (best time kept):
@@ -31,11 +31,11 @@ from unittest import mock
 
 import datasets
 import torch
-from common import DTYPES, SHAPES, print_table, shape_label, write_json
-from fine_tuning import BATCH_SIZES, initial_state
-from routes import LIGHTNING_PRECISION, REPOSITORY, load_tokenizer
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, pipeline
 
+from bench.common import DTYPES, SHAPES, print_table, shape_label, write_json
+from bench.fine_tuning import BATCH_SIZES, initial_state
+from bench.routes import LIGHTNING_PRECISION, REPOSITORY, load_tokenizer
 from neobert_tasks.cli import main as neobert_tasks_main
 from neobert_tasks.data.glue import GLUE_TASKS
 from neobert_tasks.model import NeoBERTConfig, NeoBERTForSequenceClassification
@@ -217,7 +217,8 @@ COLUMNS = [
 ROUTE_NAMES = ["neobert_tasks", "neobert_tasks_dataset_order", "hf_loop", "hf_pipeline", "trainer_predict"]
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, or ``sys.argv``); a test parses the documented commands with it."""
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--tasks", nargs="+", default=["sst2", "mnli"], choices=sorted(BATCH_SIZES))
@@ -233,7 +234,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/glue"))
     parser.add_argument("--tokenizer", default="../shared/tokenizers/bert-base-uncased")
     parser.add_argument("--json", default="runs/bench/predict.json")
-    arguments = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    arguments = parse_arguments()
     datasets.disable_progress_bars()
     if arguments.threads:
         torch.set_num_threads(arguments.threads)

@@ -1,7 +1,7 @@
 """Where a training step's time goes: torch.profiler over a real ``fit`` or ``Trainer`` route.
 
-    PYTHONPATH=. python bench/profile_step.py             # neobert_tasks, tiny, SST-2, fp32
-    PYTHONPATH=. python bench/profile_step.py --route trainer_dynamic --precision bf16 --shape small
+    python -m bench.profile_step             # neobert_tasks, tiny, SST-2, fp32
+    python -m bench.profile_step --route trainer_dynamic --precision bf16 --shape small
 
 Runs one route of ``fine_tuning.py`` alone on the same data sample, skips ``--warmup-steps``, profiles
 ``--steps`` steps, and prints the time per step by kind of work: matmuls, attention, element-wise
@@ -21,13 +21,13 @@ from pathlib import Path
 import datasets
 import lightning as L
 import torch
-from common import SHAPES, shape_label, write_json
-from fine_tuning import BATCH_SIZES, DEFAULT_LEARNING_RATES, initial_state, sample_task
-from interleave import Baton, StepClock
-from routes import ROUTES, RouteSettings, TrainerRoute
 from torch.profiler import ProfilerActivity, profile
 from transformers import TrainerCallback
 
+from bench.common import SHAPES, shape_label, write_json
+from bench.fine_tuning import BATCH_SIZES, DEFAULT_LEARNING_RATES, initial_state, sample_task
+from bench.interleave import Baton, StepClock
+from bench.routes import ROUTES, RouteSettings, TrainerRoute
 from neobert_tasks.data.glue import GLUE_TASKS
 
 # Kind of work of an ATen op, by name; the first pattern contained in the name wins.
@@ -131,8 +131,8 @@ def breakdown(profiler: profile, seconds: float, steps: int) -> tuple[list[dict]
     return rows, ops
 
 
-def main() -> None:
-    datasets.disable_progress_bars()
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, or ``sys.argv``); a test parses the documented commands with it."""
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--route", default="neobert_tasks", choices=sorted(ROUTES))
@@ -149,7 +149,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--trace", default=None, help="write a Chrome trace of the profiled steps here")
     parser.add_argument("--json", default=None, help="write the breakdown here")
-    arguments = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    datasets.disable_progress_bars()
+    arguments = parse_arguments()
     if arguments.threads:
         torch.set_num_threads(arguments.threads)
     with tempfile.TemporaryDirectory(prefix="neobert-profile-") as work:

@@ -1,6 +1,6 @@
 """Time of QA post-processing on synthetic logits the size of the SQuAD v1.1 dev set.
 
-    python bench/qa_postprocessing.py [--examples 10570] [--features 10800] [--length 384] [--repeats 3]
+    python -m bench.qa_postprocessing [--examples 10570] [--features 10800] [--length 384] [--repeats 3]
 
 Builds ``--examples`` contexts of about 700 characters, cut into 384-token features laid out as
 ``[CLS] question [SEP] context [SEP]`` with realistic character offsets (``None`` outside the context);
@@ -69,15 +69,21 @@ def best_time(inputs: dict, repeats: int, **options) -> float:
     return min(timings)
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, or ``sys.argv``); a test parses the documented commands with it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=10570)
     parser.add_argument("--features", type=int, default=10800)
     parser.add_argument("--length", type=int, default=384)
     parser.add_argument("--repeats", type=int, default=3)
-    arguments = parser.parse_args()
+    arguments = parser.parse_args(argv)
     if arguments.features < arguments.examples:
         parser.error("--features must be at least --examples (every example has a feature).")
+    return arguments
+
+
+def main() -> None:
+    arguments = parse_arguments()
     inputs = synthetic_inputs(arguments.examples, arguments.features, arguments.length)
     print(f"{arguments.examples} examples, {arguments.features} features of length {arguments.length}")
     print(f"v1.1: {best_time(inputs, arguments.repeats):.3f} s")

@@ -21,7 +21,6 @@ import datasets
 import lightning as L
 import torch
 import yaml
-from interleave import StepClock
 from lightning.pytorch.callbacks import EarlyStopping
 from transformers import (
     AutoTokenizer,
@@ -32,6 +31,7 @@ from transformers import (
     default_data_collator,
 )
 
+from bench.interleave import StepClock
 from neobert_tasks.cli import main as neobert_tasks_main
 from neobert_tasks.data.glue import GLUE_TASKS
 from neobert_tasks.model import NeoBERTConfig, NeoBERTForSequenceClassification

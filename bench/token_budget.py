@@ -1,7 +1,7 @@
 """Batches of a fixed sentence count against batches sized by a token budget, on the same examples.
 
-    PYTHONPATH=. python bench/token_budget.py                       # SST-2, 6 × 768, bf16
-    PYTHONPATH=. python bench/token_budget.py --task mnli --shape base --batches 12
+    python -m bench.token_budget                       # SST-2, 6 × 768, bf16
+    python -m bench.token_budget --task mnli --shape base --batches 12
 
 Takes ``--batches`` consecutive batches of ``--batch-size`` sentences from neobert_tasks'
 length-grouped training order (what ``fit`` trains on), then cuts the very same examples, in the same
@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import torch
-from common import DTYPES, SHAPES, print_table, shape_label, write_json
-from fine_tuning import BATCH_SIZES, training_lengths
 from transformers import AutoTokenizer
 
+from bench.common import DTYPES, SHAPES, print_table, shape_label, write_json
+from bench.fine_tuning import BATCH_SIZES, training_lengths
 from neobert_tasks.data.glue import GLUE_TASKS
 from neobert_tasks.data.sampler import LengthGroupedSampler
 from neobert_tasks.model import NeoBERTConfig, NeoBERTForSequenceClassification
@@ -139,7 +139,8 @@ COLUMNS = [
 ]
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, or ``sys.argv``); a test parses the documented commands with it."""
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--task", default="sst2", choices=sorted(BATCH_SIZES))
@@ -153,7 +154,11 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/glue")
     parser.add_argument("--tokenizer", default="../shared/tokenizers/bert-base-uncased")
     parser.add_argument("--json", default="runs/bench/token_budget.json")
-    arguments = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    arguments = parse_arguments()
     batchings, token_ids = sample_batchings(arguments, arguments.batch_size or BATCH_SIZES[arguments.task])
     rows = summarise(train_in_turns(arguments, batchings, token_ids))
     threads = torch.get_num_threads()

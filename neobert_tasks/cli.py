@@ -24,12 +24,12 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from neobert_tasks.argument_parser import NeoBERTArgumentParser
 from neobert_tasks.callbacks import BestModelCheckpoint, ExportBestModel, PredictionWriter
+from neobert_tasks.class_paths import check_checkpoint_class
 from neobert_tasks.data.base import TokenizedDataModule
 from neobert_tasks.errors import (
     MissingPathError,
@@ -44,7 +44,7 @@ from neobert_tasks.resume import (
     load_checkpoint_file,
     use_atomic_checkpoints,
 )
-from neobert_tasks.run_directory import RunConfigCallback, RunDirectory, next_version
+from neobert_tasks.run_directory import RunConfigCallback, RunDirectory, next_version, pin_logger_versions
 from neobert_tasks.tasks.base import NeoBERTTask
 from neobert_tasks.training_guard import NonFiniteLossGuard
 
@@ -82,20 +82,29 @@ class NeoBERTCLI(LightningCLI):
         for source, target in LINKED_ARGUMENTS:
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
 
-    _run_version: int = 0
+    _run_version: int | str = 0
+    _pinned_loggers: list = []
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        # LightningCLI has applied a --ckpt_path checkpoint's saved hyperparameters since parse_arguments;
+        # the model options typed for this command win over them.
+        for key, value in self._typed_model_options.items():
+            config[key] = value
         trainer = config.trainer
         root = trainer.default_root_dir or "runs"
-        self._run_version = self._resume_version if self._resume_version is not None else next_version(root)
         if trainer.logger is None or trainer.logger is True:
-            # `fit --ckpt_path last` continues the resumed run's folder rather than starting version_N+1.
-            version = {"version": self._resume_version} if self._resume_version is not None else {}
             trainer.logger = [
-                {"class_path": name, "init_args": {"save_dir": root, "name": "", **version}}
-                for name in LOGGER_CLASSES
+                {"class_path": name, "init_args": {"save_dir": root, "name": ""}} for name in LOGGER_CLASSES
             ]
+        # `fit --ckpt_path last` continues the resumed run's folder rather than starting version_N+1.
+        version = self._resume_version if self._resume_version is not None else next_version(root)
+        self._run_version, self._pinned_loggers = pin_logger_versions(trainer.logger, root, version)
+
+    def after_instantiate_classes(self) -> None:
+        # config.yaml records the loggers as configured, so that a run of it starts a run folder of its own.
+        for init_args in self._pinned_loggers:
+            init_args["version"] = None
 
     def before_fit(self) -> None:
         for callback in self.trainer.callbacks:
@@ -117,33 +126,38 @@ class NeoBERTCLI(LightningCLI):
         # Remember the command line: options typed there must win over a checkpoint's hyperparameters.
         self._command_line = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:]
         super().parse_arguments(parser, args)
-
-    def _parse_ckpt_path(self) -> None:
-        """LightningCLI rebuilds the model from ``--ckpt_path``'s saved hyperparameters, which would also
-        override options typed for this command (``predict --model.init_args.write_nbest true``); put
-        those back after the checkpoint's values are applied."""
         subcommand = self.config.get("subcommand")
-        if not subcommand:
-            return super()._parse_ckpt_path()
-        self._resolve_checkpoint_path(self.config[subcommand])
-        if not self.config[subcommand].get("ckpt_path"):
-            return super()._parse_ckpt_path()
+        if subcommand:
+            self._prepare_checkpoint(self.config[subcommand])
+
+    _typed_model_options: dict = {}
+
+    def _prepare_checkpoint(self, config) -> None:
+        """Resolve ``--ckpt_path``, check its file and task class, and remember the model options typed for
+        this command: LightningCLI next rebuilds the model from the checkpoint's saved hyperparameters, which
+        would override them (``predict --model.init_args.write_nbest true``); `before_instantiate_classes`
+        puts them back."""
+        self._resolve_checkpoint_path(config)
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path in (None, "best", "hpc") or str(ckpt_path).startswith(("http://", "https://")):
+            return
+        # One sentence for a missing, corrupt or unsafe file, before Lightning reads it.
+        checkpoint = load_checkpoint_file(ckpt_path)
+        saved_class = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+        check_checkpoint_class(saved_class, config.get("model.class_path"), ckpt_path, self._command_line)
         # The whole init argument: `--model.init_args.model_config.hidden_size 64` types model_config.
         typed = [
             ".".join(argument.split("=", 1)[0].removeprefix("--").split(".")[:3])
-            for argument in getattr(self, "_command_line", [])
+            for argument in self._command_line
             if argument.startswith("--model.init_args.")
         ]
-        before = {key: copy.deepcopy(self.config[subcommand].get(key)) for key in typed}
-        super()._parse_ckpt_path()
-        for key, value in before.items():
-            self.config[subcommand][key] = value
+        self._typed_model_options = {key: copy.deepcopy(config.get(key)) for key in typed}
 
     _resume_version: int | None = None
 
     def _resolve_checkpoint_path(self, config) -> None:
         """Turn ``--ckpt_path last`` into the newest ``last.ckpt`` under ``trainer.default_root_dir`` (and
-        remember its run folder), and check that a checkpoint file can be read before Lightning reads it."""
+        remember its run folder)."""
         ckpt_path = config.get("ckpt_path")
         if ckpt_path == "last":
             root = config.trainer.default_root_dir or "runs"
@@ -164,27 +178,16 @@ class NeoBERTCLI(LightningCLI):
                 self._resume_version = version
             config.ckpt_path = str(path)
             rank_zero_info(f"Resuming from {path}")
-        elif ckpt_path not in (None, "best", "hpc") and not str(ckpt_path).startswith(
-            ("http://", "https://")
-        ):
-            load_checkpoint_file(ckpt_path)  # a one-sentence error for a missing, corrupt or unsafe file
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
         use_atomic_checkpoints(trainer)
-        # The run folder is <root>/version_N whatever the loggers (see neobert_tasks.run_directory): the
-        # TensorBoard and CSV loggers writing under <root> use N, and so do the checkpoints.
-        # A version given to one of them (the GLUE suite's seed_<n>) names the folder instead.
-        root = Path(trainer.default_root_dir).resolve()
-        ours = [
-            logger
-            for logger in trainer.loggers
-            if isinstance(logger, (TensorBoardLogger, CSVLogger)) and Path(logger.root_dir).resolve() == root
-        ]
-        version = next((logger._version for logger in ours if logger._version is not None), self._run_version)
-        for logger in ours:
-            logger._version = version  # each logger's own "next version" may differ
-        run_dir = root / (version if isinstance(version, str) else f"version_{version}")
+        # The run folder is <root>/version_N whatever the loggers (see neobert_tasks.run_directory), or the
+        # version given to a TensorBoard or CSV logger under <root> (the GLUE suite's seed_<n>).
+        version = self._run_version
+        run_dir = Path(trainer.default_root_dir).resolve() / (
+            version if isinstance(version, str) else f"version_{version}"
+        )
         if trainer.is_global_zero:
             check_writable(run_dir)
         trainer.callbacks.append(RunDirectory(str(run_dir)))

@@ -42,6 +42,7 @@ from neobert_tasks.errors import (
     describe_storage_fault,
     storage_fault,
 )
+from neobert_tasks.lightning_private import validation_follows
 from neobert_tasks.metric_history import flush_rows, read_rows, restore_rows
 
 
@@ -240,15 +241,10 @@ class ResumeCheckpoint(ModelCheckpoint):
         self._checkpoint_step = state_dict.get("global_step")
 
 
-# Lightning offers no public way to ask whether a validation follows the batch that just ended, or to save
-# a checkpoint that resumes into an interrupted validation; both read or set its loops' private state, here
-# only. tests/cli/test_resume.py (SIGKILL and SIGTERM in validation) fails if a Lightning upgrade breaks them.
-
-
-def validation_follows(trainer: L.Trainer) -> bool:
-    """Whether ``fit`` validates right after the training batch that just ended."""
-    fit_loop = trainer.fit_loop
-    return bool(fit_loop.epoch_loop._should_check_val_fx(fit_loop._data_fetcher))
+# Lightning offers no public way to save a checkpoint that resumes into an interrupted validation: this sets
+# the progress counters of its validation loop (attributes without an underscore, but not documented API).
+# tests/cli/test_resume.py (SIGKILL and SIGTERM in validation) fails if a Lightning upgrade breaks it.
+# `validation_follows` reads private state, so it lives with Lightning's other internals we use.
 
 
 def mark_validation_unfinished(trainer: L.Trainer) -> None:

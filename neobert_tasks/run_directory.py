@@ -13,10 +13,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
+
+from neobert_tasks.class_paths import import_class
+
+# Loggers writing into <save_dir>/<name>/<version>, which share the run folder's version.
+VERSIONED_LOGGERS = (TensorBoardLogger, CSVLogger)
 
 
 def next_version(root_dir: str | Path) -> int:
@@ -27,6 +34,34 @@ def next_version(root_dir: str | Path) -> int:
         if path.is_dir() and (match := re.fullmatch(r"version_(\d+)", path.name))
     ]
     return max(versions, default=-1) + 1
+
+
+def pin_logger_versions(loggers: Any, root: str | Path, version: int | str) -> tuple[int | str, list]:
+    """Give one version to the TensorBoard and CSV loggers of a ``trainer.logger`` config writing under
+    ``root``, each of which would otherwise count its own next version: the version given to one of them
+    (the GLUE suite's ``seed_<n>``), else ``version``. Returns it, and the ``init_args`` it was written into.
+    """
+    entries = loggers if isinstance(loggers, list) else [loggers]
+    init_args = [entry["init_args"] for entry in entries if writes_under(entry, root)]
+    chosen = next((args["version"] for args in init_args if args.get("version") is not None), version)
+    pinned = [args for args in init_args if args.get("version") is None]
+    for args in pinned:
+        args["version"] = chosen
+    return chosen, pinned
+
+
+def writes_under(entry: Any, root: str | Path) -> bool:
+    """Whether a logger config (``class_path``, ``init_args``) is a TensorBoard or CSV logger whose version
+    folders go directly under ``root``."""
+    class_path = entry.get("class_path") if hasattr(entry, "get") else None
+    logger_class = import_class(class_path) if isinstance(class_path, str) else None
+    init_args = entry.get("init_args") if logger_class is not None else None
+    if init_args is None or not issubclass(logger_class, VERSIONED_LOGGERS):
+        return False
+    save_dir = init_args.get("save_dir")
+    # Both loggers name their folder lightning_logs when no name is given.
+    name = init_args.get("name", "lightning_logs") or ""
+    return save_dir is not None and (Path(save_dir) / name).resolve() == Path(root).resolve()
 
 
 class RunDirectory(L.Callback):
@@ -65,7 +100,7 @@ class RunConfigCallback(SaveConfigCallback):
         self.parser.save(
             self.config,
             directory / self.config_filename,
-            skip_none=False,
+            skip_unset=False,  # a key set to null is written, not left out
             overwrite=self.overwrite,
             multifile=self.multifile,
         )

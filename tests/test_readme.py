@@ -1,23 +1,28 @@
-"""Every command the README shows is run by a test, so that none of them rots.
+"""Every command the README and the documentation beside it show is run by a test, so that none of them rots.
 
-The README's shell blocks are read and each line is sorted into what runs it:
-* ``python -m neobert_tasks …`` lines run here, in order per block, in a scratch folder that links the
+The documents are the README, ``docs/*.md`` and ``bench/README.md`` (the detail that moved out of the
+README). Their shell blocks are read and each line is sorted into what runs it:
+* ``python -m neobert_tasks …`` lines run here, in order per section, in a scratch folder that links the
   repository's ``configs/`` and ``data/``, with settings that make them take seconds: the tiny model, a
   few batches (debug preset), the CPU, the shared tokenizer and the shared copy of the data the config
-  names (appended after the README's own arguments, which they override only where they must). Commands
-  whose presets need GPUs or several machines (``ddp``, ``ddp_multinode``, ``fsdp``, ``torchrun``,
-  ``srun``) are parsed with every config they name (``--print_config``) instead of run;
+  names (appended after the document's own arguments, which they override only where they must).
+  Commands whose presets need GPUs or several machines (``ddp``, ``ddp_multinode``, ``fsdp``,
+  ``torchrun``, ``srun``) are parsed with every config they name (``--print_config``) instead of run;
 * ``python -m neobert_tasks.suite …`` lines run in tests/suite/test_readme_suite.py;
-* ``python bench/…`` lines are the benchmarks, run by hand on a quiet machine (their timings are
-  the point; a timed run inside the test suite would measure nothing);
+* ``python -m bench.…`` lines are the benchmarks, run by hand on a quiet machine (their timings are the
+  point; a timed run inside the test suite would measure nothing): here each is parsed by its script's
+  own argument parser, so a renamed script or option fails;
 * the install and test commands (``pip install …``, ``python -m pytest …``) are what ``.ci/run`` runs;
 * the rest of a SLURM script (``#SBATCH`` lines, the requeue line) is shell around a command above.
-A line that fits none of these fails `test_every_command_is_covered`, so a new README command needs a
-test before it can land. Python blocks run too, with a local tiny checkpoint standing in for the hub's.
+A command in a table cell (the README's task table) runs as well, unless a shell block runs the same one.
+A line that fits none of these fails `test_every_command_is_covered`, so a new command needs a test
+before it can land. Python blocks run too, with a local tiny checkpoint standing in for the hub's.
+The README's Layout block names every part of the package and only paths that exist.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 import shlex
 from pathlib import Path
@@ -32,11 +37,13 @@ from tests.cli.helpers import CPU, DEBUG, TINY, build_cli
 from tests.conftest import REPO_ROOT, shared_path, tiny_config_kwargs
 
 README = REPO_ROOT / "README.md"
+# The README, then the documentation that moved out of it; sections of each run in this order.
+DOCUMENTS = (README, *sorted((REPO_ROOT / "docs").glob("*.md")), REPO_ROOT / "bench" / "README.md")
 GPU_ONLY = ("presets/ddp.yaml", "presets/ddp_multinode.yaml", "presets/fsdp.yaml", "torchrun ", "srun ")
 # Line prefixes run elsewhere (see the module docstring), or shell around a command.
 RUN_ELSEWHERE = (
     "python -m neobert_tasks.suite ",
-    "python bench/",
+    "python -m bench.",
     "pip install ",
     "HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m pytest",
     "#!/bin/bash",
@@ -54,16 +61,35 @@ SHARED_DATA = {
 }
 
 
+def document_name(document: Path) -> str:
+    return str(document.relative_to(REPO_ROOT))
+
+
 def code_blocks(language: str) -> list[tuple[str, str]]:
-    """(section heading, code) of every fenced block of ``language`` in the README, in order."""
-    blocks, heading = [], ""
-    text = README.read_text()
-    for match in re.finditer(rf"^(#+ [^\n]*)$|^```{language}\n(.*?)^```", text, re.M | re.S):
-        if match.group(1):
-            heading = match.group(1).lstrip("# ")
-        else:
-            blocks.append((heading, match.group(2)))
+    """(section, code) of every fenced block of ``language`` in the documents, in order; a section is
+    ``<document>: <heading>``."""
+    blocks = []
+    for document in DOCUMENTS:
+        heading = ""
+        text = document.read_text()
+        for match in re.finditer(rf"^(#+ [^\n]*)$|^```{language}\n(.*?)^```", text, re.M | re.S):
+            if match.group(1):
+                heading = match.group(1).lstrip("# ")
+            else:
+                blocks.append((f"{document_name(document)}: {heading}", match.group(2)))
     return blocks
+
+
+def table_commands() -> list[tuple[str, str]]:
+    """(document, command) of every ``python -m …`` command written as code in a table cell."""
+    commands = []
+    for document in DOCUMENTS:
+        for line in document.read_text().splitlines():
+            if line.startswith("|"):
+                commands += [
+                    (document_name(document), code) for code in re.findall(r"`(python -m [^`]+)`", line)
+                ]
+    return commands
 
 
 def shell_lines(code: str) -> list[str]:
@@ -91,27 +117,93 @@ def cli_arguments(line: str) -> list[str] | None:
     return shlex.split(match.group(1))
 
 
+def shell_commands() -> list[tuple[str, str]]:
+    """(section, logical line) of every shell block of the documents, in order."""
+    return [(heading, line) for heading, code in code_blocks("bash") for line in shell_lines(code)]
+
+
 def cli_commands() -> list[tuple[str, list[list[str]]]]:
-    """(section, the neobert_tasks argument lists of its shell blocks, in order) for each section."""
+    """(section, the neobert_tasks argument lists of its shell blocks, in order) for each section; then the
+    table cells' commands that no shell block runs, as a section of their document."""
     sections: dict[str, list[list[str]]] = {}
-    for heading, code in code_blocks("bash"):
-        for line in shell_lines(code):
-            arguments = cli_arguments(line)
-            if arguments is not None:
-                is_gpu_only = any(marker in line for marker in GPU_ONLY)
-                sections.setdefault(heading, []).append(
-                    [*arguments, *(["--print_config"] if is_gpu_only else [])]
-                )
+    lines = shell_commands()
+    in_shell_blocks = [cli_arguments(line) for _, line in lines]
+    table_lines = [(f"{document}: table", command) for document, command in table_commands()]
+    for section, line in [*lines, *table_lines]:
+        arguments = cli_arguments(line)
+        if arguments is None or (section.endswith(": table") and arguments in in_shell_blocks):
+            continue
+        is_gpu_only = any(marker in line for marker in GPU_ONLY)
+        sections.setdefault(section, []).append([*arguments, *(["--print_config"] if is_gpu_only else [])])
     return list(sections.items())
 
 
 def test_every_command_is_covered():
-    for heading, code in code_blocks("bash"):
-        for line in shell_lines(code):
-            covered = cli_arguments(line) is not None or line.startswith(RUN_ELSEWHERE)
-            assert covered, (
-                f"README section '{heading}': no test runs `{line}`; add one to tests/test_readme.py"
-            )
+    lines = shell_commands()
+    for section, line in lines:
+        covered = cli_arguments(line) is not None or line.startswith(RUN_ELSEWHERE)
+        assert covered, f"{section}: no test runs `{line}`; add one to tests/test_readme.py"
+    shell_lines_run_elsewhere = {line for _, line in lines if line.startswith(RUN_ELSEWHERE)}
+    for document, command in table_commands():
+        # A table's bench command is parsed like a shell block's; its suite command is checked where the
+        # same line of a shell block is (tests/suite/test_readme_suite.py).
+        covered = (
+            cli_arguments(command) is not None
+            or command.startswith("python -m bench.")
+            or command in shell_lines_run_elsewhere
+        )
+        assert covered, f"{document}: the table's `{command}` is in no shell block; add it to one"
+
+
+def bench_commands() -> list[tuple[str, str]]:
+    """(section, line) of every ``python -m bench.…`` line of the documents' shell blocks and tables."""
+    tables = [(f"{document}: table", command) for document, command in table_commands()]
+    lines = [*shell_commands(), *tables]
+    return [(section, line) for section, line in lines if line.startswith("python -m bench.")]
+
+
+@pytest.mark.parametrize(("section", "line"), bench_commands(), ids=lambda value: str(value)[:50])
+def test_bench_command_parses(section, line):
+    """A benchmark is run by hand, but its documented command line must name a script of the bench package
+    and give only options that script's parser accepts."""
+    module_name, *arguments = shlex.split(line.removeprefix("python -m "))
+    module = importlib.import_module(module_name)
+    try:
+        module.parse_arguments(arguments)
+    except SystemExit as exit_info:
+        pytest.fail(f"{section}: `{line}` does not parse (exit status {exit_info.code})")
+
+
+def test_every_bench_script_is_documented():
+    documented = {shlex.split(line)[2] for _, line in bench_commands()}
+    for script in sorted((REPO_ROOT / "bench").glob("*.py")):
+        if "def parse_arguments(" in script.read_text():
+            assert f"bench.{script.stem}" in documented, f"bench/README.md shows no command of {script.name}"
+
+
+def test_layout_is_current():
+    """The README's Layout block names every subpackage and module of neobert_tasks and every folder of the
+    repository, and each path it starts a line with exists."""
+    section = README.read_text().split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    layout = re.search(r"^```\n(.*?)^```", section, re.M | re.S)[1]
+    names = {line.split()[0] for line in layout.splitlines() if line.strip()}
+    package = REPO_ROOT / "neobert_tasks"
+    for path in sorted(package.iterdir()):
+        if path.name.startswith(("_", ".")) or not (path.suffix == ".py" or (path / "__init__.py").is_file()):
+            continue
+        name = f"{path.name}/" if path.is_dir() else path.name
+        assert name in layout, f"README Layout does not mention neobert_tasks/{name}"
+    skipped = {"runs", "build", "dist", "lightning_logs"}
+    for path in sorted(REPO_ROOT.iterdir()):
+        hidden = path.name.startswith((".", "_")) or path.name.endswith(".egg-info")
+        if path.is_dir() and not hidden and path.name not in skipped:
+            assert f"{path.name}/" in names, f"README Layout does not mention {path.name}/"
+    for line in layout.splitlines():
+        if line.strip():
+            base = package if line.startswith(" ") else REPO_ROOT
+            first = line.split()[0].rstrip(",:")
+            if "/" in first or first.endswith(".py"):  # not a line that goes on with a description
+                assert (base / first).exists(), f"README Layout names {first}, which does not exist"
 
 
 def local_data_arguments(arguments: list[str]) -> list[str]:
@@ -140,6 +232,7 @@ def quick_arguments(arguments: list[str], workspace: Path) -> list[str]:
         "my_tokenizer": str(shared_path("tokenizers", "bert-base-uncased")),
         "my_text.txt": str(workspace / "my_text.txt"),
         "my_masked_text.txt": str(workspace / "my_masked_text.txt"),
+        "my_data": str(workspace / "data" / "quickstart"),
     }
     arguments = [placeholders.get(argument, argument) for argument in arguments]
     if "--print_config" in arguments or arguments[0] == EXPORT_COMMAND:
@@ -180,6 +273,7 @@ def workspace(tmp_path_factory) -> Path:
     return workspace
 
 
+@pytest.mark.slow  # each command is a tiny run of the command line
 @pytest.mark.parametrize(("section", "commands"), cli_commands(), ids=lambda value: str(value)[:40])
 def test_readme_commands_run(section, commands, workspace, monkeypatch, capsys):
     monkeypatch.chdir(workspace)
@@ -195,6 +289,7 @@ def test_readme_commands_run(section, commands, workspace, monkeypatch, capsys):
         capsys.readouterr()
 
 
+@pytest.mark.slow  # an ONNX export, then the blocks load and run it
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
     """The Python blocks outside the GLUE suite's (tests/suite runs those), with a local tiny checkpoint and,
     for "Use your fine-tuned model", a tiny quickstart-like export (with ONNX) where the README expects it."""
@@ -210,7 +305,9 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
         formats=["onnx"],
     )
     monkeypatch.chdir(tmp_path)
-    blocks = [code for heading, code in code_blocks("python") if heading != "GLUE suite"]
+    blocks = [
+        (section, code) for section, code in code_blocks("python") if not section.endswith(": GLUE suite")
+    ]
     assert blocks
-    for code in blocks:
-        exec(compile(code.replace('"chandar-lab/NeoBERT"', repr(str(checkpoint))), str(README), "exec"), {})
+    for section, code in blocks:
+        exec(compile(code.replace('"chandar-lab/NeoBERT"', repr(str(checkpoint))), section, "exec"), {})

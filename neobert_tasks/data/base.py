@@ -75,7 +75,7 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
             `TokenBudgetSampler`); auto sets `batch_size` × the mean padded training length; None is off.
 
     Subclasses take these through `**kwargs` (declaring again only an option whose default differs) and
-    call `self.save_hyperparameters()` at the end of their `__init__`.
+    call `self.save_hyperparameters()` at the end of their `__init__` for their own options.
     """
 
     # Keys a batch carries; anything else a tokenizer or dataset adds (token_type_ids, offsets, raw text)
@@ -124,6 +124,9 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         self._resume_position: tuple[int, int] | None = None  # (epoch, batches done) of a resumed run
         # Splits that were asked for but found missing when data was loaded; split name lists drop them.
         self._missing_splits: set[str] = set()
+        # Every option with its value, defaults included (a subclass's own call adds its options; Lightning
+        # collects the arguments of each `__init__` on the stack, the subclasses' `**kwargs` too).
+        self.save_hyperparameters()
 
     # ----------------------------------------------------------------------------------------------------
     # Pieces a task provides.

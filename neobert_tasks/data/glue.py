@@ -11,7 +11,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import datasets
 
@@ -76,22 +76,10 @@ class GLUEDataModule(TokenizedDataModule):
 
     Args:
         task_name: GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte or wnli.
-        tokenizer: tokenizer directory or hub id, loaded with `transformers.AutoTokenizer`.
         data_dir: directory with the task's `<split>.parquet|csv|json|jsonl` files (or a GLUE root holding
             `<task_name>/`); None loads hub `nyu-mll/glue` with config `task_name`.
         max_length: longest tokenized sequence; longer inputs are truncated.
-        batch_size: training examples per batch and device.
-        eval_batch_size: validation/test/predict examples per batch; defaults to `batch_size`.
-        num_workers: DataLoader worker processes (0 loads in the main process).
-        group_by_length: train on length-grouped batches (less padding) instead of a plain shuffle.
-        pad_to_multiple_of: round each batch's padded length up to a multiple of this (8 suits tensor cores).
-        seed: seed of the training order (shuffle and length grouping); epoch e uses seed + e.
-        limit_train_samples: keep only the first N training examples (quick runs); None keeps all.
-        limit_eval_samples: keep only the first N examples of each validation/test split; None keeps all.
-        cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
-        empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
-        max_tokens: size training batches by padded tokens instead of `batch_size` examples (see
-            `TokenBudgetSampler`); auto sets `batch_size` × the mean padded training length; None is off.
+        kwargs: the options every datamodule shares, declared in `TokenizedDataModule`.
     """
 
     sort_eval_by_length = True  # predictions are written back by example index
@@ -99,26 +87,11 @@ class GLUEDataModule(TokenizedDataModule):
     def __init__(
         self,
         task_name: str,
-        tokenizer: str,
         data_dir: str | None = None,
         max_length: int = 1024,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        group_by_length: bool = True,
-        pad_to_multiple_of: int = 8,
-        seed: int = 42,
-        limit_train_samples: int | None = None,
-        limit_eval_samples: int | None = None,
-        cache_dir: str | None = None,
-        empty_texts: Literal["skip", "error"] = "skip",
-        max_tokens: int | Literal["auto"] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            tokenizer, max_length, batch_size, eval_batch_size, num_workers, group_by_length,
-            pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir, empty_texts,
-            max_tokens,
-        )  # fmt: skip
+        super().__init__(max_length=max_length, **kwargs)
         self.task = glue_task(task_name)
         self.task_name = task_name
         self.data_dir = self._task_directory(data_dir, task_name)

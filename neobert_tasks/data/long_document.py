@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import datasets
 import numpy as np
@@ -156,79 +156,32 @@ class LongDocumentDataModule(TextClassificationDataModule):
     """Classify long documents: whole documents per batch, each cut into one or more token windows.
 
     Args:
-        tokenizer: tokenizer directory or hub id, loaded with `transformers.AutoTokenizer`.
-        dataset: hub dataset id loaded with `datasets.load_dataset`; give this or `data_dir`.
-        dataset_config: configuration (subset) name of the hub dataset, if it has several.
-        data_dir: local directory with `<split>.parquet|csv|tsv|json|jsonl` files; give this or `dataset`.
-        text_column: column holding the document text.
         title_column: column holding a title put before the text; None for none.
-        label_column: column holding the label (class id, class name, float score or list of labels).
-        problem_type: single_label_classification, multi_label_classification or regression; None infers it.
-        num_labels: number of classes; None infers it from the training labels.
-        label_names: class names in class-id order; None takes them from the data (sorted for string labels).
-        train_split: name of the training split.
-        validation_split: name of the validation split; None for no validation.
-        test_split: name of the test split (labels may be missing or -1); None for no test split.
         max_length: tokens per window, special tokens included (at most the model's `max_length`).
         overflow: what becomes of a longer document: truncate (head), head_tail or chunk (every token).
         stride: tokens shared by consecutive windows in chunk mode.
         head_tokens: tokens kept from the start in head_tail mode; the rest of the window is the end.
         batch_size: training documents per batch and device (a batch has one row per window).
-        eval_batch_size: validation/test/predict documents per batch; defaults to `batch_size`.
-        num_workers: DataLoader worker processes (0 loads in the main process).
-        group_by_length: train on batches of documents of similar token counts instead of a plain shuffle.
-        pad_to_multiple_of: round each batch's padded length up to a multiple of this (8 suits tensor cores).
-        seed: seed of the training order (shuffle and length grouping); epoch e uses seed + e.
-        limit_train_samples: keep only the first N training documents (quick runs); None keeps all.
-        limit_eval_samples: keep only the first N documents of each validation/test split; None keeps all.
-        cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
-        empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
-        max_tokens: size training batches by padded window tokens instead of `batch_size` documents; auto
-            sets `batch_size` × the mean document cost (windows × longest window); None is off.
+        kwargs: the options of `TextClassificationDataModule` and those every datamodule shares
+            (`TokenizedDataModule`).
     """
 
     sort_eval_by_length = False  # a batch pools each document's windows, which must stay together
 
     def __init__(
         self,
-        tokenizer: str,
-        dataset: str | None = None,
-        dataset_config: str | None = None,
-        data_dir: str | None = None,
-        text_column: str = "text",
         title_column: str | None = None,
-        label_column: str = "label",
-        problem_type: str | None = None,
-        num_labels: int | None = None,
-        label_names: list[str] | None = None,
-        train_split: str = "train",
-        validation_split: str | None = "validation",
-        test_split: str | None = "test",
         max_length: int = 4096,
         overflow: str = "chunk",
         stride: int = 256,
         head_tokens: int = 128,
         batch_size: int = 2,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        group_by_length: bool = True,
-        pad_to_multiple_of: int = 8,
-        seed: int = 42,
-        limit_train_samples: int | None = None,
-        limit_eval_samples: int | None = None,
-        cache_dir: str | None = None,
-        empty_texts: Literal["skip", "error"] = "skip",
-        max_tokens: int | Literal["auto"] | None = None,
+        **kwargs: Any,
     ) -> None:
         if overflow not in OVERFLOW_MODES:
             raise DataError(f"Unknown overflow '{overflow}'; expected one of {', '.join(OVERFLOW_MODES)}.")
-        super().__init__(
-            tokenizer, dataset, dataset_config, data_dir, text_column, None, label_column, problem_type,
-            num_labels, label_names, train_split, validation_split, test_split, max_length, batch_size,
-            eval_batch_size, num_workers, group_by_length, pad_to_multiple_of, seed, limit_train_samples,
-            limit_eval_samples, cache_dir, empty_texts, max_tokens,
-        )  # fmt: skip
-        self.text_column = text_column
+        super().__init__(text_pair_column=None, max_length=max_length, batch_size=batch_size, **kwargs)
+        text_column = self.text_column = self.text_columns[0]
         self.title_column = title_column
         # The title is checked like the text (strings, no missing values).
         self.text_columns = (text_column,) if title_column is None else (text_column, title_column)

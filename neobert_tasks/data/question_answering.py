@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import datasets
 import numpy as np
@@ -224,8 +224,6 @@ class QuestionAnsweringDataModule(TokenizedDataModule):
     `version_2`).
 
     Args:
-        tokenizer: fast tokenizer directory or hub id (character offsets are needed), loaded with
-            `transformers.AutoTokenizer`.
         dataset: hub dataset id loaded with `datasets.load_dataset`; used when `data_dir` is None.
         dataset_config: configuration (subset) name of the hub dataset, if it has several.
         data_dir: local directory with `<split>.parquet|json|jsonl` files with SQuAD's columns (`id`,
@@ -237,20 +235,10 @@ class QuestionAnsweringDataModule(TokenizedDataModule):
             4096, so longer windows mean fewer windows per context.
         doc_stride: tokens of context shared by consecutive windows of a long context.
         batch_size: training windows per batch and device.
-        eval_batch_size: validation/test/predict windows per batch; defaults to `batch_size`.
-        num_workers: DataLoader worker processes (0 loads in the main process).
-        group_by_length: train on length-grouped batches (less padding) instead of a plain shuffle.
-        pad_to_multiple_of: round each batch's padded length up to a multiple of this (8 suits tensor cores).
-        seed: seed of the training order (shuffle and length grouping); epoch e uses seed + e.
-        limit_train_samples: keep only the first N training questions (quick runs); None keeps all.
-        limit_eval_samples: keep only the first N questions of each validation/test split; None keeps all.
-        cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
-        empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
-        max_tokens: size training batches by padded tokens instead of `batch_size` examples (see
-            `TokenBudgetSampler`); auto sets `batch_size` × the mean padded training length; None is off.
 
     Batches hold `input_ids`, `attention_mask`, `start_positions` and `end_positions` (when the split has
     answers) and, for evaluation, `window_index` (the window's row in `features(split)`).
+        kwargs: the options every datamodule shares, declared in `TokenizedDataModule`.
     """
 
     train_split_name = "train"
@@ -258,7 +246,6 @@ class QuestionAnsweringDataModule(TokenizedDataModule):
 
     def __init__(
         self,
-        tokenizer: str,
         dataset: str | None = "rajpurkar/squad",
         dataset_config: str | None = None,
         data_dir: str | None = None,
@@ -266,22 +253,9 @@ class QuestionAnsweringDataModule(TokenizedDataModule):
         max_length: int = 384,
         doc_stride: int = 128,
         batch_size: int = 16,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        group_by_length: bool = True,
-        pad_to_multiple_of: int = 8,
-        seed: int = 42,
-        limit_train_samples: int | None = None,
-        limit_eval_samples: int | None = None,
-        cache_dir: str | None = None,
-        empty_texts: Literal["skip", "error"] = "skip",
-        max_tokens: int | Literal["auto"] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            tokenizer, max_length, batch_size, eval_batch_size, num_workers, group_by_length,
-            pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir, empty_texts,
-            max_tokens,
-        )  # fmt: skip
+        super().__init__(max_length=max_length, batch_size=batch_size, **kwargs)
         if dataset is None and data_dir is None:
             raise DataError("Give a hub dataset id (dataset) or a local data_dir; both are None.")
         if not 0 <= doc_stride < max_length:

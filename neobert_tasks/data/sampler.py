@@ -16,8 +16,9 @@ import math
 from collections.abc import Iterator, Sequence
 
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DistributedSampler, Sampler
+
+from neobert_tasks.lightning_private import UnrepeatedDistributedSampler
 
 
 class LengthGroupedSampler(Sampler[int]):

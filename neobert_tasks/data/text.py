@@ -28,7 +28,7 @@ import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import datasets
 import torch
@@ -177,7 +177,6 @@ class TextDataModule(TokenizedDataModule):
             ``<split>.parquet|csv|tsv|json|jsonl`` files.
         text_column: Column holding the documents.
         packing: Pack documents into rows of exactly ``max_length`` tokens (see the module docstring).
-        max_length: Tokens per row.
         streaming: Stream the hub dataset (``load_dataset(..., streaming=True)``) instead of downloading
             it; packing then happens on the fly and batches are not grouped by length.
         validation_fraction: Fraction of the training documents held out when there is no validation
@@ -185,19 +184,9 @@ class TextDataModule(TokenizedDataModule):
         train_tokenizer: Train a WordPiece tokenizer when ``tokenizer`` does not exist; False makes a
             missing tokenizer an error.
         tokenizer_vocab_size: Vocabulary size of a tokenizer trained from scratch.
-        batch_size: Rows per training batch and device.
-        eval_batch_size: Rows per validation batch; defaults to ``batch_size``.
-        num_workers: DataLoader worker processes.
-        group_by_length: Group unpacked training rows by length (packed rows all have the same length).
-        pad_to_multiple_of: Round padded lengths up to a multiple of this.
-        seed: Seed of the training order and of the validation hold-out.
-        limit_train_samples: Keep only the first N training documents.
-        limit_eval_samples: Keep only the first N validation documents.
-        cache_dir: datasets cache directory; None uses HF_DATASETS_CACHE.
-        max_tokens: Size training batches by padded tokens instead of ``batch_size`` rows (unpacked rows;
-            packed rows all have ``max_length`` tokens); auto keeps ``batch_size`` rows on average.
         predict_file: Texts whose ``[MASK]`` tokens ``predict`` fills in: a .txt file with one text per
             line, or a .jsonl/.json/.parquet file with a ``text`` column; no other data is needed then.
+        kwargs: the options every datamodule shares, declared in `TokenizedDataModule`.
     """
 
     def __init__(
@@ -208,34 +197,20 @@ class TextDataModule(TokenizedDataModule):
         data_dir: str | None = None,
         text_column: str = "text",
         packing: bool = True,
-        max_length: int = 512,
         streaming: bool = False,
         validation_fraction: float = 0.01,
         train_tokenizer: bool = True,
         tokenizer_vocab_size: int = 30522,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        group_by_length: bool = True,
-        pad_to_multiple_of: int = 8,
-        seed: int = 42,
-        limit_train_samples: int | None = None,
-        limit_eval_samples: int | None = None,
-        cache_dir: str | None = None,
-        max_tokens: int | Literal["auto"] | None = None,
         predict_file: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            tokenizer, max_length, batch_size, eval_batch_size, num_workers, group_by_length,
-            pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir,
-            max_tokens=max_tokens,
-        )  # fmt: skip
+        super().__init__(tokenizer=tokenizer, empty_texts="skip", **kwargs)  # packed text has no empty rows
         only_predicting = predict_file is not None and dataset is None and data_dir is None
         if (dataset is None) == (data_dir is None) and not only_predicting:
             raise DataError("Set exactly one of data.dataset (a hub id) and data.data_dir (a local folder).")
         if streaming and data_dir is not None:
             raise DataError("data.streaming applies to hub datasets only; unset it for data.data_dir.")
-        if streaming and max_tokens is not None:
+        if streaming and self.max_tokens is not None:
             raise DataError("data.max_tokens needs an indexed dataset; unset it for data.streaming.")
         if not 0.0 <= validation_fraction < 1.0:
             raise DataError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")

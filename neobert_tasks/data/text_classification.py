@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import datasets
 from transformers import PreTrainedTokenizerBase
@@ -68,7 +68,6 @@ class TextClassificationDataModule(TokenizedDataModule):
     """Classify (or score) a text or text pair, from a hub dataset or a directory of split files.
 
     Args:
-        tokenizer: tokenizer directory or hub id, loaded with `transformers.AutoTokenizer`.
         dataset: hub dataset id loaded with `datasets.load_dataset`; give this or `data_dir`.
         dataset_config: configuration (subset) name of the hub dataset, if it has several.
         data_dir: local directory with `<split>.parquet|csv|tsv|json|jsonl` files; give this or `dataset`.
@@ -81,26 +80,13 @@ class TextClassificationDataModule(TokenizedDataModule):
         train_split: name of the training split.
         validation_split: name of the validation split; None for no validation.
         test_split: name of the test split (labels may be missing or -1); None for no test split.
-        max_length: longest tokenized sequence; longer inputs are truncated.
-        batch_size: training examples per batch and device.
-        eval_batch_size: validation/test/predict examples per batch; defaults to `batch_size`.
-        num_workers: DataLoader worker processes (0 loads in the main process).
-        group_by_length: train on length-grouped batches (less padding) instead of a plain shuffle.
-        pad_to_multiple_of: round each batch's padded length up to a multiple of this (8 suits tensor cores).
-        seed: seed of the training order (shuffle and length grouping); epoch e uses seed + e.
-        limit_train_samples: keep only the first N training examples (quick runs); None keeps all.
-        limit_eval_samples: keep only the first N examples of each validation/test split; None keeps all.
-        cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
-        empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
-        max_tokens: size training batches by padded tokens instead of `batch_size` examples (see
-            `TokenBudgetSampler`); auto sets `batch_size` × the mean padded training length; None is off.
+        kwargs: the options every datamodule shares, declared in `TokenizedDataModule`.
     """
 
     sort_eval_by_length = True  # predictions are written back by example index
 
     def __init__(
         self,
-        tokenizer: str,
         dataset: str | None = None,
         dataset_config: str | None = None,
         data_dir: str | None = None,
@@ -113,24 +99,9 @@ class TextClassificationDataModule(TokenizedDataModule):
         train_split: str = "train",
         validation_split: str | None = "validation",
         test_split: str | None = "test",
-        max_length: int = 512,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        group_by_length: bool = True,
-        pad_to_multiple_of: int = 8,
-        seed: int = 42,
-        limit_train_samples: int | None = None,
-        limit_eval_samples: int | None = None,
-        cache_dir: str | None = None,
-        empty_texts: Literal["skip", "error"] = "skip",
-        max_tokens: int | Literal["auto"] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            tokenizer, max_length, batch_size, eval_batch_size, num_workers, group_by_length,
-            pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir, empty_texts,
-            max_tokens,
-        )  # fmt: skip
+        super().__init__(**kwargs)
         if (dataset is None) == (data_dir is None):
             raise DataError(
                 f"Give exactly one of dataset (hub id) or data_dir, got {dataset!r} and {data_dir!r}."

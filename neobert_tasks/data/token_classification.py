@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import datasets
 import torch
@@ -97,7 +97,6 @@ class TokenClassificationDataModule(TokenizedDataModule):
     """Tag every word of a sentence or document (NER by default: CoNLL-2003), in overlapping windows.
 
     Args:
-        tokenizer: fast tokenizer directory or hub id, loaded with `transformers.AutoTokenizer`.
         dataset: hub dataset id loaded with `datasets.load_dataset`; used when `data_dir` is None.
         dataset_config: configuration (subset) name of the hub dataset, if it has several.
         data_dir: local directory with `<split>.parquet|json|jsonl` files (same columns as the hub data) or
@@ -111,25 +110,13 @@ class TokenClassificationDataModule(TokenizedDataModule):
             without the training data.
         label_all_tokens: label every sub-token of a word (a `B-X` word's later pieces get `I-X`) instead of
             only its first sub-token; each word is still scored once, on its first sub-token.
-        max_length: longest window in tokens (with [CLS] and [SEP]); longer rows are split into windows.
         stride: tokens of overlap between consecutive windows of a long row.
         predict_file: raw texts to predict: a .txt file with one sentence or document per line, or a
             .jsonl/.json/.parquet file with a `text` column; None predicts the test split (else validation).
-        batch_size: training windows per batch and device.
-        eval_batch_size: validation/test/predict windows per batch; defaults to `batch_size`.
-        num_workers: DataLoader worker processes (0 loads in the main process).
-        group_by_length: train on length-grouped batches (less padding) instead of a plain shuffle.
-        pad_to_multiple_of: round each batch's padded length up to a multiple of this (8 suits tensor cores).
-        seed: seed of the training order (shuffle and length grouping); epoch e uses seed + e.
-        limit_train_samples: keep only the first N training rows (quick runs); None keeps all.
-        limit_eval_samples: keep only the first N rows of each validation/test/predict split; None keeps all.
-        cache_dir: datasets cache directory for loaded and tokenized splits; None uses HF_DATASETS_CACHE.
-        empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
-        max_tokens: size training batches by padded tokens instead of `batch_size` examples (see
-            `TokenBudgetSampler`); auto sets `batch_size` × the mean padded training length; None is off.
 
     Batches hold `input_ids`, `attention_mask`, `labels` (-100 where not trained on; absent without
     tags), `word_ids` (the word a token scores, -1 elsewhere) and `example_index` (the row of each window).
+        kwargs: the options every datamodule shares, declared in `TokenizedDataModule`.
     """
 
     train_split_name = "train"
@@ -137,7 +124,6 @@ class TokenClassificationDataModule(TokenizedDataModule):
 
     def __init__(
         self,
-        tokenizer: str,
         dataset: str | None = "eriktks/conll2003",
         dataset_config: str | None = None,
         data_dir: str | None = None,
@@ -146,30 +132,15 @@ class TokenClassificationDataModule(TokenizedDataModule):
         conll_tag_column: int = -1,
         label_names: list[str] | None = None,
         label_all_tokens: bool = False,
-        max_length: int = 512,
         stride: int = 128,
         predict_file: str | None = None,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        group_by_length: bool = True,
-        pad_to_multiple_of: int = 8,
-        seed: int = 42,
-        limit_train_samples: int | None = None,
-        limit_eval_samples: int | None = None,
-        cache_dir: str | None = None,
-        empty_texts: Literal["skip", "error"] = "skip",
-        max_tokens: int | Literal["auto"] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            tokenizer, max_length, batch_size, eval_batch_size, num_workers, group_by_length,
-            pad_to_multiple_of, seed, limit_train_samples, limit_eval_samples, cache_dir, empty_texts,
-            max_tokens,
-        )  # fmt: skip
+        super().__init__(**kwargs)
         if dataset is None and data_dir is None:
             raise DataError("Give a hub dataset id (dataset) or a local data_dir; both are None.")
-        if not 0 <= stride < max_length:
-            raise DataError(f"stride ({stride}) must be at least 0 and below max_length ({max_length}).")
+        if not 0 <= stride < self.max_length:
+            raise DataError(f"stride ({stride}) must be at least 0 and below max_length ({self.max_length}).")
         if tokens_column == tags_column:
             raise DataError(f"tokens_column and tags_column are both '{tokens_column}'.")
         if conll_tag_column == 0:

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 
 # PyTorch's CPU flash-attention kernel is very slow to differentiate in bf16/fp16 on short sequences
-# (torch 2.13, Sapphire Rapids: 7× the explicit q·kᵀ/softmax/·v at 32 sequences of 16 tokens, 2.5× at
-# 128, break-even between 256 and 512); fp32 and inference are fine. Up to this many keys the training
+# (several times the explicit q·kᵀ/softmax/·v, break-even between 256 and 512 tokens: figures in
+# bench/README.md); fp32 and inference are fine. Up to this many keys the training
 # path on CPU uses the explicit product, whose (batch, heads, L, L) scores stay small at such lengths;
 # longer sequences keep SDPA, which never builds an L × L tensor.
 EXPLICIT_ATTENTION_MAX_LENGTH = 256

@@ -18,7 +18,6 @@ from torchmetrics.classification import BinaryF1Score, MulticlassAccuracy, Multi
 from neobert_tasks.data.keys import EXAMPLE_INDEX, EXAMPLE_POSITION
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.metrics import classification_metrics, predictions_from_logits
-from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT
 from neobert_tasks.tasks.sequence_classification import SequenceClassificationTask
 
 POOLING_MODES = ("mean", "max")
@@ -49,64 +48,21 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
     """Classify documents longer than one model input by pooling the logits of their windows.
 
     Args:
-        num_labels: Number of classes (1 for regression); linked from the datamodule.
-        problem_type: single_label_classification, multi_label_classification or regression; linked
-            from the datamodule.
-        label_names: Class names in id order, saved as ``config.id2label``; linked from the datamodule.
-        task_name: Unused (no GLUE task has long documents); linked from datamodules that have one.
         pooling: How a document's window logits become its logits: ``mean`` or ``max``.
-        pretrained: Checkpoint to start from: a local directory or a hub id.
-        model_config: NeoBERTConfig fields of a randomly initialised model instead of ``pretrained``.
-        attn_implementation: Attention backend: sdpa, flash_attention_2, eager or sdpa_varlen.
-        classifier_dropout: Dropout around the ``dense`` layer of the head.
-        learning_rate: Peak learning rate of AdamW.
-        weight_decay: AdamW weight decay, never applied to norms and biases.
-        betas: AdamW (β1, β2).
-        eps: AdamW epsilon.
-        warmup_fraction: Fraction of the optimiser steps spent in linear warmup.
-        warmup_steps: Warmup length in steps; overrides ``warmup_fraction`` when set.
-        final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
-        lr_schedule: Decay after warmup: linear, cosine or constant.
-        gradient_checkpointing: Recompute block activations in the backward pass to save memory (a
-            4096-token window needs it on most GPUs).
-        compile: ``torch.compile`` each transformer block for ``fit`` (dynamic shapes); slower first steps.
-        kwargs: The other options of `NeoBERTTask` (``allow_pickle_weights``).
+        kwargs: The options every task shares, declared in `SequenceClassificationTask` and `NeoBERTTask`.
     """
 
     def __init__(
         self,
-        num_labels: int | None = None,
-        problem_type: str = "single_label_classification",
-        label_names: list[str] | None = None,
-        task_name: str | None = None,
         pooling: str = "mean",
-        pretrained: str | None = OFFICIAL_CHECKPOINT,
-        model_config: dict[str, Any] | None = None,
-        attn_implementation: str = "sdpa",
-        classifier_dropout: float = 0.1,
-        learning_rate: float = 2e-5,
-        weight_decay: float = 1e-5,
-        betas: tuple[float, float] = (0.9, 0.95),
-        eps: float = 1e-8,
-        warmup_fraction: float = 0.06,
-        warmup_steps: int | None = None,
-        final_lr_fraction: float = 0.1,
-        lr_schedule: str = "linear",
-        gradient_checkpointing: bool = False,
-        compile: bool = False,
         **kwargs: Any,
     ):
         if pooling not in POOLING_MODES:
             raise ConfigError(f"model.pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}.")
-        if task_name is not None:
+        if kwargs.get("task_name") is not None:
             raise ConfigError("model.task_name is for GLUE tasks; long documents use generic metrics.")
         self.pooling = pooling
-        super().__init__(
-            num_labels, problem_type, label_names, task_name, pretrained, model_config, attn_implementation,
-            classifier_dropout, learning_rate, weight_decay, betas, eps, warmup_fraction, warmup_steps,
-            final_lr_fraction, lr_schedule, gradient_checkpointing, compile,
-            **kwargs,
-        )  # fmt: skip
+        super().__init__(**kwargs)
         self.save_hyperparameters()
 
     def new_metrics(self) -> MetricCollection:

@@ -19,7 +19,6 @@ from torchmetrics import MeanMetric
 from neobert_tasks.data.keys import EXAMPLE_INDEX, PREDICTION_INDEX_COLUMN
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.model import NeoBERTForMaskedLM
-from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT
 from neobert_tasks.tasks.base import NeoBERTTask
 
 IGNORE_INDEX = -100
@@ -85,21 +84,12 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         special_token_ids: Ids never selected ([CLS], [SEP], [PAD], …); linked from the datamodule.
         vocab_size: Tokenizer vocabulary size (random replacements are drawn below it; a ``model_config``
             without ``vocab_size`` gets it); linked from the datamodule.
-        pretrained: Checkpoint to start from: a local directory or a hub id.
-        model_config: NeoBERTConfig fields of a randomly initialised model (pretraining from scratch).
-        attn_implementation: Attention backend: sdpa, flash_attention_2, eager or sdpa_varlen.
         learning_rate: Peak learning rate of AdamW.
         weight_decay: AdamW weight decay, never applied to norms and biases.
-        betas: AdamW (β1, β2).
-        eps: AdamW epsilon.
         warmup_fraction: Fraction of the optimiser steps spent in linear warmup.
-        warmup_steps: Warmup length in steps (NeoBERT: 2000); overrides ``warmup_fraction`` when set.
-        final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
         lr_schedule: Decay after warmup: linear, cosine or constant.
-        gradient_checkpointing: Recompute block activations in the backward pass to save memory.
-        compile: ``torch.compile`` each transformer block for ``fit`` (dynamic shapes); slower first steps.
         predict_top_k: ``predict`` writes this many most likely tokens for each ``[MASK]`` of a text.
-        kwargs: The other options of `NeoBERTTask` (``allow_pickle_weights``).
+        kwargs: The options every task shares, declared in `NeoBERTTask`.
     """
 
     head_class = NeoBERTForMaskedLM
@@ -112,19 +102,10 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         mask_token_id: int | None = None,
         special_token_ids: list[int] | None = None,
         vocab_size: int | None = None,
-        pretrained: str | None = OFFICIAL_CHECKPOINT,
-        model_config: dict[str, Any] | None = None,
-        attn_implementation: str = "sdpa",
         learning_rate: float = 1e-4,
         weight_decay: float = 0.1,
-        betas: tuple[float, float] = (0.9, 0.95),
-        eps: float = 1e-8,
         warmup_fraction: float = 0.01,
-        warmup_steps: int | None = None,
-        final_lr_fraction: float = 0.1,
         lr_schedule: str = "cosine",
-        gradient_checkpointing: bool = False,
-        compile: bool = False,
         predict_top_k: int = 5,
         **kwargs: Any,
     ):
@@ -139,13 +120,12 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         self.mlm_probability = mlm_probability
         self.mask_token_id, self.vocab_size = mask_token_id, vocab_size
         self.special_token_ids = list(special_token_ids) if special_token_ids is not None else None
-        if model_config is not None and vocab_size is not None:
+        if kwargs.get("model_config") is not None and vocab_size is not None:
             # A model pretrained from scratch takes its vocabulary from the tokenizer unless told otherwise.
-            model_config = {"vocab_size": vocab_size, **model_config}
+            kwargs["model_config"] = {"vocab_size": vocab_size, **kwargs["model_config"]}
         super().__init__(
-            pretrained, model_config, attn_implementation, learning_rate, weight_decay, betas, eps,
-            warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing, compile,
-            **kwargs,
+            learning_rate=learning_rate, weight_decay=weight_decay, warmup_fraction=warmup_fraction,
+            lr_schedule=lr_schedule, **kwargs,
         )  # fmt: skip
         self.save_hyperparameters()
         self.val_loss, self.val_accuracy = MeanMetric(), MeanMetric()

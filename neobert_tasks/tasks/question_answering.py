@@ -27,7 +27,6 @@ from neobert_tasks.data.keys import END_POSITIONS, MODEL_INPUT_KEYS, START_POSIT
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.metrics.squad import squad_scores
 from neobert_tasks.model import NeoBERTForQuestionAnswering
-from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT
 from neobert_tasks.tasks.base import NeoBERTTask
 from neobert_tasks.tasks.qa_postprocessing import QAPredictions, postprocess_predictions
 from neobert_tasks.tasks.sequence_classification import split_suffix
@@ -76,20 +75,8 @@ class QuestionAnsweringTask(NeoBERTTask):
         max_answer_length: longest predicted answer, in tokens.
         null_score_diff_threshold: v2.0: answer "" when the null score beats the best span by more than this.
         write_nbest: also write each question's n-best candidates when predicting.
-        pretrained: Checkpoint to start from: a local directory or a hub id.
-        model_config: NeoBERTConfig fields of a randomly initialised model instead of ``pretrained``.
-        attn_implementation: Attention backend: sdpa, flash_attention_2, eager or sdpa_varlen.
         learning_rate: Peak learning rate of AdamW.
-        weight_decay: AdamW weight decay, never applied to norms and biases.
-        betas: AdamW (β1, β2).
-        eps: AdamW epsilon.
-        warmup_fraction: Fraction of the optimiser steps spent in linear warmup.
-        warmup_steps: Warmup length in steps; overrides ``warmup_fraction`` when set.
-        final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
-        lr_schedule: Decay after warmup: linear, cosine or constant.
-        gradient_checkpointing: Recompute block activations in the backward pass to save memory.
-        compile: ``torch.compile`` each transformer block for ``fit`` (dynamic shapes); slower first steps.
-        kwargs: The other options of `NeoBERTTask` (``allow_pickle_weights``).
+        kwargs: The options every task shares, declared in `NeoBERTTask`.
     """
 
     head_class = NeoBERTForQuestionAnswering
@@ -101,19 +88,7 @@ class QuestionAnsweringTask(NeoBERTTask):
         max_answer_length: int = 30,
         null_score_diff_threshold: float = 0.0,
         write_nbest: bool = False,
-        pretrained: str | None = OFFICIAL_CHECKPOINT,
-        model_config: dict[str, Any] | None = None,
-        attn_implementation: str = "sdpa",
         learning_rate: float = 3e-5,
-        weight_decay: float = 1e-5,
-        betas: tuple[float, float] = (0.9, 0.95),
-        eps: float = 1e-8,
-        warmup_fraction: float = 0.06,
-        warmup_steps: int | None = None,
-        final_lr_fraction: float = 0.1,
-        lr_schedule: str = "linear",
-        gradient_checkpointing: bool = False,
-        compile: bool = False,
         **kwargs: Any,
     ):
         for name, value in (("n_best_size", n_best_size), ("max_answer_length", max_answer_length)):
@@ -121,11 +96,7 @@ class QuestionAnsweringTask(NeoBERTTask):
                 raise ConfigError(f"model.{name} must be a positive integer, got {value}.")
         self.version_2, self.n_best_size, self.max_answer_length = version_2, n_best_size, max_answer_length
         self.null_score_diff_threshold, self.write_nbest = null_score_diff_threshold, write_nbest
-        super().__init__(
-            pretrained, model_config, attn_implementation, learning_rate, weight_decay, betas, eps,
-            warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing, compile,
-            **kwargs,
-        )  # fmt: skip
+        super().__init__(learning_rate=learning_rate, **kwargs)
         self.save_hyperparameters()
         # Loss per evaluated split (dataloader index); torchmetrics syncs it over DDP ranks exactly.
         self.losses = nn.ModuleDict()

@@ -23,7 +23,6 @@ from neobert_tasks.metrics import (
     predictions_from_logits,
 )
 from neobert_tasks.model import NeoBERTForSequenceClassification
-from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT
 from neobert_tasks.tasks.base import NeoBERTTask
 
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
@@ -49,21 +48,8 @@ class SequenceClassificationTask(NeoBERTTask):
         label_names: Class names in id order, saved as ``config.id2label``; linked from the datamodule.
         task_name: GLUE task whose official metrics to use; None for generic metrics. Linked from the
             GLUE datamodule.
-        pretrained: Checkpoint to start from: a local directory or a hub id.
-        model_config: NeoBERTConfig fields of a randomly initialised model instead of ``pretrained``.
-        attn_implementation: Attention backend: sdpa, flash_attention_2, eager or sdpa_varlen.
         classifier_dropout: Dropout around the ``dense`` layer of the head.
-        learning_rate: Peak learning rate of AdamW.
-        weight_decay: AdamW weight decay, never applied to norms and biases.
-        betas: AdamW (β1, β2).
-        eps: AdamW epsilon.
-        warmup_fraction: Fraction of the optimiser steps spent in linear warmup.
-        warmup_steps: Warmup length in steps; overrides ``warmup_fraction`` when set.
-        final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
-        lr_schedule: Decay after warmup: linear, cosine or constant.
-        gradient_checkpointing: Recompute block activations in the backward pass to save memory.
-        compile: ``torch.compile`` each transformer block for ``fit`` (dynamic shapes); slower first steps.
-        kwargs: The other options of `NeoBERTTask` (``allow_pickle_weights``).
+        kwargs: The options every task shares, declared in `NeoBERTTask`.
     """
 
     head_class = NeoBERTForSequenceClassification
@@ -74,20 +60,7 @@ class SequenceClassificationTask(NeoBERTTask):
         problem_type: str = "single_label_classification",
         label_names: list[str] | None = None,
         task_name: str | None = None,
-        pretrained: str | None = OFFICIAL_CHECKPOINT,
-        model_config: dict[str, Any] | None = None,
-        attn_implementation: str = "sdpa",
         classifier_dropout: float = 0.1,
-        learning_rate: float = 2e-5,
-        weight_decay: float = 1e-5,
-        betas: tuple[float, float] = (0.9, 0.95),
-        eps: float = 1e-8,
-        warmup_fraction: float = 0.06,
-        warmup_steps: int | None = None,
-        final_lr_fraction: float = 0.1,
-        lr_schedule: str = "linear",
-        gradient_checkpointing: bool = False,
-        compile: bool = False,
         **kwargs: Any,
     ):
         if num_labels is None or num_labels < 1:
@@ -110,11 +83,7 @@ class SequenceClassificationTask(NeoBERTTask):
         self.num_labels, self.problem_type = num_labels, problem_type
         self.label_names, self.task_name = label_names, task_name
         self.classifier_dropout = classifier_dropout
-        super().__init__(
-            pretrained, model_config, attn_implementation, learning_rate, weight_decay, betas, eps,
-            warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing, compile,
-            **kwargs,
-        )  # fmt: skip
+        super().__init__(**kwargs)
         self.save_hyperparameters()
         self.metrics = nn.ModuleDict()  # "<stage>/<split position>" → MetricCollection, filled in setup
         # Same keys → mean loss per example. A torchmetrics mean syncs its (sum, count) states, so under DDP

@@ -18,7 +18,6 @@ from neobert_tasks.data.keys import EXAMPLE_INDEX, PREDICTION_INDEX_COLUMN
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.metrics.entities import EntityF1, extract_entities
 from neobert_tasks.model import NeoBERTForTokenClassification
-from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT
 from neobert_tasks.tasks.base import NeoBERTTask
 
 METRIC_MODES = ("conlleval", "strict")
@@ -36,21 +35,9 @@ class TokenClassificationTask(NeoBERTTask):
             from the datamodule.
         metric_mode: Entity chunking of the main scores: ``conlleval`` (lenient, as conlleval and
             seqeval's default) or ``strict`` (well-formed IOB2 entities only).
-        pretrained: Checkpoint to start from: a local directory or a hub id.
-        model_config: NeoBERTConfig fields of a randomly initialised model instead of ``pretrained``.
-        attn_implementation: Attention backend: sdpa, flash_attention_2, eager or sdpa_varlen.
         classifier_dropout: Dropout before the per-token classifier.
         learning_rate: Peak learning rate of AdamW.
-        weight_decay: AdamW weight decay, never applied to norms and biases.
-        betas: AdamW (β1, β2).
-        eps: AdamW epsilon.
-        warmup_fraction: Fraction of the optimiser steps spent in linear warmup.
-        warmup_steps: Warmup length in steps; overrides ``warmup_fraction`` when set.
-        final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
-        lr_schedule: Decay after warmup: linear, cosine or constant.
-        gradient_checkpointing: Recompute block activations in the backward pass to save memory.
-        compile: ``torch.compile`` each transformer block for ``fit`` (dynamic shapes); slower first steps.
-        kwargs: The other options of `NeoBERTTask` (``allow_pickle_weights``).
+        kwargs: The options every task shares, declared in `NeoBERTTask`.
     """
 
     head_class = NeoBERTForTokenClassification
@@ -60,20 +47,8 @@ class TokenClassificationTask(NeoBERTTask):
         num_labels: int | None = None,
         label_names: list[str] | None = None,
         metric_mode: str = "conlleval",
-        pretrained: str | None = OFFICIAL_CHECKPOINT,
-        model_config: dict[str, Any] | None = None,
-        attn_implementation: str = "sdpa",
         classifier_dropout: float = 0.1,
         learning_rate: float = 5e-5,
-        weight_decay: float = 1e-5,
-        betas: tuple[float, float] = (0.9, 0.95),
-        eps: float = 1e-8,
-        warmup_fraction: float = 0.06,
-        warmup_steps: int | None = None,
-        final_lr_fraction: float = 0.1,
-        lr_schedule: str = "linear",
-        gradient_checkpointing: bool = False,
-        compile: bool = False,
         **kwargs: Any,
     ):
         if not label_names or (num_labels is not None and num_labels != len(label_names)):
@@ -85,11 +60,7 @@ class TokenClassificationTask(NeoBERTTask):
             raise ConfigError(f"model.metric_mode {metric_mode!r} is not one of {', '.join(METRIC_MODES)}.")
         self.label_names, self.num_labels = list(label_names), len(label_names)
         self.metric_mode, self.classifier_dropout = metric_mode, classifier_dropout
-        super().__init__(
-            pretrained, model_config, attn_implementation, learning_rate, weight_decay, betas, eps,
-            warmup_fraction, warmup_steps, final_lr_fraction, lr_schedule, gradient_checkpointing, compile,
-            **kwargs,
-        )  # fmt: skip
+        super().__init__(learning_rate=learning_rate, **kwargs)
         self.save_hyperparameters()
         self.metrics = nn.ModuleDict({mode: EntityF1(self.label_names, mode=mode) for mode in METRIC_MODES})
         self.loss = MeanMetric()

@@ -1,7 +1,8 @@
 """A test-only callback that sends this process a signal at a chosen training step, to test resuming.
 
-Used from a subprocess through ``--trainer.callbacks`` (see test_resume.py); the signal is real, so
-SIGKILL ends the process with no chance to clean up, exactly as the kernel's OOM killer or a node loss.
+Used through ``--trainer.callbacks`` (see test_resume.py); the signal is real, so SIGKILL ends the process
+(a subprocess) with no chance to clean up, exactly as the kernel's OOM killer or a node loss, and SIGTERM
+goes to the handler Lightning installs during ``fit``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class SignalAtStep(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
-            os.kill(os.getpid(), getattr(signal, self.signal_name))
+            send(self.signal_name)
 
 
 class SignalInValidation(L.Callback):
@@ -44,4 +45,13 @@ class SignalInValidation(L.Callback):
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         if not trainer.sanity_checking and trainer.global_step == self.step and batch_idx == self.batch:
-            os.kill(os.getpid(), getattr(signal, self.signal_name))
+            send(self.signal_name)
+
+
+def send(signal_name: str) -> None:
+    """Send ``signal_name`` to this process; SIGTERM only to Lightning's handler (tests send it to the test
+    process itself, which the signal would otherwise end)."""
+    number = getattr(signal, signal_name)
+    if number == signal.SIGTERM and signal.getsignal(number) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        raise RuntimeError("No SIGTERM handler is installed: Lightning's fit should have installed one.")
+    os.kill(os.getpid(), number)

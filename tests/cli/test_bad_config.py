@@ -23,6 +23,8 @@ from neobert_tasks.tasks import TokenClassificationTask
 from tests.cli.helpers import QUICKSTART, build_cli, command_error, glue_args, quickstart_args, run_cli
 from tests.conftest import REPO_ROOT, tiny_config_kwargs
 
+pytestmark = pytest.mark.slow  # runs the command line end to end
+
 TOKENIZER = REPO_ROOT / "data" / "tokenizer" / "bert-base-uncased"
 
 

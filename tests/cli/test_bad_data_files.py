@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.cli.helpers import command_error, quickstart_args
+
+pytestmark = pytest.mark.slow  # runs the command line end to end
 
 
 def validate_error(capsys, tmp_path: Path, files: dict[str, str]) -> str:

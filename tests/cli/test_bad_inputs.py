@@ -27,6 +27,8 @@ from tests.cli.helpers import (
 )
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # runs the command line end to end
+
 SENTENCES = ["a great movie", "a boring plot", "the actors were fun", "i hated it"]
 TOKENIZER = REPO_ROOT / "data" / "tokenizer" / "bert-base-uncased"
 

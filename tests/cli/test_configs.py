@@ -21,6 +21,8 @@ from neobert_tasks.data.glue import GLUE_TASKS
 from tests.cli.helpers import CONFIGS, TINY, build_cli, glue_args, run_cli
 from tests.conftest import REPO_ROOT, shared_path
 
+pytestmark = pytest.mark.slow  # runs the command line end to end
+
 PRESETS = sorted((CONFIGS / "presets").glob("*.yaml"))
 # configs/suite/ holds the GLUE suite's hyperparameter grids, not CLI configs (tests/suite parses them).
 SUITE_GRIDS = set((CONFIGS / "suite").glob("*.yaml"))

@@ -26,10 +26,13 @@ import torch
 from tests.cli.helpers import CONFIGS, glue_args, read_metrics_csv, run_cli
 from tests.conftest import REPO_ROOT, shared_path
 
-pytestmark = pytest.mark.skipif(
-    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-    reason="torch.distributed with the gloo backend is not available",
-)
+pytestmark = [
+    pytest.mark.slow,  # two-process runs of the command line
+    pytest.mark.skipif(
+        not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+        reason="torch.distributed with the gloo backend is not available",
+    ),
+]
 
 DDP_CPU = CONFIGS / "presets" / "ddp_cpu.yaml"
 EVAL_SAMPLES = 65

@@ -26,6 +26,8 @@ from neobert_tasks.cli import EX_IOERR
 from neobert_tasks.tasks.base import NeoBERTTask
 from tests.cli.helpers import command_error, quickstart_args, run_cli
 
+pytestmark = pytest.mark.slow  # runs the command line end to end
+
 
 def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)

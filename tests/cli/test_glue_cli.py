@@ -24,6 +24,8 @@ from neobert_tasks.tasks.sequence_classification import GLUE_SUBMISSION_NAMES
 from tests.cli.helpers import glue_args, read_metrics_csv, run_cli
 from tests.conftest import REPO_ROOT, shared_path
 
+pytestmark = pytest.mark.slow  # runs the command line end to end
+
 # Metrics each task must log on its (first) validation split.
 TASK_METRICS = {
     "cola": ("val/matthews_correlation",),

@@ -14,6 +14,8 @@ import pytest
 from tests.cli.helpers import CONFIGS, CPU, DEBUG, TINY, cache_args, read_metrics_csv, run_cli
 from tests.conftest import shared_path
 
+pytestmark = pytest.mark.slow  # runs the command line end to end
+
 DOCUMENTS = 8  # documents of each evaluation split scored and predicted
 
 

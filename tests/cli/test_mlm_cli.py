@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 
 import pyarrow.parquet as pq
+import pytest
 from safetensors import safe_open
 
 from neobert_tasks.model import NeoBERTForSequenceClassification
 from tests.cli.helpers import CONFIGS, CPU, TINY, cache_args, read_metrics_csv, run_cli
 from tests.conftest import shared_path
+
+pytestmark = pytest.mark.slow  # runs the command line end to end
 
 
 def write_contexts(directory) -> None:

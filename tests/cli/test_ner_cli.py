@@ -12,6 +12,8 @@ from transformers import AutoModelForTokenClassification
 from tests.cli.helpers import CONFIGS, CPU, DEBUG, TINY, cache_args, read_metrics_csv, run_cli
 from tests.conftest import shared_path
 
+pytestmark = pytest.mark.slow  # runs the command line end to end
+
 CONLL_TYPES = ("PER", "ORG", "LOC", "MISC")
 
 

@@ -31,6 +31,8 @@ from neobert_tasks.tasks.sequence_classification import GLUE_SUBMISSION_NAMES
 from tests.cli.helpers import CONFIGS, build_cli, cache_args, glue_args
 from tests.conftest import REPO_ROOT, shared_path
 
+pytestmark = pytest.mark.slow  # runs the command line end to end
+
 QUICKSTART_ARGS = [
     "--config",
     str(CONFIGS / "quickstart.yaml"),

@@ -13,6 +13,8 @@ import torch
 from tests.cli.helpers import CONFIGS, CPU, DEBUG, TINY, cache_args, read_metrics_csv, run_cli
 from tests.conftest import shared_path
 
+pytestmark = pytest.mark.slow  # runs the command line end to end
+
 LIMIT_TRAIN, LIMIT_EVAL = 64, 32
 V2_KEYS = ("has_ans_f1", "has_ans_exact_match", "no_ans_f1", "no_ans_exact_match", "best_f1",
            "best_f1_thresh", "best_exact_match", "has_ans_total", "no_ans_total")  # fmt: skip

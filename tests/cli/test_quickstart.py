@@ -18,6 +18,8 @@ import yaml
 from tests.cli.helpers import CONFIGS, run_cli
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # runs the command line end to end
+
 QUICKSTART = CONFIGS / "quickstart.yaml"
 # Majority class of data/quickstart/validation.csv: 210 of 400 rows are positive. The config reaches about
 # 0.74; the margin leaves room for other CPUs and library versions giving other (seeded) random numbers.

@@ -1,10 +1,15 @@
 """Runs killed in the middle of an epoch resume where they stopped and end exactly as uninterrupted runs.
 
-Each run is a ``python -m neobert_tasks fit`` subprocess on real SST-2 with the tiny model: two epochs of
-six batches, ``last.ckpt`` every two steps, validation after each epoch. The interrupted run gets a real
-signal from `tests.cli.interrupt.SignalAtStep` at step 9 (in the second epoch, one step after the last
-step checkpoint), then ``fit --ckpt_path last`` finishes it in the same run folder. The final weights, the
+Each run is a ``fit`` on real SST-2 with the tiny model: two epochs of six batches, ``last.ckpt`` every
+two steps, validation after each epoch. The interrupted run gets a real signal from
+`tests.cli.interrupt.SignalAtStep` at step 9 (in the second epoch, one step after the last step
+checkpoint), then ``fit --ckpt_path last`` finishes it in the same run folder. The final weights, the
 optimizer state and the best validation scores must equal the uninterrupted run's to 1e-6.
+
+Every run is ``main`` (what ``python -m neobert_tasks`` calls) on one thread. A run that gets SIGKILL runs in
+a child process forked from this one, which the signal ends as it would end any process, without the
+seconds of importing torch and transformers again that a new interpreter would take. The others run in
+this process: SIGTERM reaches the handler Lightning installs during ``fit`` here as it would there.
 """
 
 from __future__ import annotations
@@ -13,15 +18,15 @@ import json
 import os
 import pickle
 import signal
-import subprocess
-import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.cli.helpers import glue_args, read_metrics_csv
-from tests.conftest import REPO_ROOT
+from tests.cli.helpers import build_cli, command_error, glue_args, read_metrics_csv
+
+pytestmark = pytest.mark.slow  # runs the command line end to end
 
 SIGNAL_STEP = 9
 RUN_TIMEOUT_S = 300
@@ -38,16 +43,49 @@ def fit_args(root: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def run_fit(*args: str, expected_status: int = 0) -> str:
-    """Run ``python -m neobert_tasks fit …``; check its exit status and return its output."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "neobert_tasks", "fit", *args]
-    process = subprocess.run(
-        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+def fit_until_killed(*args: str) -> None:
+    """Run ``fit …`` in a forked child process and check that SIGKILL ended it (its output goes to the
+    test's captured output)."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest, whatever happens
+        status = 3
+        try:
+            build_cli("fit", *args)
+            status = 4  # the run ended without being killed
+        finally:
+            os._exit(status)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while (waited := os.waitpid(pid, os.WNOHANG)) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"the run to be killed did not end in {RUN_TIMEOUT_S} s")
+        time.sleep(0.1)
+    status = waited[1]
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
+        f"the run ended with exit status {os.waitstatus_to_exitcode(status)} instead of SIGKILL"
     )
-    output = process.stdout + process.stderr
-    assert process.returncode == expected_status, output[-3000:]
-    return output
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every run on one thread (forked children included): the same arithmetic in the interrupted, the
+    resumed and the reference runs, which must agree to 1e-6."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def fit_in_process(*args: str, expected_status: int = 0) -> None:
+    """Run ``fit …`` in this process; check its exit status (0: it returns; SIGTERM: 143 through
+    SystemExit, as ``python -m neobert_tasks`` exits)."""
+    if expected_status == 0:
+        build_cli("fit", *args)
+        return
+    with pytest.raises(SystemExit) as exit_info:
+        build_cli("fit", *args)
+    assert exit_info.value.code == expected_status
 
 
 def interrupted_args(root: Path, signal_name: str, callback: str = "SignalAtStep", step: int = SIGNAL_STEP):
@@ -66,7 +104,7 @@ def load(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("uninterrupted")
-    run_fit(*fit_args(root))
+    fit_in_process(*fit_args(root))
     return root / "runs" / "version_0"
 
 
@@ -96,27 +134,27 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
         assert history[name] == pytest.approx(values, abs=1e-5), name
 
 
-def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, uninterrupted):
-    run_fit(*interrupted_args(tmp_path, "SIGKILL"), expected_status=-signal.SIGKILL)
+def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, uninterrupted, caplog):
+    fit_until_killed(*interrupted_args(tmp_path, "SIGKILL"))
     run_dir = tmp_path / "runs" / "version_0"
     assert not (run_dir / "metrics.json").exists()  # a killed run is not passed off as a result
     assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == SIGNAL_STEP - 1
     assert not list((run_dir / "checkpoints").glob("*.tmp"))  # no half-written checkpoint left behind
 
-    output = run_fit(*fit_args(tmp_path), "--ckpt_path", "last")
-    assert "Resuming from" in output
+    fit_in_process(*fit_args(tmp_path), "--ckpt_path", "last")
+    assert f"Resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in caplog.text
     assert not (tmp_path / "runs" / "version_1").exists()  # the resumed run continues in its own folder
     assert_same_run(run_dir, uninterrupted)
 
 
-def test_sigterm_saves_a_checkpoint_and_resumes_to_the_same_result(tmp_path, uninterrupted):
-    output = run_fit(*interrupted_args(tmp_path, "SIGTERM"), expected_status=143)
-    assert "stopped by SIGTERM" in output
+def test_sigterm_saves_a_checkpoint_and_resumes_to_the_same_result(tmp_path, uninterrupted, capsys):
+    fit_in_process(*interrupted_args(tmp_path, "SIGTERM"), expected_status=143)
+    assert "stopped by SIGTERM" in capsys.readouterr().err
     run_dir = tmp_path / "runs" / "version_0"
     # SIGTERM arrives as step 9 starts; Lightning finishes that batch, then the checkpoint is written.
     assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == SIGNAL_STEP + 1
 
-    run_fit(*fit_args(tmp_path), "--ckpt_path", "last")
+    fit_in_process(*fit_args(tmp_path), "--ckpt_path", "last")
     assert_same_run(run_dir, uninterrupted)
 
 
@@ -127,20 +165,20 @@ VALIDATION_STEP = 6
 def test_sigterm_during_validation_resumes_into_that_validation(tmp_path, uninterrupted):
     """The GLUE configs' EarlyStopping needs that validation's score, and the best model may be its."""
     arguments = interrupted_args(tmp_path, "SIGTERM", "SignalInValidation", VALIDATION_STEP)
-    run_fit(*arguments, expected_status=143)
+    fit_in_process(*arguments, expected_status=143)
     run_dir = tmp_path / "runs" / "version_0"
     assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == VALIDATION_STEP
-    run_fit(*fit_args(tmp_path), "--ckpt_path", "last")
+    fit_in_process(*fit_args(tmp_path), "--ckpt_path", "last")
     assert_same_run(run_dir, uninterrupted)
 
 
 def test_sigkill_during_validation_resumes_to_the_same_result(tmp_path, uninterrupted):
     arguments = interrupted_args(tmp_path, "SIGKILL", "SignalInValidation", VALIDATION_STEP)
-    run_fit(*arguments, expected_status=-signal.SIGKILL)
+    fit_until_killed(*arguments)
     run_dir = tmp_path / "runs" / "version_0"
     # The step save before a validation is left to the best-model checkpoint, after it: step 4 is newest.
     assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == VALIDATION_STEP - 2
-    run_fit(*fit_args(tmp_path), "--ckpt_path", "last")
+    fit_in_process(*fit_args(tmp_path), "--ckpt_path", "last")
     assert_same_run(run_dir, uninterrupted)
 
 
@@ -149,18 +187,18 @@ def test_token_budget_batches_resume_to_the_same_result(tmp_path):
     mid-epoch exactly too."""
     budget = ("--data.init_args.max_tokens", "256")
     reference_root, resumed_root = tmp_path / "reference", tmp_path / "resumed"
-    run_fit(*fit_args(reference_root), *budget)
-    run_fit(*interrupted_args(resumed_root, "SIGKILL"), *budget, expected_status=-signal.SIGKILL)
-    run_fit(*fit_args(resumed_root), *budget, "--ckpt_path", "last")
+    fit_in_process(*fit_args(reference_root), *budget)
+    fit_until_killed(*interrupted_args(resumed_root, "SIGKILL"), *budget)
+    fit_in_process(*fit_args(resumed_root), *budget, "--ckpt_path", "last")
     assert_same_run(resumed_root / "runs" / "version_0", reference_root / "runs" / "version_0")
 
 
-def test_truncated_checkpoint_is_reported_by_path(tmp_path, uninterrupted):
+def test_truncated_checkpoint_is_reported_by_path(tmp_path, uninterrupted, capsys):
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes((uninterrupted / "checkpoints" / "last.ckpt").read_bytes()[:5000])
-    output = run_fit(*fit_args(tmp_path), "--ckpt_path", str(broken), expected_status=2)
-    assert f"neobert_tasks: error: Checkpoint '{broken}' is corrupt or truncated" in output
-    assert "Traceback" not in output
+    # Exit status 2, no traceback, one line: `neobert_tasks: error: <message>` (see command_error).
+    message = command_error(capsys, "fit", *fit_args(tmp_path), "--ckpt_path", str(broken), tmp_path=tmp_path)
+    assert message.startswith(f"Checkpoint '{broken}' is corrupt or truncated")
 
 
 class _CreatesAFile:
@@ -174,24 +212,15 @@ class _CreatesAFile:
 
 
 @pytest.mark.parametrize("subcommand", ["fit", "predict"])
-def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, uninterrupted, subcommand):
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, uninterrupted, subcommand, capsys):
     marker = tmp_path / "code_ran"
     checkpoint = load(uninterrupted / "checkpoints" / "last.ckpt")
     checkpoint["payload"] = _CreatesAFile(marker)
     malicious = tmp_path / "malicious.ckpt"
     torch.save(checkpoint, malicious, pickle_protocol=pickle.HIGHEST_PROTOCOL)
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "neobert_tasks",
-        subcommand,
-        *fit_args(tmp_path),
-        "--ckpt_path",
-        str(malicious),
-    ]
-    process = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert process.returncode == 2, process.stderr[-3000:]
-    assert f"Checkpoint '{malicious}' holds Python objects other than tensors" in process.stderr
+    message = command_error(
+        capsys, subcommand, *fit_args(tmp_path), "--ckpt_path", malicious, tmp_path=tmp_path
+    )
+    assert message.startswith(f"Checkpoint '{malicious}' holds Python objects other than tensors")
     assert not marker.exists()

@@ -13,6 +13,8 @@ import yaml
 from neobert_tasks.run_directory import run_directory
 from tests.cli.helpers import build_cli, quickstart_args
 
+pytestmark = pytest.mark.slow  # runs the command line end to end
+
 TRACKERS = {
     "wandb": lambda tmp: {
         "class_path": "lightning.pytorch.loggers.WandbLogger",

@@ -12,6 +12,8 @@ import torch
 from tests.cli.helpers import build_cli, glue_args, read_metrics_csv
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # runs the command line end to end
+
 BF16 = REPO_ROOT / "configs" / "presets" / "bf16.yaml"
 
 

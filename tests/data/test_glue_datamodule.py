@@ -39,7 +39,9 @@ EXPECTED_TASKS = {
 def make_glue(task: str, tokenizer: str, data_dir, cache_dir: str, **overrides) -> GLUEDataModule:
     settings = dict(limit_train_samples=64, limit_eval_samples=48, batch_size=16, cache_dir=cache_dir)
     settings.update(overrides)
-    return GLUEDataModule(task, tokenizer, data_dir=None if data_dir is None else str(data_dir), **settings)
+    return GLUEDataModule(
+        task, tokenizer=tokenizer, data_dir=None if data_dir is None else str(data_dir), **settings
+    )
 
 
 def first_batch(loader) -> dict[str, torch.Tensor]:
@@ -53,7 +55,7 @@ def first_batch(loader) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("task", sorted(EXPECTED_TASKS))
 def test_properties_available_right_after_init_without_data(task):
     text_columns, num_labels, problem_type, main_metric = EXPECTED_TASKS[task]
-    datamodule = GLUEDataModule(task, "tokenizer-not-loaded-yet")
+    datamodule = GLUEDataModule(task, tokenizer="tokenizer-not-loaded-yet")
     assert datamodule.num_labels == num_labels
     assert datamodule.problem_type == problem_type
     assert datamodule.main_metric == main_metric
@@ -65,22 +67,22 @@ def test_properties_available_right_after_init_without_data(task):
 
 
 def test_hub_split_names_from_table():
-    mnli = GLUEDataModule("mnli", "unused")
+    mnli = GLUEDataModule("mnli", tokenizer="unused")
     assert mnli.validation_split_names == ["validation_matched", "validation_mismatched"]
     assert mnli.test_split_names == ["test_matched", "test_mismatched"]
     assert mnli.split_names_for("predict") == ["test_matched", "test_mismatched"]
-    assert GLUEDataModule("wnli", "unused").label_names == ["not_entailment", "entailment"]
+    assert GLUEDataModule("wnli", tokenizer="unused").label_names == ["not_entailment", "entailment"]
 
 
 def test_unknown_task_lists_valid_names():
     with pytest.raises(DataError, match="'sst3'.*cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli"):
-        GLUEDataModule("sst3", "unused")
+        GLUEDataModule("sst3", tokenizer="unused")
 
 
 def test_missing_tokenizer_directory_is_named(tmp_path):
     missing = str(tmp_path / "no_tokenizer_here")
     with pytest.raises(MissingDataError, match="no_tokenizer_here"):
-        _ = GLUEDataModule("sst2", missing).tokenizer
+        _ = GLUEDataModule("sst2", tokenizer=missing).tokenizer
 
 
 # --------------------------------------------------------------------------------------------------------

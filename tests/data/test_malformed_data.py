@@ -140,7 +140,9 @@ def test_non_finite_stsb_score_names_split_row_column_and_value(
     splits[split] = [1.0, 2.0, value, 3.0, value]
     for name, scores in splits.items():
         stsb_split(directory, name, scores, sentences)
-    datamodule = GLUEDataModule("stsb", tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache)
+    datamodule = GLUEDataModule(
+        "stsb", tokenizer=tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache
+    )
     with pytest.raises(DataError) as error:
         datamodule.setup(stage)
     assert str(error.value) == (
@@ -153,7 +155,9 @@ def test_unlabelled_rows_of_a_test_split_still_load(tmp_path, sentences, tiny_to
     directory = tmp_path / "stsb"
     stsb_split(directory, "train", [0.5, 1.0, 2.0], sentences)
     stsb_split(directory, "test", [None, 1.5, None], sentences)
-    datamodule = GLUEDataModule("stsb", tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache)
+    datamodule = GLUEDataModule(
+        "stsb", tokenizer=tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache
+    )
     datamodule.setup("predict")
     assert len(datamodule.datasets["test"]) == 3
 
@@ -164,13 +168,15 @@ def test_non_finite_score_in_csv_and_jsonl(tmp_path, tiny_tokenizer_dir, dataset
     with pytest.raises(
         DataError, match=r"^Row 1 \(counting from 0\) of split 'train' \(.*train\.csv\) holds inf"
     ):
-        TextClassificationDataModule(tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache)
+        TextClassificationDataModule(
+            tokenizer=tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache
+        )
     write_text(directory / "train.csv", "text,label\ngood,0.5\nbad,1\nfun,2\n")
     write_text(
         directory / "validation.jsonl", '{"text": "good", "label": 1.0}\n{"text": "bad", "label": NaN}\n'
     )
     datamodule = TextClassificationDataModule(
-        tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache
+        tokenizer=tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache
     )
     with pytest.raises(DataError, match=r"^Row 1 .* split 'validation' \(.*validation\.jsonl\) holds nan"):
         datamodule.setup("fit")
@@ -182,11 +188,13 @@ def test_multi_hot_vectors_with_nan_or_null(tmp_path, tiny_tokenizer_dir, datase
         directory / "train.parquet", text=["good", "bad", "fun"], label=[[1.0, 0.0], [0.0, 1.0], [1.0, NAN]]
     )
     with pytest.raises(DataError, match=r"^Row 2 .* holds nan in column 'label'"):
-        TextClassificationDataModule(tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache)
+        TextClassificationDataModule(
+            tokenizer=tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache
+        )
     # pandas writes a NaN inside a list as null, which has no multi-hot target either.
     write_table(path, text=["good", "bad", "fun"], label=[[1.0, 0.0], [0.0, None], [1.0, 1.0]])
     datamodule = TextClassificationDataModule(
-        tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache
+        tokenizer=tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache
     )
     with pytest.raises(
         DataError, match="Split 'train' has 1 null items in the label lists of column 'label'"
@@ -198,7 +206,7 @@ def test_missing_class_id_in_csv_is_explained(tmp_path, tiny_tokenizer_dir, data
     directory = tmp_path / "data"
     write_text(directory / "train.csv", "text,label\ngood,1\nbad,\nfun,0\n")
     datamodule = TextClassificationDataModule(
-        tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache,
+        tokenizer=tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache,
         problem_type="single_label_classification", num_labels=2,
     )  # fmt: skip
     with pytest.raises(

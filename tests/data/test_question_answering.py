@@ -47,7 +47,7 @@ def context_words() -> list[str]:
 def make_module(data_dir: Path, tokenizer: str, cache_dir: str, **overrides) -> QuestionAnsweringDataModule:
     settings = dict(data_dir=str(data_dir), batch_size=4, cache_dir=cache_dir)
     settings.update(overrides)
-    return QuestionAnsweringDataModule(tokenizer, **settings)
+    return QuestionAnsweringDataModule(tokenizer=tokenizer, **settings)
 
 
 def write_rows(write_split, split: str, rows: list[dict], suffix: str = ".parquet", directory=None) -> Path:
@@ -303,7 +303,7 @@ def test_shared_squad_validation_windows_hold_their_answers(tmp_path):
     data_dir = shared_path("data", "squad")
     tokenizer = str(shared_path("tokenizers", "bert-base-uncased"))
     datamodule = QuestionAnsweringDataModule(
-        tokenizer, data_dir=str(data_dir), limit_eval_samples=100, max_length=128, doc_stride=32,
+        tokenizer=tokenizer, data_dir=str(data_dir), limit_eval_samples=100, max_length=128, doc_stride=32,
         cache_dir=str(tmp_path),
     )  # fmt: skip
     datamodule.setup("validate")

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:No validation split")
 def make_module(data_dir, tokenizer: str, cache_dir: str, **overrides) -> TextClassificationDataModule:
     settings = dict(data_dir=str(data_dir), batch_size=4, cache_dir=cache_dir)
     settings.update(overrides)
-    return TextClassificationDataModule(tokenizer, **settings)
+    return TextClassificationDataModule(tokenizer=tokenizer, **settings)
 
 
 def all_batches(loader) -> list[dict[str, torch.Tensor]]:
@@ -117,7 +117,7 @@ def test_invalid_labels_at_setup(write_split, sentences, tiny_tokenizer_dir, dat
 
 def test_configuration_errors(write_split, sentences, tmp_path, tiny_tokenizer_dir, datasets_cache):
     with pytest.raises(DataError, match="exactly one of dataset"):
-        TextClassificationDataModule(tiny_tokenizer_dir)
+        TextClassificationDataModule(tokenizer=tiny_tokenizer_dir)
     with pytest.raises(DataError, match="Unknown problem_type 'ranking'"):
         make_module(tmp_path, tiny_tokenizer_dir, datasets_cache, problem_type="ranking", num_labels=2)
     path = write_split("train", text=sentences(3), target=[0, 1, 0])
@@ -133,13 +133,13 @@ def test_configuration_errors(write_split, sentences, tmp_path, tiny_tokenizer_d
 def test_unreachable_hub_dataset_is_one_clear_error(tiny_tokenizer_dir, datasets_cache):
     with pytest.raises(DataError, match="Could not load hub dataset 'someone/no-such-dataset'"):
         TextClassificationDataModule(
-            tiny_tokenizer_dir, dataset="someone/no-such-dataset", cache_dir=datasets_cache
+            tokenizer=tiny_tokenizer_dir, dataset="someone/no-such-dataset", cache_dir=datasets_cache
         )
 
 
 def test_class_label_names_from_shared_rte(glue_dir, bert_tokenizer_dir, datasets_cache):
     datamodule = TextClassificationDataModule(
-        bert_tokenizer_dir,
+        tokenizer=bert_tokenizer_dir,
         data_dir=str(glue_dir / "rte"),
         text_column="sentence1",
         text_pair_column="sentence2",

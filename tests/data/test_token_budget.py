@@ -144,7 +144,9 @@ def cola_dir(write_split, sentences):
 
 
 def cola(cola_dir, tokenizer: str, cache: str, **overrides) -> GLUEDataModule:
-    datamodule = GLUEDataModule("cola", tokenizer, data_dir=str(cola_dir), cache_dir=cache, **overrides)
+    datamodule = GLUEDataModule(
+        "cola", tokenizer=tokenizer, data_dir=str(cola_dir), cache_dir=cache, **overrides
+    )
     datamodule.setup("fit")
     return datamodule
 
@@ -209,4 +211,4 @@ def test_examples_longer_than_the_budget_are_trained_alone(cola_dir, tiny_tokeni
 @pytest.mark.parametrize("value", [0, -5, "many"])
 def test_invalid_max_tokens_is_named(value):
     with pytest.raises(DataError, match=r"data.max_tokens must be auto, null or a positive token count"):
-        GLUEDataModule("cola", "tokenizer-not-loaded", max_tokens=value)
+        GLUEDataModule("cola", tokenizer="tokenizer-not-loaded", max_tokens=value)

@@ -69,7 +69,7 @@ def piece_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 def make_module(data_dir, tokenizer: str, cache_dir: str, **overrides) -> TokenClassificationDataModule:
     settings = dict(data_dir=str(data_dir), batch_size=4, cache_dir=cache_dir)
     settings.update(overrides)
-    return TokenClassificationDataModule(tokenizer, **settings)
+    return TokenClassificationDataModule(tokenizer=tokenizer, **settings)
 
 
 def scored_words(features) -> dict[int, list[tuple[int, int, int]]]:
@@ -266,9 +266,9 @@ def test_configuration_errors(tmp_path, piece_tokenizer_dir, datasets_cache):
     with pytest.raises(DataError, match=r"stride \(8\) must be at least 0 and below max_length \(8\)"):
         make_module(tmp_path, piece_tokenizer_dir, datasets_cache, max_length=8, stride=8, label_names=["O"])
     with pytest.raises(DataError, match="Give a hub dataset id"):
-        TokenClassificationDataModule(piece_tokenizer_dir, dataset=None)
+        TokenClassificationDataModule(tokenizer=piece_tokenizer_dir, dataset=None)
     with pytest.raises(DataError, match="Could not load hub dataset 'someone/no-such-dataset'"):
-        TokenClassificationDataModule(piece_tokenizer_dir, dataset="someone/no-such-dataset")
+        TokenClassificationDataModule(tokenizer=piece_tokenizer_dir, dataset="someone/no-such-dataset")
 
 
 def test_stride_must_leave_room_for_special_tokens(write_split, piece_tokenizer_dir, datasets_cache):

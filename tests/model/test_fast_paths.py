@@ -119,6 +119,7 @@ def test_explicit_attention_of_short_bf16_training_matches_sdpa(length):
         torch.testing.assert_close(low.grad.float(), high.grad, atol=0.1, rtol=0.05)
 
 
+@pytest.mark.slow  # torch.compile of the blocks: seconds of compiling
 def test_compiled_blocks_match_eager_blocks_on_batches_of_new_lengths():
     started = time.monotonic()
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ from neobert_tasks.analysis import ERROR_KINDS
 from tests.conftest import SHARED
 from tests.notebooks.execution import execute_notebook
 
-pytestmark = pytest.mark.notebooks
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow]  # executes a notebook in a Jupyter kernel
 
 NER_EVAL_SENTENCES = 300
 PROBE = """{

@@ -16,7 +16,7 @@ from neobert_tasks.suite import PAPER_NEOBERT
 from tests.conftest import SHARED
 from tests.notebooks.execution import execute_notebook
 
-pytestmark = pytest.mark.notebooks
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow]  # executes a notebook in a Jupyter kernel
 
 TASKS = ["sst2", "rte"]
 PROBE = """{

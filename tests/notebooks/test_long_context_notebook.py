@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import SHARED
 from tests.notebooks.execution import execute_notebook
 
-pytestmark = pytest.mark.notebooks
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow]  # executes a notebook in a Jupyter kernel
 
 MAX_LENGTHS = [128, 256]
 ATTENTION_LENGTHS = [128, 256, 512]  # FAST measures the first three of ATTENTION_LENGTHS

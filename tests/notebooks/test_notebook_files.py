@@ -8,10 +8,7 @@ notebook must be committed as cleared; the tests execute their own copies.
 from __future__ import annotations
 
 import ast
-import os
 import re
-import subprocess
-import sys
 
 import nbformat
 import pytest
@@ -95,16 +92,32 @@ def test_readme_lists_every_notebook():
         assert f"notebooks/{name}" in section
 
 
-def test_readme_command_selects_every_notebook_test():
+class CollectedTests:
+    """A pytest plugin that keeps the ids of the tests a session selected."""
+
+    def __init__(self):
+        self.ids: list[str] = []
+
+    def pytest_collection_finish(self, session) -> None:
+        self.ids = [item.nodeid for item in session.items]
+
+
+def test_readme_command_selects_every_notebook_test(monkeypatch):
     # Executing the command here would run every notebook a second time (the tests of this folder
-    # already do, minutes each); collecting what it selects checks it with the same arguments.
+    # already do, minutes each); collecting what it selects checks it with the same arguments. The
+    # collection runs in this process (`pytest.main`, as pytest's own pytester does): the test modules
+    # are imported already, where a new interpreter would spend seconds importing them again.
     [command] = readme_commands()
     environment_part, python_part = command.split("python ", 1)
-    environment = dict(os.environ, **dict(item.split("=", 1) for item in environment_part.split()))
-    arguments = [sys.executable, *python_part.split(), "--collect-only"]
-    completed = subprocess.run(
-        arguments, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, check=False
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
+    for item in environment_part.split():
+        monkeypatch.setenv(*item.split("=", 1))
+    module_flag, module, *arguments = python_part.split()
+    assert (module_flag, module) == ("-m", "pytest"), command
+    monkeypatch.chdir(REPO_ROOT)
+    collected = CollectedTests()
+    status = pytest.main([*arguments, "--collect-only", "-p", "no:cacheprovider"], plugins=[collected])
+    assert status == pytest.ExitCode.OK
     for name, test_file in EXECUTION_TESTS.items():
-        assert f"tests/notebooks/{test_file}::" in completed.stdout, f"{name}'s test is not selected"
+        assert any(test_id.startswith(f"tests/notebooks/{test_file}::") for test_id in collected.ids), (
+            f"{name}'s test is not selected"
+        )

@@ -10,7 +10,7 @@ import pytest
 
 from tests.notebooks.execution import execute_notebook, printed_text
 
-pytestmark = pytest.mark.notebooks
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow]  # executes a notebook in a Jupyter kernel
 
 
 def absent_shared(tmp_path) -> dict:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.notebooks.execution import execute_notebook
 
-pytestmark = pytest.mark.notebooks
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow]  # executes a notebook in a Jupyter kernel
 
 PROBE = """{
     "labels": predictions["label"].tolist(),

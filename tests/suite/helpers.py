@@ -18,7 +18,7 @@ from tests.conftest import REPO_ROOT, shared_path
 
 TINY_GRID = REPO_ROOT / "configs" / "suite" / "tiny_grid.yaml"
 QUICK_OVERRIDES = (
-    "trainer.max_epochs=1",  # after a command's own overrides (the README's max_epochs=3), so it wins
+    "trainer.max_epochs=1",  # after a command's own overrides (docs/glue.md's max_epochs=3), so it wins
     "data.init_args.limit_train_samples=8",
     "data.init_args.limit_eval_samples=8",
     "data.init_args.max_length=64",

@@ -1,6 +1,7 @@
-"""Every command of the README's ``## GLUE suite`` code block, run as written plus test arguments.
+"""Every command of the ``## GLUE suite`` code block of docs/glue.md (moved there from the README), run as
+written plus test arguments.
 
-How each command runs (the README block is parsed here, so a command added there is run too):
+How each command runs (the block is parsed here, so a command added there is run too):
 * ``glue … --dry_run``: exactly as written, with only ``--output_dir`` moved under the test's folder;
   the number of runs it prints is checked against its tasks × seeds.
 * other ``glue`` commands: with `with_quick_args` inserted before any ``--`` (tiny, debug and CPU
@@ -18,22 +19,27 @@ from __future__ import annotations
 import re
 import shlex
 
+import pytest
+
 from neobert_tasks.data.glue import GLUE_TASKS
 from tests.conftest import REPO_ROOT
 from tests.suite.helpers import run_suite, with_quick_args
 
+pytestmark = pytest.mark.slow  # the suite's commands train for real, one of them in a subprocess
+
 PREFIX = ["python", "-m", "neobert_tasks.suite"]
+GLUE_DOCS = REPO_ROOT / "docs" / "glue.md"
 
 
 def readme_block(language: str) -> str:
-    """The first ``language`` code block of the README's ``## GLUE suite`` section."""
-    readme = (REPO_ROOT / "README.md").read_text()
+    """The first ``language`` code block of the ``## GLUE suite`` section of docs/glue.md."""
+    readme = GLUE_DOCS.read_text()
     section = readme.split("\n## GLUE suite\n", 1)[1].split("\n## ", 1)[0]
     return re.search(rf"```{language}\n(.*?)```", section, re.DOTALL)[1]
 
 
 def readme_suite_commands() -> list[list[str]]:
-    """The suite commands of the README's ``## GLUE suite`` section, as argument lists without PREFIX."""
+    """The suite commands of the ``## GLUE suite`` section, as argument lists without PREFIX."""
     block = readme_block("bash").replace("\\\n", " ")
     commands = [shlex.split(line, comments=True) for line in block.splitlines()]
     assert commands and all(command[:3] == PREFIX for command in commands), commands

@@ -17,6 +17,8 @@ import yaml
 from neobert_tasks.suite import collect_results
 from tests.suite.helpers import TINY_GRID, best_metrics, head_reinit_supported, quick_args, run_suite
 
+pytestmark = pytest.mark.slow  # the suite trains for real: a few seconds per run
+
 TASKS, SEEDS = ("rte", "stsb"), (0, 1)
 MAIN_METRIC = {"rte": "val/accuracy", "stsb": "val/pearson"}
 

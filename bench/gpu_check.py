@@ -1,7 +1,7 @@
 """GPU check of the attention backends: flash_attention_2 against sdpa in bf16, then speed and MFU.
 
-    python scripts/gpu_check.py                       # base-size NeoBERT (28 × 768), random weights
-    python scripts/gpu_check.py --json gpu_check.json --steps 10
+    python -m bench.gpu_check                       # base-size NeoBERT (28 × 768), random weights
+    python -m bench.gpu_check --json gpu_check.json --steps 10
 
 Checks, on one CUDA GPU in a few minutes (100 s on an H200 without flash-attn):
 1. flash_attention_2 (unpad → flash_attn_varlen_func → re-pad) agrees with sdpa on a right-padded
@@ -21,14 +21,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from common import matmul_peak, model_flops, print_table, write_json  # noqa: E402
-
-from neobert_tasks.model import NeoBERTConfig, NeoBERTForSequenceClassification, NeoBERTModel  # noqa: E402
+from bench.common import matmul_peak, model_flops, print_table, write_json
+from neobert_tasks.model import NeoBERTConfig, NeoBERTForSequenceClassification, NeoBERTModel
 
 
 def flash_attn_version() -> str | None:
@@ -169,7 +166,8 @@ COLUMNS = [
 ]
 
 
-def main() -> int:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, or ``sys.argv``); a test parses the documented commands with it."""
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--layers", type=int, default=28, help="number of blocks (28 = NeoBERT base)")
@@ -178,7 +176,11 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     parser.add_argument("--tolerance", type=float, default=0.1, help="largest allowed bf16 difference")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
-    arguments = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> int:
+    arguments = parse_arguments()
     if not torch.cuda.is_available():
         print("No CUDA GPU: this check needs one.")
         return 2

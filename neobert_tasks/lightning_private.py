@@ -1,0 +1,32 @@
+"""The Lightning internals neobert_tasks relies on, here only, each with why no public API does instead.
+
+* `UnrepeatedDistributedSampler` (``lightning.pytorch.overrides.distributed``, not in Lightning's API
+  reference): a DDP sampler that gives each rank every ``num_replicas``-th example without padding the
+  split to a multiple of the ranks, so an evaluation scores each example exactly once. PyTorch's
+  ``DistributedSampler`` repeats examples to even out the ranks. The datamodules evaluate with it and
+  `neobert_tasks.data.sampler.LengthSortedEvalSampler` derives from it.
+* `validation_follows` reads the fit loop's private ``_should_check_val_fx`` and ``_data_fetcher``: Lightning
+  has no public way to ask whether a validation follows the training batch that just ended, which
+  `neobert_tasks.resume.ResumeCheckpoint` must know not to save a checkpoint that would resume past it.
+* Behaviour relied on, not called: LightningCLI applies a ``--ckpt_path`` checkpoint's saved hyperparameters
+  to the config after ``parse_arguments`` and before ``before_instantiate_classes`` (in its private
+  ``_parse_ckpt_path``); `neobert_tasks.cli.NeoBERTCLI` puts back the model options typed on the command
+  line in between.
+
+tests/test_lightning_private.py checks that each still exists and behaves so, so that a Lightning upgrade
+that changes one fails there, by name, rather than as an evaluation that counts examples twice or a resume
+that skips a validation.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+__all__ = ["UnrepeatedDistributedSampler", "validation_follows"]
+
+
+def validation_follows(trainer: L.Trainer) -> bool:
+    """Whether ``fit`` validates right after the training batch that just ended."""
+    fit_loop = trainer.fit_loop
+    return bool(fit_loop.epoch_loop._should_check_val_fx(fit_loop._data_fetcher))

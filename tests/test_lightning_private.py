@@ -1,0 +1,97 @@
+"""The Lightning internals of `neobert_tasks.lightning_private` still exist and behave as relied on.
+
+Each test names the internal it checks, so that a Lightning upgrade that removes or changes one fails here,
+by name, rather than as an evaluation that counts examples twice, a resume that skips a validation, or
+options typed for ``predict`` silently replaced by a checkpoint's.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from unittest import mock
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.demos.boring_classes import BoringModel
+from torch.utils.data import DistributedSampler
+
+from neobert_tasks.lightning_private import UnrepeatedDistributedSampler, validation_follows
+
+
+def test_unrepeated_sampler_gives_each_example_to_one_rank_without_padding():
+    shards = [
+        list(UnrepeatedDistributedSampler(range(5), num_replicas=2, rank=rank, shuffle=False))
+        for rank in (0, 1)
+    ]
+    assert shards == [[0, 2, 4], [1, 3]]
+    assert issubclass(UnrepeatedDistributedSampler, DistributedSampler)
+    sampler = UnrepeatedDistributedSampler(range(5), num_replicas=2, rank=1, shuffle=False)
+    # LengthSortedEvalSampler reads these DistributedSampler attributes.
+    assert (sampler.rank, sampler.num_replicas, len(sampler)) == (1, 2, 2)
+
+
+def test_the_fit_loop_still_has_what_validation_follows_reads():
+    epoch_loop = L.Trainer(logger=False, enable_checkpointing=False).fit_loop.epoch_loop
+    parameters = list(inspect.signature(epoch_loop._should_check_val_fx).parameters)
+    assert parameters == ["data_fetcher"]
+    assert hasattr(L.Trainer(logger=False).fit_loop, "_data_fetcher")
+
+
+class ValidationFollows(L.Callback):
+    def __init__(self):
+        self.answers = []
+
+    def on_train_batch_end(self, trainer, *args):
+        self.answers.append(validation_follows(trainer))
+
+
+@pytest.mark.slow
+def test_validation_follows_the_batches_before_each_validation(tmp_path):
+    torch.set_num_threads(1)
+    recorder = ValidationFollows()
+    options = dict(limit_train_batches=6, val_check_interval=3, limit_val_batches=1, num_sanity_val_steps=0)
+    quiet = dict(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer = L.Trainer(
+        default_root_dir=tmp_path, accelerator="cpu", max_epochs=1, callbacks=[recorder], **options, **quiet
+    )
+    trainer.fit(BoringModel())
+    assert recorder.answers == [False, False, True, False, False, True]
+
+
+class Stop(Exception):
+    """Ends the CLI once the hooks under test have run."""
+
+
+class Width(BoringModel):
+    def __init__(self, width: int = 4):
+        super().__init__()
+        self.save_hyperparameters()
+
+
+class HookOrderCLI(LightningCLI):
+    """Records ``model.width`` as each hook sees it, and stops before anything is instantiated."""
+
+    seen: dict[str, int] = {}
+
+    def parse_arguments(self, parser, args):
+        super().parse_arguments(parser, args)
+        HookOrderCLI.seen["parse_arguments"] = self.config.validate.model.width
+
+    def before_instantiate_classes(self):
+        HookOrderCLI.seen["before_instantiate_classes"] = self.config.validate.model.width
+        raise Stop
+
+
+@pytest.mark.slow  # builds a LightningCLI (stopped before it instantiates anything)
+def test_checkpoint_hyperparameters_are_applied_between_parse_arguments_and_before_instantiate(tmp_path):
+    """`neobert_tasks.cli.NeoBERTCLI` puts typed model options back in `before_instantiate_classes`."""
+    checkpoint = tmp_path / "width.ckpt"
+    torch.save({"hyper_parameters": {"width": 8}, "state_dict": {}}, checkpoint)
+    with mock.patch.object(sys, "argv", ["cli"]), pytest.raises(Stop):
+        HookOrderCLI(Width, args=["validate", "--ckpt_path", str(checkpoint)])
+    assert HookOrderCLI.seen == {"parse_arguments": 4, "before_instantiate_classes": 8}
