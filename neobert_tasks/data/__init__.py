@@ -15,8 +15,9 @@ from neobert_tasks.data.sources import (
     load_local_splits,
     load_tokenizer,
 )
-from neobert_tasks.data.text import PackedCollator, TextDataModule, train_wordpiece_tokenizer
+from neobert_tasks.data.text import TextDataModule
 from neobert_tasks.data.text_classification import TextClassificationDataModule
+from neobert_tasks.data.text_encoding import PackedCollator, train_wordpiece_tokenizer
 from neobert_tasks.data.token_budget import TokenBudgetSampler
 from neobert_tasks.data.token_classification import TokenClassificationCollator, TokenClassificationDataModule
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from neobert_tasks.data import DataError
-from neobert_tasks.data.text import TextDataModule, pack_documents, split_documents, train_wordpiece_tokenizer
+from neobert_tasks.data.text import TextDataModule
+from neobert_tasks.data.text_encoding import pack_documents, split_documents, train_wordpiece_tokenizer
 from neobert_tasks.model import NeoBERTConfig, NeoBERTModel
 from tests.conftest import tiny_config_kwargs
 

@@ -1,0 +1,124 @@
+"""How raw documents become MLM rows: packed or split into `max_length` pieces, one row per predict text, a
+collator for packed rows, and a WordPiece tokenizer trained on the corpus itself.
+
+Module-level functions, so that `datasets` can hash them to find cached `map` results.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerFast
+
+from neobert_tasks.data.collator import padded_length
+from neobert_tasks.data.keys import EXAMPLE_INDEX
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+PACKED_KEYS = ("input_ids", "attention_mask", "position_ids")
+
+
+def pack_documents(batch: dict[str, list], *, tokenizer, text_column: str, max_length: int) -> dict:
+    """Tokenize a batch of documents and cut their concatenation into rows of ``max_length`` tokens."""
+    texts = [text for text in batch[text_column] if text and text.strip()]
+    encoded = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+    stream = list(itertools.chain.from_iterable(encoded))
+    # Position of each token within its own document; a row boundary restarts it (see module docstring).
+    positions = list(itertools.chain.from_iterable(range(len(ids)) for ids in encoded))
+    rows, row_positions = [], []
+    for start in range(0, len(stream), max_length):
+        row_position = positions[start : start + max_length]
+        offset = row_position[0]
+        # A cut document continues at position 0 up to its end, then later documents keep their own.
+        first_end = next((index for index, value in enumerate(row_position) if value == 0 and index), None)
+        head = len(row_position) if first_end is None else first_end
+        row_position = [value - offset for value in row_position[:head]] + row_position[head:]
+        rows.append(stream[start : start + max_length])
+        row_positions.append(row_position)
+    return {
+        "input_ids": rows,
+        "attention_mask": [[1] * len(row) for row in rows],
+        "position_ids": row_positions,
+    }
+
+
+def split_documents(batch: dict[str, list], *, tokenizer, text_column: str, max_length: int) -> dict:
+    """One row per document, a long document split into rows of at most ``max_length`` tokens."""
+    texts = [text for text in batch[text_column] if text and text.strip()]
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, return_overflowing_tokens=True)
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+
+def encode_texts(batch: dict[str, list], indices: list[int], *, tokenizer, max_length: int) -> dict:
+    """One row per text, truncated to ``max_length`` tokens, with its row number as ``example_index``."""
+    encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
+    return {
+        "input_ids": encoded["input_ids"],
+        "attention_mask": encoded["attention_mask"],
+        EXAMPLE_INDEX: indices,
+    }
+
+
+class PackedCollator:
+    """Pads ``input_ids`` (pad id), ``attention_mask`` (0) and ``position_ids`` (0) to the longest row."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None, keys: Sequence[str]):
+        self.pad_token_id, self.pad_to_multiple_of, self.keys = pad_token_id, pad_to_multiple_of, keys
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        length = padded_length(max(len(row["input_ids"]) for row in features), self.pad_to_multiple_of)
+        batch = {}
+        for key in self.keys:
+            if key not in features[0]:
+                continue
+            fill = self.pad_token_id if key == "input_ids" else 0
+            batch[key] = torch.tensor([row[key] + [fill] * (length - len(row[key])) for row in features])
+        return batch
+
+
+def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int, save_directory: str | Path):
+    """Train a lowercasing BERT-style WordPiece tokenizer on ``texts`` and save it to ``save_directory``.
+
+    Special tokens get ids 0–4 in the order [PAD], [UNK], [CLS], [SEP], [MASK]; single texts are wrapped
+    as ``[CLS] … [SEP]`` and pairs as ``[CLS] A [SEP] B [SEP]``, as BERT's tokenizer does.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS))
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    # Save under a private name, then rename: processes started together (torchrun) may all train;
+    # the first rename wins and the others load its result, so no rank reads a half-written folder.
+    save_directory = Path(save_directory)
+    staging = save_directory.with_name(f"{save_directory.name}.staging-{os.getpid()}")
+    wrapped.save_pretrained(str(staging))
+    try:
+        staging.rename(save_directory)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        return PreTrainedTokenizerFast.from_pretrained(str(save_directory))
+    return wrapped
