@@ -1,22 +1,9 @@
 """neobert_tasks: fine-tune NeoBERT for classification, NER, QA, long documents and MLM with Lightning."""
 
-from neobert_tasks.model import (
-    NeoBERTConfig,
-    NeoBERTForMaskedLM,
-    NeoBERTForQuestionAnswering,
-    NeoBERTForSequenceClassification,
-    NeoBERTForTokenClassification,
-    NeoBERTModel,
-)
+from neobert_tasks import model
+from neobert_tasks.model import *  # noqa: F403 - the model classes, registered with the Auto classes
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "NeoBERTConfig",
-    "NeoBERTForMaskedLM",
-    "NeoBERTForQuestionAnswering",
-    "NeoBERTForSequenceClassification",
-    "NeoBERTForTokenClassification",
-    "NeoBERTModel",
-    "__version__",
-]
+__all__ = ["__version__"]
+__all__ += model.__all__

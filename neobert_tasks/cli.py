@@ -36,6 +36,7 @@ from neobert_tasks.errors import (
     StorageError,
     UserInputError,
     describe_storage_fault,
+    error_chain,
     storage_fault,
 )
 from neobert_tasks.resume import (
@@ -205,7 +206,20 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
     ``last.ckpt``, with status 143.
     """
     try:
-        return _build_cli(args, run)
+        return NeoBERTCLI(
+            NeoBERTTask,
+            TokenizedDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=RunConfigCallback,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"default_root_dir": "runs"},
+            parser_kwargs={"parser_mode": "omegaconf"},
+            parser_class=NeoBERTArgumentParser,
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+        )
     except SIGTERMException:
         # Pre-empted after ResumeCheckpoint saved last.ckpt; 128 + 15 tells the scheduler it was a signal.
         print("neobert_tasks: stopped by SIGTERM; resume with `fit ... --ckpt_path last`.", file=sys.stderr)
@@ -251,25 +265,4 @@ def _user_input_error(error: BaseException | None) -> UserInputError | None:
     of ``subclass_mode_data``) in a ValueError "Does not validate against any of the Union subtypes";
     the user's mistake is that ValueError's cause.
     """
-    while error is not None:
-        if isinstance(error, UserInputError):
-            return error
-        error = error.__cause__
-    return None
-
-
-def _build_cli(args: list[str] | None, run: bool) -> NeoBERTCLI:
-    return NeoBERTCLI(
-        NeoBERTTask,
-        TokenizedDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_callback=RunConfigCallback,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"default_root_dir": "runs"},
-        parser_kwargs={"parser_mode": "omegaconf"},
-        parser_class=NeoBERTArgumentParser,
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,
-    )
+    return next((link for link in error_chain(error) if isinstance(link, UserInputError)), None)

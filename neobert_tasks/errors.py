@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
 
 
 class UserInputError(Exception):
@@ -31,19 +32,24 @@ class StorageError(UserInputError, OSError):
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
+def error_chain(error: BaseException | None, context: bool = False) -> Iterator[BaseException]:
+    """``error`` and the exceptions it was raised from (with ``context``, failing that, those it was raised
+    while handling), outermost first."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or (error.__context__ if context else None)
+
+
 def storage_fault(error: BaseException | None) -> OSError | None:
     """The OSError with a storage errno that ``error`` is, was raised from, or was raised while handling.
 
     torch.save reports a failed write as a RuntimeError ("unexpected pos …") raised while handling the
     OSError that says why, so the context is searched as well as the cause.
     """
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
-            return error
-        error = error.__cause__ or error.__context__
-    return None
+    faults = (link for link in error_chain(error, context=True) if isinstance(link, OSError))
+    return next((fault for fault in faults if fault.errno in STORAGE_ERRNOS), None)
 
 
 def describe_storage_fault(error: OSError) -> str:

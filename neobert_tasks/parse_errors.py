@@ -28,7 +28,7 @@ from neobert_tasks.class_paths import (
     subclass_paths,
 )
 from neobert_tasks.command_line import where, yaml_problem
-from neobert_tasks.errors import ConfigError, UserInputError
+from neobert_tasks.errors import ConfigError, UserInputError, error_chain
 
 # jsonargparse's exceptions hold their key, class path and value only in their text, so these phrases are
 # read from it, here only. tests/cli/test_argument_parser.py checks them against messages recorded from the
@@ -98,10 +98,7 @@ def text_of(error: BaseException | None) -> str:
 
 def read_failure(message: str, error: BaseException | None) -> Failure:
     """The key, class path and causes that `error`'s chain names."""
-    chain: list[BaseException] = []
-    while error is not None and not any(error is seen for seen in chain):
-        chain.append(error)
-        error = error.__cause__
+    chain = list(error_chain(error))
     found: dict = {}
     for position, link in enumerate(chain):
         text = text_of(link)
@@ -123,11 +120,9 @@ def explain(
 ) -> UserInputError:
     """The one-sentence error for what jsonargparse reported, given the parser and the command line."""
     failure = read_failure(message, error)
-    for explainer in EXPLAINERS:
-        sentence = explainer(failure, parser, list(arguments))
-        if sentence is not None:
-            return sentence
-    return ConfigError(f"Invalid configuration: {one_line(message)}")
+    sentences = (explainer(failure, parser, list(arguments)) for explainer in EXPLAINERS)
+    fallback = ConfigError(f"Invalid configuration: {one_line(message)}")
+    return next((sentence for sentence in sentences if sentence is not None), fallback)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -167,12 +162,11 @@ def class_path_key(key: str | None) -> str:
 
 def init_argument(failure: Failure, name: str, arguments: list[str]) -> tuple[str, str]:
     """How to name init argument `name` of the failure's class, and where it is set."""
+    key = f"{failure.key}.init_args.{name}"
     if failure.key in SINGLE_CLASS_KEYS:
-        key = f"{failure.key}.init_args.{name}"
         return f"'{key}'", where(key, arguments)
     class_name = str(failure.class_path).rpartition(".")[2]
-    key_text = f"'{name}' of {class_name} in '{failure.key}'"
-    return key_text, where(f"{failure.key}.init_args.{name}", arguments)
+    return f"'{name}' of {class_name} in '{failure.key}'", where(key, arguments)
 
 
 def type_name(text: str) -> str:

@@ -278,13 +278,11 @@ def epoch_end_state(trainer: L.Trainer):
     (trained, not yet counted complete): the state Lightning resumes into the next epoch. Once ``fit`` has
     ended the epoch is counted complete too, and a resume from that state would train no batch at all."""
     progress = trainer.fit_loop.epoch_progress
-    finished = progress.total.completed == progress.total.processed > 0
-    if finished:
-        progress.total.completed -= 1
-        progress.current.completed -= 1
+    finished = int(progress.total.completed == progress.total.processed > 0)  # 1: counted complete
+    for counts in (progress.total, progress.current):
+        counts.completed -= finished
     try:
         yield
     finally:
-        if finished:
-            progress.total.completed += 1
-            progress.current.completed += 1
+        for counts in (progress.total, progress.current):
+            counts.completed += finished

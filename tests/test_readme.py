@@ -13,6 +13,8 @@ README). Their shell blocks are read and each line is sorted into what runs it:
   point; a timed run inside the test suite would measure nothing): here each is parsed by its script's
   own argument parser, so a renamed script or option fails;
 * the install and test commands (``pip install …``, ``python -m pytest …``) are what ``.ci/run`` runs;
+* ``jupyter …`` lines open or execute notebooks that tests/notebooks executes (with nbclient, as nbconvert
+  does); here they must name notebooks that exist;
 * the rest of a SLURM script (``#SBATCH`` lines, the requeue line) is shell around a command above.
 A command in a table cell (the README's task table) runs as well, unless a shell block runs the same one.
 A line that fits none of these fails `test_every_command_is_covered`, so a new command needs a test
@@ -46,6 +48,7 @@ RUN_ELSEWHERE = (
     "python -m bench.",
     "pip install ",
     "HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m pytest",
+    "jupyter ",
     "#!/bin/bash",
     "#SBATCH ",
     "[ $? -eq 143 ] && scontrol requeue",
@@ -153,6 +156,23 @@ def test_every_command_is_covered():
             or command in shell_lines_run_elsewhere
         )
         assert covered, f"{document}: the table's `{command}` is in no shell block; add it to one"
+
+
+def test_ci_runs_the_readme_test_command():
+    """`.ci/run` runs exactly the README's install-and-test line, so the front door's command is what CI
+    proves."""
+    readme_lines = [line for _, line in shell_commands() if line.startswith("pip install torch")]
+    ci_lines = [line.strip() for line in (REPO_ROOT / ".ci" / "run").read_text().splitlines()]
+    assert any(line in ci_lines for line in readme_lines), "the README's test command is not .ci/run's"
+
+
+def test_jupyter_commands_name_stored_notebooks():
+    lines = [(section, line) for section, line in shell_commands() if line.startswith("jupyter ")]
+    assert lines, "the README no longer says how to open the notebooks"
+    for section, line in lines:
+        paths = [word for word in shlex.split(line) if word.startswith("notebooks")]
+        assert paths, f"{section}: `{line}` names no notebook or notebook folder"
+        assert all((REPO_ROOT / path).exists() for path in paths), f"{section}: `{line}` names a missing path"
 
 
 def bench_commands() -> list[tuple[str, str]]:

@@ -25,18 +25,19 @@ def _pyplot():
     return pyplot
 
 
-def _ticker():
-    import matplotlib.ticker as ticker
-
-    return ticker
-
-
 def save_figure(figure: Figure, path: str | Path) -> Path:
     """Write ``figure`` to ``path`` (format from its suffix), creating the folder; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100, bbox_inches="tight")
     return path
+
+
+def _laid_out_and_saved(figure: Figure, path: str | Path) -> Figure:
+    """``figure`` after a tight layout and `save_figure`, to return from a plot."""
+    figure.tight_layout()
+    save_figure(figure, path)
+    return figure
 
 
 def plot_learning_curves(
@@ -61,9 +62,7 @@ def plot_learning_curves(
         axis.set(title=name, xlabel="step")
         axis.grid(alpha=0.3)
     axes[0][0].legend()
-    figure.tight_layout()
-    save_figure(figure, path)
-    return figure
+    return _laid_out_and_saved(figure, path)
 
 
 def plot_against_paper(table: pd.DataFrame, path: str | Path) -> Figure:
@@ -81,9 +80,7 @@ def plot_against_paper(table: pd.DataFrame, path: str | Path) -> Figure:
     axis.set_xticks(positions, labels)
     axis.set(ylabel="score (%)", ylim=(0, 100), title="GLUE dev, main metric per task")
     axis.legend(loc="lower right")
-    figure.tight_layout()
-    save_figure(figure, path)
-    return figure
+    return _laid_out_and_saved(figure, path)
 
 
 def plot_confusion_matrix(
@@ -101,9 +98,7 @@ def plot_confusion_matrix(
     for row, column in np.ndindex(matrix.shape):
         color = "white" if matrix[row, column] > threshold else "black"
         axis.text(column, row, str(matrix[row, column]), ha="center", va="center", color=color)
-    figure.tight_layout()
-    save_figure(figure, path)
-    return figure
+    return _laid_out_and_saved(figure, path)
 
 
 def plot_versus(
@@ -132,10 +127,8 @@ def plot_versus(
         # Ticks at the measured x values (lengths), written plainly rather than as powers of ten.
         values = sorted(frame[x].unique())
         axis.set_xticks(values, [f"{value:g}" for value in values])
-        axis.xaxis.set_minor_locator(_ticker().NullLocator())
+        axis.xaxis.set_minor_locator(_pyplot().NullLocator())
         axis.grid(alpha=0.3)
         if group:
             axis.legend(title=group)
-    figure.tight_layout()
-    save_figure(figure, path)
-    return figure
+    return _laid_out_and_saved(figure, path)

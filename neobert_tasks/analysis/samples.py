@@ -91,11 +91,8 @@ def synthetic_ner_sentence(template: str, generator: random.Random) -> tuple[lis
 def synthetic_ner_sentences(count: int, seed: int = 0) -> pd.DataFrame:
     """``count`` synthetic sentences with columns ``tokens`` and ``ner_tags`` (tag names, IOB2)."""
     generator = random.Random(seed)
-    rows = []
-    for _ in range(count):
-        words, tags = synthetic_ner_sentence(generator.choice(SYNTHETIC_TEMPLATES), generator)
-        rows.append({"tokens": words, "ner_tags": tags})
-    return pd.DataFrame(rows)
+    rows = [synthetic_ner_sentence(generator.choice(SYNTHETIC_TEMPLATES), generator) for _ in range(count)]
+    return pd.DataFrame(rows, columns=["tokens", "ner_tags"])
 
 
 def quickstart_as_glue_sst2(quickstart_dir: str | Path, glue_dir: str | Path) -> Path:
@@ -104,14 +101,11 @@ def quickstart_as_glue_sst2(quickstart_dir: str | Path, glue_dir: str | Path) ->
     The sample's class names become GLUE SST-2's label ids (``negative`` 0, ``positive`` 1).
     """
     label_ids = {"negative": 0, "positive": 1}
-    frames = {}
-    for split in ("train", "validation"):
-        frame = pd.read_csv(Path(quickstart_dir) / f"{split}.csv")
-        frames[split] = frame.assign(label=frame["label"].map(label_ids))
     task_dir = Path(glue_dir) / "sst2"
     task_dir.mkdir(parents=True, exist_ok=True)
-    for split, frame in frames.items():
-        frame.to_csv(task_dir / f"{split}.csv", index=False)
+    for split in ("train", "validation"):
+        frame = pd.read_csv(Path(quickstart_dir) / f"{split}.csv")
+        frame.assign(label=frame["label"].map(label_ids)).to_csv(task_dir / f"{split}.csv", index=False)
     return Path(glue_dir)
 
 

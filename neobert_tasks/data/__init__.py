@@ -1,7 +1,7 @@
 """Datamodules, samplers and data loading helpers for NeoBERT fine-tuning tasks."""
 
 from neobert_tasks.data.base import TokenizedDataModule
-from neobert_tasks.data.collator import ModelInputCollator
+from neobert_tasks.data.collator import ModelInputCollator, TokenClassificationCollator
 from neobert_tasks.data.glue import GLUE_TASKS, GLUEDataModule, GLUETask
 from neobert_tasks.data.labels import LabelSchema
 from neobert_tasks.data.long_document import DocumentWindowCollator, LongDocumentDataModule
@@ -13,13 +13,13 @@ from neobert_tasks.data.sources import (
     find_split_files,
     load_hub_splits,
     load_local_splits,
-    load_tokenizer,
 )
 from neobert_tasks.data.text import TextDataModule
 from neobert_tasks.data.text_classification import TextClassificationDataModule
 from neobert_tasks.data.text_encoding import PackedCollator, train_wordpiece_tokenizer
 from neobert_tasks.data.token_budget import TokenBudgetSampler
-from neobert_tasks.data.token_classification import TokenClassificationCollator, TokenClassificationDataModule
+from neobert_tasks.data.token_classification import TokenClassificationDataModule
+from neobert_tasks.data.tokenizer import load_tokenizer
 
 __all__ = [
     "GLUE_TASKS",

@@ -9,9 +9,9 @@ which splits a stage needs and which exist, and turns each raw split into a toke
 
 A subclass says where the raw splits come from, how to check one and how to encode a batch of rows (the
 abstract members), and may use the declared hooks: `example_indexing` (how a tokenized row knows its
-example: tasks that cut an example into windows set it in their encoder), `map_kwargs`, `after_tokenize`
-and, to predict a raw text file, `load_predict_file`. Batching, sampling, token budgets, DDP sharding
-and mid-epoch resume are free functions in `loaders.py`.
+example: tasks that cut an example into windows set it in their encoder), `map_kwargs`, `after_tokenize`,
+`make_collator` and, to predict a raw text file, `load_predict_file`. Batching, sampling, token budgets,
+DDP sharding and mid-epoch resume are free functions in `loaders.py`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ from neobert_tasks.data.loaders import (
     SplitLoaders,
     check_max_tokens,
 )
-from neobert_tasks.data.sources import DataError, load_tokenizer
+from neobert_tasks.data.sources import DataError
 from neobert_tasks.data.splits import PREDICT_SPLIT, SplitBookkeeping
+from neobert_tasks.data.tokenizer import load_tokenizer
 
 # What `empty_texts` may say about rows with an empty or null text.
 EMPTY_TEXT_POLICIES = ("skip", "error")
@@ -179,12 +180,31 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
 
     @property
     def collator(self) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
-        """Pads a list of tokenized rows into a batch of tensors."""
+        """Pads a list of tokenized rows into a batch of tensors (`make_collator`'s, made on first use)."""
         if self._collator is None:
-            self._collator = ModelInputCollator(
-                self.tokenizer, self.pad_to_multiple_of, self.model_input_keys
-            )
+            self._collator = self.make_collator()
         return self._collator
+
+    def make_collator(self) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+        """The collator of `model_input_keys`; a task whose batches hold more than that pads them its way."""
+        return ModelInputCollator(self.tokenizer, self.pad_to_multiple_of, self.model_input_keys)
+
+    def window_tokenizer(
+        self, missing: str, stride_name: str, stride: int, pair: bool
+    ) -> PreTrainedTokenizerBase:
+        """The tokenizer of a task that cuts inputs into windows overlapping by `stride` tokens: a fast one
+        (a slow one lacks what `missing` names), leaving more than `stride` tokens of each window besides
+        the special tokens (of one text, or of a `pair`)."""
+        tokenizer = self.tokenizer
+        if not tokenizer.is_fast:
+            raise DataError(f"Tokenizer '{self.tokenizer_name_or_path}' is not a fast tokenizer ({missing}).")
+        special_tokens = tokenizer.num_special_tokens_to_add(pair=pair)
+        if stride >= self.max_length - special_tokens:
+            raise DataError(
+                f"{stride_name} ({stride}) must be below max_length ({self.max_length}) minus the"
+                f" {special_tokens} special tokens of each window."
+            )
+        return tokenizer
 
     # ----------------------------------------------------------------------------------------------------
     # Loading and tokenizing.
@@ -197,7 +217,7 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         predict a `predict_file`, just that file (no split is needed)."""
         stage = self.trainer.state.fn if self.trainer is not None else None
         if self._predicting_from_file(stage):
-            self._process_split(PREDICT_SPLIT, self.load_predict_file(), self._predict_origin())
+            self._process_predict_file()
             return
         raw, origins = self._load(self._all_split_names())
         for name in raw:
@@ -206,10 +226,7 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
     def setup(self, stage: str | None = None) -> None:
         """Load the splits `stage` needs; tokenization hits the cache written by `prepare_data`."""
         if self._predicting_from_file(stage):
-            predict_rows = self.load_predict_file()
-            self.datasets[PREDICT_SPLIT] = self._process_split(
-                PREDICT_SPLIT, predict_rows, self._predict_origin()
-            )
+            self.datasets[PREDICT_SPLIT] = self._process_predict_file()
             return
         wanted, required, any_of = self._stage_requirements(stage)
         raw, origins = self._load(wanted)
@@ -221,8 +238,10 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         for name in used:
             self.datasets[name] = self._process_split(name, raw[name], origins[name])
 
-    def _predict_origin(self) -> str:
-        return f"predict file '{self.predict_file}'"
+    def _process_predict_file(self) -> datasets.Dataset:
+        return self._process_split(
+            PREDICT_SPLIT, self.load_predict_file(), f"predict file '{self.predict_file}'"
+        )
 
     def _process_split(self, name: str, dataset: datasets.Dataset, origin: str) -> datasets.Dataset:
         """Limit, check and tokenize one raw split (the `map` result is cached under the datasets cache)."""

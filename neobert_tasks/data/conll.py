@@ -2,17 +2,24 @@
 
 Column 0 holds the word and another column (by default the last) its tag; a blank line ends a sentence and
 `-DOCSTART-` lines mark documents, not words. A data directory may mix these files with the tabular split
-files of `find_split_files`: `find_word_split_files` finds both.
+files of `find_split_files`: `find_word_split_files` finds both, and `load_word_splits` reads both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import datasets
 
-from neobert_tasks.data.sources import DataError, find_split_files
+from neobert_tasks.data.sources import (
+    DataError,
+    check_one_format,
+    find_split_files,
+    load_generated_split,
+    load_local_splits,
+    no_split_files_error,
+)
 
 CONLL_SUFFIXES = (".conll", ".txt")
 DOCUMENT_START = "-DOCSTART-"
@@ -34,9 +41,8 @@ def read_conll_sentences(
 ) -> Iterator[dict[str, list[str]]]:
     """Yield one row per sentence of CoNLL files: the word is column 0, the tag column `tag_column`.
 
-    Sentences end at blank lines; `-DOCSTART-` lines are document markers, not words. `file_stamps` (size and
-    modification time of each file) is not used here: as a generator argument it is part of the datasets
-    cache key, so an edited file is read again instead of being served from the cache.
+    Sentences end at blank lines; `-DOCSTART-` lines are document markers, not words. `file_stamps` is not
+    used here: it only enters the datasets cache key (see `load_generated_split`).
     """
     del file_stamps
     for path in paths:
@@ -65,28 +71,11 @@ def load_conll_split(
 ) -> datasets.Dataset:
     """Read CoNLL files into a memory-mapped dataset in the datasets cache, so its tokenization is cached."""
     string_list = datasets.List(datasets.Value("string"))
-    try:
-        dataset = datasets.Dataset.from_generator(
-            read_conll_sentences,
-            features=datasets.Features({tokens_column: string_list, tags_column: string_list}),
-            cache_dir=cache_dir,
-            split=split,
-            gen_kwargs={
-                "paths": [str(path) for path in files],
-                "tokens_column": tokens_column,
-                "tags_column": tags_column,
-                "tag_column": tag_column,
-                "file_stamps": [[path.stat().st_size, path.stat().st_mtime_ns] for path in files],
-            },
-        )
-    except datasets.exceptions.DatasetGenerationError as error:
-        if isinstance(error.__cause__, DataError):
-            raise error.__cause__ from None
-        reason = error.__cause__ or error
-        raise DataError(f"Could not read split '{split}' from {[str(p) for p in files]}: {reason}") from error
-    if len(dataset) == 0:
-        raise DataError(f"Split '{split}' file(s) {[str(path) for path in files]} hold no sentences.")
-    return dataset
+    features = datasets.Features({tokens_column: string_list, tags_column: string_list})
+    columns = {"tokens_column": tokens_column, "tags_column": tags_column, "tag_column": tag_column}
+    return load_generated_split(
+        split, files, read_conll_sentences, features, cache_dir, "sentences", **columns
+    )
 
 
 def find_word_split_files(directory: str | Path) -> dict[str, list[Path]]:
@@ -96,3 +85,32 @@ def find_word_split_files(directory: str | Path) -> dict[str, list[Path]]:
         if path.is_file() and path.suffix in CONLL_SUFFIXES:
             split_files.setdefault(path.stem.split("-", 1)[0], []).append(path)
     return split_files
+
+
+def load_word_splits(
+    directory: str | Path,
+    split_names: Sequence[str],
+    tokens_column: str,
+    tags_column: str,
+    tag_column: int,
+    cache_dir: str | None,
+) -> tuple[datasets.DatasetDict, dict[str, str]]:
+    """The splits among `split_names` with files in `directory`, CoNLL files or tabular ones (one format per
+    split), with a readable origin per split; `MissingDataError` when none of them has files."""
+    split_files = find_word_split_files(directory)
+    wanted = [name for name in split_names if name in split_files]
+    if not wanted:
+        raise no_split_files_error(
+            directory, split_names, split_files, "<split>.parquet|json|jsonl|conll|txt"
+        )
+    loaded, origins = datasets.DatasetDict(), {}
+    for name in wanted:
+        files = split_files[name]
+        check_one_format(name, files)
+        if files[0].suffix in CONLL_SUFFIXES:
+            loaded[name] = load_conll_split(name, files, tokens_column, tags_column, tag_column, cache_dir)
+            origins[name] = ", ".join(str(path) for path in files)
+        else:
+            tabular, tabular_origins = load_local_splits(directory, [name], cache_dir)
+            loaded[name], origins[name] = tabular[name], tabular_origins[name]
+    return loaded, origins

@@ -7,19 +7,17 @@ after `__init__` without reading any data. Loaded data is checked against the ta
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from neobert_tasks.data.base import EncodeFunction, TokenizedDataModule
-from neobert_tasks.data.checks import check_text_columns, require_columns, require_finite
-from neobert_tasks.data.labels import REGRESSION, SINGLE_LABEL, check_labels, label_encoding
-from neobert_tasks.data.sources import DataError, find_split_files, load_hub_splits, load_local_splits
-from neobert_tasks.data.text_classification import encode_sentences
+from neobert_tasks.data.checks import check_text_columns, require_columns
+from neobert_tasks.data.labels import REGRESSION, SINGLE_LABEL, LabelSchema, check_labels, label_encoding
+from neobert_tasks.data.sources import DataError
+from neobert_tasks.data.splits import PREDICT_SPLIT
+from neobert_tasks.data.text_classification import LabelledTextDataModule
 
 GLUE_HUB_ID = "nyu-mll/glue"
 
@@ -38,7 +36,7 @@ class GLUETask:
 
     @property
     def num_labels(self) -> int:
-        return 1 if self.problem_type == REGRESSION else len(self.label_names)
+        return LabelSchema(self.problem_type, self.label_names).num_labels
 
 
 GLUE_TASKS: dict[str, GLUETask] = {
@@ -71,7 +69,7 @@ def glue_task(task_name: str) -> GLUETask:
     return GLUE_TASKS[task_name]
 
 
-class GLUEDataModule(TokenizedDataModule):
+class GLUEDataModule(LabelledTextDataModule):
     """One GLUE task, tokenized for NeoBERT (defaults follow the NeoBERT paper's GLUE recipe).
 
     Args:
@@ -81,8 +79,6 @@ class GLUEDataModule(TokenizedDataModule):
         max_length: longest tokenized sequence; longer inputs are truncated.
         kwargs: the options every datamodule shares, declared in `TokenizedDataModule`.
     """
-
-    sort_eval_by_length = True  # predictions are written back by example index
 
     def __init__(
         self,
@@ -94,7 +90,11 @@ class GLUEDataModule(TokenizedDataModule):
         super().__init__(max_length=max_length, **kwargs)
         self.task = glue_task(task_name)
         self.task_name = task_name
-        self.data_dir = self._task_directory(data_dir, task_name)
+        self.text_columns, self.label_column = self.task.text_columns, "label"
+        # Class names in class-id order, as in the hub dataset's `label` feature (STS-B: one score).
+        self.label_schema = LabelSchema(self.task.problem_type, self.task.label_names)
+        # Hub `nyu-mll/glue` with the task as its config, unless data_dir holds a local copy.
+        self.set_data_source(GLUE_HUB_ID, task_name, self._task_directory(data_dir, task_name))
         self.save_hyperparameters()
 
     @staticmethod
@@ -109,21 +109,6 @@ class GLUEDataModule(TokenizedDataModule):
 
     # ----------------------------------------------------------------------------------------------------
     # Task properties, available right after __init__ for LightningCLI argument linking.
-
-    @property
-    def num_labels(self) -> int:
-        """Number of model outputs (1 for the STS-B regression)."""
-        return self.task.num_labels
-
-    @property
-    def problem_type(self) -> str:
-        """single_label_classification, or regression for STS-B."""
-        return self.task.problem_type
-
-    @property
-    def label_names(self) -> list[str]:
-        """Class names in class-id order, as in the hub dataset's `label` feature."""
-        return list(self.task.label_names)
 
     @property
     def main_metric(self) -> str:
@@ -143,34 +128,12 @@ class GLUEDataModule(TokenizedDataModule):
     # ----------------------------------------------------------------------------------------------------
     # TokenizedDataModule hooks.
 
-    @property
-    def data_source(self) -> str:
-        if self.data_dir is not None:
-            return f"directory '{self.data_dir}'"
-        return f"hub dataset '{GLUE_HUB_ID}' (config '{self.task_name}')"
-
-    def local_split_names(self) -> set[str] | None:
-        if self.data_dir is None or not Path(self.data_dir).is_dir():
-            return None
-        return set(find_split_files(self.data_dir))
-
-    def load_raw_splits(self, split_names: Sequence[str]) -> tuple[datasets.DatasetDict, dict[str, str]]:
-        if self.data_dir is not None:
-            raw, origins = load_local_splits(self.data_dir, split_names, self.cache_dir)
-        else:
-            loaded, origins = load_hub_splits(GLUE_HUB_ID, self.task_name, self.cache_dir)
-            raw = datasets.DatasetDict({name: loaded[name] for name in split_names if name in loaded})
-        # STS-B scores: checked on the whole split as loaded, so the row named is the row of the file.
-        for name, dataset in raw.items():
-            require_finite(dataset, "label", name, origins[name])
-        return raw, origins
-
-    def empty_text_columns(self) -> Sequence[str]:
-        return self.task.text_columns
-
     def check_split(self, split_name: str, dataset: datasets.Dataset, origin: str) -> None:
-        require_columns(dataset, [*self.task.text_columns, "label"], origin)
+        is_predict_file = split_name == PREDICT_SPLIT  # texts only, checked as they were read
+        require_columns(dataset, [*self.task.text_columns, None if is_predict_file else "label"], origin)
         check_text_columns(dataset, self.task.text_columns, origin)
+        if is_predict_file:
+            return
         feature = dataset.features["label"]
         encoding = label_encoding(self.problem_type, feature, "label", origin)
         names = getattr(feature, "names", None)
@@ -181,15 +144,3 @@ class GLUEDataModule(TokenizedDataModule):
             )
         is_test = split_name in self.task.test_splits
         check_labels(dataset, "label", encoding, self.label_names, split_name, allow_unlabeled=is_test)
-
-    def encode_function(self, split_name: str, dataset: datasets.Dataset) -> EncodeFunction:
-        return functools.partial(
-            encode_sentences,
-            tokenizer=self.tokenizer,
-            text_columns=self.task.text_columns,
-            max_length=self.max_length,
-            label_column="label",
-            encoding=label_encoding(self.problem_type, dataset.features["label"], "label", split_name),
-            label_to_index={},
-            num_labels=self.num_labels,
-        )

@@ -86,6 +86,17 @@ def encode_label(value: object, encoding: str, label_to_index: dict[str, int], n
     return multi_hot
 
 
+def encode_labels(
+    batch: dict[str, list], *, label_column: str | None, encoding: str, label_to_index: dict, num_labels: int
+) -> dict[str, list]:
+    """`{"labels": [...]}`: the targets of a batch's `label_column`, or {} for a batch without labels."""
+    if label_column is None or label_column not in batch:
+        return {}
+    return {
+        "labels": [encode_label(value, encoding, label_to_index, num_labels) for value in batch[label_column]]
+    }
+
+
 def check_labels(
     dataset: datasets.Dataset,
     column: str,

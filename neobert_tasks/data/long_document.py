@@ -29,7 +29,7 @@ from transformers import PreTrainedTokenizerBase
 from neobert_tasks.data.base import EncodeFunction
 from neobert_tasks.data.collator import padded_length
 from neobert_tasks.data.keys import EXAMPLE_INDEX, EXAMPLE_POSITION
-from neobert_tasks.data.labels import encode_label, label_encoding
+from neobert_tasks.data.labels import encode_labels
 from neobert_tasks.data.sources import DataError
 from neobert_tasks.data.text_classification import TextClassificationDataModule
 
@@ -88,32 +88,21 @@ def encode_documents(
     body_length: int,
     stride: int,
     head_tokens: int,
-    label_column: str | None,
-    encoding: str,
-    label_to_index: dict[str, int],
-    num_labels: int,
+    **label_options: Any,
 ) -> dict[str, list]:
-    """Tokenize whole documents (title first when given), cut them into windows and encode their labels."""
+    """Tokenize whole documents (title first when given), cut them into windows and encode their labels
+    (`label_options`: the arguments of `encode_labels`)."""
     texts = batch[text_column]
     if title_column is not None:
         texts = [f"{title}\n\n{text}" for title, text in zip(batch[title_column], texts, strict=True)]
     # No truncation here: the windows below decide what is kept. verbose=False silences the tokenizer's
     # warning about sequences longer than its own model_max_length, which is expected for documents.
     encoded = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)
-    result: dict[str, list] = {
-        "input_ids": [
-            [
-                prefix + window + suffix
-                for window in document_windows(ids, overflow, body_length, stride, head_tokens)
-            ]
-            for ids in encoded["input_ids"]
-        ]
-    }
-    if label_column is not None and label_column in batch:
-        result["labels"] = [
-            encode_label(value, encoding, label_to_index, num_labels) for value in batch[label_column]
-        ]
-    return result
+    windows = [
+        document_windows(ids, overflow, body_length, stride, head_tokens) for ids in encoded["input_ids"]
+    ]
+    input_ids = [[prefix + window + suffix for window in document] for document in windows]
+    return {"input_ids": input_ids, **encode_labels(batch, **label_options)}
 
 
 class DocumentWindowCollator:
@@ -189,15 +178,7 @@ class LongDocumentDataModule(TextClassificationDataModule):
         self.stride = stride
         self.head_tokens = head_tokens
         self.save_hyperparameters()
-        # As in the parent: the resolved label schema, not the given (often None) values, is what the CLI
-        # links into the model's hparams, and Lightning refuses keys whose values differ between the two.
-        self.save_hyperparameters(
-            {
-                "problem_type": self.problem_type,
-                "num_labels": self.num_labels,
-                "label_names": self.label_names,
-            }
-        )
+        self._record_label_schema()  # over the given values just saved again, as in the parent
 
     def empty_text_columns(self) -> Sequence[str]:
         """The document's text: an empty title alone does not make a document empty."""
@@ -218,15 +199,10 @@ class LongDocumentDataModule(TextClassificationDataModule):
             raise DataError(f"head_tokens must be in [0, {body}], got {self.head_tokens}.")
         return body
 
-    @property
-    def collator(self) -> DocumentWindowCollator:
-        if self._collator is None:
-            self._collator = DocumentWindowCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
-        return self._collator
+    def make_collator(self) -> DocumentWindowCollator:
+        return DocumentWindowCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
 
     def encode_function(self, split_name: str, dataset: datasets.Dataset) -> EncodeFunction:
-        labelled = self.label_column in dataset.column_names
-        feature = dataset.features[self.label_column] if labelled else None
         prefix, suffix = special_token_ids(self.tokenizer)
         return functools.partial(
             encode_documents,
@@ -239,10 +215,7 @@ class LongDocumentDataModule(TextClassificationDataModule):
             body_length=self.body_length,
             stride=self.stride,
             head_tokens=self.head_tokens,
-            label_column=self.label_column if labelled else None,
-            encoding=label_encoding(self.problem_type, feature, self.label_column, "") if labelled else "",
-            label_to_index={name: index for index, name in enumerate(self.label_names)},
-            num_labels=self.num_labels,
+            **self.label_options(dataset),
         )
 
     def window_lengths(self, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,15 @@ from neobert_tasks.data.splits import PREDICT_SPLIT
 from neobert_tasks.data.word_tags import first_row
 
 WORDS_COLUMN = "words"  # words of `predict_file` rows, found by the pre-tokenizer
-PREDICT_FILE_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+# Builder of `datasets.load_dataset` and its options, per predict file suffix.
+PREDICT_FILE_BUILDERS = {
+    ".txt": ("text", {}),
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"delimiter": "\t"}),
+    ".jsonl": ("json", {}),
+    ".json": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
 
 
 def split_text_into_words(batch: dict[str, list], *, tokenizer: PreTrainedTokenizerBase) -> dict[str, list]:
@@ -52,8 +60,11 @@ def join_words(batch: dict[str, list], *, tokens_column: str) -> dict[str, list]
     return {"text": texts, WORDS_COLUMN: words, "word_offsets": offsets}
 
 
-def load_text_file(path: str, cache_dir: str | None) -> datasets.Dataset:
-    """Raw texts to predict: a .txt file (one text per line) or a .jsonl/.json/.parquet file with `text`."""
+def load_text_file(
+    path: str, cache_dir: str | None, text_columns: tuple[str, ...] = ("text",)
+) -> datasets.Dataset:
+    """Raw texts to predict: a .txt file (one text per line), or a .csv/.tsv/.jsonl/.json/.parquet file with
+    the `text_columns`. A file of one column stands for a single text column whatever its name."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise MissingDataError(f"Predict file '{path}' does not exist.")
@@ -61,20 +72,31 @@ def load_text_file(path: str, cache_dir: str | None) -> datasets.Dataset:
         raise DataError(f"Predict file '{path}' must end in one of {', '.join(PREDICT_FILE_BUILDERS)}.")
     if file.stat().st_size == 0:
         raise DataError(f"Predict file '{path}' is empty (0 bytes).")
+    if file.suffix == ".txt" and len(text_columns) > 1:
+        raise DataError(
+            f"Predict file '{path}' holds one text per line, but this task reads pairs: give a .csv, .tsv or"
+            f" .jsonl file with columns {', '.join(text_columns)}."
+        )
+    builder, options = PREDICT_FILE_BUILDERS[file.suffix]
     try:
         dataset = datasets.load_dataset(
-            PREDICT_FILE_BUILDERS[file.suffix],
+            builder,
             data_files={PREDICT_SPLIT: str(file)},
             split=PREDICT_SPLIT,
             cache_dir=cache_dir,
+            **options,
         )
     except (ValueError, OSError, datasets.exceptions.DatasetGenerationError) as error:
         raise DataError(f"Could not read predict file '{path}': {error.__cause__ or error}") from error
+    [only_column] = dataset.column_names if len(dataset.column_names) == 1 else [None]
+    if len(text_columns) == 1 and only_column not in (None, text_columns[0]):
+        dataset = dataset.rename_column(only_column, text_columns[0])
     origin = f"predict file '{path}'"
-    require_columns(dataset, ["text"], origin)
-    if label_kind(dataset.features["text"]) != "str":
-        raise DataError(f"Column 'text' of {origin} must hold text, not {dataset.features['text']}.")
-    missing_row = first_row(pc.is_null(dataset.with_format("arrow")["text"]))
-    if missing_row >= 0:
-        raise DataError(f"Row {missing_row} of {origin} has no text (null).")
+    require_columns(dataset, list(text_columns), origin)
+    for column in text_columns:
+        if label_kind(dataset.features[column]) != "str":
+            raise DataError(f"Column '{column}' of {origin} must hold text, not {dataset.features[column]}.")
+        missing_row = first_row(pc.is_null(dataset.with_format("arrow")[column]))
+        if missing_row >= 0:
+            raise DataError(f"Row {missing_row} of {origin} has no text (null) in column '{column}'.")
     return dataset

@@ -4,6 +4,8 @@ A local directory holds one file (or several shards) per split, named after the 
 `train.parquet`, `validation.csv`, `test.jsonl`, `train-00000-of-00002.parquet`, ... Files are read with
 `datasets.load_dataset(<builder>, data_files=...)` so that the resulting datasets are memory-mapped from the
 datasets cache and carry fingerprints, which is what lets later `Dataset.map` calls be cached.
+Formats with a reader of their own (CoNLL columns, official SQuAD JSON) go through `load_generated_split`,
+which lands them in the cache the same way.
 
 Every problem with the data is reported as a `DataError` whose message is one sentence naming the offending
 directory, file, split or column. CSV/TSV rows whose field count differs from the header's are refused with
@@ -13,16 +15,15 @@ their line (pandas would shift or drop fields silently), and so are non-finite n
 from __future__ import annotations
 
 import csv
-import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import datasets
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from neobert_tasks.data.hub_access import LOCAL_DATA_HINT, hub_unreachable, offline_hub
 from neobert_tasks.errors import UserInputError
 
 # File suffix -> (datasets builder name, extra builder keyword arguments). Several suffixes share a builder.
@@ -37,9 +38,6 @@ FILE_FORMATS: dict[str, tuple[str, dict[str, object]]] = {
 }
 # What a delimiter is called in the error about a row with more fields than the header.
 DELIMITER_NAMES = {",": "comma", "\t": "tab"}
-
-# A hub id is "name" or "owner/name"; anything else that does not exist on disk is a mistyped path.
-HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 class DataError(UserInputError, ValueError):
@@ -92,11 +90,27 @@ def _has_rows(path: Path) -> bool:
     return False
 
 
-def _load_files(split: str, files: list[Path], cache_dir: str | None) -> datasets.Dataset:
-    """Load the files of one split with the builder that matches their suffix."""
+def check_one_format(split: str, files: list[Path]) -> None:
+    """Raise `DataError` when the files of one split do not all have the same suffix (format)."""
     suffixes = {path.suffix for path in files}
     if len(suffixes) > 1:
         raise DataError(f"Split '{split}' mixes file formats {sorted(suffixes)}: {[str(p) for p in files]}.")
+
+
+def no_split_files_error(
+    directory: str | Path, split_names: Iterable[str], split_files: dict, file_names: str
+) -> MissingDataError:
+    """The error for a directory with none of the requested splits: the splits it has, and how files are
+    named (`file_names`, e.g. "<split>.parquet|csv")."""
+    return MissingDataError(
+        f"Data directory '{directory}' has no files for splits {list(split_names)}"
+        f" (splits found: {', '.join(sorted(split_files)) or 'none'}; files are named {file_names})."
+    )
+
+
+def _load_files(split: str, files: list[Path], cache_dir: str | None) -> datasets.Dataset:
+    """Load the files of one split with the builder that matches their suffix."""
+    check_one_format(split, files)
     for path in files:
         if path.stat().st_size == 0:
             raise DataError(f"Split '{split}' file '{path}' is empty (0 bytes).")
@@ -198,11 +212,7 @@ def load_local_splits(
     split_files = find_split_files(directory)
     wanted = [name for name in split_names if name in split_files]
     if not wanted:
-        raise MissingDataError(
-            f"Data directory '{directory}' has no files for splits {list(split_names)}"
-            f" (splits found: {', '.join(sorted(split_files)) or 'none'}; files are named"
-            " <split>.parquet|csv|tsv|json|jsonl)."
-        )
+        raise no_split_files_error(directory, split_names, split_files, "<split>.parquet|csv|tsv|json|jsonl")
     loaded = datasets.DatasetDict()
     origins: dict[str, str] = {}
     for name in wanted:
@@ -211,17 +221,64 @@ def load_local_splits(
     return loaded, origins
 
 
+def load_generated_split(
+    split: str,
+    files: list[Path],
+    generator: Callable,
+    features: datasets.Features,
+    cache_dir: str | None,
+    rows_name: str,
+    **generator_kwargs: object,
+) -> datasets.Dataset:
+    """Run `generator(paths=..., file_stamps=..., **generator_kwargs)` over the files of a split with a
+    format of its own (CoNLL columns, official SQuAD JSON) into a memory-mapped dataset in the datasets
+    cache, so that its tokenization is cached too; `rows_name` says what a row is in the "no rows" error.
+
+    `file_stamps` (size and modification time of each file) is a generator argument only so that it enters
+    the datasets cache key: an edited file is read again instead of being served from the cache. A
+    `DataError` raised by the generator comes out as it is.
+    """
+    try:
+        dataset = datasets.Dataset.from_generator(
+            generator,
+            features=features,
+            cache_dir=cache_dir,
+            split=split,
+            gen_kwargs={
+                "paths": [str(path) for path in files],
+                **generator_kwargs,
+                "file_stamps": [[path.stat().st_size, path.stat().st_mtime_ns] for path in files],
+            },
+        )
+    except datasets.exceptions.DatasetGenerationError as error:
+        if isinstance(error.__cause__, DataError):
+            raise error.__cause__ from None
+        reason = error.__cause__ or error
+        raise DataError(f"Could not read split '{split}' from {[str(p) for p in files]}: {reason}") from error
+    if len(dataset) == 0:
+        raise DataError(f"Split '{split}' file(s) {[str(path) for path in files]} hold no {rows_name}.")
+    return dataset
+
+
 def load_hub_splits(
     dataset_id: str, config_name: str | None = None, cache_dir: str | None = None
 ) -> tuple[datasets.DatasetDict, dict[str, str]]:
-    """Load every split of a hub dataset (or a locally cached copy of it) with `datasets.load_dataset`."""
+    """Load every split of a hub dataset (or a locally cached copy of it) with `datasets.load_dataset`; an
+    unreachable hub leaves the cached copy only, and no copy is one sentence naming `data_dir`."""
+    offline = hub_unreachable()
     try:
-        loaded = datasets.load_dataset(dataset_id, config_name, cache_dir=cache_dir)
+        with offline_hub(offline):
+            loaded = datasets.load_dataset(dataset_id, config_name, cache_dir=cache_dir)
     except Exception as error:  # noqa: BLE001 - the hub client raises many unrelated types; all mean "not loadable"
         config_text = f" with config '{config_name}'" if config_name else ""
+        if offline:
+            raise DataError(
+                f"Could not load hub dataset '{dataset_id}'{config_text}: the hub is not reachable (offline)"
+                f" and there is no cached copy; {LOCAL_DATA_HINT}."
+            ) from error
         raise DataError(
-            f"Could not load hub dataset '{dataset_id}'{config_text} (offline, unknown id or config?):"
-            f" {error}"
+            f"Could not load hub dataset '{dataset_id}'{config_text} (unknown id or config?): {error};"
+            f" for local files, {LOCAL_DATA_HINT}."
         ) from error
     if not isinstance(loaded, datasets.DatasetDict):
         raise DataError(f"Hub dataset '{dataset_id}' did not load as a dictionary of splits.")
@@ -231,22 +288,3 @@ def load_hub_splits(
         if len(dataset) == 0:
             raise DataError(f"Split '{name}' of {origins[name]} has no rows.")
     return loaded, origins
-
-
-def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    """Load a tokenizer from a local directory or a hub id, with a one-sentence error when neither works."""
-    is_local = Path(name_or_path).expanduser().exists()
-    if not is_local and not HUB_ID_PATTERN.match(name_or_path):
-        raise MissingDataError(f"Tokenizer directory '{name_or_path}' does not exist.")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            str(Path(name_or_path).expanduser()) if is_local else name_or_path
-        )
-    except (OSError, ValueError) as error:
-        # The hub client's explanation runs over several lines; its first one says what went wrong.
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        where = "from its local directory" if is_local else "(no such directory) from the Hugging Face hub"
-        raise DataError(f"Could not load tokenizer '{name_or_path}' {where}: {reason}") from error
-    if tokenizer.pad_token_id is None:
-        raise DataError(f"Tokenizer '{name_or_path}' has no padding token, which dynamic padding needs.")
-    return tokenizer

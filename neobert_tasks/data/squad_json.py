@@ -1,9 +1,11 @@
-"""The official SQuAD JSON format (``{"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}``)
-read into the hub's flat columns (``id, title, context, question, answers``).
+"""SQuAD's rows: the official JSON format read into the hub's flat columns, and the checks of those columns.
 
-The rows go through ``datasets.Dataset.from_generator`` so that they land in the datasets cache and carry a
-fingerprint like any other split: later tokenization is cached as for parquet files. The files' sizes and
-modification times are part of the generator's arguments, so an edited file is read again.
+An official file (``{"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}``) becomes rows of
+``id, title, context, question, answers``; rows of any source (these files, other split files, a hub
+dataset) are checked before they are tokenized.
+
+Official files are converted by `load_generated_split`, into the datasets cache like any other split, so
+that their tokenization is cached as for parquet files.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from neobert_tasks.data.sources import DataError
+from neobert_tasks.data.sources import DataError, load_generated_split
 
 ANSWERS_COLUMN = "answers"
+QUESTION_COLUMNS = ("id", "context", "question")
 STRING = datasets.Value("string")
 SQUAD_FEATURES = datasets.Features(
     {"id": STRING, "title": STRING, "context": STRING, "question": STRING,
@@ -71,9 +76,8 @@ def official_rows(article: dict, path: str, article_number: int) -> Iterator[dic
 
 
 def read_official_squad(paths: list[str], file_stamps: list[list[int]]) -> Iterator[dict[str, Any]]:
-    """Yield the flat rows of official SQuAD JSON files. `file_stamps` (size and modification time of each
-    file) is unused here: as a generator argument it enters the datasets cache key, so an edited file is
-    converted again instead of being served from the cache."""
+    """Yield the flat rows of official SQuAD JSON files. `file_stamps` is not used here: it only enters the
+    datasets cache key (see `load_generated_split`)."""
     del file_stamps
     for path in paths:
         with open(path, encoding="utf-8") as handle:
@@ -87,26 +91,70 @@ def read_official_squad(paths: list[str], file_stamps: list[list[int]]) -> Itera
 def load_official_squad(split: str, files: list[Path], cache_dir: str | None) -> datasets.Dataset:
     """Convert official SQuAD JSON files into a memory-mapped dataset in the datasets cache (so that its
     tokenization is cached too), with the hub's columns."""
-    try:
-        dataset = datasets.Dataset.from_generator(
-            read_official_squad,
-            features=SQUAD_FEATURES,
-            cache_dir=cache_dir,
-            split=split,
-            gen_kwargs={
-                "paths": [str(path) for path in files],
-                "file_stamps": [[path.stat().st_size, path.stat().st_mtime_ns] for path in files],
-            },
-        )
-    except datasets.exceptions.DatasetGenerationError as error:
-        if isinstance(error.__cause__, DataError):
-            raise error.__cause__ from None
-        reason = error.__cause__ or error
-        raise DataError(f"Could not read split '{split}' from {[str(p) for p in files]}: {reason}") from error
-    if len(dataset) == 0:
-        raise DataError(f"Split '{split}' file(s) {[str(path) for path in files]} hold no questions.")
-    return dataset
+    return load_generated_split(split, files, read_official_squad, SQUAD_FEATURES, cache_dir, "questions")
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Checks of the raw rows.
+
+
+def is_text(arrow_type: pa.DataType) -> bool:
+    """Whether an Arrow column type holds strings."""
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+
+
+def check_answers_type(dataset: datasets.Dataset, origin: str) -> None:
+    """`answers` must be a struct of two lists, `text` (strings) and `answer_start` (integers)."""
+    answer_type = dataset.data.schema.field(ANSWERS_COLUMN).type
+    fields = {field.name: field.type for field in answer_type} if pa.types.is_struct(answer_type) else {}
+    text, start = fields.get("text"), fields.get("answer_start")
+    is_list = pa.types.is_list
+    text_ok = (
+        text is not None and (is_list(text) or pa.types.is_large_list(text)) and is_text(text.value_type)
+    )
+    start_ok = start is not None and (is_list(start) or pa.types.is_large_list(start))
+    if not (text_ok and start_ok and pa.types.is_integer(start.value_type)):
+        raise DataError(
+            f"Column '{ANSWERS_COLUMN}' of {origin} must hold {{'text': [strings], 'answer_start':"
+            f" [integers]}} per row, not {dataset.features[ANSWERS_COLUMN]}."
+        )
+
+
+def check_answers(dataset: datasets.Dataset, origin: str, version_2: bool) -> None:
+    """Every answer must be the context's text at its `answer_start`, and without `version_2` every question
+    needs one; `DataError` names the question id (and, for misplaced answers, how many there are)."""
+    check_answers_type(dataset, origin)
+    table = dataset.with_format("arrow")
+    ids, contexts = table["id"].to_pylist(), table["context"].to_pylist()
+    misplaced: list[str] = []
+    for question_id, context, answers in zip(ids, contexts, table[ANSWERS_COLUMN].to_pylist(), strict=True):
+        texts, starts = (answers or {}).get("text") or [], (answers or {}).get("answer_start") or []
+        if len(texts) != len(starts):
+            raise DataError(
+                f"Question '{question_id}' of {origin} has {len(texts)} answer texts but {len(starts)}"
+                " answer_start values."
+            )
+        if not texts and not version_2:
+            raise DataError(
+                f"Question '{question_id}' of {origin} has no answer (unanswerable), which SQuAD v1.1 does"
+                " not allow; set version_2: true for SQuAD v2.0-style data."
+            )
+        for text, start in zip(texts, starts, strict=True):
+            if start is None or text is None or start < 0 or context[start : start + len(text)] != text:
+                misplaced.append(f"'{question_id}' (answer_start {start}, text {text!r})")
+    if misplaced:
+        raise DataError(
+            f"{len(misplaced)} answer(s) of {origin} are not the context's text at their answer_start,"
+            f" e.g. question {misplaced[0]}."
+        )
+
+
+def check_question_columns(dataset: datasets.Dataset, origin: str) -> None:
+    """Ids, contexts and questions must be strings without missing values."""
+    table = dataset.with_format("arrow")
+    for column in QUESTION_COLUMNS:
+        if column != "id" and not is_text(table[column].type):
+            raise DataError(f"Column '{column}' of {origin} must hold text, not {dataset.features[column]}.")
+        missing = pc.index(pc.is_null(table[column]), True).as_py()
+        if missing >= 0:
+            raise DataError(f"Row {missing} of {origin} has no value (null) in column '{column}'.")

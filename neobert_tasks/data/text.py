@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import datasets
 from datasets.distributed import split_dataset_by_node
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
@@ -36,18 +35,11 @@ from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from neobert_tasks.data.base import EncodeFunction, TokenizedDataModule
 from neobert_tasks.data.checks import require_columns
 from neobert_tasks.data.collator import ModelInputCollator
+from neobert_tasks.data.hub_or_local import HubOrLocalSource
 from neobert_tasks.data.keys import ATTENTION_MASK, EXAMPLE_INDEX, INPUT_IDS
 from neobert_tasks.data.loaders import distributed_kwargs
 from neobert_tasks.data.predict_text import load_text_file
-from neobert_tasks.data.sources import (
-    HUB_ID_PATTERN,
-    DataError,
-    MissingDataError,
-    find_split_files,
-    load_hub_splits,
-    load_local_splits,
-    load_tokenizer,
-)
+from neobert_tasks.data.sources import DataError, MissingDataError
 from neobert_tasks.data.splits import PREDICT_SPLIT
 from neobert_tasks.data.text_encoding import (
     PACKED_KEYS,
@@ -57,17 +49,17 @@ from neobert_tasks.data.text_encoding import (
     split_documents,
     train_wordpiece_tokenizer,
 )
+from neobert_tasks.data.text_sources import hold_out_validation, load_text_directory, stream_hub_splits
+from neobert_tasks.data.tokenizer import asks_for_new_tokenizer, load_tokenizer
 
 # Documents packed together in one `map` batch: the last row of each batch may be short, so a large
 # batch keeps padding rare.
 PACKING_BATCH_SIZE = 2000
-# Documents held out for validation from a streamed training split that has no validation split.
-STREAMING_VALIDATION_DOCUMENTS = 1000
 # Documents read from a streamed training split to train a tokenizer on.
 STREAMING_TOKENIZER_DOCUMENTS = 100_000
 
 
-class TextDataModule(TokenizedDataModule):
+class TextDataModule(HubOrLocalSource, TokenizedDataModule):
     """Documents of raw text for masked language modelling, packed or one per row.
 
     Args:
@@ -117,7 +109,7 @@ class TextDataModule(TokenizedDataModule):
             raise DataError("data.max_tokens needs an indexed dataset; unset it for data.streaming.")
         if not 0.0 <= validation_fraction < 1.0:
             raise DataError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
-        self.dataset_name, self.dataset_config, self.data_dir = dataset, dataset_config, data_dir
+        self.set_data_source(dataset, dataset_config, data_dir, required=False)  # checked just above
         self.text_column, self.packing, self.streaming = text_column, packing, streaming
         self.validation_fraction, self.train_tokenizer = validation_fraction, train_tokenizer
         self.tokenizer_vocab_size, self.predict_file = tokenizer_vocab_size, predict_file
@@ -146,13 +138,10 @@ class TextDataModule(TokenizedDataModule):
     def tokenizer(self) -> PreTrainedTokenizerBase:
         if self._tokenizer is None:
             name = self.tokenizer_name_or_path
-            exists = name is not None and Path(name).expanduser().exists()
-            # A path-like name (not a hub id) or no name at all means "train one here" when allowed.
-            is_hub_id = name is not None and not exists and HUB_ID_PATTERN.match(name) and "/" in name
-            if exists or is_hub_id or not self.train_tokenizer:
-                self._tokenizer = load_tokenizer(name) if name is not None else self._no_tokenizer()
-            else:
+            if self.train_tokenizer and asks_for_new_tokenizer(name):
                 self._tokenizer = self._train_tokenizer(self.tokenizer_directory())
+            else:
+                self._tokenizer = load_tokenizer(name) if name is not None else self._no_tokenizer()
         return self._tokenizer
 
     @staticmethod
@@ -181,54 +170,32 @@ class TextDataModule(TokenizedDataModule):
     # TokenizedDataModule's pieces.
 
     @property
-    def data_source(self) -> str:
-        return self.data_dir or f"hub dataset '{self.dataset_name}'"
+    def dataset_name(self) -> str | None:
+        """The hub dataset id (`dataset_id`), under the name this datamodule first gave it."""
+        return self.dataset_id
 
-    @property
-    def configured_validation_splits(self) -> list[str]:
-        return ["validation"]
-
-    @property
-    def configured_test_splits(self) -> list[str]:
-        return ["test"]
+    def local_split_names(self) -> None:
+        """Unknown before loading: a validation split may be held out of the training documents."""
+        return None
 
     def load_raw_splits(self, split_names: Sequence[str]) -> tuple[dict, dict[str, str]]:
         raw, origins = self._load_all_splits()
         if "validation" not in raw and self.train_split_name in raw:
-            self._hold_out_validation(raw, origins)
+            hold_out_validation(
+                raw, origins, self.train_split_name, self.validation_fraction, self.seed, self.streaming
+            )
         wanted = [name for name in split_names if name in raw]
         return {name: raw[name] for name in wanted}, {name: origins[name] for name in wanted}
 
     def _load_all_splits(self) -> tuple[dict, dict[str, str]]:
-        if self.data_dir is not None:
-            return load_text_directory(
-                self.data_dir, self._all_split_names(), self.cache_dir, self.text_column
-            )
-        if not self.streaming:
-            loaded, origins = load_hub_splits(self.dataset_name, self.dataset_config, self.cache_dir)
-            return dict(loaded), origins
-        try:
-            loaded = datasets.load_dataset(
-                self.dataset_name, self.dataset_config, streaming=True, cache_dir=self.cache_dir
-            )
-        except Exception as error:  # noqa: BLE001 - the hub client raises many types; all mean "not loadable"
-            raise DataError(f"Could not stream hub dataset '{self.dataset_name}': {error}") from error
-        return dict(loaded), {
-            name: f"streamed hub dataset '{self.dataset_name}', split '{name}'" for name in loaded
-        }
-
-    def _hold_out_validation(self, raw: dict, origins: dict[str, str]) -> None:
-        """Carve a validation split out of the training split (fixed seed: cached and reproducible)."""
-        train = raw[self.train_split_name]
         if self.streaming:
-            raw["validation"] = train.take(STREAMING_VALIDATION_DOCUMENTS)
-            raw[self.train_split_name] = train.skip(STREAMING_VALIDATION_DOCUMENTS)
-        elif self.validation_fraction > 0 and len(train) > 1:
-            parts = train.train_test_split(test_size=self.validation_fraction, seed=self.seed, shuffle=True)
-            raw[self.train_split_name], raw["validation"] = parts["train"], parts["test"]
-        else:
-            return
-        origins["validation"] = f"held out from {origins[self.train_split_name]}"
+            return stream_hub_splits(self.dataset_id, self.dataset_config, self.cache_dir)
+        raw, origins = super().load_raw_splits(self._all_split_names())
+        return dict(raw), origins
+
+    def load_local_split_files(self, split_names: Sequence[str]) -> tuple[dict, dict[str, str]]:
+        """`<split>.txt` files of one document per line, or tabular split files."""
+        return load_text_directory(self.data_dir, split_names, self.cache_dir, self.text_column)
 
     def check_split(self, split_name: str, dataset, origin: str) -> None:
         # A predict file's texts were checked when it was read; a stream's columns are unknown until read.
@@ -271,13 +238,8 @@ class TextDataModule(TokenizedDataModule):
     # ----------------------------------------------------------------------------------------------------
     # Dataloaders.
 
-    @property
-    def collator(self) -> PackedCollator:
-        if self._collator is None:
-            self._collator = PackedCollator(
-                self.tokenizer.pad_token_id, self.pad_to_multiple_of, self.model_input_keys
-            )
-        return self._collator
+    def make_collator(self) -> PackedCollator:
+        return PackedCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of, self.model_input_keys)
 
     def train_dataloader(self) -> DataLoader:
         dataset = self._dataset(self.train_split_name)
@@ -323,33 +285,3 @@ class TextDataModule(TokenizedDataModule):
         return split_dataset_by_node(
             dataset, rank=distributed["rank"], world_size=distributed["num_replicas"]
         )
-
-
-def load_text_directory(
-    directory: str | Path, split_names: Sequence[str], cache_dir: str | None, text_column: str = "text"
-) -> tuple[dict, dict[str, str]]:
-    """Load ``<split>.txt`` files (one document per non-empty line) and any other supported split files."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise MissingDataError(f"Data directory '{directory}' does not exist or is not a directory.")
-    text_files = {path.stem: path for path in sorted(directory.glob("*.txt")) if path.stem in split_names}
-    loaded: dict = {}
-    origins: dict[str, str] = {}
-    for name, path in text_files.items():
-        dataset = datasets.load_dataset("text", data_files={name: str(path)}, split=name, cache_dir=cache_dir)
-        dataset = dataset.filter(
-            lambda row: bool(row["text"].strip()), desc=f"Dropping empty lines of {name}"
-        )
-        loaded[name] = dataset.rename_column("text", text_column) if text_column != "text" else dataset
-        origins[name] = str(path)
-    others = [name for name in split_names if name not in loaded and name in find_split_files(directory)]
-    if others:
-        more, more_origins = load_local_splits(directory, others, cache_dir)
-        loaded.update(more)
-        origins.update(more_origins)
-    if not loaded:
-        raise MissingDataError(
-            f"Data directory '{directory}' has no files for splits {list(split_names)}"
-            " (files are named <split>.txt|parquet|csv|tsv|json|jsonl)."
-        )
-    return loaded, origins

@@ -9,14 +9,14 @@ label column unless it is given explicitly:
 - list labels (of class ids, names, or a multi-hot vector) -> multi-label classification; labels become
   float multi-hot vectors.
 
-Label kinds, encodings and checks live in `labels.py`; the batch encoder here is shared with `GLUEDataModule`.
+Label kinds, encodings and checks live in `labels.py`; loading and encoding (`LabelledTextDataModule`) are
+shared with `GLUEDataModule`.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -24,18 +24,22 @@ from transformers import PreTrainedTokenizerBase
 
 from neobert_tasks.data.base import EncodeFunction, TokenizedDataModule
 from neobert_tasks.data.checks import check_text_columns, require_columns, require_finite
+from neobert_tasks.data.hub_or_local import HubOrLocalSource
+from neobert_tasks.data.keys import EXAMPLE_INDEX
 from neobert_tasks.data.labels import (
     MULTI_LABEL,
     PROBLEM_TYPES,
     REGRESSION,
     LabelSchema,
     check_labels,
-    encode_label,
+    encode_labels,
     infer_label_schema,
     label_encoding,
     label_kind,
 )
-from neobert_tasks.data.sources import DataError, find_split_files, load_hub_splits, load_local_splits
+from neobert_tasks.data.predict_text import load_text_file
+from neobert_tasks.data.sources import DataError
+from neobert_tasks.data.splits import PREDICT_SPLIT
 
 
 def encode_sentences(
@@ -44,27 +48,105 @@ def encode_sentences(
     tokenizer: PreTrainedTokenizerBase,
     text_columns: tuple[str, ...],
     max_length: int,
-    label_column: str | None,
-    encoding: str,
-    label_to_index: dict[str, int],
-    num_labels: int,
+    **label_options: Any,
 ) -> dict[str, list]:
-    """Tokenize one or two text columns (truncating the longer text of a pair first) and encode labels."""
+    """Tokenize one or two text columns (truncating the longer text of a pair first) and encode labels
+    (`label_options`: the arguments of `encode_labels`)."""
     encoded = tokenizer(
         *[batch[column] for column in text_columns],
         truncation=True,
         max_length=max_length,
         return_token_type_ids=False,  # NeoBERT has no segment embeddings
     )
-    result = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
-    if label_column is not None and label_column in batch:
-        result["labels"] = [
-            encode_label(value, encoding, label_to_index, num_labels) for value in batch[label_column]
-        ]
-    return result
+    labels = encode_labels(batch, **label_options)
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], **labels}
 
 
-class TextClassificationDataModule(TokenizedDataModule):
+class LabelledTextDataModule(HubOrLocalSource, TokenizedDataModule):
+    """What text classification and GLUE share: one or two texts (`text_columns`) and a label
+    (`label_column`) per row, from a hub dataset or split files, encoded by `encode_sentences`.
+
+    Subclasses set the two columns and the `label_schema` in `__init__`, and provide `check_split`.
+
+    Args:
+        predict_file: texts for `predict` instead of a split: a .txt file with one text per line, or a
+            .csv/.tsv/.jsonl/.parquet file with the text column(s) (any name for a file of one column).
+        kwargs: the options every datamodule shares, declared in `TokenizedDataModule`.
+    """
+
+    sort_eval_by_length = True  # predictions are written back by example index
+    text_columns: tuple[str, ...]
+    label_column: str
+    label_schema: LabelSchema
+
+    def __init__(self, predict_file: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.predict_file = predict_file
+
+    # ----------------------------------------------------------------------------------------------------
+    # Label schema, available right after __init__ for LightningCLI argument linking.
+
+    @property
+    def problem_type(self) -> str:
+        """single_label_classification, multi_label_classification or regression."""
+        return self.label_schema.problem_type
+
+    @property
+    def num_labels(self) -> int:
+        """Number of model outputs (1 for regression)."""
+        return self.label_schema.num_labels
+
+    @property
+    def label_names(self) -> list[str]:
+        """Class names in class-id order (for regression, the name of the score)."""
+        return list(self.label_schema.label_names)
+
+    # ----------------------------------------------------------------------------------------------------
+    # TokenizedDataModule hooks.
+
+    def load_raw_splits(self, split_names: Sequence[str]) -> tuple[datasets.DatasetDict, dict[str, str]]:
+        raw, origins = super().load_raw_splits(split_names)
+        # Float labels (scores, multi-hot vectors): checked on the whole split as loaded, so the row named is
+        # the row of the file (or hub split).
+        for name, dataset in raw.items():
+            require_finite(dataset, self.label_column, name, origins[name])
+        return raw, origins
+
+    def empty_text_columns(self) -> Sequence[str]:
+        return self.text_columns
+
+    def load_predict_file(self) -> datasets.Dataset:
+        return load_text_file(self.predict_file, self.cache_dir, self.text_columns)
+
+    def predict_texts(self, split_name: str) -> dict[int, list[str]]:
+        """Per example index, the text (or pair) of a predicted split's row: what prediction files show."""
+        rows = self.raw_examples[split_name]
+        indices = rows[EXAMPLE_INDEX] if EXAMPLE_INDEX in rows.column_names else range(len(rows))
+        columns = [rows[column] for column in self.text_columns]
+        return {index: [column[row] for column in columns] for row, index in enumerate(indices)}
+
+    def encode_function(self, split_name: str, dataset: datasets.Dataset) -> EncodeFunction:
+        return functools.partial(
+            encode_sentences,
+            tokenizer=self.tokenizer,
+            text_columns=self.text_columns,
+            max_length=self.max_length,
+            **self.label_options(dataset),
+        )
+
+    def label_options(self, dataset: datasets.Dataset) -> dict[str, Any]:
+        """The encode function's arguments that turn `dataset`'s labels into targets (none without labels)."""
+        labelled = self.label_column in dataset.column_names
+        feature = dataset.features[self.label_column] if labelled else None
+        return {
+            "label_column": self.label_column if labelled else None,
+            "encoding": label_encoding(self.problem_type, feature, self.label_column, "") if labelled else "",
+            "label_to_index": {name: index for index, name in enumerate(self.label_names)},
+            "num_labels": self.num_labels,
+        }
+
+
+class TextClassificationDataModule(LabelledTextDataModule):
     """Classify (or score) a text or text pair, from a hub dataset or a directory of split files.
 
     Args:
@@ -83,8 +165,6 @@ class TextClassificationDataModule(TokenizedDataModule):
         kwargs: the options every datamodule shares, declared in `TokenizedDataModule`.
     """
 
-    sort_eval_by_length = True  # predictions are written back by example index
-
     def __init__(
         self,
         dataset: str | None = None,
@@ -102,17 +182,23 @@ class TextClassificationDataModule(TokenizedDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (dataset is None) == (data_dir is None):
+        if dataset is not None and data_dir is not None:
             raise DataError(
-                f"Give exactly one of dataset (hub id) or data_dir, got {dataset!r} and {data_dir!r}."
+                f"Give one of dataset (hub id) or data_dir, not both: {dataset!r} and {data_dir!r}."
+            )
+        if dataset is None and data_dir is None and self.predict_file is None:
+            raise DataError("Give a hub dataset id (dataset) or a local data_dir; both are None.")
+        schema_given = problem_type == REGRESSION or (problem_type and (label_names or num_labels))
+        if dataset is None and data_dir is None and not schema_given:
+            raise DataError(
+                f"Predicting '{self.predict_file}' without dataset or data_dir needs problem_type and"
+                " label_names (or num_labels); predict --ckpt_path takes them from the checkpoint."
             )
         if problem_type is not None and problem_type not in PROBLEM_TYPES:
             raise DataError(
                 f"Unknown problem_type '{problem_type}'; expected one of {', '.join(PROBLEM_TYPES)}."
             )
-        self.dataset_id = dataset
-        self.dataset_config = dataset_config
-        self.data_dir = data_dir
+        self.set_data_source(dataset, dataset_config, data_dir, required=False)
         self.text_columns = (text_column,) if text_pair_column is None else (text_column, text_pair_column)
         self.label_column = label_column
         self.train_split_name = train_split
@@ -120,33 +206,10 @@ class TextClassificationDataModule(TokenizedDataModule):
         self.test_split = test_split
         self.label_schema = self._resolve_label_schema(problem_type, num_labels, label_names)
         self.save_hyperparameters()
-        # Record the resolved schema over the given (often None) values: the CLI links it into the model's
-        # hparams, and Lightning refuses to log a key that holds different values in the two.
-        self.save_hyperparameters(
-            {
-                "problem_type": self.problem_type,
-                "num_labels": self.num_labels,
-                "label_names": self.label_names,
-            }
-        )
+        self._record_label_schema()
 
     # ----------------------------------------------------------------------------------------------------
-    # Label schema, available right after __init__ for LightningCLI argument linking.
-
-    @property
-    def problem_type(self) -> str:
-        """single_label_classification, multi_label_classification or regression."""
-        return self.label_schema.problem_type
-
-    @property
-    def num_labels(self) -> int:
-        """Number of model outputs (1 for regression)."""
-        return self.label_schema.num_labels
-
-    @property
-    def label_names(self) -> list[str]:
-        """Class names in class-id order (the label column name for regression)."""
-        return list(self.label_schema.label_names)
+    # The label schema, resolved in __init__ from the options and, for what they leave open, the data.
 
     @property
     def main_metric(self) -> str:
@@ -164,14 +227,7 @@ class TextClassificationDataModule(TokenizedDataModule):
         if problem_type is not None and (label_names or num_labels):
             names = tuple(label_names or (str(index) for index in range(num_labels)))
             return self._checked_schema(LabelSchema(problem_type, names), num_labels)
-        raw, origins = self.load_raw_splits([self.train_split_name])
-        if self.train_split_name not in raw:
-            raise DataError(
-                f"No '{self.train_split_name}' split in {self.data_source} to read the labels from."
-            )
-        origin = origins[self.train_split_name]
-        require_columns(raw[self.train_split_name], [self.label_column], origin)
-        train = raw[self.train_split_name].select_columns([self.label_column])
+        train, origin = self.training_column(self.label_column, "read the labels from")
         feature = train.features[self.label_column]
         inferred = infer_label_schema(feature, train, self.label_column, origin)
         if problem_type is not None and problem_type != inferred.problem_type:
@@ -183,6 +239,14 @@ class TextClassificationDataModule(TokenizedDataModule):
             # Integer ids: the training split may simply lack the highest classes.
             inferred = LabelSchema(inferred.problem_type, tuple(str(index) for index in range(num_labels)))
         return self._checked_schema(inferred, num_labels)
+
+    def _record_label_schema(self) -> None:
+        """Record the resolved schema over the given (often None) values that `save_hyperparameters()` just
+        saved: the CLI links it into the model's hparams, and Lightning refuses to log a key that holds
+        different values in the two."""
+        self.save_hyperparameters(
+            {key: getattr(self, key) for key in ("problem_type", "num_labels", "label_names")}
+        )
 
     @staticmethod
     def _checked_schema(schema: LabelSchema, num_labels: int | None) -> LabelSchema:
@@ -197,18 +261,6 @@ class TextClassificationDataModule(TokenizedDataModule):
     # TokenizedDataModule hooks.
 
     @property
-    def data_source(self) -> str:
-        if self.data_dir is not None:
-            return f"directory '{self.data_dir}'"
-        config_text = f" (config '{self.dataset_config}')" if self.dataset_config else ""
-        return f"hub dataset '{self.dataset_id}'{config_text}"
-
-    def local_split_names(self) -> set[str] | None:
-        if self.data_dir is None or not Path(self.data_dir).is_dir():
-            return None
-        return set(find_split_files(self.data_dir))
-
-    @property
     def configured_validation_splits(self) -> list[str]:
         return [self.validation_split] if self.validation_split else []
 
@@ -216,22 +268,10 @@ class TextClassificationDataModule(TokenizedDataModule):
     def configured_test_splits(self) -> list[str]:
         return [self.test_split] if self.test_split else []
 
-    def load_raw_splits(self, split_names: Sequence[str]) -> tuple[datasets.DatasetDict, dict[str, str]]:
-        if self.data_dir is not None:
-            raw, origins = load_local_splits(self.data_dir, split_names, self.cache_dir)
-        else:
-            loaded, origins = load_hub_splits(self.dataset_id, self.dataset_config, self.cache_dir)
-            raw = datasets.DatasetDict({name: loaded[name] for name in split_names if name in loaded})
-        # Checked on the whole split as loaded, so the row named is the row of the file (or hub split).
-        for name, dataset in raw.items():
-            require_finite(dataset, self.label_column, name, origins[name])
-        return raw, origins
-
-    def empty_text_columns(self) -> Sequence[str]:
-        return self.text_columns
-
     def check_split(self, split_name: str, dataset: datasets.Dataset, origin: str) -> None:
-        is_test = split_name == self.test_split and split_name != self.validation_split
+        is_test = split_name == PREDICT_SPLIT or (
+            split_name == self.test_split and split_name != self.validation_split
+        )
         labelled = not is_test or self.label_column in dataset.column_names
         require_columns(dataset, [*self.text_columns, self.label_column if labelled else None], origin)
         check_text_columns(dataset, self.text_columns, origin)
@@ -242,17 +282,3 @@ class TextClassificationDataModule(TokenizedDataModule):
             check_labels(
                 dataset, self.label_column, encoding, self.label_names, split_name, allow_unlabeled=is_test
             )
-
-    def encode_function(self, split_name: str, dataset: datasets.Dataset) -> EncodeFunction:
-        labelled = self.label_column in dataset.column_names
-        feature = dataset.features[self.label_column] if labelled else None
-        return functools.partial(
-            encode_sentences,
-            tokenizer=self.tokenizer,
-            text_columns=self.text_columns,
-            max_length=self.max_length,
-            label_column=self.label_column if labelled else None,
-            encoding=label_encoding(self.problem_type, feature, self.label_column, "") if labelled else "",
-            label_to_index={name: index for index, name in enumerate(self.label_names)},
-            num_labels=self.num_labels,
-        )

@@ -11,13 +11,12 @@ import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
 
-import torch
 from transformers import PreTrainedTokenizerFast
 
-from neobert_tasks.data.collator import padded_length
-from neobert_tasks.data.keys import EXAMPLE_INDEX
+from neobert_tasks.data.collator import ModelInputCollator
+from neobert_tasks.data.keys import EXAMPLE_INDEX, POSITION_IDS
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -66,21 +65,14 @@ def encode_texts(batch: dict[str, list], indices: list[int], *, tokenizer, max_l
     }
 
 
-class PackedCollator:
-    """Pads ``input_ids`` (pad id), ``attention_mask`` (0) and ``position_ids`` (0) to the longest row."""
+class PackedCollator(ModelInputCollator):
+    """Pads ``input_ids`` (pad id), ``attention_mask`` (0) and ``position_ids`` (0) to the longest row, on the
+    right whatever the tokenizer's side."""
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None, keys: Sequence[str]):
-        self.pad_token_id, self.pad_to_multiple_of, self.keys = pad_token_id, pad_to_multiple_of, keys
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        length = padded_length(max(len(row["input_ids"]) for row in features), self.pad_to_multiple_of)
-        batch = {}
-        for key in self.keys:
-            if key not in features[0]:
-                continue
-            fill = self.pad_token_id if key == "input_ids" else 0
-            batch[key] = torch.tensor([row[key] + [fill] * (length - len(row[key])) for row in features])
-        return batch
+        # The pad id and side are all that `ModelInputCollator` reads of a tokenizer.
+        padding = SimpleNamespace(pad_token_id=pad_token_id, padding_side="right")
+        super().__init__(padding, pad_to_multiple_of, keys, {POSITION_IDS: 0})
 
 
 def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int, save_directory: str | Path):

@@ -15,9 +15,9 @@ For prediction on raw text (`predict_file`), words come from the tokenizer's pre
 their character offsets, so that word predictions can be written back as character spans of the text
 (`TokenClassificationDataModule.predict_examples`).
 
-This module holds the datamodule and its collator; the pieces it puts together live in `conll` (CoNLL
-column files), `word_tags` (tag names and column checks), `token_alignment` (windows and tag alignment)
-and `predict_text` (raw texts and word offsets).
+This module holds the datamodule; the pieces it puts together live in `conll` (CoNLL column files),
+`word_tags` (tag names and column checks), `token_alignment` (windows and tag alignment), `predict_text`
+(raw texts and word offsets) and `collator` (padding windows).
 """
 
 from __future__ import annotations
@@ -28,72 +28,21 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import torch
 
 from neobert_tasks.data.base import TokenizedDataModule
 from neobert_tasks.data.checks import require_columns
-from neobert_tasks.data.collator import padded_length
-from neobert_tasks.data.conll import CONLL_SUFFIXES, find_word_split_files, load_conll_split
-from neobert_tasks.data.keys import ATTENTION_MASK, EXAMPLE_INDEX, INPUT_IDS, LABELS, WORD_IDS
+from neobert_tasks.data.collator import WINDOW_KEYS, TokenClassificationCollator
+from neobert_tasks.data.conll import find_word_split_files, load_word_splits
+from neobert_tasks.data.hub_or_local import HubOrLocalSource
 from neobert_tasks.data.labels import label_kind
 from neobert_tasks.data.predict_text import WORDS_COLUMN, join_words, load_text_file, split_text_into_words
-from neobert_tasks.data.sources import DataError, MissingDataError, load_hub_splits, load_local_splits
+from neobert_tasks.data.sources import DataError
 from neobert_tasks.data.splits import PREDICT_SPLIT
-from neobert_tasks.data.token_alignment import (
-    IGNORE_INDEX,
-    NO_WORD,
-    continuation_labels,
-    encode_word_windows,
-)
+from neobert_tasks.data.token_alignment import continuation_labels, encode_word_windows
 from neobert_tasks.data.word_tags import check_tags, check_words, tag_names_from_split
 
-# ----------------------------------------------------------------------------------------------------------
-# Padding.
 
-
-class TokenClassificationCollator:
-    """Pads windows to the longest of the batch, rounded up to a multiple of `pad_to_multiple_of`.
-
-    `input_ids` are padded with the pad token, `attention_mask` with 0, `labels` with -100 and `word_ids`
-    with -1, so padding is neither trained on nor scored; `example_index` is one number per window.
-    """
-
-    def __init__(
-        self, pad_token_id: int, pad_to_multiple_of: int | None, padding_side: str = "right"
-    ) -> None:
-        self.pad_values = {
-            "input_ids": pad_token_id,
-            "attention_mask": 0,
-            "labels": IGNORE_INDEX,
-            "word_ids": NO_WORD,
-        }
-        self.pad_to_multiple_of = pad_to_multiple_of or 1
-        self.padding_side = padding_side
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        longest = max(len(feature["input_ids"]) for feature in features)
-        length = padded_length(longest, self.pad_to_multiple_of)
-        batch = {}
-        for key, pad_value in self.pad_values.items():
-            if key not in features[0]:
-                continue  # unlabelled splits have no labels
-            padded = torch.full((len(features), length), pad_value, dtype=torch.long)
-            for row, feature in enumerate(features):
-                values = torch.as_tensor(feature[key], dtype=torch.long)
-                if self.padding_side == "left":
-                    padded[row, length - len(values) :] = values
-                else:
-                    padded[row, : len(values)] = values
-            batch[key] = padded
-        batch[EXAMPLE_INDEX] = torch.tensor([feature[EXAMPLE_INDEX] for feature in features])
-        return batch
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The datamodule.
-
-
-class TokenClassificationDataModule(TokenizedDataModule):
+class TokenClassificationDataModule(HubOrLocalSource, TokenizedDataModule):
     """Tag every word of a sentence or document (NER by default: CoNLL-2003), in overlapping windows.
 
     Args:
@@ -119,8 +68,7 @@ class TokenClassificationDataModule(TokenizedDataModule):
         kwargs: the options every datamodule shares, declared in `TokenizedDataModule`.
     """
 
-    train_split_name = "train"
-    model_input_keys = (INPUT_IDS, ATTENTION_MASK, LABELS, WORD_IDS, EXAMPLE_INDEX)
+    model_input_keys = WINDOW_KEYS
 
     def __init__(
         self,
@@ -137,17 +85,13 @@ class TokenClassificationDataModule(TokenizedDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if dataset is None and data_dir is None:
-            raise DataError("Give a hub dataset id (dataset) or a local data_dir; both are None.")
+        self.set_data_source(dataset, dataset_config, data_dir)
         if not 0 <= stride < self.max_length:
             raise DataError(f"stride ({stride}) must be at least 0 and below max_length ({self.max_length}).")
         if tokens_column == tags_column:
             raise DataError(f"tokens_column and tags_column are both '{tokens_column}'.")
         if conll_tag_column == 0:
             raise DataError("conll_tag_column 0 is the word column of a CoNLL file; tags are in another one.")
-        self.dataset_id = dataset
-        self.dataset_config = dataset_config
-        self.data_dir = data_dir
         self.tokens_column = tokens_column
         self.tags_column = tags_column
         self.conll_tag_column = conll_tag_column
@@ -188,15 +132,8 @@ class TokenClassificationDataModule(TokenizedDataModule):
             names = self._hub_tag_names()
             if names is not None:
                 return names
-        raw, origins = self.load_raw_splits([self.train_split_name])
-        if self.train_split_name not in raw:
-            raise DataError(
-                f"No '{self.train_split_name}' split in {self.data_source} to read the tag names from;"
-                " set label_names."
-            )
-        origin = origins[self.train_split_name]
-        require_columns(raw[self.train_split_name], [self.tags_column], origin)
-        return tag_names_from_split(raw[self.train_split_name], self.tags_column, origin)
+        train, origin = self.training_column(self.tags_column, "read the tag names from; set label_names")
+        return tag_names_from_split(train, self.tags_column, origin)
 
     def _hub_tag_names(self) -> list[str] | None:
         """`ClassLabel` names from the hub dataset's metadata, without downloading data; None if not there."""
@@ -212,56 +149,22 @@ class TokenClassificationDataModule(TokenizedDataModule):
     # ------------------------------------------------------------------------------------------------------
     # TokenizedDataModule hooks.
 
-    @property
-    def data_source(self) -> str:
-        if self.data_dir is not None:
-            return f"directory '{self.data_dir}'"
-        config_text = f" (config '{self.dataset_config}')" if self.dataset_config else ""
-        return f"hub dataset '{self.dataset_id}'{config_text}"
+    def find_local_split_files(self) -> dict[str, list[Path]]:
+        """Tabular split files and CoNLL column files."""
+        return find_word_split_files(self.data_dir)
 
-    @property
-    def configured_validation_splits(self) -> list[str]:
-        return ["validation"]
-
-    @property
-    def configured_test_splits(self) -> list[str]:
-        return ["test"]
-
-    def local_split_names(self) -> set[str] | None:
-        if self.data_dir is None or not Path(self.data_dir).is_dir():
-            return None
-        return set(find_word_split_files(self.data_dir))
-
-    def load_raw_splits(self, split_names: Sequence[str]) -> tuple[datasets.DatasetDict, dict[str, str]]:
-        if self.data_dir is None:
-            loaded, origins = load_hub_splits(self.dataset_id, self.dataset_config, self.cache_dir)
-            wanted = [name for name in split_names if name in loaded]
-            return datasets.DatasetDict({name: loaded[name] for name in wanted}), origins
-        split_files = find_word_split_files(self.data_dir)
-        wanted = [name for name in split_names if name in split_files]
-        if not wanted:
-            raise MissingDataError(
-                f"Data directory '{self.data_dir}' has no files for splits {list(split_names)}"
-                f" (splits found: {', '.join(sorted(split_files)) or 'none'}; files are named"
-                " <split>.parquet|json|jsonl|conll|txt)."
-            )
-        loaded, origins = datasets.DatasetDict(), {}
-        for name in wanted:
-            files = split_files[name]
-            suffixes = {path.suffix for path in files}
-            if len(suffixes) > 1:
-                raise DataError(
-                    f"Split '{name}' mixes file formats {sorted(suffixes)}: {[str(p) for p in files]}."
-                )
-            if files[0].suffix in CONLL_SUFFIXES:
-                loaded[name] = load_conll_split(
-                    name, files, self.tokens_column, self.tags_column, self.conll_tag_column, self.cache_dir
-                )
-                origins[name] = ", ".join(str(path) for path in files)
-            else:
-                tabular, tabular_origins = load_local_splits(self.data_dir, [name], self.cache_dir)
-                loaded[name], origins[name] = tabular[name], tabular_origins[name]
-        return loaded, origins
+    def load_local_split_files(
+        self, split_names: Sequence[str]
+    ) -> tuple[datasets.DatasetDict, dict[str, str]]:
+        """Tabular split files and CoNLL column files, one format per split."""
+        return load_word_splits(
+            self.data_dir,
+            split_names,
+            self.tokens_column,
+            self.tags_column,
+            self.conll_tag_column,
+            self.cache_dir,
+        )
 
     def empty_text_columns(self) -> Sequence[str]:
         return (self.tokens_column,)
@@ -277,22 +180,12 @@ class TokenClassificationDataModule(TokenizedDataModule):
             check_tags(dataset, self.tokens_column, self.tags_column, self._label_names, origin)
 
     def encode_function(self, split_name: str, dataset: datasets.Dataset) -> Callable[..., dict[str, list]]:
-        tokenizer = self.tokenizer
-        if not tokenizer.is_fast:
-            raise DataError(
-                f"Tokenizer '{self.tokenizer_name_or_path}' is not a fast tokenizer (no word_ids)."
-            )
+        tokenizer = self.window_tokenizer("no word_ids", "stride", self.stride, pair=False)
         if tokenizer.truncation_side != "right":
             # Windows cut from the end would break the left-to-right positions `token_positions` assumes.
             raise DataError(
                 f"Tokenizer '{self.tokenizer_name_or_path}' truncates on the {tokenizer.truncation_side};"
                 " windows need truncation_side 'right'."
-            )
-        special_tokens = tokenizer.num_special_tokens_to_add(pair=False)
-        if self.stride >= self.max_length - special_tokens:
-            raise DataError(
-                f"stride ({self.stride}) must be below max_length ({self.max_length}) minus the"
-                f" {special_tokens} special tokens of each window."
             )
         from_text = split_name == PREDICT_SPLIT and self.predict_file is not None
         labelled = not from_text and self.tags_column in dataset.column_names
@@ -314,15 +207,12 @@ class TokenClassificationDataModule(TokenizedDataModule):
     # ------------------------------------------------------------------------------------------------------
     # Collator, stages and prediction on raw text.
 
-    @property
-    def collator(self) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
-        """Pads labels and word ids too, which the base's `ModelInputCollator` leaves unpadded."""
-        if self._collator is None:
-            tokenizer = self.tokenizer
-            self._collator = TokenClassificationCollator(
-                tokenizer.pad_token_id, self.pad_to_multiple_of, tokenizer.padding_side
-            )
-        return self._collator
+    def make_collator(self) -> TokenClassificationCollator:
+        """Pads labels and word ids too, which the base's collator leaves unpadded."""
+        tokenizer = self.tokenizer
+        return TokenClassificationCollator(
+            tokenizer.pad_token_id, self.pad_to_multiple_of, tokenizer.padding_side
+        )
 
     def example_indexing(self, split_name: str) -> str:
         """A sentence can become several windows: the encoder sets each window's `example_index`."""

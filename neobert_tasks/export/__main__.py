@@ -18,28 +18,15 @@ from transformers import AutoTokenizer
 from neobert_tasks.errors import MissingPathError, UserInputError
 from neobert_tasks.export.folder import TRAINING_CONFIG, export_model_folder
 from neobert_tasks.export.graph import GRAPH_FORMATS, check_graph_formats
-from neobert_tasks.model import (
-    NeoBERTConfig,
-    NeoBERTForMaskedLM,
-    NeoBERTForQuestionAnswering,
-    NeoBERTForSequenceClassification,
-    NeoBERTForTokenClassification,
-    NeoBERTModel,
-)
+from neobert_tasks.model import AUTO_CLASSES, NeoBERTConfig, NeoBERTForMaskedLM, NeoBERTModel
 from neobert_tasks.model.loading import SAFETENSORS_WEIGHTS
 from neobert_tasks.model.pooling import POOLING_MODES
 
 # config.json "architectures" → class; the official checkpoint names its classes NeoBERT and NeoBERTLMHead.
-ARCHITECTURES = {
-    model_class.__name__: model_class
-    for model_class in (
-        NeoBERTModel,
-        NeoBERTForMaskedLM,
-        NeoBERTForSequenceClassification,
-        NeoBERTForTokenClassification,
-        NeoBERTForQuestionAnswering,
-    )
-} | {"NeoBERT": NeoBERTModel, "NeoBERTLMHead": NeoBERTForMaskedLM}
+ARCHITECTURES = {model_class.__name__: model_class for model_class in AUTO_CLASSES.values()} | {
+    "NeoBERT": NeoBERTModel,
+    "NeoBERTLMHead": NeoBERTForMaskedLM,
+}
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -14,6 +14,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from neobert_tasks.model import AUTO_CLASSES
+
 # Head class → the transformers pipeline that serves it.
 PIPELINE_TAGS = {
     "NeoBERTForSequenceClassification": "text-classification",
@@ -22,13 +24,8 @@ PIPELINE_TAGS = {
     "NeoBERTForMaskedLM": "fill-mask",
     "NeoBERTModel": "feature-extraction",
 }
-AUTO_CLASSES = {
-    "NeoBERTForSequenceClassification": "AutoModelForSequenceClassification",
-    "NeoBERTForTokenClassification": "AutoModelForTokenClassification",
-    "NeoBERTForQuestionAnswering": "AutoModelForQuestionAnswering",
-    "NeoBERTForMaskedLM": "AutoModelForMaskedLM",
-    "NeoBERTModel": "AutoModel",
-}
+# Head class → the Auto class that loads it.
+AUTO_CLASS_NAMES = {head.__name__: auto.__name__ for auto, head in AUTO_CLASSES.items()}
 # Our metric names → the hub's metric ids, where they differ.
 HUB_METRIC_IDS = {"matthews": "matthews_correlation", "pearson": "pearsonr", "spearman": "spearmanr"}
 EXAMPLE_INPUTS = {
@@ -142,7 +139,7 @@ def card_prose(facts: CardFacts) -> str:
         chosen = f" (best `{facts.monitor}`, {where})" if facts.monitor else ""
         rows = [(f"`val/{name}`", f"{value:.4f}") for name, value in facts.scores.items()]
         sections += [f"## Validation results{chosen}", _table(("metric", "value"), rows)]
-    auto_class = AUTO_CLASSES.get(facts.architecture, "AutoModel")
+    auto_class = AUTO_CLASS_NAMES.get(facts.architecture, "AutoModel")
     sections += [
         "## Use it",
         "```python\n"

@@ -18,6 +18,8 @@ import importlib
 import inspect
 from pathlib import Path
 
+from neobert_tasks.model import AUTO_CLASSES
+
 MODEL_PACKAGE = "neobert_tasks.model"
 # Generated file → the model modules it is made of, each after those it uses.
 REMOTE_CODE_FILES = {
@@ -34,13 +36,9 @@ STANDALONE_DEFINITIONS = {
     ),
 }
 # Auto class → class, written into config.json's auto_map by every export.
-AUTO_MAP = {
-    "AutoConfig": "configuration_neobert.NeoBERTConfig",
-    "AutoModel": "modeling_neobert.NeoBERTModel",
-    "AutoModelForMaskedLM": "modeling_neobert.NeoBERTForMaskedLM",
-    "AutoModelForSequenceClassification": "modeling_neobert.NeoBERTForSequenceClassification",
-    "AutoModelForTokenClassification": "modeling_neobert.NeoBERTForTokenClassification",
-    "AutoModelForQuestionAnswering": "modeling_neobert.NeoBERTForQuestionAnswering",
+AUTO_MAP = {"AutoConfig": "configuration_neobert.NeoBERTConfig"} | {
+    auto_class.__name__: f"modeling_neobert.{model_class.__name__}"
+    for auto_class, model_class in AUTO_CLASSES.items()
 }
 
 
@@ -99,12 +97,9 @@ def _render_imports(parts: list[_ModuleParts], this_file: str) -> tuple[list[str
                 plain.update(ast.unparse(ast.Import(names=[alias])) for alias in node.names)
                 continue
             source = node.module or ""
-            names = {
-                alias.name if alias.asname is None else f"{alias.name} as {alias.asname}"
-                for alias in node.names
-            }
             if source == "__future__":
                 continue
+            names = {ast.unparse(alias) for alias in node.names}  # "name" or "name as other"
             if source.startswith(f"{MODEL_PACKAGE}."):
                 home = _module_of_file(source.removeprefix(f"{MODEL_PACKAGE}."))
                 if home is None:
@@ -163,9 +158,7 @@ def remote_code_source(file_name: str) -> str:
 
 def write_remote_code(directory: str | Path) -> list[Path]:
     """Write the remote-code files into model folder ``directory``; returns their paths."""
-    written = []
-    for file_name in REMOTE_CODE_FILES:
-        path = Path(directory) / file_name
-        path.write_text(remote_code_source(file_name))
-        written.append(path)
-    return written
+    paths = [Path(directory) / file_name for file_name in REMOTE_CODE_FILES]
+    for path in paths:
+        path.write_text(remote_code_source(path.name))
+    return paths

@@ -18,8 +18,11 @@ from neobert_tasks.model.pooling import POOLING_MODES
 POOLING_DIRECTORY = "1_Pooling"
 
 
-def sentence_transformers_files(hidden_size: int, max_seq_length: int, pooling: str) -> dict[str, dict]:
-    """File path (relative to the export) → JSON content, for a backbone of width ``hidden_size``."""
+def write_sentence_transformers_files(
+    directory: str | Path, hidden_size: int, max_seq_length: int, pooling: str = "mean"
+) -> None:
+    """Write ``modules.json``, ``sentence_bert_config.json`` and the pooling config into ``directory``, for
+    a backbone of width ``hidden_size``."""
     if pooling not in POOLING_MODES:
         raise ValueError(f"export.pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}.")
     modules = [
@@ -36,7 +39,7 @@ def sentence_transformers_files(hidden_size: int, max_seq_length: int, pooling: 
         "pooling_mode_lasttoken": False,
         "include_prompt": True,
     }
-    return {
+    files = {  # path relative to the export → JSON content
         "modules.json": modules,
         "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False},
         "config_sentence_transformers.json": {
@@ -46,13 +49,7 @@ def sentence_transformers_files(hidden_size: int, max_seq_length: int, pooling: 
         },
         f"{POOLING_DIRECTORY}/config.json": pooling_config,
     }
-
-
-def write_sentence_transformers_files(
-    directory: str | Path, hidden_size: int, max_seq_length: int, pooling: str = "mean"
-) -> None:
-    """Write ``modules.json``, ``sentence_bert_config.json`` and the pooling config into ``directory``."""
-    for relative, content in sentence_transformers_files(hidden_size, max_seq_length, pooling).items():
+    for relative, content in files.items():
         path = Path(directory) / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(content, indent=2) + "\n")

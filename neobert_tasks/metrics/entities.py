@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
@@ -57,6 +58,10 @@ _RESTART_PREFIXES = frozenset("ESO")  # after these, I and E start a new entity
 # seqeval reads a corpus as one long sequence, where such tags let an entity begin in an earlier sentence;
 # scoring sentences one by one (needed to group words by example) could not reproduce that.
 _LABEL_PREFIXES = {"conlleval": frozenset("OBIES"), "strict": frozenset("OBI")}
+# EntityF1's states, one entry per word each, in the order `EntityF1.update` takes them.
+_STATES = ("example_ids", "word_ids", "predictions", "targets")
+# Entity counts, in the order `_precision_recall_f1` takes them.
+_KINDS = ("correct", "predicted", "gold")
 
 
 def _split_tag(tag: str, mode: str) -> tuple[str, str]:
@@ -210,7 +215,7 @@ class EntityF1(Metric):
         self._label_ids = {name: index for index, name in enumerate(self.label_names)}
         # Not a metric state and not reset: ids given by update_sequences stay unique for the metric's life.
         self._sequences_added = 0
-        for name in ("example_ids", "word_ids", "predictions", "targets"):
+        for name in _STATES:
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(
@@ -234,10 +239,8 @@ class EntityF1(Metric):
             raise ValueError(f"EntityF1.update needs four 1-D tensors of equal length, got shapes {shapes}.")
         if any(column.is_floating_point() or column.is_complex() for column in columns):
             raise ValueError("EntityF1.update needs integer tensors (ids), not floating-point ones.")
-        self.example_ids.append(example_ids.detach().long())
-        self.word_ids.append(word_ids.detach().long())
-        self.predictions.append(predictions.detach().long())
-        self.targets.append(targets.detach().long())
+        for name, column in zip(_STATES, columns, strict=True):
+            getattr(self, name).append(column.detach().long())
 
     def update_sequences(self, predicted: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) -> None:
         """Add whole tag sequences, each as a new example, seqeval style (for tests and scripts).
@@ -275,24 +278,21 @@ class EntityF1(Metric):
 
     def _words(self) -> tuple[torch.Tensor, ...]:
         """The accumulated words, sorted by (example, word), each (example, word) pair kept once."""
-        states = (self.example_ids, self.word_ids, self.predictions, self.targets)
+        states = [getattr(self, name) for name in _STATES]
         # After a DDP sync each state is one tensor; before, a list that is empty when nothing was added.
         if isinstance(self.example_ids, list) and not self.example_ids:
             return tuple(torch.zeros(0, dtype=torch.long) for _ in states)
         example_ids, word_ids, predictions, targets = (dim_zero_cat(state).long().cpu() for state in states)
-        # Two stable sorts (minor key first) order by (example, word) while keeping repeats of a pair in
-        # the order they were added, so the first one is kept below.
-        order = torch.sort(word_ids, stable=True).indices
-        order = order[torch.sort(example_ids[order], stable=True).indices]
-        example_ids, word_ids = example_ids[order], word_ids[order]
-        first = torch.ones_like(example_ids, dtype=torch.bool)
-        first[1:] = (example_ids[1:] != example_ids[:-1]) | (word_ids[1:] != word_ids[:-1])
-        return example_ids[first], word_ids[first], predictions[order][first], targets[order][first]
+        # np.unique gives each pair's first occurrence (it sorts stably when asked for indices), in order.
+        pairs = torch.stack([example_ids, word_ids], dim=1).numpy()
+        first = torch.from_numpy(np.unique(pairs, axis=0, return_index=True)[1])
+        return example_ids[first], word_ids[first], predictions[first], targets[first]
 
     def _entity_counts(
         self, example_ids: torch.Tensor, predicted: list[tuple[str, str]], gold: list[tuple[str, str]]
     ) -> Counter:
-        """Count correct, predicted and gold entities per type, keyed ``(kind, type)``.
+        """Count correct, predicted and gold entities per type, keyed ``(kind, type)``, and over all types,
+        keyed ``(kind, None)``.
 
         Args:
             example_ids: example of each word, sorted, so that each example's words are consecutive.
@@ -306,9 +306,9 @@ class EntityF1(Metric):
         for length in lengths:
             predicted_entities = read_entities(predicted[start : start + length])
             gold_entities = read_entities(gold[start : start + length])
-            counts.update(("predicted", entity[0]) for entity in predicted_entities)
-            counts.update(("gold", entity[0]) for entity in gold_entities)
-            counts.update(("correct", entity[0]) for entity in predicted_entities & gold_entities)
+            found = (predicted_entities & gold_entities, predicted_entities, gold_entities)
+            for kind, entities in zip(_KINDS, found, strict=True):
+                counts.update((kind, key) for entity in entities for key in (entity[0], None))
             start += length
         return counts
 
@@ -323,19 +323,12 @@ class EntityF1(Metric):
         predicted = [self._split_labels[index] for index in prediction_ids.tolist()]
         gold = [self._split_labels[index] for index in target_ids.tolist()]
         counts = self._entity_counts(example_ids, predicted, gold)
-        totals = Counter()
-        for (kind, _), count in counts.items():
-            totals[kind] += count
         values = {}
-        values["precision"], values["recall"], values["f1"] = _precision_recall_f1(
-            totals["correct"], totals["predicted"], totals["gold"]
-        )
-        for entity_type in self.entity_types:
-            scores = _precision_recall_f1(
-                counts["correct", entity_type], counts["predicted", entity_type], counts["gold", entity_type]
-            )
+        for entity_type in (None, *self.entity_types):  # None: micro over all types
+            scores = _precision_recall_f1(*(counts[kind, entity_type] for kind in _KINDS))
+            suffix = "" if entity_type is None else f"_{entity_type}"
             for name, score in zip(("precision", "recall", "f1"), scores, strict=True):
-                values[f"{name}_{entity_type}"] = score
+                values[name + suffix] = score
         matches = (prediction_ids == target_ids).sum().item()
         values["accuracy"] = matches / prediction_ids.numel() if prediction_ids.numel() else 0.0
         dtype = torch.float32 if self.device.type == "mps" else torch.float64

@@ -26,6 +26,7 @@ from neobert_tasks.model.modeling import NeoBERTModel, NeoBERTPreTrainedModel
 
 __all__ = [
     "ATTENTION_BACKENDS",
+    "AUTO_CLASSES",
     "NeoBERTConfig",
     "NeoBERTForMaskedLM",
     "NeoBERTForQuestionAnswering",
@@ -35,16 +36,20 @@ __all__ = [
     "NeoBERTPreTrainedModel",
 ]
 
+# Auto class → the class it builds for model_type "neobert": registered below, and the one table of classes
+# the export reads (the remote code's auto_map, the model card, the architectures it re-exports).
+AUTO_CLASSES = {
+    AutoModel: NeoBERTModel,
+    AutoModelForMaskedLM: NeoBERTForMaskedLM,
+    AutoModelForSequenceClassification: NeoBERTForSequenceClassification,
+    AutoModelForTokenClassification: NeoBERTForTokenClassification,
+    AutoModelForQuestionAnswering: NeoBERTForQuestionAnswering,
+}
+
 
 def _register() -> None:
     AutoConfig.register("neobert", NeoBERTConfig, exist_ok=True)
-    for auto_class, model_class in (
-        (AutoModel, NeoBERTModel),
-        (AutoModelForMaskedLM, NeoBERTForMaskedLM),
-        (AutoModelForSequenceClassification, NeoBERTForSequenceClassification),
-        (AutoModelForTokenClassification, NeoBERTForTokenClassification),
-        (AutoModelForQuestionAnswering, NeoBERTForQuestionAnswering),
-    ):
+    for auto_class, model_class in AUTO_CLASSES.items():
         auto_class.register(NeoBERTConfig, model_class, exist_ok=True)
 
 

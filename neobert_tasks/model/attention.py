@@ -1,4 +1,4 @@
-"""Attention backends: one function per backend, all with the signature ``(query, key, value, context)``.
+"""Attention backends: one callable per backend, all with the signature ``(query, key, value, context)``.
 
 Two families, chosen by ``config._attn_implementation``:
 
@@ -16,6 +16,7 @@ All of them return ``(..., heads, head_dim)`` in the layout they were given.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 from collections.abc import Callable
@@ -77,24 +78,12 @@ def scaled_dot_product(
     return F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
 
 
-def eager_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, context: AttentionContext
+def padded_attention(
+    attend: Callable, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, context: AttentionContext
 ) -> torch.Tensor:
-    """softmax(q kᵀ / √d) v with masked scores set to -inf (not multiplied by the mask); fp32 softmax."""
+    """A padded backend: ``attend`` (on ``(B, H, L, D)``, with the boolean mask) on ``(B, L, H, D)`` input."""
     query, key, value = (t.transpose(1, 2) for t in (query, key, value))  # (B, H, L, D)
-    scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])  # (B, H, L, L)
-    if context.mask is not None:
-        scores = scores.masked_fill(~context.mask, float("-inf"))
-    weights = scores.float().softmax(dim=-1).to(value.dtype)
-    return (weights @ value).transpose(1, 2)  # (B, L, H, D)
-
-
-def sdpa_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, context: AttentionContext
-) -> torch.Tensor:
-    """PyTorch's fused scaled-dot-product attention with a broadcasting boolean mask."""
-    query, key, value = (t.transpose(1, 2) for t in (query, key, value))  # (B, H, L, D)
-    return scaled_dot_product(query, key, value, context.mask).transpose(1, 2)  # (B, L, H, D)
+    return attend(query, key, value, context.mask).transpose(1, 2)  # (B, L, H, D)
 
 
 def sdpa_varlen_attention(
@@ -174,10 +163,11 @@ def _import_flash_attn() -> Callable:
     return flash_attn_varlen_func
 
 
-# name → (function, takes unpadded input)
+# name → (function, takes unpadded input). eager: softmax(q kᵀ / √d) v with masked scores set to -inf (not
+# multiplied by the mask), fp32 softmax; sdpa: PyTorch's fused attention with a broadcasting boolean mask.
 ATTENTION_BACKENDS: dict[str, tuple[Callable, bool]] = {
-    "eager": (eager_attention, False),
-    "sdpa": (sdpa_attention, False),
+    "eager": (functools.partial(padded_attention, _explicit_attention), False),
+    "sdpa": (functools.partial(padded_attention, scaled_dot_product), False),
     "sdpa_varlen": (sdpa_varlen_attention, True),
     "flash_attention_2": (flash_varlen_attention, True),
 }

@@ -23,14 +23,10 @@ def names_remote_code(auto_map: dict) -> bool:
 
     Entries are ``module.Class``, prefixed with ``repo--`` once transformers has loaded them from the hub.
     """
-    references = [
-        reference
-        for value in auto_map.values()
-        for reference in (value if isinstance(value, (list, tuple)) else [value])
-    ]
     return all(
         reference is None or reference.split("--")[-1].split(".")[0] in REMOTE_CODE_MODULES
-        for reference in references
+        for value in auto_map.values()
+        for reference in (value if isinstance(value, (list, tuple)) else [value])
     )
 
 

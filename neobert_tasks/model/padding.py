@@ -78,12 +78,9 @@ def unpad(documents: torch.Tensor) -> Unpadded:
     # A document is a run of equal (row, document) keys among the real tokens.
     rows = torch.div(indices, length, rounding_mode="floor")
     keys = rows * (length + 1) + flat[indices]
-    starts = torch.ones_like(keys, dtype=torch.bool)
-    starts[1:] = keys[1:] != keys[:-1]
-    boundaries = torch.nonzero(starts).flatten()
-    total = torch.tensor([indices.numel()], device=indices.device)
-    cu_seqlens = torch.cat([boundaries, total]).to(torch.int32)
-    max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if indices.numel() else 0
+    lengths = torch.unique_consecutive(keys, return_counts=True)[1]  # (documents,)
+    cu_seqlens = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+    max_seqlen = int(lengths.max()) if lengths.numel() else 0
     return Unpadded(indices, cu_seqlens, max_seqlen, batch_size, length)
 
 
@@ -115,8 +112,7 @@ def document_slots(
     if documents * max_seqlen > 2 * total_tokens and max_seqlen > 256:
         return None, None
     document_of_token = torch.repeat_interleave(torch.arange(documents, device=lengths.device), lengths)
-    offsets = torch.arange(total_tokens, device=lengths.device) - cu_seqlens[:-1].long()[document_of_token]
-    slots = document_of_token * max_seqlen + offsets
+    slots = document_of_token * max_seqlen + positions_from_cu_seqlens(cu_seqlens, total_tokens)[0]
     if documents * max_seqlen == total_tokens:
         return slots, None
     mask = torch.arange(max_seqlen, device=lengths.device) < lengths[:, None]  # (documents, max_seqlen)

@@ -86,12 +86,9 @@ def load_grid(path: str | Path) -> list[GridPoint]:
     parameters = content["parameters"]
     for key, values in parameters.items():
         _check_parameter(path, key, values)
-    keys = list(parameters)
-    points = []
-    for values in itertools.product(*(parameters[key] for key in keys)):
-        settings = tuple(zip(keys, values, strict=True))
-        points.append(GridPoint(point_name(settings), settings))
-    return points
+    combinations = itertools.product(*parameters.values())
+    points = [tuple(zip(parameters, values, strict=True)) for values in combinations]
+    return [GridPoint(point_name(settings), settings) for settings in points]
 
 
 def _check_parameter(path: Path, key: object, values: object) -> None:

@@ -31,6 +31,8 @@ NOTE = (
     "paper's eight tasks (WNLI left out), as the paper computes it; with fewer tasks, the paper column "
     "averages the same tasks."
 )
+# The run settings shown beside the grid point, in the header's order (lr, batch, wd, init).
+SETTING_COLUMNS = ("learning_rate", "batch_size", "weight_decay", "init")
 TABLE_FILES = ("glue_results.md", "glue_results.csv", "glue_results.json", "glue_runs.csv")
 
 
@@ -68,19 +70,11 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     header = "| task | metric | score | seeds | grid point | lr | batch | wd | init | NeoBERT paper (dev) |"
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
     for row in rows:
-        is_average = row["task"] == GLUE_AVERAGE
-        cells = [
-            row["name"],
-            _metric_label(row),
-            _score_cell(row),
-            str(row["seeds"]),
-            "" if is_average else (row["point"] or "task config"),
-            "" if is_average else _value_cell(row["learning_rate"]),
-            "" if is_average else _value_cell(row["batch_size"]),
-            "" if is_average else _value_cell(row["weight_decay"]),
-            "" if is_average else _value_cell(row["init"]),
-            "–" if row["paper"] is None else f"{row['paper']:.1f}",
-        ]
+        run_cells = [""] * 5  # the average row has no grid point or settings of its own
+        if row["task"] != GLUE_AVERAGE:
+            run_cells = [row["point"] or "task config", *(_value_cell(row[key]) for key in SETTING_COLUMNS)]
+        paper = "–" if row["paper"] is None else f"{row['paper']:.1f}"
+        cells = [row["name"], _metric_label(row), _score_cell(row), str(row["seeds"]), *run_cells, paper]
         lines.append("| " + " | ".join(cells) + " |")
     if not rows:
         lines.append("| (no finished runs) |" + " |" * 9)

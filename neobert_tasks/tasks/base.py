@@ -73,6 +73,7 @@ class NeoBERTTask(L.LightningModule):
         allow_pickle_weights: bool = False,
     ):
         super().__init__()
+        # Lightning reads the arguments of every __init__ on the call stack: the subclass's are saved too.
         self.save_hyperparameters()
         check_optimizer_options(
             "model.init_args.", learning_rate, weight_decay, betas, eps, warmup_fraction, warmup_steps,
@@ -115,22 +116,15 @@ class NeoBERTTask(L.LightningModule):
             betas=tuple(hparams.betas),
             eps=hparams.eps,
         )
-        total_steps = int(self.trainer.estimated_stepping_batches)
         scheduler = warmup_decay_schedule(
             optimizer,
-            total_steps,
+            self.trainer.estimated_stepping_batches,  # inf for an unbounded run, which it refuses in words
             warmup_fraction=hparams.warmup_fraction,
             warmup_steps=hparams.warmup_steps,
             final_lr_fraction=hparams.final_lr_fraction,
             schedule=hparams.lr_schedule,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def check_tokenizer(self, tokenizer) -> None:
-        """Refuse a tokenizer whose ids fall outside the model's embedding table, before training."""
-        check_tokenizer_fits(
-            self.model, tokenizer, model_source(self.hparams.pretrained, self.hparams.model_config)
-        )
 
     def setup(self, stage: str) -> None:
         """Check that the data fits the model (vocabulary, input length) before any step runs; compile the
@@ -142,12 +136,37 @@ class NeoBERTTask(L.LightningModule):
                 raise ConfigError(problem)
         if stage == "fit" and self.hparams.get("compile") and not self.model.base_model.blocks_compiled:
             self.model.base_model.compile_blocks()
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None and hasattr(datamodule, "tokenizer"):
-            self.check_tokenizer(datamodule.tokenizer)
+        datamodule = getattr(self._trainer, "datamodule", None)
         if datamodule is not None:
             source = model_source(self.hparams.pretrained, self.hparams.model_config)
+            if hasattr(datamodule, "tokenizer"):  # ids outside the embedding table
+                check_tokenizer_fits(self.model, datamodule.tokenizer, source)
             check_max_length_fits(self.model, getattr(datamodule, "max_length", None), source)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Evaluation: ``validate`` and ``test`` run the same two methods, told which stage they serve.
+
+    def evaluation_step(
+        self, stage: str, batch: dict[str, torch.Tensor], batch_index: int, dataloader_idx: int
+    ) -> None:
+        """Score one batch of ``stage`` (``validate`` or ``test``) from its dataloader ``dataloader_idx``."""
+        raise NotImplementedError(f"{type(self).__name__} defines no evaluation_step.")
+
+    def log_scores(self, stage: str, prefix: str) -> None:
+        """Log the scores of the epoch of ``stage`` as ``<prefix>/<name>`` (``val``, ``test``); reset them."""
+        raise NotImplementedError(f"{type(self).__name__} defines no log_scores.")
+
+    def validation_step(self, batch, batch_index, dataloader_idx: int = 0) -> None:
+        self.evaluation_step("validate", batch, batch_index, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_scores("validate", "val")
+
+    def test_step(self, batch, batch_index, dataloader_idx: int = 0) -> None:
+        self.evaluation_step("test", batch, batch_index, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_scores("test", "test")
 
     # ----------------------------------------------------------------------------------------------------
     # Reproducible resuming.

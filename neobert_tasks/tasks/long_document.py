@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.nn import functional
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryF1Score, MulticlassAccuracy, MulticlassF1Score
 
 from neobert_tasks.data.keys import EXAMPLE_INDEX, EXAMPLE_POSITION
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.metrics import classification_metrics, predictions_from_logits
+from neobert_tasks.model.heads import sequence_classification_loss
 from neobert_tasks.tasks.sequence_classification import SequenceClassificationTask
 
 POOLING_MODES = ("mean", "max")
@@ -63,7 +63,6 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
             raise ConfigError("model.task_name is for GLUE tasks; long documents use generic metrics.")
         self.pooling = pooling
         super().__init__(**kwargs)
-        self.save_hyperparameters()
 
     def new_metrics(self) -> MetricCollection:
         """Accuracy and F1 (of class 1 with two classes, macro-averaged otherwise) for single-label tasks."""
@@ -82,18 +81,14 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
 
     def document_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The head's loss for the problem type, on document logits."""
-        if self.problem_type == "regression":
-            return functional.mse_loss(logits.squeeze(-1), labels.float().view(-1))
-        if self.problem_type == "multi_label_classification":
-            return functional.binary_cross_entropy_with_logits(logits, labels.float())
-        return functional.cross_entropy(logits.float(), labels.long())
+        return sequence_classification_loss(logits, labels, self.problem_type, self.num_labels)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
         loss = self.document_loss(self.document_logits(batch), batch["labels"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
         return loss
 
-    def _evaluation_step(self, stage: str, batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
+    def evaluation_step(self, stage: str, batch, batch_index: int, dataloader_idx: int) -> None:
         labels = batch["labels"]
         if self.problem_type == "single_label_classification" and bool((labels == -1).all()):
             return  # an unlabelled test split: nothing to score
@@ -102,7 +97,6 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
         self.losses[key].update(self.document_loss(logits, labels).detach(), weight=labels.shape[0])
         predictions = predictions_from_logits(logits, self.problem_type)
         self.metrics[key].update(predictions, labels.float() if self.problem_type == "regression" else labels)
-        self._scored.add(key)
 
     def predict_step(self, batch, batch_index, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         """One prediction per document, with its row number in the split as ``index``."""

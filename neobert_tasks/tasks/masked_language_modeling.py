@@ -3,8 +3,8 @@
 Tokens are masked on the fly in the module, so every epoch sees new masks; special tokens and padding
 are never selected. The 30522-way ``decoder`` runs on the masked positions only (a gather of their hidden
 states), which saves most of the head's compute and memory compared with the head's full forward.
-Validation masks with a fixed seed per batch, so validation losses of different epochs and runs compare
-the same masked positions.
+Validation (and test) masks with a fixed seed per batch, so validation losses of different epochs and
+runs compare the same masked positions.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class MaskedLanguageModelingTask(NeoBERTTask):
     """Train ``NeoBERTForMaskedLM`` (backbone + ``decoder``) with masked language modelling.
 
     Logs ``train/loss`` and, per validation, ``val/loss`` (mean over masked tokens), ``val/perplexity``
-    (its exponential) and ``val/accuracy`` (masked tokens predicted exactly).
+    (its exponential) and ``val/accuracy`` (masked tokens predicted exactly); ``test`` logs them as ``test/``.
 
     The optimiser defaults follow NeoBERT's pretraining recipe (AdamW, betas (0.9, 0.95), weight decay
     0.1, cosine decay to 10% of the peak) except the peak learning rate: NeoBERT pretrained at 6e-4, which
@@ -127,8 +127,7 @@ class MaskedLanguageModelingTask(NeoBERTTask):
             learning_rate=learning_rate, weight_decay=weight_decay, warmup_fraction=warmup_fraction,
             lr_schedule=lr_schedule, **kwargs,
         )  # fmt: skip
-        self.save_hyperparameters()
-        self.val_loss, self.val_accuracy = MeanMetric(), MeanMetric()
+        self.val_loss, self.val_accuracy = MeanMetric(), MeanMetric()  # of validate, or of test
 
     def _require_tokens(self) -> tuple[torch.Tensor, int, int]:
         if self.mask_token_id is None or self.special_token_ids is None:
@@ -180,7 +179,7 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         )
         return generator.manual_seed(seed)
 
-    def validation_step(self, batch, batch_index, dataloader_idx: int = 0) -> None:
+    def evaluation_step(self, stage: str, batch, batch_index: int, dataloader_idx: int) -> None:
         loss, logits, targets = self.mlm_loss(batch, self._validation_generator(batch_index, dataloader_idx))
         count = targets.numel()
         if count == 0:
@@ -190,11 +189,11 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         self.val_loss.update(loss.detach(), weight=count)
         self.val_accuracy.update((logits.argmax(-1) == targets).float().mean(), weight=count)
 
-    def on_validation_epoch_end(self) -> None:
+    def log_scores(self, stage: str, prefix: str) -> None:
         loss = self.val_loss.compute()
-        self.log("val/loss", loss, prog_bar=True, add_dataloader_idx=False)
-        self.log("val/perplexity", torch.exp(loss), add_dataloader_idx=False)
-        self.log("val/accuracy", self.val_accuracy.compute(), add_dataloader_idx=False)
+        self.log(f"{prefix}/loss", loss, prog_bar=True, add_dataloader_idx=False)
+        self.log(f"{prefix}/perplexity", torch.exp(loss), add_dataloader_idx=False)
+        self.log(f"{prefix}/accuracy", self.val_accuracy.compute(), add_dataloader_idx=False)
         self.val_loss.reset()
         self.val_accuracy.reset()
 

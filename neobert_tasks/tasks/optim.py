@@ -102,7 +102,7 @@ def _lr_factor(step: int, total_steps: int, warmup: int, final_lr_fraction: floa
 
 def warmup_decay_schedule(
     optimizer: torch.optim.Optimizer,
-    total_steps: int,
+    total_steps: int | float,
     warmup_fraction: float = 0.06,
     warmup_steps: int | None = None,
     final_lr_fraction: float = 0.1,

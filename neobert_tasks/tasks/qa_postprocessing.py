@@ -72,30 +72,24 @@ class _Spans:
 
 
 def _check_inputs(
-    contexts: list[str],
-    feature_example_indices: Sequence[int],
-    feature_offsets: Sequence[Sequence[tuple[int, int] | None]],
-    start_logits: Sequence[np.ndarray],
-    end_logits: Sequence[np.ndarray],
-    n_best_size: int,
-    max_answer_length: int,
+    contexts: list[str], per_feature: tuple[Sequence, ...], n_best_size: int, max_answer_length: int
 ) -> np.ndarray:
-    """Validate the arguments of postprocess_predictions; return the example index of each feature."""
-    counts = {len(feature_example_indices), len(feature_offsets), len(start_logits), len(end_logits)}
-    if len(counts) != 1:
+    """Validate the arguments of postprocess_predictions (``per_feature``: its four per-feature sequences,
+    in order); return the example index of each feature."""
+    lengths = [len(values) for values in per_feature]
+    if len(set(lengths)) != 1:
         raise ValueError(
             "feature_example_indices, feature_offsets, start_logits and end_logits need one entry per "
-            f"feature each, got {len(feature_example_indices)}, {len(feature_offsets)}, "
-            f"{len(start_logits)} and {len(end_logits)}."
+            f"feature each, got {lengths[0]}, {lengths[1]}, {lengths[2]} and {lengths[3]}."
         )
     if n_best_size < 1 or max_answer_length < 1:
         raise ValueError(
             f"n_best_size and max_answer_length must be >= 1, got {n_best_size}, {max_answer_length}."
         )
-    feature_examples = np.asarray(feature_example_indices, dtype=np.int64).reshape(-1)
+    feature_examples = np.asarray(per_feature[0], dtype=np.int64).reshape(-1)
     if feature_examples.size and (feature_examples.min() < 0 or feature_examples.max() >= len(contexts)):
         raise ValueError(f"feature_example_indices must lie in [0, {len(contexts)}), the range of contexts.")
-    if any(len(offsets) == 0 for offsets in feature_offsets):
+    if any(len(offsets) == 0 for offsets in per_feature[1]):
         raise ValueError("Every feature needs at least one token offset.")
     return feature_examples
 
@@ -154,26 +148,6 @@ def _has_repeated_offsets(char_offsets: np.ndarray, in_context: np.ndarray) -> n
     return (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
 
 
-def _pair_scores(
-    top_starts: np.ndarray,
-    top_ends: np.ndarray,
-    start_logits: np.ndarray,
-    end_logits: np.ndarray,
-    valid_starts: np.ndarray,
-    valid_ends: np.ndarray,
-    max_answer_length: int,
-) -> np.ndarray:
-    """Score of each (start slot, end slot) pair per feature, (features, slots, slots); -inf if invalid."""
-    span_lengths = top_ends[:, None, :] - top_starts[:, :, None] + 1
-    valid = (
-        valid_starts[:, :, None]
-        & valid_ends[:, None, :]
-        & (span_lengths >= 1)
-        & (span_lengths <= max_answer_length)
-    )
-    return np.where(valid, start_logits[:, :, None] + end_logits[:, None, :], -np.inf)
-
-
 def _span_candidates(
     start_matrix: np.ndarray,
     end_matrix: np.ndarray,
@@ -192,15 +166,12 @@ def _span_candidates(
     char_starts, char_ends = char_starts[:, :count], char_ends[:, count:]
     start_logits = np.take_along_axis(start_matrix, top_starts, axis=1)
     end_logits = np.take_along_axis(end_matrix, top_ends, axis=1)
-    scores = _pair_scores(
-        top_starts,
-        top_ends,
-        start_logits,
-        end_logits,
-        in_context[:, :count],
-        in_context[:, count:],
-        max_answer_length,
-    ).reshape(top_starts.shape[0], count * count)
+    # Score of each (start slot, end slot) pair per feature, -inf where the pair is no valid span.
+    span_lengths = top_ends[:, None, :] - top_starts[:, :, None] + 1  # (features, slots, slots)
+    valid = in_context[:, :count, None] & in_context[:, None, count:]
+    valid &= (span_lengths >= 1) & (span_lengths <= max_answer_length)
+    scores = np.where(valid, start_logits[:, :, None] + end_logits[:, None, :], -np.inf)
+    scores = scores.reshape(top_starts.shape[0], count * count)
     keep = np.isfinite(scores)
     if scores.shape[1] > n_best_size:
         # A pair that scores below the n-th best pair of its own feature is outranked by n other spans of
@@ -222,34 +193,23 @@ def _span_candidates(
     )
 
 
-def _group_starts(example: np.ndarray) -> np.ndarray:
-    """Indices where a new example begins in an array sorted by example (non-empty)."""
-    return np.flatnonzero(np.concatenate([[True], example[1:] != example[:-1]]))
-
-
 def _best_spans(spans: _Spans, n_best_size: int) -> tuple[_Spans, np.ndarray]:
     """The n-best spans of each example, grouped by example and best first, and their probabilities."""
     if spans.example.size == 0:
         return spans, np.zeros(0)
     # One entry per character span of an example (overlapping windows find the same span twice): sorted
-    # so that its best-scoring occurrence comes first, then the others are dropped.
+    # so that its best-scoring occurrence comes first, which np.unique keeps (its first occurrence).
     order = np.lexsort((-spans.start_logit, -spans.score, spans.char_end, spans.char_start, spans.example))
     spans = spans.take(order)
-    first = np.ones(spans.example.size, dtype=bool)
-    first[1:] = (
-        (spans.example[1:] != spans.example[:-1])
-        | (spans.char_start[1:] != spans.char_start[:-1])
-        | (spans.char_end[1:] != spans.char_end[:-1])
-    )
-    spans = spans.take(first)
+    keys = np.stack([spans.example, spans.char_start, spans.char_end], axis=1)
+    spans = spans.take(np.unique(keys, axis=0, return_index=True)[1])
     # Ties in score are broken by position, never by feature order, so shuffled features agree.
     spans = spans.take(np.lexsort((spans.char_end, spans.char_start, -spans.score, spans.example)))
-    starts = _group_starts(spans.example)
-    group_sizes = np.diff(np.append(starts, spans.example.size))
+    # Spans are sorted by example: where each example's spans start, and how many it has.
+    starts, group_sizes = np.unique(spans.example, return_index=True, return_counts=True)[1:]
     rank = np.arange(spans.example.size) - np.repeat(starts, group_sizes)
     spans = spans.take(rank < n_best_size)
-    starts = _group_starts(spans.example)
-    group_sizes = np.diff(np.append(starts, spans.example.size))
+    starts, group_sizes = np.unique(spans.example, return_index=True, return_counts=True)[1:]
     # Each group is sorted best first, so its first score is its maximum (the stable softmax shift).
     exponentials = np.exp(spans.score - np.repeat(spans.score[starts], group_sizes))
     probabilities = exponentials / np.repeat(np.add.reduceat(exponentials, starts), group_sizes)
@@ -259,28 +219,18 @@ def _best_spans(spans: _Spans, n_best_size: int) -> tuple[_Spans, np.ndarray]:
 def _nbest_lists(spans: _Spans, probabilities: np.ndarray, contexts: list[str]) -> list[list[dict]]:
     """The n-best dicts of every example (see QAPredictions), from spans grouped by example, best first."""
     nbest = [[] for _ in contexts]
-    columns = (
-        spans.example,
-        spans.char_start,
-        spans.char_end,
-        spans.score,
-        spans.start_logit,
-        spans.end_logit,
-    )
-    for example, char_start, char_end, score, start_logit, end_logit, probability in zip(
-        *(column.tolist() for column in columns), probabilities.tolist(), strict=True
-    ):
-        nbest[example].append(
-            {
-                "text": contexts[example][char_start:char_end],
-                "start": char_start,
-                "end": char_end,
-                "score": score,
-                "start_logit": start_logit,
-                "end_logit": end_logit,
-                "probability": probability,
-            }
-        )
+    columns = {
+        "start": spans.char_start,
+        "end": spans.char_end,
+        "score": spans.score,
+        "start_logit": spans.start_logit,
+        "end_logit": spans.end_logit,
+        "probability": probabilities,
+    }
+    rows = zip(*(column.tolist() for column in columns.values()), strict=True)
+    for example, values in zip(spans.example.tolist(), rows, strict=True):
+        entry = dict(zip(columns, values, strict=True))
+        nbest[example].append({"text": contexts[example][entry["start"] : entry["end"]], **entry})
     return nbest
 
 
@@ -328,15 +278,8 @@ def postprocess_predictions(
         ValueError: for inputs of mismatched lengths, example indices out of range, a feature without
             offsets, logits shorter than their offsets, or a size below 1.
     """
-    feature_examples = _check_inputs(
-        contexts,
-        feature_example_indices,
-        feature_offsets,
-        start_logits,
-        end_logits,
-        n_best_size,
-        max_answer_length,
-    )
+    per_feature = (feature_example_indices, feature_offsets, start_logits, end_logits)
+    feature_examples = _check_inputs(contexts, per_feature, n_best_size, max_answer_length)
     lengths = [len(offsets) for offsets in feature_offsets]
     start_matrix = _logit_matrix(start_logits, lengths, "start_logits")
     end_matrix = _logit_matrix(end_logits, lengths, "end_logits")

@@ -97,7 +97,6 @@ class QuestionAnsweringTask(NeoBERTTask):
         self.version_2, self.n_best_size, self.max_answer_length = version_2, n_best_size, max_answer_length
         self.null_score_diff_threshold, self.write_nbest = null_score_diff_threshold, write_nbest
         super().__init__(learning_rate=learning_rate, **kwargs)
-        self.save_hyperparameters()
         # Loss per evaluated split (dataloader index); torchmetrics syncs it over DDP ranks exactly.
         self.losses = nn.ModuleDict()
         self._windows: dict[int, list[WindowLogits]] = {}
@@ -109,32 +108,25 @@ class QuestionAnsweringTask(NeoBERTTask):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(self._trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "feature_lookup"):
             raise ConfigError("QuestionAnsweringTask needs a QuestionAnsweringDataModule (data.class_path).")
         # Created here rather than on first use so that the strategy moves them to the device.
         for index in range(max(len(datamodule.split_names_for(name)) for name in ("validate", "test"))):
-            self._loss_metric(index)
+            if str(index) not in self.losses:
+                self.losses[str(index)] = MeanMetric()
 
     # ------------------------------------------------------------------------------------------------------
     # Evaluation.
 
-    def _loss_metric(self, dataloader_index: int) -> MeanMetric:
-        key = str(dataloader_index)
-        if key not in self.losses:
-            self.losses[key] = MeanMetric().to(self.device)
-        return self.losses[key]
-
-    def _evaluation_step(self, batch: dict[str, torch.Tensor], dataloader_index: int) -> None:
+    def evaluation_step(self, stage: str, batch, batch_index: int, dataloader_idx: int) -> None:
         outputs = self.model(**self.model_inputs(batch))
         if outputs.loss is not None:
             # The loss is a mean over the batch's windows; weighting by their count keeps the epoch value
             # exact across batches and DDP ranks, unlike self.log's per-batch mean.
-            self._loss_metric(dataloader_index).update(
-                outputs.loss.detach(), weight=batch["input_ids"].shape[0]
-            )
+            self.losses[str(dataloader_idx)].update(outputs.loss.detach(), weight=batch["input_ids"].shape[0])
         windows = window_logits(batch, outputs.start_logits, outputs.end_logits)
-        self._windows.setdefault(dataloader_index, []).extend(windows)
+        self._windows.setdefault(dataloader_idx, []).extend(windows)
 
     def answer_questions(
         self, datamodule, split_name: str, windows: Sequence[WindowLogits]
@@ -176,7 +168,7 @@ class QuestionAnsweringTask(NeoBERTTask):
         answers = dict(zip(ids, predictions.answers, strict=True))
         return squad_scores(answers, dict(zip(ids, gold, strict=True)), self.version_2, null_odds)
 
-    def _log_scores(self, prefix: str, stage: str) -> None:
+    def log_scores(self, stage: str, prefix: str) -> None:
         """Gather, post-process, score and log every evaluated split; clears the collected windows."""
         datamodule = self.trainer.datamodule
         windows_by_split, self._windows = self._windows, {}
@@ -187,27 +179,14 @@ class QuestionAnsweringTask(NeoBERTTask):
             for name, value in self._split_scores(datamodule, split_name, windows).items():
                 self.log(f"{prefix}/{name}{suffix}", value, prog_bar=name == "f1", add_dataloader_idx=False)
             if split_name in datamodule.datasets and datamodule.has_answers(split_name):
-                loss = self._loss_metric(index)
+                loss = self.losses[str(index)]
                 self.log(f"{prefix}/loss{suffix}", loss.compute(), add_dataloader_idx=False)
                 loss.reset()
 
     def on_validation_epoch_start(self) -> None:
-        self._windows = {}
+        self._windows = {}  # drop what an interrupted evaluation left
 
-    def validation_step(self, batch, batch_index, dataloader_idx: int = 0) -> None:
-        self._evaluation_step(batch, dataloader_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_scores("val", "validate")
-
-    def on_test_epoch_start(self) -> None:
-        self._windows = {}
-
-    def test_step(self, batch, batch_index, dataloader_idx: int = 0) -> None:
-        self._evaluation_step(batch, dataloader_idx)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_scores("test", "test")
+    on_test_epoch_start = on_validation_epoch_start
 
     # ------------------------------------------------------------------------------------------------------
     # Prediction.
@@ -238,8 +217,9 @@ class QuestionAnsweringTask(NeoBERTTask):
                 contents["null_odds.json"] = [
                     odds if math.isfinite(odds) else None for odds in predictions.null_odds
                 ]
-            for name, values in contents.items():
-                files[prefix + name] = to_json(dict(zip(ids, values, strict=True)))
+            for name, values in contents.items():  # indented, with non-ASCII answers left readable
+                text = json.dumps(dict(zip(ids, values, strict=True)), indent=2, ensure_ascii=False)
+                files[prefix + name] = text + "\n"
         return files
 
     def _predict_split(
@@ -261,8 +241,3 @@ class QuestionAnsweringTask(NeoBERTTask):
                 " (trainer.limit_predict_batches?); the files leave the others out."
             )
         return ids, predictions
-
-
-def to_json(value: Any) -> str:
-    """Indented JSON text with a final newline; non-ASCII answers stay readable."""
-    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"

@@ -84,13 +84,11 @@ class SequenceClassificationTask(NeoBERTTask):
         self.label_names, self.task_name = label_names, task_name
         self.classifier_dropout = classifier_dropout
         super().__init__(**kwargs)
-        self.save_hyperparameters()
         self.metrics = nn.ModuleDict()  # "<stage>/<split position>" → MetricCollection, filled in setup
         # Same keys → mean loss per example. A torchmetrics mean syncs its (sum, count) states, so under DDP
         # it is the whole split's mean even when ranks hold different numbers of examples; Lightning's own
         # sync_dist mean is not (it averages the integer example counts over ranks, truncating them).
         self.losses = nn.ModuleDict()
-        self._scored: set[str] = set()  # metric keys updated since their last compute
 
     def head_config(self) -> dict[str, Any]:
         config = {
@@ -110,7 +108,7 @@ class SequenceClassificationTask(NeoBERTTask):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        datamodule = getattr(self._trainer, "datamodule", None)
         self.split_names = {}
         for name in ("validate", "test"):
             splits = datamodule.split_names_for(name) if datamodule is not None else ["validation"]
@@ -125,23 +123,22 @@ class SequenceClassificationTask(NeoBERTTask):
     # ------------------------------------------------------------------------------------------------
     # Evaluation: metrics per split, logged once per epoch from the synced torchmetrics states.
 
-    def _evaluation_step(self, stage: str, batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
-        outputs = self.model(**self.model_inputs(batch))
+    def evaluation_step(self, stage: str, batch, batch_index: int, dataloader_idx: int) -> None:
         labels = batch["labels"]
+        if stage == "test" and self.task_name is not None and bool((labels == -1).all()):
+            return  # GLUE test splits hide their labels (-1): predict, don't score
+        outputs = self.model(**self.model_inputs(batch))
         self.losses[f"{stage}/{dataloader_idx}"].update(outputs.loss.detach(), weight=labels.shape[0])
         predictions = predictions_from_logits(outputs.logits, self.problem_type)
         if self.problem_type == "regression":
             labels = labels.float()
         self.metrics[f"{stage}/{dataloader_idx}"].update(predictions, labels)
-        self._scored.add(f"{stage}/{dataloader_idx}")
 
-    def _log_metrics(self, stage: str) -> None:
-        prefix = "val" if stage == "validate" else stage
+    def log_scores(self, stage: str, prefix: str) -> None:
         for position, split_name in enumerate(self.split_names[stage]):
             key = f"{stage}/{position}"
-            if key not in self._scored:
+            if self.losses[key].update_count == 0:
                 continue  # nothing was scored (hidden test labels): no metric to report
-            self._scored.discard(key)
             collection = self.metrics[key]
             suffix = split_suffix(split_name, position)
             main = GLUE_MAIN_METRIC.get(self.task_name or "", None)
@@ -152,28 +149,13 @@ class SequenceClassificationTask(NeoBERTTask):
             self.log(f"{prefix}/loss{suffix}", self.losses[key].compute(), add_dataloader_idx=False)
             self.losses[key].reset()
 
-    def validation_step(self, batch, batch_index, dataloader_idx: int = 0) -> None:
-        self._evaluation_step("validate", batch, dataloader_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("validate")
-
-    def test_step(self, batch, batch_index, dataloader_idx: int = 0) -> None:
-        if "labels" in batch and bool((batch["labels"] == -1).all()) and self.task_name is not None:
-            return  # GLUE test splits hide their labels (-1): predict, don't score
-        self._evaluation_step("test", batch, dataloader_idx)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
-
     def predict_step(self, batch, batch_index, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         logits = self.model(**{k: v for k, v in self.model_inputs(batch).items() if k != "labels"}).logits
         return self.prediction_outputs(logits, batch[EXAMPLE_INDEX])
 
     def prediction_outputs(self, logits: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per example: its ``example_index``, the ``prediction`` the metrics take and, for classification,
-        the
-        class ``probabilities`` (softmax, or sigmoid per label for multi-label)."""
+        the class ``probabilities`` (softmax, or sigmoid per label for multi-label)."""
         outputs = {EXAMPLE_INDEX: index, "prediction": predictions_from_logits(logits, self.problem_type)}
         if self.problem_type == "single_label_classification":
             outputs["probabilities"] = logits.float().softmax(dim=-1)

@@ -8,6 +8,7 @@ itself, so windows of one document may sit in different batches or on different 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import torch
@@ -16,11 +17,9 @@ from torchmetrics import MeanMetric
 
 from neobert_tasks.data.keys import EXAMPLE_INDEX, PREDICTION_INDEX_COLUMN
 from neobert_tasks.errors import ConfigError
-from neobert_tasks.metrics.entities import EntityF1, extract_entities
+from neobert_tasks.metrics.entities import MODES, EntityF1, extract_entities
 from neobert_tasks.model import NeoBERTForTokenClassification
 from neobert_tasks.tasks.base import NeoBERTTask
-
-METRIC_MODES = ("conlleval", "strict")
 
 
 class TokenClassificationTask(NeoBERTTask):
@@ -56,13 +55,12 @@ class TokenClassificationTask(NeoBERTTask):
                 f"model.label_names ({label_names}) must list the {num_labels} tag names; they come from "
                 "the datamodule (data.label_names)."
             )
-        if metric_mode not in METRIC_MODES:
-            raise ConfigError(f"model.metric_mode {metric_mode!r} is not one of {', '.join(METRIC_MODES)}.")
+        if metric_mode not in MODES:
+            raise ConfigError(f"model.metric_mode {metric_mode!r} is not one of {', '.join(MODES)}.")
         self.label_names, self.num_labels = list(label_names), len(label_names)
         self.metric_mode, self.classifier_dropout = metric_mode, classifier_dropout
         super().__init__(learning_rate=learning_rate, **kwargs)
-        self.save_hyperparameters()
-        self.metrics = nn.ModuleDict({mode: EntityF1(self.label_names, mode=mode) for mode in METRIC_MODES})
+        self.metrics = nn.ModuleDict({mode: EntityF1(self.label_names, mode=mode) for mode in MODES})
         self.loss = MeanMetric()
 
     def head_config(self) -> dict[str, Any]:
@@ -81,7 +79,7 @@ class TokenClassificationTask(NeoBERTTask):
         gold = batch["labels"][scored] if "labels" in batch else None
         return examples[scored], batch["word_ids"][scored], predictions[scored], probabilities[scored], gold
 
-    def _evaluation_step(self, prefix: str, batch: dict[str, torch.Tensor]) -> None:
+    def evaluation_step(self, stage: str, batch, batch_index: int, dataloader_idx: int) -> None:
         outputs = self.model(**self.model_inputs(batch))
         # The loss is a mean over labelled tokens; weighting by their count keeps the epoch value exact
         # across batches and DDP ranks (torchmetrics syncs it), unlike self.log's per-batch mean.
@@ -90,7 +88,7 @@ class TokenClassificationTask(NeoBERTTask):
         for metric in self.metrics.values():
             metric.update(examples, words, predictions, gold)
 
-    def _log_metrics(self, prefix: str) -> None:
+    def log_scores(self, stage: str, prefix: str) -> None:
         self.log(f"{prefix}/loss", self.loss.compute(), add_dataloader_idx=False)
         self.loss.reset()
         for mode, metric in self.metrics.items():
@@ -99,18 +97,6 @@ class TokenClassificationTask(NeoBERTTask):
                 on_bar = mode == self.metric_mode and name == "f1"
                 self.log(f"{name_prefix}{name}", value, prog_bar=on_bar, add_dataloader_idx=False)
             metric.reset()
-
-    def validation_step(self, batch, batch_index, dataloader_idx: int = 0) -> None:
-        self._evaluation_step("val", batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
-
-    def test_step(self, batch, batch_index, dataloader_idx: int = 0) -> None:
-        self._evaluation_step("test", batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
 
     def predict_step(self, batch, batch_index, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         inputs = {key: value for key, value in self.model_inputs(batch).items() if key != "labels"}
@@ -143,8 +129,6 @@ def entities_record(
     index: int, example: dict, word_predictions: dict, label_names: list[str], mode: str
 ) -> str:
     """One JSON line: the example's text and its predicted entities with character offsets."""
-    import json
-
     offsets = example["word_offsets"]
     tags = [
         label_names[word_predictions[word][0]] if word in word_predictions else "O"

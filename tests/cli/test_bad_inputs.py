@@ -217,9 +217,10 @@ def test_tokenizer_that_is_neither_a_directory_nor_on_the_hub(capsys, tmp_path):
     rows = sentiment_rows(SENTENCES)
     splits = {"train": rows, "validation": rows}
     message = quickstart_error(capsys, tmp_path, splits, "--data.init_args.tokenizer", "no_such_tokenizer")
-    # Offline (the tests set HF_HUB_OFFLINE), the hub's reason is its first line only.
-    assert message.startswith(
-        "Could not load tokenizer 'no_such_tokenizer' (no such directory) from the Hugging Face hub: "
+    # Offline (the tests set HF_HUB_OFFLINE): one sentence with the way out, and no retries before it.
+    assert message == (
+        "Could not load tokenizer 'no_such_tokenizer': no such directory, the hub is not reachable (offline)"
+        " and there is no cached copy; give a tokenizer folder with --data.init_args.tokenizer."
     )
 
 

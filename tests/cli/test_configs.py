@@ -143,7 +143,10 @@ def test_task_config_builds_from_its_printed_config(config, capsys, tmp_path, mo
         assert getattr(model, target, None) == getattr(datamodule, source, None), target
     raw = yaml.safe_load(config.read_text())
     assert datamodule.batch_size == raw["data"]["init_args"]["batch_size"]
-    assert model.hparams.learning_rate == raw["model"]["init_args"]["learning_rate"]
+    # The task's rate, unless the tiny preset composed here (a from-scratch model) sets its own.
+    uses_tiny = str(TINY) in build_args(config)
+    rate = yaml.safe_load(TINY.read_text())["model"]["init_args"]["learning_rate"] if uses_tiny else None
+    assert model.hparams.learning_rate == (rate or raw["model"]["init_args"]["learning_rate"])
     assert model.hparams.weight_decay == raw["model"]["init_args"]["weight_decay"]
     if config not in GLUE_CONFIGS:
         return

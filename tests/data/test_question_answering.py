@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import neobert_tasks.data.question_answering as question_answering
+import neobert_tasks.data.squad_windows as squad_windows
 from neobert_tasks.data import DataError, MissingDataError, QuestionAnsweringDataModule
 from tests.conftest import shared_path
 
@@ -287,9 +287,9 @@ def test_cached_setup_does_not_tokenize_again(
     first.prepare_data()
     first.setup("fit")
     calls = []
-    checker = question_answering.check_question_lengths
+    checker = squad_windows.check_question_lengths
     monkeypatch.setattr(
-        question_answering, "check_question_lengths", lambda *args: calls.append(args) or checker(*args)
+        squad_windows, "check_question_lengths", lambda *args: calls.append(args) or checker(*args)
     )
     second = make_module(path.parent, tiny_tokenizer_dir, cache, max_length=MAX_LENGTH, doc_stride=DOC_STRIDE)
     second.setup("fit")

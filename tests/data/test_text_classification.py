@@ -116,8 +116,12 @@ def test_invalid_labels_at_setup(write_split, sentences, tiny_tokenizer_dir, dat
 
 
 def test_configuration_errors(write_split, sentences, tmp_path, tiny_tokenizer_dir, datasets_cache):
-    with pytest.raises(DataError, match="exactly one of dataset"):
+    with pytest.raises(DataError, match="dataset id .* or a local data_dir; both are None"):
         TextClassificationDataModule(tokenizer=tiny_tokenizer_dir)
+    with pytest.raises(DataError, match="one of dataset .* or data_dir, not both"):
+        TextClassificationDataModule(tokenizer=tiny_tokenizer_dir, dataset="x/y", data_dir=str(tmp_path))
+    with pytest.raises(DataError, match="without dataset or data_dir needs problem_type and label_names"):
+        TextClassificationDataModule(tokenizer=tiny_tokenizer_dir, predict_file="new.txt")
     with pytest.raises(DataError, match="Unknown problem_type 'ranking'"):
         make_module(tmp_path, tiny_tokenizer_dir, datasets_cache, problem_type="ranking", num_labels=2)
     path = write_split("train", text=sentences(3), target=[0, 1, 0])

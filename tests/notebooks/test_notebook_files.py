@@ -107,7 +107,7 @@ def test_readme_command_selects_every_notebook_test(monkeypatch):
     # already do, minutes each); collecting what it selects checks it with the same arguments. The
     # collection runs in this process (`pytest.main`, as pytest's own pytester does): the test modules
     # are imported already, where a new interpreter would spend seconds importing them again.
-    [command] = readme_commands()
+    [command] = [line for line in readme_commands() if "python -m pytest" in line]
     environment_part, python_part = command.split("python ", 1)
     for item in environment_part.split():
         monkeypatch.setenv(*item.split("=", 1))
@@ -121,3 +121,14 @@ def test_readme_command_selects_every_notebook_test(monkeypatch):
         assert any(test_id.startswith(f"tests/notebooks/{test_file}::") for test_id in collected.ids), (
             f"{name}'s test is not selected"
         )
+
+
+def test_stored_figures_are_ones_the_notebooks_draw():
+    """notebooks/figures holds `<notebook>__<figure>.png` copies of what each notebook saves as
+    `<figure>.png`, so a figure renamed or dropped from a notebook cannot leave a stale picture behind."""
+    figures = sorted((REPO_ROOT / "notebooks" / "figures").glob("*.png"))
+    assert figures, "notebooks/figures has no figure"
+    for figure in figures:
+        notebook, _, name = figure.stem.partition("__")
+        source = (REPO_ROOT / "notebooks" / f"{notebook}.ipynb").read_text()
+        assert f"{name}.png" in source, f"{figure.name}: {notebook}.ipynb saves no {name}.png"

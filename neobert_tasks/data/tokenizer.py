@@ -1,0 +1,54 @@
+"""The tokenizer a datamodule names: a local directory or a hub id, loaded with one-sentence errors.
+
+A name that is neither an existing path nor shaped like a hub id is a mistyped directory, reported as
+missing rather than looked up on the hub. `TextDataModule` may train a tokenizer instead of loading one;
+`asks_for_new_tokenizer` tells which names mean that.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from neobert_tasks.data.hub_access import hub_unreachable, offline_hub
+from neobert_tasks.data.sources import DataError, MissingDataError
+
+# A hub id is "name" or "owner/name"; anything else that does not exist on disk is a mistyped path.
+HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """Load a tokenizer from a local directory or a hub id, with a one-sentence error when neither works."""
+    is_local = Path(name_or_path).expanduser().exists()
+    if not is_local and not HUB_ID_PATTERN.match(name_or_path):
+        raise MissingDataError(f"Tokenizer directory '{name_or_path}' does not exist.")
+    offline = not is_local and hub_unreachable()
+    try:
+        with offline_hub(offline):
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(Path(name_or_path).expanduser()) if is_local else name_or_path
+            )
+    except (OSError, ValueError) as error:
+        if offline:
+            raise DataError(
+                f"Could not load tokenizer '{name_or_path}': no such directory, the hub is not"
+                " reachable (offline) and there is no cached copy; give a tokenizer folder with"
+                " --data.init_args.tokenizer."
+            ) from error
+        # The hub client's explanation runs over several lines; its first one says what went wrong.
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        where = "from its local directory" if is_local else "(no such directory) from the Hugging Face hub"
+        raise DataError(f"Could not load tokenizer '{name_or_path}' {where}: {reason}") from error
+    if tokenizer.pad_token_id is None:
+        raise DataError(f"Tokenizer '{name_or_path}' has no padding token, which dynamic padding needs.")
+    return tokenizer
+
+
+def asks_for_new_tokenizer(name: str | None) -> bool:
+    """Whether `name` means "train a tokenizer and save it here": no name at all, or a path that does not
+    exist and is not a hub id "owner/name" (a bare "name" could be either; it is taken for a path)."""
+    exists = name is not None and Path(name).expanduser().exists()
+    is_hub_id = name is not None and not exists and HUB_ID_PATTERN.match(name) and "/" in name
+    return not (exists or is_hub_id)
