@@ -19,7 +19,7 @@ from neobert_tasks.export.folder import export_model_folder
 from neobert_tasks.export.graph import check_graph_formats
 from neobert_tasks.export.run_facts import card_facts
 from neobert_tasks.model.pooling import POOLING_MODES
-from neobert_tasks.run_directory import run_directory
+from neobert_tasks.run_directory import predictions_directory, run_directory
 
 
 def _metric_value(value: Any) -> float:
@@ -207,13 +207,17 @@ class PredictionWriter(BasePredictionWriter):
             gathered = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(gathered, outputs)
             outputs = [merge_outputs([part[split] for part in gathered]) for split in range(len(outputs))]
-        output_dir = Path(self.output_dir) if self.output_dir else run_directory(trainer) / "predictions"
+        output_dir = Path(self.output_dir) if self.output_dir else predictions_directory(trainer)
         if not trainer.is_global_zero:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
-        for file_name, text in pl_module.prediction_files(outputs, split_names, datamodule).items():
+        files = pl_module.prediction_files(outputs, split_names, datamodule)
+        for file_name, text in files.items():
             (output_dir / file_name).write_text(text)
-            rank_zero_info(f"Wrote predictions to {output_dir / file_name}")
+        # Which data was predicted: a submission file built from validation rows must not pass for a test one.
+        describe = getattr(datamodule, "split_description", lambda name: f"split '{name}'")
+        sources = ", ".join(describe(name) for name in split_names)
+        rank_zero_info(f"Predictions of {sources} written to {output_dir}: {', '.join(files)}")
 
 
 def flatten_outputs(step_outputs: list[dict[str, torch.Tensor]]) -> dict[str, list]:

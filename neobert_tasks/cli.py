@@ -30,6 +30,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from neobert_tasks.argument_parser import NeoBERTArgumentParser
 from neobert_tasks.callbacks import BestModelCheckpoint, ExportBestModel, PredictionWriter
 from neobert_tasks.class_paths import check_checkpoint_class
+from neobert_tasks.console import CompactModelSummary, quiet_libraries
 from neobert_tasks.data.base import TokenizedDataModule
 from neobert_tasks.errors import (
     MissingPathError,
@@ -45,7 +46,17 @@ from neobert_tasks.resume import (
     load_checkpoint_file,
     use_atomic_checkpoints,
 )
-from neobert_tasks.run_directory import RunConfigCallback, RunDirectory, next_version, pin_logger_versions
+from neobert_tasks.run_directory import (
+    EVALUATION_FOLDERS,
+    RunConfigCallback,
+    RunDirectory,
+    best_run_checkpoint,
+    next_version,
+    pin_logger_versions,
+    repoint_loggers,
+    run_of_checkpoint,
+)
+from neobert_tasks.run_summary import print_summary
 from neobert_tasks.tasks.base import NeoBERTTask
 from neobert_tasks.training_guard import NonFiniteLossGuard
 
@@ -61,9 +72,14 @@ LINKED_ARGUMENTS = (
     ("vocab_size", "vocab_size"),
 )
 
+# Data options that name the label schema, filled from a checkpoint for validate, test and predict.
+LABEL_SCHEMA_KEYS = ("problem_type", "num_labels", "label_names")
+
 # The CSV logger shares the TensorBoard logger's version folder on purpose (see instantiate_trainer), where
 # SaveConfigCallback has already written config.yaml; its warning about a non-empty folder is noise.
 warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+# Lightning's adverts and device lines, a library deprecation: lines a user does not need (see console.py).
+quiet_libraries()
 
 # sysexits.h: an input/output error, here a write the disk refused (full, read-only, no permission).
 EX_IOERR = 74
@@ -80,8 +96,20 @@ class NeoBERTCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         parser.add_lightning_class_args(ResumeCheckpoint, "resume_checkpoint")
         parser.add_lightning_class_args(NonFiniteLossGuard, "loss_guard")
+        parser.add_lightning_class_args(CompactModelSummary, "model_summary")
+        parser.link_arguments("trainer.enable_model_summary", "model_summary.enabled")
         for source, target in LINKED_ARGUMENTS:
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        if not add_subcommands:
+            # `main(args=["--config", "<run>/config.yaml"], run=False)` builds a run's classes from its saved
+            # config, which also holds the subcommand's own keys: accept them, unused.
+            for name, kind in (("ckpt_path", str | None), ("weights_only", bool | None)):
+                self.parser.add_argument(
+                    f"--{name}", type=kind, default=None, help="Unused without a subcommand."
+                )
 
     _run_version: int | str = 0
     _pinned_loggers: list = []
@@ -94,18 +122,45 @@ class NeoBERTCLI(LightningCLI):
             config[key] = value
         trainer = config.trainer
         root = trainer.default_root_dir or "runs"
-        if trainer.logger is None or trainer.logger is True:
+        self._default_loggers = trainer.logger is None or trainer.logger is True
+        if self._default_loggers:
             trainer.logger = [
                 {"class_path": name, "init_args": {"save_dir": root, "name": ""}} for name in LOGGER_CLASSES
             ]
         # `fit --ckpt_path last` continues the resumed run's folder rather than starting version_N+1.
         version = self._resume_version if self._resume_version is not None else next_version(root)
+        self._evaluated_run = self._run_to_evaluate(config)
+        if self._evaluated_run is not None:
+            # validate/test/predict of a run's checkpoint write into that run (<run>/validate, …).
+            repoint_loggers(trainer.logger, root, self._evaluated_run)
+            root, version = str(self._evaluated_run), EVALUATION_FOLDERS[self.subcommand]
+        self._run_root = root
         self._run_version, self._pinned_loggers = pin_logger_versions(trainer.logger, root, version)
 
     def after_instantiate_classes(self) -> None:
-        # config.yaml records the loggers as configured, so that a run of it starts a run folder of its own.
+        # config.yaml records the loggers as configured, so that a run of it starts a run folder of its own
+        # (and the default ones follow the trainer.default_root_dir it is run with).
         for init_args in self._pinned_loggers:
             init_args["version"] = None
+        if self._default_loggers:
+            (self.config[self.subcommand] if self.subcommand else self.config).trainer.logger = None
+
+    def _run_to_evaluate(self, config) -> Path | None:
+        """The run whose checkpoint validate, test or predict uses, unless the command line says where to
+        write (``--trainer.default_root_dir``)."""
+        typed_root = any(arg.startswith("--trainer.default_root_dir") for arg in self._command_line)
+        if self.subcommand not in EVALUATION_FOLDERS or typed_root:
+            return None
+        return run_of_checkpoint(config.get("ckpt_path"))
+
+    def after_fit(self) -> None:
+        print_summary(self.trainer, "fit")
+
+    def after_validate(self) -> None:
+        print_summary(self.trainer, "validate")
+
+    def after_test(self) -> None:
+        print_summary(self.trainer, "test")
 
     def before_fit(self) -> None:
         for callback in self.trainer.callbacks:
@@ -144,8 +199,18 @@ class NeoBERTCLI(LightningCLI):
             return
         # One sentence for a missing, corrupt or unsafe file, before Lightning reads it.
         checkpoint = load_checkpoint_file(ckpt_path)
-        saved_class = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
-        check_checkpoint_class(saved_class, config.get("model.class_path"), ckpt_path, self._command_line)
+        hparams = checkpoint.get("hyper_parameters") or {}
+        check_checkpoint_class(
+            hparams.get("_class_path"), config.get("model.class_path"), ckpt_path, self._command_line
+        )
+        if self.config.subcommand != "fit" and lacks_training_data(config):
+            # The labels the model was trained with, unless typed: with a predict_file, or a folder of test
+            # data only, there is no training split to infer them from. (With one, the data's labels are
+            # read and checked against the checkpoint's.)
+            for key in LABEL_SCHEMA_KEYS:
+                name = f"data.init_args.{key}"
+                if name in config and config.get(name) is None and hparams.get(key) is not None:
+                    config[name] = copy.deepcopy(hparams[key])
         # The whole init argument: `--model.init_args.model_config.hidden_size 64` types model_config.
         typed = [
             ".".join(argument.split("=", 1)[0].removeprefix("--").split(".")[:3])
@@ -158,8 +223,20 @@ class NeoBERTCLI(LightningCLI):
 
     def _resolve_checkpoint_path(self, config) -> None:
         """Turn ``--ckpt_path last`` into the newest ``last.ckpt`` under ``trainer.default_root_dir`` (and
-        remember its run folder)."""
+        remember its run folder), and, for validate, test and predict, ``best`` into the best checkpoint of
+        the newest finished run there."""
         ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "best" and self.config.subcommand != "fit":
+            # Lightning's "best" means the fit of this same process; here, the newest finished run's.
+            root = config.trainer.default_root_dir or "runs"
+            best = best_run_checkpoint(root)
+            if best is None:
+                raise MissingPathError(
+                    f"--ckpt_path best: no finished run (metrics.json naming a best checkpoint) under"
+                    f" '{root}/version_*'; run fit first or give the path of a checkpoint."
+                )
+            config.ckpt_path = str(best)
+            return
         if ckpt_path == "last":
             root = config.trainer.default_root_dir or "runs"
             found = latest_run_checkpoint(root)
@@ -186,15 +263,20 @@ class NeoBERTCLI(LightningCLI):
         # The run folder is <root>/version_N whatever the loggers (see neobert_tasks.run_directory), or the
         # version given to a TensorBoard or CSV logger under <root> (the GLUE suite's seed_<n>).
         version = self._run_version
-        run_dir = Path(trainer.default_root_dir).resolve() / (
+        run_dir = Path(self._run_root).resolve() / (
             version if isinstance(version, str) else f"version_{version}"
         )
         if trainer.is_global_zero:
             check_writable(run_dir)
-        trainer.callbacks.append(RunDirectory(str(run_dir)))
+        evaluated = self._evaluated_run
+        # Predicting a run's checkpoint: its files go straight into <run>/predictions.
+        predictions = str(run_dir) if evaluated is not None and self.subcommand == "predict" else None
+        trainer.callbacks.append(RunDirectory(str(run_dir), predictions))
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.dirpath is None:
-            checkpoint.dirpath = str(run_dir / "checkpoints")
+            # The evaluated run's own folder, as its checkpoint recorded it: Lightning drops the restored
+            # best score (with a warning) when the folder differs.
+            checkpoint.dirpath = str((evaluated or run_dir) / "checkpoints")
         return trainer
 
 
@@ -244,6 +326,16 @@ def console_main() -> int:
     """
     main()
     return 0
+
+
+def lacks_training_data(config) -> bool:
+    """Whether a command's data has nothing to infer labels from: a predict_file, or a data_dir without
+    files of its training split."""
+    if config.get("data.init_args.predict_file"):
+        return True
+    data_dir = config.get("data.init_args.data_dir")
+    split = config.get("data.init_args.train_split") or "train"
+    return bool(data_dir) and Path(data_dir).is_dir() and not any(Path(data_dir).glob(f"{split}[.-]*"))
 
 
 def check_writable(folder: Path) -> None:

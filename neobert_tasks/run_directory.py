@@ -11,6 +11,7 @@ adds and to the checkpoint callback, and records it in a `RunDirectory` callback
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -64,18 +65,53 @@ def writes_under(entry: Any, root: str | Path) -> bool:
     return save_dir is not None and (Path(save_dir) / name).resolve() == Path(root).resolve()
 
 
+# Folder inside a run that `validate`, `test` and `predict` of one of its checkpoints write into.
+EVALUATION_FOLDERS = {"validate": "validate", "test": "test", "predict": "predictions"}
+
+
+def run_of_checkpoint(ckpt_path: str | None) -> Path | None:
+    """The run folder of a checkpoint at ``<run>/checkpoints/<name>.ckpt`` beside ``<run>/config.yaml``."""
+    folder = Path(ckpt_path).expanduser().resolve().parent if ckpt_path else None
+    if folder is None or folder.name != "checkpoints" or not (folder.parent / "config.yaml").is_file():
+        return None
+    return folder.parent
+
+
+def best_run_checkpoint(root_dir: str | Path) -> Path | None:
+    """The best checkpoint that the newest finished run under ``root_dir`` names in its metrics.json."""
+    found = []
+    for summary in Path(root_dir).glob("*/metrics.json"):
+        best = json.loads(summary.read_text()).get("best_checkpoint")
+        if best and Path(best).is_file():
+            found.append((summary.stat().st_mtime, Path(best)))
+    return max(found)[1] if found else None
+
+
+def repoint_loggers(loggers: Any, old_root: str | Path, new_root: str | Path) -> None:
+    """Make the TensorBoard and CSV logger configs that write under ``old_root`` write under ``new_root``
+    (a run's saved config.yaml names the root it was trained under)."""
+    for entry in loggers if isinstance(loggers, list) else [loggers]:
+        if writes_under(entry, old_root):
+            entry["init_args"]["save_dir"], entry["init_args"]["name"] = str(new_root), ""
+
+
 class RunDirectory(L.Callback):
     """Holds the run folder; at setup every rank takes rank 0's, in case a late process counted another N.
 
     Args:
-        path: The run folder, ``<default_root_dir>/version_N``.
+        path: The run folder, ``<default_root_dir>/version_N`` (or ``<run>/validate`` and so on).
+        predictions: Folder of prediction files; None is ``<path>/predictions``.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, predictions: str | None = None):
         self.path = Path(path)
+        self.predictions = Path(predictions) if predictions else self.path / "predictions"
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.path = Path(trainer.strategy.broadcast(str(self.path)))
+        path = Path(trainer.strategy.broadcast(str(self.path)))
+        if self.predictions == self.path / "predictions":
+            self.predictions = path / "predictions"
+        self.path = path
 
 
 def run_directory(trainer: L.Trainer) -> Path:
@@ -85,6 +121,14 @@ def run_directory(trainer: L.Trainer) -> Path:
         if isinstance(callback, RunDirectory):
             return callback.path
     return Path(trainer.log_dir if trainer.loggers else trainer.default_root_dir)
+
+
+def predictions_directory(trainer: L.Trainer) -> Path:
+    """Where prediction files go: the `RunDirectory`'s folder for them, else ``<run folder>/predictions``."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, RunDirectory):
+            return callback.predictions
+    return run_directory(trainer) / "predictions"
 
 
 class RunConfigCallback(SaveConfigCallback):

@@ -252,6 +252,7 @@ def quick_arguments(arguments: list[str], workspace: Path) -> list[str]:
         "my_tokenizer": str(shared_path("tokenizers", "bert-base-uncased")),
         "my_text.txt": str(workspace / "my_text.txt"),
         "my_masked_text.txt": str(workspace / "my_masked_text.txt"),
+        "my_sentences.txt": str(workspace / "my_sentences.txt"),
         "my_data": str(workspace / "data" / "quickstart"),
     }
     arguments = [placeholders.get(argument, argument) for argument in arguments]
@@ -277,6 +278,7 @@ def workspace(tmp_path_factory) -> Path:
         "George Washington visited Paris in 1789.\nAcme Corp hired Ann Lee.\n"
     )
     (workspace / "my_masked_text.txt").write_text("the [MASK] flows past the mountain.\n")
+    (workspace / "my_sentences.txt").write_text("a gripping, beautifully shot film\ndull and far too long\n")
     # SQuAD v2.0's validation split, which has unanswerable questions, doubles as its training split here.
     (workspace / "squad_v2").mkdir()
     for split in ("train", "validation"):

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from neobert_tasks.console import datasets_progress_bars_off
 from neobert_tasks.data.hub_access import LOCAL_DATA_HINT, hub_unreachable, offline_hub
 from neobert_tasks.errors import UserInputError
 
@@ -122,13 +123,14 @@ def _load_files(split: str, files: list[Path], cache_dir: str | None) -> dataset
         for path in files:
             check_csv_rows(path, str(builder_kwargs.get("delimiter", ",")))
     try:
-        dataset = datasets.load_dataset(
-            builder,
-            data_files={split: [str(path) for path in files]},
-            split=split,
-            cache_dir=cache_dir,
-            **builder_kwargs,
-        )
+        with datasets_progress_bars_off():  # reading a local file is quick: no "Generating <split> split" bar
+            dataset = datasets.load_dataset(
+                builder,
+                data_files={split: [str(path) for path in files]},
+                split=split,
+                cache_dir=cache_dir,
+                **builder_kwargs,
+            )
     except (ValueError, OSError, datasets.exceptions.DatasetGenerationError) as error:
         reason = error.__cause__ or error  # DatasetGenerationError hides the reader's message in its cause
         raise DataError(
@@ -239,17 +241,18 @@ def load_generated_split(
     `DataError` raised by the generator comes out as it is.
     """
     try:
-        dataset = datasets.Dataset.from_generator(
-            generator,
-            features=features,
-            cache_dir=cache_dir,
-            split=split,
-            gen_kwargs={
-                "paths": [str(path) for path in files],
-                **generator_kwargs,
-                "file_stamps": [[path.stat().st_size, path.stat().st_mtime_ns] for path in files],
-            },
-        )
+        with datasets_progress_bars_off():  # as in _load_files
+            dataset = datasets.Dataset.from_generator(
+                generator,
+                features=features,
+                cache_dir=cache_dir,
+                split=split,
+                gen_kwargs={
+                    "paths": [str(path) for path in files],
+                    **generator_kwargs,
+                    "file_stamps": [[path.stat().st_size, path.stat().st_mtime_ns] for path in files],
+                },
+            )
     except datasets.exceptions.DatasetGenerationError as error:
         if isinstance(error.__cause__, DataError):
             raise error.__cause__ from None

@@ -65,6 +65,14 @@ class SplitBookkeeping(ABC):
             return [PREDICT_SPLIT]
         return self.test_split_names or self.validation_split_names
 
+    def split_description(self, split_name: str) -> str:
+        """A predicted split as a user reads it: the predict file, or the split and why it was used."""
+        if split_name == PREDICT_SPLIT and self.predict_file is not None:
+            return f"predict file '{self.predict_file}'"
+        if split_name in self.test_split_names:
+            return f"test split '{split_name}'"
+        return f"validation split '{split_name}' (the data has no test split)"
+
     def split_names_for(self, stage: str) -> list[str]:
         """Split name of each dataloader index of `stage` (validate, test or predict), to name metrics."""
         by_stage = {

@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from neobert_tasks.data.base import EncodeFunction, TokenizedDataModule
 from neobert_tasks.data.checks import check_text_columns, require_columns, require_finite
 from neobert_tasks.data.hub_or_local import HubOrLocalSource
-from neobert_tasks.data.keys import EXAMPLE_INDEX
+from neobert_tasks.data.keys import EXAMPLE_INDEX, SOURCE_INDEX_COLUMN
 from neobert_tasks.data.labels import (
     MULTI_LABEL,
     PROBLEM_TYPES,
@@ -121,7 +121,10 @@ class LabelledTextDataModule(HubOrLocalSource, TokenizedDataModule):
     def predict_texts(self, split_name: str) -> dict[int, list[str]]:
         """Per example index, the text (or pair) of a predicted split's row: what prediction files show."""
         rows = self.raw_examples[split_name]
-        indices = rows[EXAMPLE_INDEX] if EXAMPLE_INDEX in rows.column_names else range(len(rows))
+        # The example index as `encode_with_index` keeps it: given to rows when some were skipped, else the
+        # dataset's own index column, else the row number.
+        index_column = next((c for c in (EXAMPLE_INDEX, SOURCE_INDEX_COLUMN) if c in rows.column_names), None)
+        indices = rows[index_column] if index_column else range(len(rows))
         columns = [rows[column] for column in self.text_columns]
         return {index: [column[row] for column in columns] for row, index in enumerate(indices)}
 

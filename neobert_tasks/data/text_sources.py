@@ -12,6 +12,7 @@ from pathlib import Path
 
 import datasets
 
+from neobert_tasks.console import datasets_progress_bars_off
 from neobert_tasks.data.sources import DataError, MissingDataError, find_split_files, load_local_splits
 
 # Documents held out for validation from a streamed training split that has no validation split.
@@ -29,7 +30,10 @@ def load_text_directory(
     loaded: dict = {}
     origins: dict[str, str] = {}
     for name, path in text_files.items():
-        dataset = datasets.load_dataset("text", data_files={name: str(path)}, split=name, cache_dir=cache_dir)
+        with datasets_progress_bars_off():  # reading a local file is quick: no "Generating <split> split" bar
+            dataset = datasets.load_dataset(
+                "text", data_files={name: str(path)}, split=name, cache_dir=cache_dir
+            )
         dataset = dataset.filter(
             lambda row: bool(row["text"].strip()), desc=f"Dropping empty lines of {name}"
         )

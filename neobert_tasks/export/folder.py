@@ -17,6 +17,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from neobert_tasks.console import transformers_progress_bars_off
 from neobert_tasks.export.graph import GRAPH_FORMATS, save_onnx, save_program
 from neobert_tasks.export.model_card import CardFacts, write_model_card
 from neobert_tasks.export.remote_code import AUTO_MAP, write_remote_code
@@ -58,7 +59,8 @@ def export_model_folder(
     directory.mkdir(parents=True, exist_ok=True)
     # The auto_map tells transformers which remote-code class serves each Auto class.
     model.config.auto_map = dict(AUTO_MAP)
-    model.save_pretrained(directory)
+    with transformers_progress_bars_off():  # a bar for writing one or two shards is only noise
+        model.save_pretrained(directory)
     write_remote_code(directory)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)

@@ -7,6 +7,8 @@ split's metrics are logged as ``val/<name>`` and the others as ``val/<name>_<spl
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from typing import Any
 
@@ -15,6 +17,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from neobert_tasks.data.keys import EXAMPLE_INDEX, PREDICTION_INDEX_COLUMN
+from neobert_tasks.data.splits import PREDICT_SPLIT
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.metrics import (
     GLUE_MAIN_METRIC,
@@ -165,24 +168,27 @@ class SequenceClassificationTask(NeoBERTTask):
 
     def prediction_files(self, outputs: list[dict[str, list]], split_names: list[str], datamodule) -> dict:
         """Per predicted split, in dataset order: a TSV with ``index`` and ``prediction`` columns, and a JSONL
-        file with, per example, its ``index``, its label name, that label's ``score`` and every class's
-        ``probabilities`` (a regression's ``score`` is its prediction).
+        file with, per example, its ``index``, its text(s) under their column names, its label name, that
+        label's ``score`` and every class's ``probabilities`` (a regression's ``score`` is its prediction).
 
         GLUE tasks get the benchmark's TSV names (``SST-2.tsv``, ``MNLI-m.tsv``, …) and label formats
         (class names for MNLI, QNLI and RTE, ids for the other classification tasks, scores for STS-B);
-        other datasets get ``<split>.tsv`` with class names. The JSONL file is named after the TSV.
+        other datasets get ``<split>.tsv`` with class names. A ``predict_file`` gives ``predict.tsv``, which
+        also holds the texts and the score. The JSONL file is named after the TSV.
         """
         files = {}
         for split_name, split_outputs in zip(split_names, outputs, strict=True):
             indices = split_outputs[EXAMPLE_INDEX]
             order = sorted(range(len(indices)), key=indices.__getitem__)
-            lines = [f"{PREDICTION_INDEX_COLUMN}\tprediction"]
-            lines += [
-                f"{indices[row]}\t{self.format_prediction(split_outputs['prediction'][row])}" for row in order
-            ]
-            tsv_name = submission_file_name(self.task_name, split_name)
-            files[tsv_name] = "\n".join(lines) + "\n"
+            texts = datamodule.predict_texts(split_name) if hasattr(datamodule, "predict_texts") else {}
+            columns = list(getattr(datamodule, "text_columns", ())) if texts else []
             records = [self.prediction_record(split_outputs, row) for row in order]
+            for record in records if texts else ():
+                record.update(zip(columns, texts[record[PREDICTION_INDEX_COLUMN]], strict=True))
+            from_file = split_name == PREDICT_SPLIT
+            tsv_name = submission_file_name(None if from_file else self.task_name, split_name)
+            predictions = [self.format_prediction(split_outputs["prediction"][row]) for row in order]
+            files[tsv_name] = tsv_text(records, predictions, columns if from_file else [])
             files[tsv_name.removesuffix(".tsv") + ".jsonl"] = "".join(json.dumps(r) + "\n" for r in records)
         return files
 
@@ -203,7 +209,7 @@ class SequenceClassificationTask(NeoBERTTask):
     def format_prediction(self, value) -> str:
         """A class name, a class id (GLUE tasks scored on ids), names joined by commas, or a score."""
         if isinstance(value, float):
-            return f"{value:.6g}"
+            return f"{value:.9g}"  # every digit of a float32 score: rounding moves Spearman through ties
         if isinstance(value, list):
             names = self.label_names or [str(index) for index in range(len(value))]
             return ",".join(name for name, on in zip(names, value, strict=True) if on)
@@ -219,6 +225,20 @@ GLUE_SUBMISSION_NAMES = {
 }  # fmt: skip
 # Tasks whose submissions name the class (entailment, …) rather than its id.
 GLUE_TEXT_LABEL_TASKS = ("mnli", "qnli", "rte")
+
+
+def tsv_text(records: list[dict[str, Any]], predictions: list[str], text_columns: list[str]) -> str:
+    """``index``, the ``text_columns`` (quoted where a text holds a tab, quote or line break), ``prediction``
+    and, with texts, the label's ``score``: one row per record."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+    scored = bool(text_columns) and all("score" in record for record in records)
+    writer.writerow([PREDICTION_INDEX_COLUMN, *text_columns, "prediction", *(["score"] if scored else [])])
+    for record, prediction in zip(records, predictions, strict=True):
+        score = [f"{record['score']:.9g}"] if scored else []
+        texts = [record[column] for column in text_columns]
+        writer.writerow([record[PREDICTION_INDEX_COLUMN], *texts, prediction, *score])
+    return buffer.getvalue()
 
 
 def submission_file_name(task_name: str | None, split_name: str) -> str:

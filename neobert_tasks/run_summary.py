@@ -1,0 +1,78 @@
+"""The closing lines of ``fit``, ``validate`` and ``test``: the score, and where the run's files are.
+
+Lightning's progress bar shows the metrics while it runs, but on a terminal the live bar is redrawn over
+them and in a log file they wrap into a narrow column; the last line used to be the export path. The
+command line therefore ends with a few plain lines, printed after the trainer (and its bar) has stopped:
+
+    Best val/accuracy 0.7175 at epoch 1, step 158 (val/f1 0.7340, val/loss 0.5521)
+      checkpoint  runs/quickstart/version_0/checkpoints/epoch=1-step=158.ckpt
+      export      runs/quickstart/version_0/export
+      scores      runs/quickstart/version_0/metrics.json
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+
+from neobert_tasks.run_directory import run_directory
+
+# Metric prefix that each command logs under.
+STAGE_PREFIXES = {"fit": "val", "validate": "val", "test": "test"}
+
+
+def format_scores(metrics: dict[str, float], main: str | None) -> str:
+    """``main value (other value, …)``, the main metric first; 4 decimals, as the progress bar shows."""
+    names = sorted(metrics, key=lambda name: (name != main, name))
+    if not names:
+        return "no score"
+    head, *rest = (f"{name} {metrics[name]:.4f}" for name in names)
+    return f"{head} ({', '.join(rest)})" if rest else head
+
+
+def fit_lines(trainer: L.Trainer, main: str) -> tuple[str, dict[str, object]]:
+    """The best validation's scores, epoch and step, and the run's checkpoint, export and metrics.json."""
+    checkpoint = trainer.checkpoint_callback
+    best = dict(getattr(checkpoint, "best_metrics", None) or {})
+    epoch, step = best.pop("epoch", None), best.pop("step", None)
+    main = getattr(checkpoint, "monitor", None) or main
+    where = f" at epoch {epoch}, step {step}" if epoch is not None else ""
+    head = f"Best {format_scores(best, main)}{where}" if best else "No validation score (no validation ran)"
+    run_dir = run_directory(trainer)
+    best_path = getattr(checkpoint, "best_model_path", "") or getattr(checkpoint, "last_model_path", "")
+    return head, {"checkpoint": best_path, "export": run_dir / "export", "scores": run_dir / "metrics.json"}
+
+
+def evaluation_lines(trainer: L.Trainer, stage: str, main: str) -> tuple[str, dict[str, object]]:
+    """The scores of a validate or test command, the checkpoint scored and the metrics.csv written."""
+    prefix = STAGE_PREFIXES[stage]
+    scores = {
+        name: float(value)
+        for name, value in trainer.callback_metrics.items()
+        if name.startswith(f"{prefix}/") and math.isfinite(float(value))
+    }
+    head = f"{stage.capitalize()}: {format_scores(scores, main)}"
+    return head, {"checkpoint": trainer.ckpt_path or "", "logged": run_directory(trainer) / "metrics.csv"}
+
+
+def summary_lines(trainer: L.Trainer, stage: str) -> list[str]:
+    """The closing lines of ``stage`` (fit, validate or test) for ``trainer``'s run: files that exist only."""
+    main_metric = getattr(trainer.datamodule, "main_metric", None) or "loss"
+    main = f"{STAGE_PREFIXES[stage]}/{main_metric}"
+    head, files = fit_lines(trainer, main) if stage == "fit" else evaluation_lines(trainer, stage, main)
+    found = [(label, Path(str(path))) for label, path in files.items() if path and Path(str(path)).exists()]
+    return [head, *(f"  {label:<11} {shown(path)}" for label, path in found)]
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (as the user typed the root)."""
+    path = path.resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def print_summary(trainer: L.Trainer, stage: str) -> None:
+    """Print the closing lines on the main process, to standard output, after everything else."""
+    if trainer.is_global_zero:
+        print("\n".join(summary_lines(trainer, stage)), flush=True)

@@ -1,0 +1,93 @@
+"""What a new user does after the quickstart: read the result, score the run again, classify new sentences.
+
+One quick fit of the quickstart (debug preset), then, from its saved config.yaml and checkpoint only:
+`validate` writes into the run (``<run>/validate``) with no new ``version_N`` and no Lightning warning about
+a changed checkpoint folder, and `predict` classifies a text file, with no training data at hand, into
+``<run>/predictions``. Each command ends with plain closing lines.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+
+import pytest
+
+from tests.cli.helpers import build_cli, quickstart_args
+
+pytestmark = pytest.mark.slow  # runs the command line end to end
+
+NEW_SENTENCES = ["a wonderful, moving film", 'the "worst"\tthing i have seen', "fine"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A fitted quickstart run folder (``<root>/version_0``) and the closing lines fit printed."""
+    tmp_path = tmp_path_factory.mktemp("first_hour")
+    with pytest.MonkeyPatch.context() as patch:
+        printed = []
+        patch.setattr("builtins.print", lambda *args, **kwargs: printed.append(" ".join(map(str, args))))
+        cli = build_cli("fit", *quickstart_args(tmp_path))
+    return tmp_path / "runs" / "version_0", cli, "\n".join(printed)
+
+
+def test_fit_ends_with_the_best_score_and_where_the_files_are(trained_run):
+    run_dir, cli, printed = trained_run
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    best = summary["best_metrics"]
+    head, *files = printed.splitlines()[-4:]
+    assert head.startswith(f"Best val/accuracy {best['val/accuracy']:.4f} (")
+    assert head.endswith(f"at epoch {best['epoch']}, step {best['step']}")
+    assert [line.split()[0] for line in files] == ["checkpoint", "export", "scores"]
+    assert files[0].split()[1].endswith(summary["best_checkpoint"].split("/runs/")[-1])
+
+
+def test_validate_of_a_run_writes_into_it_without_warnings(trained_run, capsys):
+    run_dir, _, _ = trained_run
+    checkpoint = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = build_cli("validate", "--config", run_dir / "config.yaml", "--ckpt_path", checkpoint)
+    assert not [str(w.message) for w in caught if "dirpath has changed" in str(w.message)]
+    assert not (run_dir.parent / "version_1").exists()
+    assert (run_dir / "validate" / "metrics.csv").is_file()
+    accuracy = float(cli.trainer.callback_metrics["val/accuracy"])
+    lines = capsys.readouterr().out.strip().splitlines()[-3:]
+    assert lines[0].startswith(f"Validate: val/accuracy {accuracy:.4f} (")
+    assert lines[2].split()[0] == "logged" and lines[2].endswith("validate/metrics.csv")
+
+
+def test_predict_classifies_a_text_file_without_training_data(trained_run, tmp_path):
+    run_dir, _, _ = trained_run
+    checkpoint = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
+    texts = tmp_path / "new.csv"
+    with texts.open("w", newline="") as handle:
+        csv.writer(handle).writerows([["review"], *([sentence] for sentence in NEW_SENTENCES)])
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    build_cli(
+        "predict", "--config", run_dir / "config.yaml", "--ckpt_path", checkpoint,
+        "--data.init_args.data_dir", empty, "--data.init_args.predict_file", texts,
+    )  # fmt: skip
+    predictions = run_dir / "predictions"
+    with (predictions / "predict.tsv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [row["sentence"] for row in rows] == NEW_SENTENCES
+    records = [json.loads(line) for line in (predictions / "predict.jsonl").read_text().splitlines()]
+    for row, record in zip(rows, records, strict=True):
+        assert set(record["probabilities"]) == {"negative", "positive"}
+        assert (
+            record["label"]
+            == row["prediction"]
+            == max(record["probabilities"], key=record["probabilities"].get)
+        )
+        assert float(row["score"]) == pytest.approx(record["score"], abs=1e-8)
+        assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_runs_saved_config_builds_its_classes_from_python(trained_run):
+    run_dir, fitted, _ = trained_run
+    cli = build_cli("--config", run_dir / "config.yaml", run=False)
+    assert type(cli.model) is type(fitted.model) and cli.datamodule.label_names == ["negative", "positive"]

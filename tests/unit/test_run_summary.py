@@ -1,0 +1,70 @@
+"""The closing lines of a command, and how validate/test/predict find the run of a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+from types import SimpleNamespace
+
+from neobert_tasks.run_directory import RunDirectory, best_run_checkpoint, run_of_checkpoint
+from neobert_tasks.run_summary import format_scores, summary_lines
+
+
+def test_scores_put_the_main_metric_first():
+    scores = {"val/loss": 0.55214, "val/f1": 0.734, "val/accuracy": 0.71754}
+    assert format_scores(scores, "val/accuracy") == "val/accuracy 0.7175 (val/f1 0.7340, val/loss 0.5521)"
+    assert format_scores({"val/loss": 1.0}, "val/accuracy") == "val/loss 1.0000"
+    assert format_scores({}, "val/loss") == "no score"
+
+
+def fitted_trainer(run_dir, best_path):
+    checkpoint = SimpleNamespace(
+        monitor="val/accuracy",
+        best_model_path=str(best_path),
+        best_metrics={"val/accuracy": 0.7175, "val/loss": 0.5, "epoch": 1, "step": 158},
+    )
+    return SimpleNamespace(
+        callbacks=[RunDirectory(str(run_dir))],
+        checkpoint_callback=checkpoint,
+        datamodule=SimpleNamespace(main_metric="accuracy"),
+    )
+
+
+def test_fit_lines_name_the_best_epoch_and_the_files_that_exist(tmp_path, monkeypatch):
+    run_dir = tmp_path / "version_0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    best = run_dir / "checkpoints" / "epoch=1-step=158.ckpt"
+    best.touch()
+    (run_dir / "metrics.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    lines = summary_lines(fitted_trainer(run_dir, best), "fit")
+    assert lines == [
+        "Best val/accuracy 0.7175 (val/loss 0.5000) at epoch 1, step 158",
+        "  checkpoint  version_0/checkpoints/epoch=1-step=158.ckpt",
+        "  scores      version_0/metrics.json",  # no export/ folder was written: not listed
+    ]
+
+
+def test_a_checkpoint_belongs_to_a_run_only_beside_its_config(tmp_path):
+    run_dir = tmp_path / "version_3"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint.touch()
+    assert run_of_checkpoint(str(checkpoint)) is None  # no config.yaml: not a run of this tool
+    (run_dir / "config.yaml").write_text("seed_everything: 0\n")
+    assert run_of_checkpoint(str(checkpoint)) == run_dir
+    assert run_of_checkpoint(str(tmp_path / "model.ckpt")) is None
+    assert run_of_checkpoint(None) is None
+
+
+def test_best_is_the_newest_finished_runs_best_checkpoint(tmp_path):
+    for version, mtime in (("version_0", 100), ("version_1", 200), ("version_2", 300)):
+        best = tmp_path / version / "checkpoints" / "best.ckpt"
+        best.parent.mkdir(parents=True)
+        if version != "version_2":  # its checkpoint was deleted: not a candidate
+            best.touch()
+        summary = tmp_path / version / "metrics.json"
+        summary.write_text(json.dumps({"best_checkpoint": str(best)}))
+        os.utime(summary, (mtime, mtime))
+    assert best_run_checkpoint(tmp_path) == tmp_path / "version_1" / "checkpoints" / "best.ckpt"
+    assert best_run_checkpoint(tmp_path / "nothing") is None
