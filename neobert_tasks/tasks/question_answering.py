@@ -213,10 +213,7 @@ class QuestionAnsweringTask(NeoBERTTask):
             if self.write_nbest:
                 contents["nbest_predictions.json"] = predictions.nbest
             if self.version_2:
-                # No candidate span gives infinite odds, which strict JSON cannot hold: write null.
-                contents["null_odds.json"] = [
-                    odds if math.isfinite(odds) else None for odds in predictions.null_odds
-                ]
+                contents["null_odds.json"] = finite_odds(predictions.null_odds)
             for name, values in contents.items():  # indented, with non-ASCII answers left readable
                 text = json.dumps(dict(zip(ids, values, strict=True)), indent=2, ensure_ascii=False)
                 files[prefix + name] = text + "\n"
@@ -241,3 +238,13 @@ class QuestionAnsweringTask(NeoBERTTask):
                 " (trainer.limit_predict_batches?); the files leave the others out."
             )
         return ids, predictions
+
+
+# Odds written for a question with no candidate span (infinite odds): above any logit difference, and a
+# number that strict JSON and the official v2.0 script read (null stopped the script; Infinity is not JSON).
+NO_CANDIDATE_ODDS = 1e30
+
+
+def finite_odds(null_odds: list[float]) -> list[float]:
+    """The null odds as ``null_odds.json`` holds them: infinite ones become `NO_CANDIDATE_ODDS`."""
+    return [odds if math.isfinite(odds) else math.copysign(NO_CANDIDATE_ODDS, odds) for odds in null_odds]

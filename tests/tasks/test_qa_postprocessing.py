@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from neobert_tasks.tasks.qa_postprocessing import postprocess_predictions
+from neobert_tasks.tasks.question_answering import NO_CANDIDATE_ODDS, finite_odds
 
 CONTEXT = "Paris is the capital of France"
 WORDS = [(0, 5), (6, 8), (9, 12), (13, 20), (21, 23), (24, 30)]  # Paris is the capital of France
@@ -265,3 +267,8 @@ def test_shuffled_and_repeated_features_give_the_same_result():
 def test_bad_arguments(arguments, message):
     with pytest.raises(ValueError, match=message):
         postprocess_predictions(*arguments)
+
+
+def test_null_odds_files_hold_numbers_that_strict_json_reads():
+    written = json.dumps(finite_odds([math.inf, -1.5, 0.0]), allow_nan=False)  # raises on inf or nan
+    assert json.loads(written) == [NO_CANDIDATE_ODDS, -1.5, 0.0]
