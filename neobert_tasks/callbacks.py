@@ -169,8 +169,8 @@ class ExportBestModel(L.Callback):
             pl_module.model,
             export_dir,
             tokenizer=getattr(datamodule, "tokenizer", None),
-            pooling=self.pooling,
             max_seq_length=getattr(datamodule, "max_length", None),
+            **self.sentence_embedding(pl_module, datamodule),
             card=card_facts(trainer, pl_module, summary, self.license),
             training_config=run_dir / "config.yaml",
             formats=self.formats,
@@ -181,6 +181,15 @@ class ExportBestModel(L.Callback):
         # Written last: a run folder with metrics.json holds a finished export (the GLUE suite relies on it).
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         rank_zero_info(f"Exported the best model to {export_dir}; scores in {run_dir / 'metrics.json'}")
+
+    def sentence_embedding(self, pl_module: L.LightningModule, datamodule) -> dict[str, Any]:
+        """How sentence-transformers should embed with the export: ``export.pooling`` for a task trained for
+        something else; an embedding task's own pooling, normalisation and instruction prompts."""
+        trained = getattr(pl_module, "sentence_embedding", None)
+        if trained is None:
+            return {"pooling": self.pooling}
+        prompts = getattr(datamodule, "prompts", None) or None
+        return {**trained, "prompts": prompts}
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -212,8 +221,9 @@ class PredictionWriter(BasePredictionWriter):
             return
         output_dir.mkdir(parents=True, exist_ok=True)
         files = pl_module.prediction_files(outputs, split_names, datamodule)
-        for file_name, text in files.items():
-            (output_dir / file_name).write_text(text)
+        for file_name, content in files.items():  # text, or bytes for binary formats (.npy, .parquet)
+            path = output_dir / file_name
+            path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
         # Which data was predicted: a submission file built from validation rows must not pass for a test one.
         describe = getattr(datamodule, "split_description", lambda name: f"split '{name}'")
         sources = ", ".join(describe(name) for name in split_names)

@@ -5,6 +5,7 @@ from neobert_tasks.data.collator import ModelInputCollator, TokenClassificationC
 from neobert_tasks.data.glue import GLUE_TASKS, GLUEDataModule, GLUETask
 from neobert_tasks.data.labels import LabelSchema
 from neobert_tasks.data.long_document import DocumentWindowCollator, LongDocumentDataModule
+from neobert_tasks.data.pairs import PairDataModule
 from neobert_tasks.data.question_answering import QuestionAnsweringDataModule
 from neobert_tasks.data.sampler import LengthGroupedSampler, TrainingSampler
 from neobert_tasks.data.sources import (
@@ -20,6 +21,7 @@ from neobert_tasks.data.text_encoding import PackedCollator, train_wordpiece_tok
 from neobert_tasks.data.token_budget import TokenBudgetSampler
 from neobert_tasks.data.token_classification import TokenClassificationDataModule
 from neobert_tasks.data.tokenizer import load_tokenizer
+from neobert_tasks.data.unique_batches import UniqueTextBatchSampler
 
 __all__ = [
     "GLUE_TASKS",
@@ -34,6 +36,7 @@ __all__ = [
     "MissingDataError",
     "ModelInputCollator",
     "PackedCollator",
+    "PairDataModule",
     "QuestionAnsweringDataModule",
     "TextClassificationDataModule",
     "TextDataModule",
@@ -41,6 +44,7 @@ __all__ = [
     "TokenClassificationCollator",
     "TokenClassificationDataModule",
     "TokenizedDataModule",
+    "UniqueTextBatchSampler",
     "find_split_files",
     "load_hub_splits",
     "load_local_splits",

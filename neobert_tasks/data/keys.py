@@ -4,6 +4,10 @@ A row of a split is an *example*, and its identity is its `EXAMPLE_INDEX`: its r
 loaded (before empty texts are skipped), or the dataset's own index column where it has one (GLUE's `idx`).
 Every output a task writes back is keyed by it. Tasks that cut an example into several *windows* (token
 classification, question answering, long documents) carry the example's index on each window.
+
+A contrastive (sentence-embedding) row holds several texts, one per *role*; each is tokenized and padded on
+its own, under keys named as sentence-transformers names them: `role_key(ANCHOR, INPUT_IDS)` is
+`anchor_input_ids`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,23 @@ POSITION_IDS = "position_ids"  # packed rows: positions restart at each document
 CU_SEQLENS = "cu_seqlens"  # packed rows: cumulative document lengths, for varlen attention
 LABELS = "labels"
 MODEL_INPUT_KEYS = (INPUT_IDS, ATTENTION_MASK, POSITION_IDS, CU_SEQLENS, LABELS)
+
+# Contrastive rows: the query (anchor), the text that matches it (positive) and an optional hard negative.
+ANCHOR = "anchor"
+POSITIVE = "positive"
+NEGATIVE = "negative"
+ROLES = (ANCHOR, POSITIVE, NEGATIVE)
+# Per row, one hash of each role's token ids: what duplicate-free batching compares (not a batch key).
+TEXT_HASHES = "text_hashes"
+
+
+def role_key(role: str, key: str) -> str:
+    """The batch key of `key` (e.g. `INPUT_IDS`) for the texts of `role`: `anchor_input_ids`."""
+    return f"{role}_{key}"
+
+
+# The batches of contrastive rows: each role's token ids and mask (a pair batch has no negative keys).
+PAIR_BATCH_KEYS = tuple(role_key(role, key) for role in ROLES for key in (INPUT_IDS, ATTENTION_MASK))
 
 # Bookkeeping that travels with a batch.
 EXAMPLE_INDEX = "example_index"  # the example a row (or window) belongs to

@@ -18,6 +18,7 @@ from transformers import AutoTokenizer
 from neobert_tasks.errors import MissingPathError, UserInputError
 from neobert_tasks.export.folder import TRAINING_CONFIG, export_model_folder
 from neobert_tasks.export.graph import GRAPH_FORMATS, check_graph_formats
+from neobert_tasks.export.sentence_transformers import normalizes
 from neobert_tasks.model import AUTO_CLASSES, NeoBERTConfig, NeoBERTForMaskedLM, NeoBERTModel
 from neobert_tasks.model.loading import SAFETENSORS_WEIGHTS
 from neobert_tasks.model.pooling import POOLING_MODES
@@ -40,6 +41,11 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--pooling", default="mean", choices=POOLING_MODES, help="sentence-transformers pooling"
+    )
+    parser.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        help="L2-normalise sentence-transformers embeddings; default: as the folder's modules.json says",
     )
     parser.add_argument("--max_seq_length", type=int, help="longest input for sentence-transformers")
     return parser.parse_args(argv)
@@ -72,8 +78,9 @@ def export_directory(arguments: argparse.Namespace) -> Path:
     for kept in ("README.md", TRAINING_CONFIG):  # the card and the config describe the same model
         if (source / kept).is_file() and output.resolve() != source.resolve():
             shutil.copyfile(source / kept, output / kept)
+    normalize = normalizes(source) if arguments.normalize is None else arguments.normalize
     differences = export_model_folder(
-        model, output, tokenizer=tokenizer, pooling=arguments.pooling,
+        model, output, tokenizer=tokenizer, pooling=arguments.pooling, normalize=normalize,
         max_seq_length=arguments.max_seq_length, formats=arguments.formats,
         remove_other_graphs=output.resolve() != source.resolve(),  # in place: the same weights
     )  # fmt: skip

@@ -32,6 +32,8 @@ def export_model_folder(
     *,
     tokenizer: PreTrainedTokenizerBase | None = None,
     pooling: str = "mean",
+    normalize: bool = False,
+    prompts: dict[str, str] | None = None,
     max_seq_length: int | None = None,
     card: CardFacts | None = None,
     training_config: str | Path | None = None,
@@ -45,6 +47,8 @@ def export_model_folder(
         directory: The folder to write; created if needed, files of an earlier export overwritten.
         tokenizer: Saved beside the model; pipelines and sentence-transformers need it.
         pooling: How sentence-transformers pools token states into a sentence embedding: mean or cls.
+        normalize: Also L2-normalise the embeddings there (a model trained as an embedding model).
+        prompts: Prompts sentence-transformers puts before inputs, by name (``query``, ``document``).
         max_seq_length: Longest input sentence-transformers feeds the model; the model's own by default.
         card: Facts for the model card; without them no ``README.md`` is written.
         training_config: The run's resolved config, copied as ``training_config.yaml``.
@@ -65,7 +69,12 @@ def export_model_folder(
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
     write_sentence_transformers_files(
-        directory, model.config.hidden_size, max_seq_length or model.config.max_length, pooling
+        directory,
+        model.config.hidden_size,
+        max_seq_length or model.config.max_length,
+        pooling,
+        normalize=normalize,
+        prompts=prompts,
     )
     if training_config is not None and Path(training_config).is_file():
         shutil.copyfile(training_config, directory / TRAINING_CONFIG)

@@ -1,34 +1,57 @@
-"""The files that make an export a sentence-transformers model: ``modules.json`` and its two modules.
+"""The files that make an export a sentence-transformers model: ``modules.json`` and its modules.
 
 ``SentenceTransformer(export, trust_remote_code=True)`` reads ``modules.json``: module 0 is the
 backbone (``sentence_transformers.models.Transformer`` at the folder's root, configured by
 ``sentence_bert_config.json``, loaded through ``AutoModel`` and the export's remote code), module 1 pools
-its token states (``1_Pooling/config.json``). The pooling is the one `neobert_tasks.model.pooling` computes,
-so both give the same embeddings. The files are written by hand rather than by sentence-transformers
-itself, which is an optional extra: every export has them, whether or not it is installed.
+its token states (``1_Pooling/config.json``), and for a model trained as an embedding model, module 2
+L2-normalises them (``2_Normalize``), as its training did. Prompts it was trained with (an instruction
+before each query) are named in ``config_sentence_transformers.json``, so ``encode_query`` adds them.
+The pooling is the one `neobert_tasks.model.pooling` computes, so both give the same embeddings. The
+files are written by hand rather than by sentence-transformers itself, which is an optional extra: every
+export has them, whether or not it is installed.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from neobert_tasks.model.pooling import POOLING_MODES
 
 POOLING_DIRECTORY = "1_Pooling"
+NORMALIZE_DIRECTORY = "2_Normalize"
+NORMALIZE_TYPE = "sentence_transformers.models.Normalize"
+
+
+def normalizes(directory: str | Path) -> bool:
+    """Whether the export in ``directory`` already ends with a ``Normalize`` module (a re-export keeps it)."""
+    path = Path(directory) / "modules.json"
+    try:
+        return any(module.get("type") == NORMALIZE_TYPE for module in json.loads(path.read_text()))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def write_sentence_transformers_files(
-    directory: str | Path, hidden_size: int, max_seq_length: int, pooling: str = "mean"
+    directory: str | Path,
+    hidden_size: int,
+    max_seq_length: int,
+    pooling: str = "mean",
+    normalize: bool = False,
+    prompts: dict[str, str] | None = None,
 ) -> None:
     """Write ``modules.json``, ``sentence_bert_config.json`` and the pooling config into ``directory``, for
-    a backbone of width ``hidden_size``."""
+    a backbone of width ``hidden_size``; with ``normalize``, a last module that L2-normalises; ``prompts``
+    (name → text put before the input, e.g. ``{"query": "query: "}``) for ``encode(prompt_name=...)``."""
     if pooling not in POOLING_MODES:
         raise ValueError(f"export.pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}.")
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": POOLING_DIRECTORY, "type": "sentence_transformers.models.Pooling"},
     ]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": NORMALIZE_DIRECTORY, "type": NORMALIZE_TYPE})
     pooling_config = {
         "word_embedding_dimension": hidden_size,
         "pooling_mode_cls_token": pooling == "cls",
@@ -43,12 +66,17 @@ def write_sentence_transformers_files(
         "modules.json": modules,
         "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False},
         "config_sentence_transformers.json": {
-            "prompts": {},
+            "prompts": dict(prompts or {}),
             "default_prompt_name": None,
             "similarity_fn_name": "cosine",
         },
         f"{POOLING_DIRECTORY}/config.json": pooling_config,
     }
+    stale_normalize = Path(directory) / NORMALIZE_DIRECTORY
+    if normalize:
+        stale_normalize.mkdir(parents=True, exist_ok=True)  # Normalize has no config: an empty folder
+    elif stale_normalize.is_dir():
+        shutil.rmtree(stale_normalize)
     for relative, content in files.items():
         path = Path(directory) / relative
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """LightningModules, one per task, over the shared ``NeoBERTTask`` base."""
 
 from neobert_tasks.tasks.base import NeoBERTTask
+from neobert_tasks.tasks.embedding import EmbeddingTask
 from neobert_tasks.tasks.long_document import LongDocumentClassificationTask
 from neobert_tasks.tasks.masked_language_modeling import MaskedLanguageModelingTask
 from neobert_tasks.tasks.question_answering import QuestionAnsweringTask
@@ -8,6 +9,7 @@ from neobert_tasks.tasks.sequence_classification import SequenceClassificationTa
 from neobert_tasks.tasks.token_classification import TokenClassificationTask
 
 __all__ = [
+    "EmbeddingTask",
     "LongDocumentClassificationTask",
     "MaskedLanguageModelingTask",
     "NeoBERTTask",

@@ -1,0 +1,171 @@
+"""What an embedding datamodule validates and tests on: evaluation sets, and loaders over their texts.
+
+An evaluation set is named by a path, and its kind follows from what the path holds:
+
+- a directory: a BEIR retrieval collection (``corpus``, ``queries``, ``qrels/<split>``), scored on the
+  qrels split ``retrieval_split``;
+- a file with ``question`` and ``context`` columns: SQuAD question → paragraph retrieval;
+- any other file: STS pairs (``sentence1``, ``sentence2``, ``score`` or GLUE's ``label``).
+
+Each set becomes one evaluation dataloader over its texts (`EvaluationSet.texts`), longest first, each row
+carrying its position in that list as ``example_index``; the embedding task embeds them and hands the set
+the ``(texts, dim)`` matrix to score (`neobert_tasks.metrics.embedding_sets`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from neobert_tasks.data.collator import ModelInputCollator
+from neobert_tasks.data.keys import ATTENTION_MASK, EXAMPLE_INDEX, INPUT_IDS
+from neobert_tasks.data.loaders import evaluation_loader
+from neobert_tasks.data.sources import DataError, MissingDataError
+from neobert_tasks.metrics.embedding_sets import (
+    RetrievalSet,
+    SimilaritySet,
+    load_beir_set,
+    load_similarity_set,
+    load_squad_retrieval_set,
+    read_table,
+)
+
+EvaluationSet = SimilaritySet | RetrievalSet
+SQUAD_COLUMNS = ("question", "context")
+
+
+def load_evaluation_set(
+    path: str,
+    *,
+    retrieval_split: str = "test",
+    query_prefix: str = "",
+    document_prefix: str = "",
+    limit: int | None = None,
+) -> EvaluationSet:
+    """The evaluation set at ``path`` (kind from its content, see the module docstring), with the
+    instruction prefixes on retrieval queries and documents, cut to its first ``limit`` pairs or queries."""
+    location = Path(path).expanduser()
+    if not location.exists():
+        raise MissingDataError(f"Evaluation set '{path}' does not exist.")
+    if location.is_dir():
+        evaluation_set = load_beir_set(str(location), split=retrieval_split)
+    elif all(column in read_table(location).columns for column in SQUAD_COLUMNS):
+        evaluation_set = load_squad_retrieval_set(str(location), name=_squad_name(location))
+    else:
+        evaluation_set = load_similarity_set(str(location))
+    if isinstance(evaluation_set, SimilaritySet):
+        return _first_pairs(evaluation_set, limit)
+    query_ids = evaluation_set.query_ids[:limit] if limit is not None else evaluation_set.query_ids
+    return RetrievalSet(
+        evaluation_set.name,
+        {query: evaluation_set.queries[query] for query in query_ids},
+        evaluation_set.corpus,  # the whole corpus: fewer documents would make retrieval easier
+        evaluation_set.relevant,
+        query_prefix=query_prefix,
+        document_prefix=document_prefix,
+    )
+
+
+def _squad_name(path: Path) -> str:
+    """``squad_dev`` for SQuAD's validation file, ``squad_<split>`` for another split's."""
+    split = path.stem
+    return "squad_dev" if split in ("validation", "dev") else f"squad_{split}"
+
+
+def _first_pairs(evaluation_set: SimilaritySet, limit: int | None) -> SimilaritySet:
+    """The set cut to its first ``limit`` pairs (all when None)."""
+    if limit is None or limit >= len(evaluation_set.scores):
+        return evaluation_set
+    texts = evaluation_set.texts
+    return SimilaritySet(
+        evaluation_set.name,
+        [texts[i] for i in evaluation_set.first[:limit].tolist()],
+        [texts[i] for i in evaluation_set.second[:limit].tolist()],
+        evaluation_set.scores[:limit],
+    )
+
+
+def load_evaluation_sets(paths: list[str], **options) -> list[EvaluationSet]:
+    """`load_evaluation_set` of each path; two sets of one name would log over each other, so refuse."""
+    sets = [load_evaluation_set(path, **options) for path in paths]
+    names = [evaluation_set.name for evaluation_set in sets]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DataError(f"Evaluation sets {paths} give the same name twice ({', '.join(repeated)}).")
+    return sets
+
+
+def tokenized_texts(
+    texts: list[str], tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> datasets.Dataset:
+    """One row per text: its ``input_ids``, ``attention_mask`` and position (``example_index``)."""
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, return_token_type_ids=False)
+    return datasets.Dataset.from_dict(
+        {
+            INPUT_IDS: encoded[INPUT_IDS],
+            ATTENTION_MASK: encoded[ATTENTION_MASK],
+            EXAMPLE_INDEX: range(len(texts)),
+        }
+    )
+
+
+class EvaluationSetLoaders:
+    """Evaluation sets as validation and test loaders, for a datamodule that sets ``eval_sets`` and
+    ``test_sets`` (lists of paths) and the batching options of `TokenizedDataModule`."""
+
+    eval_sets: list[str]
+    test_sets: list[str] | None
+    retrieval_split: str
+    query_prefix: str
+    document_prefix: str
+
+    def evaluation_sets_for(self, stage: str) -> list[EvaluationSet]:
+        """The sets that ``stage`` (``validate``/``fit`` or ``test``) scores, loaded on first use."""
+        paths = self.test_sets if stage == "test" and self.test_sets is not None else self.eval_sets
+        cache = self.__dict__.setdefault("_evaluation_sets", {})
+        if tuple(paths) not in cache:
+            cache[tuple(paths)] = load_evaluation_sets(
+                list(paths),
+                retrieval_split=self.retrieval_split,
+                query_prefix=self.query_prefix,
+                document_prefix=self.document_prefix,
+                limit=self.limit_eval_samples,
+            )
+        return cache[tuple(paths)]
+
+    @property
+    def main_metric(self) -> str | None:
+        """``<first validation set>/<its main metric>`` (``stsb_dev/spearman``): what ``monitor: auto``
+        watches; None without evaluation sets."""
+        sets = self.evaluation_sets_for("validate") if self.eval_sets else []
+        return f"{sets[0].name}/{sets[0].main_metric}" if sets else None
+
+    def _evaluation_loaders(self, stage: str) -> list[DataLoader]:
+        collator = ModelInputCollator(
+            self.tokenizer, self.pad_to_multiple_of, (INPUT_IDS, ATTENTION_MASK, EXAMPLE_INDEX)
+        )
+        loaders = []
+        for evaluation_set in self.evaluation_sets_for(stage):
+            dataset = tokenized_texts(evaluation_set.texts, self.tokenizer, self.max_length)
+            loaders.append(
+                evaluation_loader(
+                    dataset,
+                    self.eval_batch_size,
+                    collator,
+                    self.trainer,
+                    self.num_workers,
+                    longest_first=True,
+                )
+            )
+        return loaders
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """One loader per validation set (``eval_sets``), in order."""
+        return self._evaluation_loaders("validate")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        """One loader per test set (``test_sets``, else ``eval_sets``), in order."""
+        return self._evaluation_loaders("test")
