@@ -169,7 +169,8 @@ class NeoBERTCLI(LightningCLI):
         # Without a validation split (a local copy lacking one, like QQP's in ../shared), or with validation
         # turned off (trainer.limit_val_batches: 0), no val/* metric is ever logged, and an EarlyStopping on
         # one would end the run with an error after one epoch.
-        has_split = bool(getattr(self.datamodule, "validation_split_names", True))
+        split_names_for = getattr(self.datamodule, "split_names_for", None)
+        has_split = split_names_for is None or bool(split_names_for("validate"))
         if has_split and self.trainer.limit_val_batches != 0:
             return
         reason = "Validation is off (trainer.limit_val_batches: 0)" if has_split else "No validation split"

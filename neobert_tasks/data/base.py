@@ -231,7 +231,7 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         wanted, required, any_of = self._stage_requirements(stage)
         raw, origins = self._load(wanted)
         require_splits(list(raw), required, self.data_source, any_of=any_of)
-        if stage == "fit" and not any(name in raw for name in self.validation_split_names):
+        if stage == "fit" and not self.split_names_for("fit"):  # none configured, or none exists
             rank_zero_warn(f"No validation split in {self.data_source}; training runs without validation.")
         # Predict needs the test splits only, or the validation splits when there are no test splits.
         used = [name for name in raw if stage != "predict" or name in self.predict_split_names]

@@ -1,4 +1,5 @@
-"""What an embedding datamodule validates and tests on: evaluation sets, and loaders over their texts.
+"""What an embedding datamodule validates and tests on: evaluation sets, and loaders over their texts; and
+the texts ``predict`` embeds.
 
 An evaluation set is named by a path, and its kind follows from what the path holds:
 
@@ -98,6 +99,15 @@ def load_evaluation_sets(paths: list[str], **options) -> list[EvaluationSet]:
     return sets
 
 
+def encode_texts(
+    batch: dict[str, list], *, tokenizer: PreTrainedTokenizerBase, column: str, prefix: str, max_length: int
+) -> dict[str, list]:
+    """Token ids and mask of each text of `column`, `prefix` put before it: the texts ``predict`` embeds."""
+    texts = [prefix + text for text in batch[column]]
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, return_token_type_ids=False)
+    return {INPUT_IDS: encoded[INPUT_IDS], ATTENTION_MASK: encoded[ATTENTION_MASK]}
+
+
 def tokenized_texts(
     texts: list[str], tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> datasets.Dataset:
@@ -113,18 +123,21 @@ def tokenized_texts(
 
 
 class EvaluationSetLoaders:
-    """Evaluation sets as validation and test loaders, for a datamodule that sets ``eval_sets`` and
-    ``test_sets`` (lists of paths) and the batching options of `TokenizedDataModule`."""
+    """Evaluation sets as validation and test loaders, ahead of the pair splits' loaders, for a datamodule
+    that sets ``eval_sets`` and ``test_sets`` (lists of paths) and the options of `TokenizedDataModule`."""
 
     eval_sets: list[str]
     test_sets: list[str] | None
+    predict_column: str
     retrieval_split: str
     query_prefix: str
     document_prefix: str
 
     def evaluation_sets_for(self, stage: str) -> list[EvaluationSet]:
-        """The sets that ``stage`` (``validate``/``fit`` or ``test``) scores, loaded on first use."""
+        """The sets that ``stage`` (``fit``, ``validate`` or ``test``) scores, loaded on first use."""
         paths = self.test_sets if stage == "test" and self.test_sets is not None else self.eval_sets
+        if stage == "predict":
+            paths = []
         cache = self.__dict__.setdefault("_evaluation_sets", {})
         if tuple(paths) not in cache:
             cache[tuple(paths)] = load_evaluation_sets(
@@ -136,14 +149,46 @@ class EvaluationSetLoaders:
             )
         return cache[tuple(paths)]
 
+    def split_names_for(self, stage: str) -> list[str]:
+        """Name of each dataloader of ``stage``: the evaluation sets', then the pair splits'."""
+        sets = [evaluation_set.name for evaluation_set in self.evaluation_sets_for(stage)]
+        return [*sets, *super().split_names_for(stage)]
+
+    def setup(self, stage: str | None = None) -> None:
+        """As `TokenizedDataModule.setup`; ``validate`` and ``test`` need no pair split when sets are scored,
+        and ``predict`` needs a predict file."""
+        if stage == "predict" and self.predict_file is None:
+            raise DataError("Embedding predictions embed the texts of data.init_args.predict_file; set it.")
+        wanted, required, _ = self._stage_requirements(stage)
+        if stage in ("validate", "test") and not required and not self.present_splits(wanted):
+            return  # evaluation sets only: no pair split to load
+        super().setup(stage)
+
+    def predict_texts(self, split_name: str) -> dict[int, str]:
+        """Per example index (row of the file), the predicted text: a parquet prediction keeps it beside its
+        vector."""
+        rows = self.examples(split_name)
+        indices = rows[EXAMPLE_INDEX] if EXAMPLE_INDEX in rows.column_names else range(len(rows))
+        return dict(zip(indices, rows[self.predict_column], strict=True))
+
+    def _stage_requirements(self, stage: str | None) -> tuple[list[str], list[str], bool]:
+        wanted, required, any_of = super()._stage_requirements(stage)
+        if stage in ("validate", "test") and self.evaluation_sets_for(stage):
+            return wanted, [], False  # the evaluation sets are enough; a pair split is scored if present
+        return wanted, required, any_of
+
     @property
     def main_metric(self) -> str | None:
-        """``<first validation set>/<its main metric>`` (``stsb_dev/spearman``): what ``monitor: auto``
-        watches; None without evaluation sets."""
-        sets = self.evaluation_sets_for("validate") if self.eval_sets else []
-        return f"{sets[0].name}/{sets[0].main_metric}" if sets else None
+        """What ``monitor: auto`` watches: the first validation set's main metric (``stsb_dev/spearman``),
+        else the pair validation split's loss, else nothing; under ``test``, the first test set's."""
+        testing = self.trainer is not None and self.trainer.state.fn == "test"
+        sets = self.evaluation_sets_for("test" if testing else "validate")
+        if sets:
+            return f"{sets[0].name}/{sets[0].main_metric}"
+        splits = self.test_split_names if testing else self.validation_split_names
+        return f"{splits[0]}/loss" if splits else None
 
-    def _evaluation_loaders(self, stage: str) -> list[DataLoader]:
+    def _set_loaders(self, stage: str) -> list[DataLoader]:
         collator = ModelInputCollator(
             self.tokenizer, self.pad_to_multiple_of, (INPUT_IDS, ATTENTION_MASK, EXAMPLE_INDEX)
         )
@@ -158,14 +203,21 @@ class EvaluationSetLoaders:
                     self.trainer,
                     self.num_workers,
                     longest_first=True,
-                )
+                )  # fmt: skip
             )
         return loaders
 
-    def val_dataloader(self) -> list[DataLoader]:
-        """One loader per validation set (``eval_sets``), in order."""
-        return self._evaluation_loaders("validate")
+    def _with_split_loaders(self, stage: str, split_loaders: DataLoader | list[DataLoader]) -> list:
+        """The evaluation sets' loaders followed by the pair splits' (the base class's loaders)."""
+        if not isinstance(split_loaders, list):
+            split_loaders = [split_loaders]
+        loaders = [*self._set_loaders(stage), *split_loaders]
+        return loaders[0] if len(loaders) == 1 else loaders
 
-    def test_dataloader(self) -> list[DataLoader]:
-        """One loader per test set (``test_sets``, else ``eval_sets``), in order."""
-        return self._evaluation_loaders("test")
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """One loader per validation set (``eval_sets``), then per pair validation split."""
+        return self._with_split_loaders("validate", super().val_dataloader())
+
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        """One loader per test set (``test_sets``, else ``eval_sets``), then per pair test split."""
+        return self._with_split_loaders("test", super().test_dataloader())

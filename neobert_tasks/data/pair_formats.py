@@ -14,15 +14,23 @@ paragraph pairs (`squad_pairs`) of `PairDataModule`.
 
 Both return a split whose columns are the role names, made by `datasets` operations so that the result is
 cached and fingerprinted like a loaded split, and its tokenization is cached too.
+
+`encode_roles` then tokenizes each role's text on its own, and hashes it (`text_hash`) so that batches can
+be kept free of repeated texts.
 """
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Sequence
+from hashlib import blake2b
+
 import datasets
 import pyarrow.compute as pc
+from transformers import PreTrainedTokenizerBase
 
 from neobert_tasks.data.checks import require_columns
-from neobert_tasks.data.keys import ANCHOR, POSITIVE, ROLES
+from neobert_tasks.data.keys import ANCHOR, ATTENTION_MASK, INPUT_IDS, POSITIVE, ROLES, TEXT_HASHES, role_key
 from neobert_tasks.data.labels import label_kind
 from neobert_tasks.data.sources import DataError
 
@@ -100,3 +108,33 @@ def squad_pair_split(dataset: datasets.Dataset, origin: str) -> datasets.Dataset
     """(question, paragraph) pairs of a SQuAD split: its question and context columns, renamed."""
     require_columns(dataset, [QUESTION, CONTEXT], origin)
     return dataset.select_columns([QUESTION, CONTEXT]).rename_columns({QUESTION: ANCHOR, CONTEXT: POSITIVE})
+
+
+def text_hash(token_ids: Sequence[int]) -> int:
+    """A 64-bit hash of a text's token ids, the same in every process (Python's `hash` of str is not)."""
+    return int.from_bytes(
+        blake2b(array("q", token_ids).tobytes(), digest_size=8).digest(), "little", signed=True
+    )
+
+
+def encode_roles(
+    batch: dict[str, list],
+    *,
+    tokenizer: PreTrainedTokenizerBase,
+    roles: tuple[tuple[str, str, str], ...],
+    max_length: int,
+) -> dict[str, list]:
+    """Tokenize each (role, column, prefix) of `roles` on its own, the prefix put before each text, truncated
+    to `max_length`; hash each text's token ids *without* its prefix, so a text repeated in another role
+    (whose prefix differs) is still found."""
+    encoded, hashes = {}, []
+    for role, column, prefix in roles:
+        texts = batch[column]
+        options = {"truncation": True, "max_length": max_length, "return_token_type_ids": False}
+        plain = tokenizer(texts, **options)
+        inputs = tokenizer([prefix + text for text in texts], **options) if prefix else plain
+        encoded[role_key(role, INPUT_IDS)] = inputs[INPUT_IDS]
+        encoded[role_key(role, ATTENTION_MASK)] = inputs[ATTENTION_MASK]
+        hashes.append([text_hash(ids) for ids in plain[INPUT_IDS]])
+    encoded[TEXT_HASHES] = [list(row) for row in zip(*hashes, strict=True)]
+    return encoded

@@ -11,10 +11,8 @@ sentence-transformers' key names (`keys.PAIR_BATCH_KEYS`): `anchor_input_ids`, `
 from __future__ import annotations
 
 import functools
-from array import array
 from collections.abc import Sequence
-from hashlib import blake2b
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 import lightning as L
@@ -22,15 +20,16 @@ import numpy as np
 import pyarrow.compute as pc
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
-from transformers import PreTrainedTokenizerBase
 
 from neobert_tasks.data.base import EncodeFunction, TokenizedDataModule
 from neobert_tasks.data.checks import check_text_columns, require_columns
 from neobert_tasks.data.collator import ModelInputCollator
+from neobert_tasks.data.embedding_evaluation import EvaluationSetLoaders, encode_texts
 from neobert_tasks.data.hub_or_local import HubOrLocalSource
 from neobert_tasks.data.keys import (
     ANCHOR,
     ATTENTION_MASK,
+    EXAMPLE_INDEX,
     INPUT_IDS,
     NEGATIVE,
     PAIR_BATCH_KEYS,
@@ -46,40 +45,12 @@ from neobert_tasks.data.loaders import (
     make_loader,
     resolved_max_tokens,
 )
-from neobert_tasks.data.pair_formats import FORMAT_COLUMNS, nli_triplet_split, squad_pair_split
+from neobert_tasks.data.pair_formats import FORMAT_COLUMNS, encode_roles, nli_triplet_split, squad_pair_split
+from neobert_tasks.data.predict_text import load_text_file
 from neobert_tasks.data.sources import DataError
+from neobert_tasks.data.splits import PREDICT_SPLIT
 from neobert_tasks.data.token_budget import ColumnBatchCollator
 from neobert_tasks.data.unique_batches import UniqueTextBatchSampler, row_costs
-
-
-def text_hash(token_ids: Sequence[int]) -> int:
-    """A 64-bit hash of a text's token ids, the same in every process (Python's `hash` of str is not)."""
-    return int.from_bytes(
-        blake2b(array("q", token_ids).tobytes(), digest_size=8).digest(), "little", signed=True
-    )
-
-
-def encode_roles(
-    batch: dict[str, list],
-    *,
-    tokenizer: PreTrainedTokenizerBase,
-    roles: tuple[tuple[str, str, str], ...],
-    max_length: int,
-) -> dict[str, list]:
-    """Tokenize each (role, column, prefix) of `roles` on its own, the prefix put before each text, truncated
-    to `max_length`; hash each text's token ids *without* its prefix, so a text repeated in another role
-    (whose prefix differs) is still found."""
-    encoded, hashes = {}, []
-    for role, column, prefix in roles:
-        texts = batch[column]
-        options = {"truncation": True, "max_length": max_length, "return_token_type_ids": False}
-        plain = tokenizer(texts, **options)
-        inputs = tokenizer([prefix + text for text in texts], **options) if prefix else plain
-        encoded[role_key(role, INPUT_IDS)] = inputs[INPUT_IDS]
-        encoded[role_key(role, ATTENTION_MASK)] = inputs[ATTENTION_MASK]
-        hashes.append([text_hash(ids) for ids in plain[INPUT_IDS]])
-    encoded[TEXT_HASHES] = [list(row) for row in zip(*hashes, strict=True)]
-    return encoded
 
 
 def pair_training_loader(
@@ -118,14 +89,13 @@ def pair_training_loader(
     return make_loader(dataset, None, ColumnBatchCollator(collate_fn), trainer, num_workers, sampler=sampler)
 
 
-class PairDataModule(HubOrLocalSource, TokenizedDataModule):
-    """Pairs or triplets for contrastive sentence embeddings, batched without a repeated text.
+class PairDataModule(EvaluationSetLoaders, HubOrLocalSource, TokenizedDataModule):
+    """Pairs or triplets for contrastive sentence embeddings, batched without a repeated text; evaluation sets
+    (STS, retrieval) to score the embeddings on; texts to embed with ``predict``.
 
-    Validation and test: the `validation_split` and `test_split` pair splits, when the data has them, are
-    tokenized like the training rows and batched in order by the base class's `val_dataloader` and
-    `test_dataloader`. With a training split only, fit trains without validation. Evaluation sets (STS,
-    retrieval) hook in by overriding those two methods and `configured_validation_splits` /
-    `configured_test_splits`.
+    Validation runs one loader per evaluation set of `eval_sets` (`embedding_evaluation.py`), then one over
+    the pair split `validation_split` when the data has it (its contrastive loss is logged); test likewise
+    with `test_sets` and `test_split`.
 
     Args:
         dataset: hub dataset id loaded with `datasets.load_dataset`; give this or `data_dir`.
@@ -138,15 +108,26 @@ class PairDataModule(HubOrLocalSource, TokenizedDataModule):
         nli_to_triplets: make triplets from NLI columns premise, hypothesis and label (ClassLabel with
             entailment and contradiction, ids 0/1/2 as entailment/neutral/contradiction, or names).
         squad_pairs: make (question, paragraph) pairs from SQuAD columns question and context.
-        query_prefix: text put before every anchor (an instruction, e.g. "query: "), as written.
-        document_prefix: text put before every positive and negative (e.g. "passage: "), as written.
+        query_prefix: text put before every anchor and retrieval query (an instruction, e.g. "query: ").
+        document_prefix: text put before every positive, negative and retrieval document (e.g. "passage: ").
         train_split: name of the training split.
         validation_split: name of the validation split of pairs; None for none.
         test_split: name of the test split of pairs; None for none.
+        eval_sets: evaluation sets scored at validation, by path: an STS file (sentence1, sentence2, score or
+            label), a SQuAD file (question → paragraph retrieval) or a BEIR directory (corpus, queries,
+            qrels); the first set's main metric is what `monitor: auto` watches.
+        test_sets: evaluation sets scored by ``test``; None scores `eval_sets`.
+        retrieval_split: qrels split that BEIR evaluation sets are scored on (``qrels/<split>`` or
+            ``qrels_<split>``).
+        predict_file: texts to embed with ``predict``: a .txt file (one text per line) or a .csv, .tsv,
+            .jsonl or .parquet table.
+        predict_column: column of `predict_file` holding the texts (a one-column table may name it anyhow).
+        predict_prefix: prefix of the predicted texts: document (`document_prefix`) or query (`query_prefix`).
         kwargs: the options every datamodule shares, declared in `TokenizedDataModule`.
     """
 
-    model_input_keys = PAIR_BATCH_KEYS
+    # A pair batch's keys, and a predicted batch's (one text per row, with its index).
+    model_input_keys = (*PAIR_BATCH_KEYS, INPUT_IDS, ATTENTION_MASK, EXAMPLE_INDEX)
 
     def __init__(
         self,
@@ -163,6 +144,12 @@ class PairDataModule(HubOrLocalSource, TokenizedDataModule):
         train_split: str = "train",
         validation_split: str | None = "validation",
         test_split: str | None = "test",
+        eval_sets: list[str] | None = None,
+        test_sets: list[str] | None = None,
+        retrieval_split: str = "test",
+        predict_file: str | None = None,
+        predict_column: str = "text",
+        predict_prefix: Literal["document", "query"] = "document",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -182,6 +169,10 @@ class PairDataModule(HubOrLocalSource, TokenizedDataModule):
         self.query_prefix, self.document_prefix = query_prefix, document_prefix
         self.train_split_name = train_split
         self.validation_split, self.test_split = validation_split, test_split
+        self.eval_sets, self.test_sets = list(eval_sets or []), test_sets
+        self.retrieval_split = retrieval_split
+        self.predict_file, self.predict_column = predict_file, predict_column
+        self.predict_prefix = query_prefix if predict_prefix == "query" else document_prefix
         self.save_hyperparameters()
 
     def _check_format_options(self, nli_to_triplets: bool, squad_pairs: bool) -> None:
@@ -216,6 +207,9 @@ class PairDataModule(HubOrLocalSource, TokenizedDataModule):
             raw = datasets.DatasetDict({n: squad_pair_split(d, origins[n]) for n, d in raw.items()})
         return raw, origins
 
+    def load_predict_file(self) -> datasets.Dataset:
+        return load_text_file(self.predict_file, self.cache_dir, (self.predict_column,))
+
     def role_columns(self, dataset: datasets.Dataset) -> dict[str, str]:
         """Role -> column of the roles a split has: anchor and positive, and negative where it has one."""
         negative = self.columns[NEGATIVE]
@@ -225,14 +219,22 @@ class PairDataModule(HubOrLocalSource, TokenizedDataModule):
         }
 
     def empty_text_columns(self) -> Sequence[str]:
-        return [column for column in self.columns.values() if column is not None]
+        # A column a split lacks is passed over, so the predict file's column can be listed beside the roles.
+        return [column for column in (*self.columns.values(), self.predict_column) if column is not None]
 
     def check_split(self, split_name: str, dataset: datasets.Dataset, origin: str) -> None:
+        if split_name == PREDICT_SPLIT:
+            return  # checked as it was read (`load_text_file`)
         columns = list(self.role_columns(dataset).values())
         require_columns(dataset, columns, origin)
         check_text_columns(dataset, columns, origin)
 
     def encode_function(self, split_name: str, dataset: datasets.Dataset) -> EncodeFunction:
+        if split_name == PREDICT_SPLIT:  # one text per row, under the plain model-input keys
+            return functools.partial(
+                encode_texts, tokenizer=self.tokenizer, column=self.predict_column,
+                prefix=self.predict_prefix, max_length=self.max_length,
+            )  # fmt: skip
         prefixes = {ANCHOR: self.query_prefix, POSITIVE: self.document_prefix, NEGATIVE: self.document_prefix}
         roles = tuple((role, column, prefixes[role]) for role, column in self.role_columns(dataset).items())
         return functools.partial(
@@ -246,7 +248,7 @@ class PairDataModule(HubOrLocalSource, TokenizedDataModule):
             pad_values.update(
                 {role_key(role, INPUT_IDS): self.tokenizer.pad_token_id, role_key(role, ATTENTION_MASK): 0}
             )
-        return ModelInputCollator(self.tokenizer, self.pad_to_multiple_of, PAIR_BATCH_KEYS, pad_values)
+        return ModelInputCollator(self.tokenizer, self.pad_to_multiple_of, self.model_input_keys, pad_values)
 
     # ----------------------------------------------------------------------------------------------------
     # Lengths, hashes and training batches.

@@ -21,8 +21,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 
-from neobert_tasks.data.keys import ATTENTION_MASK, EXAMPLE_INDEX, INPUT_IDS, PREDICTION_INDEX_COLUMN
+from neobert_tasks.data.keys import (
+    ANCHOR,
+    ATTENTION_MASK,
+    EXAMPLE_INDEX,
+    INPUT_IDS,
+    NEGATIVE,
+    POSITIVE,
+    PREDICTION_INDEX_COLUMN,
+    ROLES,
+    role_key,
+)
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.model import NeoBERTModel
 from neobert_tasks.model.pooling import POOLING_MODES, pool_hidden_states
@@ -30,16 +41,14 @@ from neobert_tasks.tasks.base import NeoBERTTask
 from neobert_tasks.tasks.contrastive_loss import contrastive_loss, world
 from neobert_tasks.tasks.grad_cache import cached_embeddings
 
-# The roles of a training row's texts, in the order the loss takes them.
-ROLES = ("anchor", "positive", "negative")
 EMBEDDING_FORMATS = ("npy", "parquet")
 
 
 def role_inputs(batch: dict[str, torch.Tensor], role: str) -> dict[str, torch.Tensor] | None:
     """The model inputs of one role's texts (``anchor_input_ids`` → ``input_ids``, …); None when absent."""
-    if f"{role}_{INPUT_IDS}" not in batch:
+    if role_key(role, INPUT_IDS) not in batch:
         return None
-    return {key: batch[f"{role}_{key}"] for key in (INPUT_IDS, ATTENTION_MASK)}
+    return {key: batch[role_key(role, key)] for key in (INPUT_IDS, ATTENTION_MASK)}
 
 
 class EmbeddingTask(NeoBERTTask):
@@ -105,52 +114,79 @@ class EmbeddingTask(NeoBERTTask):
             return self.embed(inputs)
         return cached_embeddings(self.embed, inputs, chunk_size)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
+    def pair_loss(self, batch: dict[str, torch.Tensor], gather: bool) -> tuple[torch.Tensor, int]:
+        """The contrastive loss of a batch of pairs or triplets, and its number of rows."""
         embeddings = {}
         for role in ROLES:
             inputs = role_inputs(batch, role)
             if inputs is not None:
                 embeddings[role] = self.encode_role(inputs)
         loss = contrastive_loss(
-            embeddings["anchor"],
-            embeddings["positive"],
-            embeddings.get("negative"),
+            embeddings[ANCHOR],
+            embeddings[POSITIVE],
+            embeddings.get(NEGATIVE),
             matryoshka_dims=self.hparams.matryoshka_dims,
             temperature=self.hparams.temperature,
             symmetric=self.hparams.symmetric_loss,
-            gather=self.hparams.gather_across_devices,
+            gather=gather,
         )
-        self.log("train/loss", loss, prog_bar=True, batch_size=embeddings["anchor"].shape[0])
+        return loss, embeddings[ANCHOR].shape[0]
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
+        loss, rows = self.pair_loss(batch, gather=self.hparams.gather_across_devices)
+        self.log("train/loss", loss, prog_bar=True, batch_size=rows)
         return loss
 
     # ----------------------------------------------------------------------------------------------------
-    # Evaluation: every text of each evaluation set is embedded, then the set scores the embeddings.
+    # Evaluation: every text of each evaluation set is embedded, then the set scores the embeddings; a pair
+    # split (anchor/positive keys) gets its contrastive loss, each batch's own rows as negatives.
 
     def evaluation_sets(self, stage: str) -> list:
-        """The datamodule's evaluation sets of ``stage`` (one per dataloader, in order)."""
+        """The datamodule's evaluation sets of ``stage`` (the first dataloaders, in order)."""
         datamodule = getattr(self._trainer, "datamodule", None)
-        return datamodule.evaluation_sets_for(stage) if datamodule is not None else []
+        return datamodule.evaluation_sets_for(stage) if hasattr(datamodule, "evaluation_sets_for") else []
 
     def evaluation_step(self, stage: str, batch, batch_index: int, dataloader_idx: int) -> None:
-        embeddings = self.embed(batch)
         rows = self._collected.setdefault(dataloader_idx, [])
-        rows.append((batch[EXAMPLE_INDEX].cpu(), embeddings.float().cpu()))
+        if role_key(ANCHOR, INPUT_IDS) in batch:
+            loss, count = self.pair_loss(batch, gather=False)
+            rows.append((torch.tensor(count), loss.detach().float().cpu() * count))
+        else:
+            rows.append((batch[EXAMPLE_INDEX].cpu(), self.embed(batch).float().cpu()))
 
     def log_scores(self, stage: str, prefix: str) -> None:
         collected, self._collected = self._collected, {}
-        for position, evaluation_set in enumerate(self.evaluation_sets(stage)):
+        datamodule = self._trainer.datamodule
+        sets = self.evaluation_sets(stage)
+        for position, name in enumerate(datamodule.split_names_for(stage)):
             if position not in collected:
-                continue  # a sanity check that stopped before this set
+                continue  # a sanity check that stopped before this loader
+            if position >= len(sets):
+                self.log_pair_loss(f"{prefix}/{name}/loss", collected[position], on_bar=position == 0)
+                continue
+            evaluation_set = sets[position]
             embeddings = gathered_in_order(collected[position], len(evaluation_set.texts))
-            if embeddings is None:
-                continue  # a partial pass (sanity check, limit_val_batches): no score to report
+            if embeddings is None:  # a partial pass: no score to report
+                if not self._trainer.sanity_checking:
+                    rank_zero_warn(
+                        f"{evaluation_set.name} is not scored: trainer.limit_{prefix}_batches stopped before"
+                        f" its {len(evaluation_set.texts)} texts were embedded."
+                    )
+                continue
             scores = evaluation_set.score(embeddings)
-            if hasattr(evaluation_set, "bm25_scores"):  # the lexical baseline, for scale
-                scores.update({f"bm25/{name}": value for name, value in evaluation_set.bm25_scores().items()})
-            for name, value in scores.items():
-                on_bar = position == 0 and name == evaluation_set.main_metric
+            scores.update({f"bm25/{key}": value for key, value in lexical_baseline(evaluation_set).items()})
+            for key, value in scores.items():
+                on_bar = position == 0 and key == evaluation_set.main_metric
                 # The same numbers on every rank (gathered), so no sync is needed.
-                self.log(f"{prefix}/{evaluation_set.name}/{name}", float(value), prog_bar=on_bar)
+                self.log(f"{prefix}/{name}/{key}", float(value), prog_bar=on_bar)
+
+    def log_pair_loss(self, name: str, parts: list[tuple[torch.Tensor, torch.Tensor]], on_bar: bool) -> None:
+        """The mean loss per row over the batches of every rank."""
+        totals = torch.stack([torch.stack([count.float(), loss_sum]) for count, loss_sum in parts]).sum(0)
+        if world()[1] > 1:
+            totals = totals.to(self.device)
+            dist.all_reduce(totals)
+        self.log(name, float(totals[1] / totals[0]), prog_bar=on_bar)
 
     # ----------------------------------------------------------------------------------------------------
     # Prediction: one embedding per input text.
@@ -180,6 +216,17 @@ class EmbeddingTask(NeoBERTTask):
                 pd.DataFrame(table).to_parquet(buffer, index=False)
             files[f"{split_name}.{self.hparams.embedding_format}"] = buffer.getvalue()
         return files
+
+
+def lexical_baseline(evaluation_set) -> dict[str, float]:
+    """BM25's scores on a retrieval set, for scale (cached by the set); none for STS or without bm25s."""
+    if not hasattr(evaluation_set, "bm25_scores"):
+        return {}
+    try:
+        return evaluation_set.bm25_scores()
+    except ImportError as error:  # the embeddings extra is not installed: score without the baseline
+        rank_zero_warn(f"{error} {evaluation_set.name} is scored without it.")
+        return {}
 
 
 def gathered_in_order(parts: list[tuple[torch.Tensor, torch.Tensor]], total: int) -> torch.Tensor | None:

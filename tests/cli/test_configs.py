@@ -99,6 +99,9 @@ def build_args(config: Path) -> list[str]:
     """What it takes to build a task config here: the tiny model instead of the hub's, local data."""
     if config in GLUE_CONFIGS:
         return tiny_args()
+    if config.parent.name == "embeddings":  # their data and evaluation sets are ../shared paths already
+        shared_path("data")
+        return tiny_args()
     if config.name in SHARED_DATA:
         arguments = [*tiny_args(), "--data.init_args.data_dir", str(shared_path(*SHARED_DATA[config.name]))]
         if config.name == "mlm.yaml":  # raw text: SQuAD's contexts stand in for a text corpus
