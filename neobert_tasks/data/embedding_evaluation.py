@@ -171,6 +171,13 @@ class EvaluationSetLoaders:
         indices = rows[EXAMPLE_INDEX] if EXAMPLE_INDEX in rows.column_names else range(len(rows))
         return dict(zip(indices, rows[self.predict_column], strict=True))
 
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The instruction prefixes as sentence-transformers prompts, which an export keeps: its
+        ``encode_query`` and ``encode_document`` put them before the texts as training did."""
+        prefixes = {"query": self.query_prefix, "document": self.document_prefix}
+        return {name: prefix for name, prefix in prefixes.items() if prefix}
+
     def _stage_requirements(self, stage: str | None) -> tuple[list[str], list[str], bool]:
         wanted, required, any_of = super()._stage_requirements(stage)
         if stage in ("validate", "test") and self.evaluation_sets_for(stage):

@@ -15,8 +15,7 @@ import torch
 from neobert_tasks.data import DataError, PairDataModule, UniqueTextBatchSampler
 from neobert_tasks.data.collator import padded_length
 from neobert_tasks.data.keys import ATTENTION_MASK, INPUT_IDS, PAIR_BATCH_KEYS, ROLES, role_key
-from neobert_tasks.data.pair_formats import nli_triplet_split
-from neobert_tasks.data.pair_formats import encode_roles
+from neobert_tasks.data.pair_formats import encode_roles, nli_triplet_split
 from tests.conftest import shared_path as require_shared
 
 # Every datamodule here trains without a validation split, which the base class warns about.
