@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -77,16 +78,20 @@ def run(config: str, max_steps: int, validate_every: int, root: Path) -> dict:
     }
 
 
-def main_cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, or ``sys.argv``); a test parses the documented commands with it."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--config", choices=sorted(EVAL_SETS), default="nli")
     parser.add_argument("--max-steps", type=int, default=400)
     parser.add_argument("--validate-every", type=int, default=100)
     parser.add_argument("--root", default=str(REPO / "runs" / "bench" / "embedding_learning"))
     parser.add_argument("--json", help="default: bench/results/embedding_learning_<config>.json")
-    options = parser.parse_args()
-    root = Path(options.root) / options.config
-    result = run(options.config, options.max_steps, options.validate_every, root)
+    return parser.parse_args(argv)
+
+
+def print_result(result: dict) -> None:
+    """The main metrics before and after training, and BM25's, as a table."""
     rows = [
         {
             "metric": metric,
@@ -97,10 +102,19 @@ def main_cli() -> None:
         for metric in METRICS
         if metric in result["after"]
     ]
-    seconds = result["fit_seconds"]
-    print(f"{options.config}: {options.max_steps} steps in {seconds} s (fit, validation included)")
+    steps, seconds = result["max_steps"], result["fit_seconds"]
+    print(f"{result['config']}: {steps} steps in {seconds} s (fit, validation included)")
     print_table(rows, [("metric", "metric", ""), ("before", "before", ".4f"), ("after", "after", ".4f"),
                        ("bm25", "BM25", ".4f")])  # fmt: skip
+
+
+def main_cli() -> None:
+    options = parse_arguments()
+    root = Path(options.root) / options.config
+    # LightningCLI reads sys.argv when given args too, and warns: only the args below count.
+    sys.argv = sys.argv[:1]
+    result = run(options.config, options.max_steps, options.validate_every, root)
+    print_result(result)
     default_json = REPO / "bench" / "results" / f"embedding_learning_{options.config}.json"
     write_json(options.json or str(default_json), result)
 

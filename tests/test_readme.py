@@ -25,11 +25,13 @@ The README's Layout block names every part of the package and only paths that ex
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 from transformers import AutoTokenizer
 
 from neobert_tasks.export.__main__ import main as export_main
@@ -232,6 +234,8 @@ def local_data_arguments(arguments: list[str]) -> list[str]:
         return []
     configs = [Path(arguments[index + 1]) for index, value in enumerate(arguments) if value == "--config"]
     for config in configs:
+        if config.parent.name == "embeddings":
+            return embedding_data_arguments(config)
         if config.parent.name == "glue":
             return ["--data.init_args.data_dir", str(shared_path("data", "glue", config.stem))]
         if config.name == "squad_v2.yaml":
@@ -242,6 +246,23 @@ def local_data_arguments(arguments: list[str]) -> list[str]:
                 extra += ["--data.init_args.text_column", "context"]
             return ["--data.init_args.data_dir", str(shared_path(*SHARED_DATA[config.name])), *extra]
     return []
+
+
+def embedding_data_arguments(config: Path) -> list[str]:
+    """The embedding config's ``../shared`` paths (relative to the repository root) made absolute, since
+    the commands run elsewhere."""
+    shared_path("data")
+    options = yaml.safe_load((REPO_ROOT / "configs" / "embeddings" / config.name).read_text())["data"]
+
+    def absolute(path: str) -> str:
+        return str((REPO_ROOT / path).resolve())
+
+    arguments = ["--data.init_args.data_dir", absolute(options["init_args"]["data_dir"])]
+    for key in ("eval_sets", "test_sets"):
+        paths = options["init_args"].get(key)
+        if paths is not None:
+            arguments += [f"--data.init_args.{key}", json.dumps([absolute(path) for path in paths])]
+    return arguments
 
 
 def quick_arguments(arguments: list[str], workspace: Path) -> list[str]:
@@ -325,6 +346,13 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
         tmp_path / "runs" / "quickstart" / "version_0" / "export",
         tokenizer=tokenizer,
         formats=["onnx"],
+    )
+    export_model_folder(  # docs/embeddings.md's: an embedding model with instruction prompts
+        NeoBERTModel(NeoBERTConfig(**tiny_config_kwargs())),
+        tmp_path / "runs" / "embeddings" / "squad_retrieval" / "version_0" / "export",
+        tokenizer=tokenizer,
+        normalize=True,
+        prompts={"query": "query: ", "document": "passage: "},
     )
     monkeypatch.chdir(tmp_path)
     blocks = [

@@ -199,9 +199,16 @@ class EvaluationSetLoaders:
         collator = ModelInputCollator(
             self.tokenizer, self.pad_to_multiple_of, (INPUT_IDS, ATTENTION_MASK, EXAMPLE_INDEX)
         )
+        # Tokenized once per set: Lightning's `LightningDataModule.__str__` builds every loader, and the CLI
+        # prints datamodules while it builds them.
+        tokenized = self.__dict__.setdefault("_tokenized_sets", {})
         loaders = []
         for evaluation_set in self.evaluation_sets_for(stage):
-            dataset = tokenized_texts(evaluation_set.texts, self.tokenizer, self.max_length)
+            if id(evaluation_set) not in tokenized:  # the sets are cached objects: their id is stable
+                tokenized[id(evaluation_set)] = tokenized_texts(
+                    evaluation_set.texts, self.tokenizer, self.max_length
+                )
+            dataset = tokenized[id(evaluation_set)]
             loaders.append(
                 evaluation_loader(
                     dataset,

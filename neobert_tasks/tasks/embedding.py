@@ -112,7 +112,8 @@ class EmbeddingTask(NeoBERTTask):
         chunk_size = self.hparams.grad_cache_chunk_size
         if chunk_size is None or inputs[INPUT_IDS].shape[0] <= chunk_size or not torch.is_grad_enabled():
             return self.embed(inputs)
-        return cached_embeddings(self.embed, inputs, chunk_size)
+        trained = [parameter for parameter in self.parameters() if parameter.requires_grad]
+        return cached_embeddings(self.embed, inputs, chunk_size, trained)
 
     def pair_loss(self, batch: dict[str, torch.Tensor], gather: bool) -> tuple[torch.Tensor, int]:
         """The contrastive loss of a batch of pairs or triplets, and its number of rows."""

@@ -65,12 +65,17 @@ class _RandomState:
 
 
 class _CachedEmbeddings(torch.autograd.Function):
-    """Forward: embeddings of every chunk, without a graph. Backward: re-encode each chunk with a graph and
-    send its slice of the incoming gradient through it (the parameters' ``.grad`` accumulate)."""
+    """Forward: embeddings of every chunk, without a graph. Backward: re-encode each chunk with a graph,
+    send its slice of the incoming gradient through it, and return the parameters' summed gradients.
+
+    The parameters are inputs of the function, and each chunk's gradients are computed with
+    `torch.autograd.grad` rather than accumulated into ``.grad``: autograd then accumulates each parameter's
+    gradient once per backward pass, after every chunk, which is when DDP's hooks start its all-reduce.
+    (Backward passes inside this one would fire them at the first chunk, with a partial gradient.)"""
 
     @staticmethod
-    def forward(ctx, trigger: torch.Tensor, encode: Encode, chunks: list[dict[str, torch.Tensor]]):
-        device = trigger.device
+    def forward(ctx, encode: Encode, chunks: list[dict[str, torch.Tensor]], *parameters: torch.Tensor):
+        device = parameters[0].device
         ctx.encode, ctx.chunks, ctx.states = encode, chunks, []
         # Autocast is not active in backward: remember it, to re-encode in the precision of the forward.
         ctx.autocast = (
@@ -78,6 +83,7 @@ class _CachedEmbeddings(torch.autograd.Function):
             torch.is_autocast_enabled(device.type),
             torch.get_autocast_dtype(device.type),
         )
+        ctx.parameters = parameters  # the leaves themselves: their graph nodes are what grad() targets
         embeddings = []
         for chunk in chunks:
             ctx.states.append(_RandomState(device))
@@ -87,21 +93,31 @@ class _CachedEmbeddings(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gradient: torch.Tensor):
         device_type, autocast_on, autocast_dtype = ctx.autocast
+        parameters = ctx.parameters
+        totals: list[torch.Tensor | None] = [None] * len(parameters)
         offset = 0
         for chunk, state in zip(ctx.chunks, ctx.states, strict=True):
             autocast = torch.autocast(device_type, dtype=autocast_dtype) if autocast_on else nullcontext()
             with state.restored(), torch.enable_grad(), autocast:
                 embeddings = ctx.encode(chunk)
             rows = embeddings.shape[0]
-            torch.autograd.backward(embeddings, gradient[offset : offset + rows].to(embeddings.dtype))
+            grads = torch.autograd.grad(
+                embeddings,
+                parameters,
+                gradient[offset : offset + rows].to(embeddings.dtype),
+                allow_unused=True,
+            )
+            totals = [
+                t if g is None else g if t is None else t.add_(g) for t, g in zip(totals, grads, strict=True)
+            ]
             offset += rows
-        return None, None, None
+        return None, None, *totals
 
 
-def cached_embeddings(encode: Encode, inputs: dict[str, torch.Tensor], chunk_size: int) -> torch.Tensor:
+def cached_embeddings(
+    encode: Encode, inputs: dict[str, torch.Tensor], chunk_size: int, parameters: list[torch.Tensor]
+) -> torch.Tensor:
     """``encode(inputs)`` computed ``chunk_size`` rows at a time with GradCache: the result is
-    differentiable, and its backward pass re-encodes one chunk at a time (``(rows, dim)``)."""
-    device = next(iter(inputs.values())).device
-    # An input that requires grad, so that autograd calls the backward; the parameters are reached inside.
-    trigger = torch.empty(0, device=device, requires_grad=True)
-    return _CachedEmbeddings.apply(trigger, encode, split_inputs(inputs, chunk_size))
+    differentiable with respect to ``parameters`` (those of ``encode``'s model that train), and its backward
+    pass re-encodes one chunk at a time (``(rows, dim)``)."""
+    return _CachedEmbeddings.apply(encode, split_inputs(inputs, chunk_size), *parameters)

@@ -86,8 +86,11 @@ def test_grad_cache_gradients_equal_the_uncached_loss(chunk_size):
 
     def gradients(cached: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         model = tiny_model()
-        encode = encoder(model)
-        embed = (lambda inputs: cached_embeddings(encode, inputs, chunk_size)) if cached else encode
+        encode, parameters = encoder(model), list(model.parameters())
+        if cached:
+            embed = lambda inputs: cached_embeddings(encode, inputs, chunk_size, parameters)  # noqa: E731
+        else:
+            embed = encode
         loss = contrastive_loss(embed(anchors), embed(positives), embed(negatives), symmetric=True)
         loss.backward()
         return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
@@ -112,7 +115,7 @@ def test_grad_cache_replays_the_dropout_of_its_first_pass():
         return F.normalize(net(chunk["x"]), dim=-1)
 
     torch.manual_seed(7)
-    (cached_embeddings(encode, inputs, 2)[:, 0].sum()).backward()
+    (cached_embeddings(encode, inputs, 2, list(net.parameters()))[:, 0].sum()).backward()
     cached = net[0].weight.grad.clone()
     net.zero_grad()
     torch.manual_seed(7)
@@ -137,28 +140,50 @@ def _loss_and_gradients(rows: slice, symmetric: bool):
     return loss.detach(), {name: p.grad for name, p in model.named_parameters()}
 
 
-def _rank_main(rank: int, init_file: str, symmetric: bool, results: dict) -> None:
+class _DistributedLoss(torch.nn.Module):
+    """A training step as Lightning runs one under DDP: the loss is computed in the wrapped module's forward
+    (the model's encoder, with GradCache chunks of 8 when ``grad_cache``), DDP all-reduces the gradients."""
+
+    def __init__(self, model: NeoBERTModel, symmetric: bool, grad_cache: bool):
+        super().__init__()
+        self.model, self.symmetric, self.grad_cache = model, symmetric, grad_cache
+
+    def forward(self, anchors, positives, negatives) -> torch.Tensor:
+        encode, parameters = encoder(self.model), list(self.model.parameters())
+        if self.grad_cache:
+            embed = lambda inputs: cached_embeddings(encode, inputs, 8, parameters)  # noqa: E731
+        else:
+            embed = encode
+        return contrastive_loss(embed(anchors), embed(positives), embed(negatives), symmetric=self.symmetric)
+
+
+def _rank_main(rank: int, init_file: str, symmetric: bool, grad_cache: bool, results: dict) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        loss, grads = _loss_and_gradients(slice(32 * rank, 32 * (rank + 1)), symmetric)
-        # What DDP does: average the ranks' gradients (and report the mean loss).
-        for grad in [loss, *grads.values()]:
-            dist.all_reduce(grad)
-            grad /= 2
+        model = tiny_model()
+        step = torch.nn.parallel.DistributedDataParallel(_DistributedLoss(model, symmetric, grad_cache))
+        rows = slice(32 * rank, 32 * (rank + 1))
+        loss = step(*({k: v[rows] for k, v in part.items()} for part in _batches()))
+        loss.backward()  # DDP averages the ranks' gradients
+        loss = loss.detach()
+        dist.all_reduce(loss)
         if rank == 0:
-            results["loss"], results["grads"] = loss, grads
+            results["loss"] = loss / 2
+            results["grads"] = {name: p.grad for name, p in model.named_parameters()}
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("symmetric", [False, True])
-def test_two_processes_of_32_equal_one_process_of_64(symmetric):
+@pytest.mark.parametrize(("symmetric", "grad_cache"), [(False, False), (True, False), (True, True)])
+def test_two_processes_of_32_equal_one_process_of_64(symmetric, grad_cache):
+    """Also with GradCache under DDP, whose chunks' gradients must reach DDP's all-reduce once, summed."""
     expected_loss, expected = _loss_and_gradients(slice(0, 64), symmetric)
     with tempfile.TemporaryDirectory() as directory, mp.Manager() as manager:
         results = manager.dict()
         init_file = os.path.join(directory, "init")
-        mp.start_processes(_rank_main, args=(init_file, symmetric, results), nprocs=2, start_method="spawn")
+        arguments = (init_file, symmetric, grad_cache, results)
+        mp.start_processes(_rank_main, args=arguments, nprocs=2, start_method="spawn")
         loss, grads = results["loss"], results["grads"]
     torch.testing.assert_close(loss, expected_loss, rtol=0, atol=1e-6)
     for name, grad in grads.items():
