@@ -12,8 +12,8 @@ epsilon and weight decay, in fp32 on the CPU, no gradient clipping, no validatio
 * ``neobert_tasks``: ``fit`` through ``neobert_tasks.cli.main`` with ``configs/embeddings/nli.yaml``,
   ``configs/presets/tiny.yaml`` and ``configs/presets/cpu.yaml``: ``EmbeddingTask`` (InfoNCE over
   in-batch and hard negatives, temperature 0.07, mean pooling) and ``PairDataModule`` (texts tokenized
-  once before training, batches without a repeated text, length-grouped, each role padded to a multiple
-  of 8);
+  once before training, batches without a repeated text, length-grouped, each role padded to its own
+  longest text, as the config's ``pad_to_multiple_of: 1`` says);
 * ``neobert_tasks_shuffled``: the same with ``data.init_args.group_by_length false`` (shuffled batches,
   as sentence-transformers' sampler makes them);
 * ``sentence_transformers``: ``SentenceTransformerTrainer`` with ``MultipleNegativesRankingLoss`` at

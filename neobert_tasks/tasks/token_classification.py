@@ -60,7 +60,11 @@ class TokenClassificationTask(NeoBERTTask):
         self.label_names, self.num_labels = list(label_names), len(label_names)
         self.metric_mode, self.classifier_dropout = metric_mode, classifier_dropout
         super().__init__(learning_rate=learning_rate, **kwargs)
-        self.metrics = nn.ModuleDict({mode: EntityF1(self.label_names, mode=mode) for mode in MODES})
+        check_tag_names(self.label_names, metric_mode)
+        # Strict IOB2 scoring knows no S-/E- tags: IOBES data is scored in conlleval mode only.
+        iob2 = all(name[0] in "OBI" for name in self.label_names)
+        modes = [mode for mode in MODES if mode != "strict" or iob2]
+        self.metrics = nn.ModuleDict({mode: EntityF1(self.label_names, mode=mode) for mode in modes})
         self.loss = MeanMetric()
 
     def head_config(self) -> dict[str, Any]:
@@ -152,3 +156,16 @@ def entities_record(
     return json.dumps(
         {PREDICTION_INDEX_COLUMN: index, "text": example["text"], "entities": entities}, ensure_ascii=False
     )
+
+
+def check_tag_names(label_names: list[str], metric_mode: str) -> None:
+    """One sentence naming the first label that entity scoring in `metric_mode` cannot read: tags are ``O``
+    or a prefix letter, ``-`` and a type (``B-PER``); strict mode reads IOB2 (B, I), conlleval also IOBES."""
+    prefixes = "BI" if metric_mode == "strict" else "BIES"
+    for name in label_names:
+        if name != "O" and not (len(name) > 2 and name[0] in prefixes and name[1] == "-"):
+            examples = ", ".join(f"{prefix}-PER" for prefix in prefixes)
+            raise ConfigError(
+                f"Label {name!r} of the data is not an entity tag that metric_mode {metric_mode} reads"
+                f" (O, or a prefix and a type: {examples})."
+            )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from neobert_tasks.tasks.token_classification import entities_record
 
 LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
@@ -41,3 +43,23 @@ def test_strict_mode_drops_an_entity_that_starts_with_i_and_missing_words_are_o(
     strict = json.loads(entities_record(0, example, predictions, LABELS, "strict"))
     assert [e["text"] for e in lenient["entities"]] == ["Paris", "Berlin"]
     assert [e["text"] for e in strict["entities"]] == ["Berlin"]
+
+
+def test_labels_that_are_not_entity_tags_are_refused_in_one_sentence():
+    from neobert_tasks.errors import ConfigError  # noqa: PLC0415
+    from neobert_tasks.tasks import TokenClassificationTask  # noqa: PLC0415
+    from tests.conftest import tiny_config_kwargs  # noqa: PLC0415
+
+    def task(labels: list[str], mode: str = "conlleval") -> TokenClassificationTask:
+        return TokenClassificationTask(
+            label_names=labels, metric_mode=mode, pretrained=None, model_config=tiny_config_kwargs()
+        )
+
+    with pytest.raises(ConfigError, match=r"Label 'PER' of the data is not an entity tag"):
+        task(["O", "PER", "LOC"])
+    with pytest.raises(ConfigError, match=r"Label 'S-PER' .* metric_mode strict reads \(O, or a prefix"):
+        task(["O", "B-PER", "I-PER", "S-PER"], mode="strict")
+    # IOBES data is scored in conlleval mode; strict IOB2 scoring, which knows no S- or E-, is left out.
+    iobes = task(["O", "B-PER", "I-PER", "E-PER", "S-PER"])
+    assert list(iobes.metrics) == ["conlleval"]
+    assert list(task(LABELS).metrics) == ["conlleval", "strict"]
