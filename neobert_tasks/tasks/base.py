@@ -88,7 +88,9 @@ class NeoBERTTask(L.LightningModule):
             **self.head_config(),
         )
         if gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+            # transformers 5.x renamed it (the old name warns that it goes in v6); early 5.x lack the new one.
+            enable = getattr(self.model, "activation_checkpointing_enable", None)
+            (enable or self.model.gradient_checkpointing_enable)()
         # from_pretrained returns the model in eval mode and Lightning 2.6 keeps a module's mode at the start
         # of fit, so without this a fine-tuned checkpoint would train with dropout off.
         self.model.train()
