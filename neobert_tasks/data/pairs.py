@@ -128,6 +128,7 @@ class PairDataModule(EvaluationSetLoaders, HubOrLocalSource, TokenizedDataModule
 
     # A pair batch's keys, and a predicted batch's (one text per row, with its index).
     model_input_keys = (*PAIR_BATCH_KEYS, INPUT_IDS, ATTENTION_MASK, EXAMPLE_INDEX)
+    batches_take_every_row = False  # a row whose texts every batch already holds waits for the next epoch
 
     def __init__(
         self,

@@ -174,3 +174,19 @@ def test_batches_are_pinned_only_for_a_cuda_trainer(
     datamodule.trainer = SimpleNamespace(strategy=strategy, distributed_sampler_kwargs=None)
     datamodule.setup("fit")
     assert datamodule.train_dataloader().pin_memory is pinned
+
+
+@pytest.mark.parametrize(("limit", "rows"), [(3, 12), (0.5, 40), (1.0, 40)])
+def test_integer_limit_train_batches_tokenizes_only_the_rows_it_reaches(
+    limit, rows, write_split, sentences, tiny_tokenizer_dir, datasets_cache
+):
+    """3 batches of 4 on one device reach 12 rows; a fraction of an epoch may reach any row."""
+    path = write_split("train", text=sentences(40), label=[row % 2 for row in range(40)])
+    datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache)
+    stage = SimpleNamespace(fn="fit")
+    datamodule.trainer = SimpleNamespace(
+        limit_train_batches=limit, world_size=1, state=stage, distributed_sampler_kwargs=None
+    )
+    datamodule.setup("fit")
+    assert len(datamodule.datasets["train"]) == rows
+    assert len(list(datamodule.train_dataloader())) >= (limit if isinstance(limit, int) else 1)
