@@ -227,6 +227,15 @@ class TokenClassificationDataModule(HubOrLocalSource, TokenizedDataModule):
             desc="Splitting texts into words",
         )
 
+    def gold_tags(self, split_name: str) -> dict[int, list[str]] | None:
+        """Per example index (as `predict_examples` numbers them), its tag names, when the split has tags."""
+        examples = self.raw_examples.get(split_name)
+        if examples is None or self.tags_column not in examples.column_names:
+            return None
+        as_names = label_kind(examples.features[self.tags_column]) == "list_str"
+        names, rows = self._label_names, examples[self.tags_column]
+        return {row: list(tags) if as_names else [names[t] for t in tags] for row, tags in enumerate(rows)}
+
     def predict_examples(self, split_name: str | None = None) -> dict[int, dict[str, Any]]:
         """Per example index (the `example_index` of its windows): the example's `text`, its `words` and their
         `word_offsets` ([start, end] character offsets, so `text[start:end]` is the word), to turn word

@@ -110,7 +110,9 @@ class TokenClassificationTask(NeoBERTTask):
         return {"example": examples, "word": words, "prediction": predictions, "score": probabilities}
 
     def prediction_files(self, outputs: list[dict[str, list]], split_names: list[str], datamodule) -> dict:
-        """JSONL per predicted split: per input, the entities with type, text, character span and score."""
+        """Per predicted split, ``<split>.jsonl`` (per input, the entities with type, text, character span
+        and score) and ``<split>.conll`` (a word per line with its predicted tag, after its gold tag where
+        the split has tags; a blank line after each input): what conlleval and seqeval score."""
         files = {}
         for split_name, split_outputs in zip(split_names, outputs, strict=True):
             examples = datamodule.predict_examples(split_name)
@@ -126,7 +128,27 @@ class TokenClassificationTask(NeoBERTTask):
                 for index in sorted(examples)
             ]  # fmt: skip
             files[f"{split_name}.jsonl"] = "".join(line + "\n" for line in lines)
+            gold = datamodule.gold_tags(split_name) if hasattr(datamodule, "gold_tags") else None
+            files[f"{split_name}.conll"] = conll_columns(examples, words_by_example, self.label_names, gold)
         return files
+
+
+def predicted_tags(word_count: int, word_predictions: dict, label_names: list[str]) -> list[str]:
+    """The predicted tag of each word; "O" for a word no window scored (cut by max_length)."""
+    return [label_names[word_predictions[w][0]] if w in word_predictions else "O" for w in range(word_count)]
+
+
+def conll_columns(
+    examples: dict[int, dict], words_by_example: dict, label_names: list[str], gold: dict | None
+) -> str:
+    """CoNLL column text: ``word [gold] predicted`` per line, space-separated, a blank line between inputs."""
+    blocks = []
+    for index in sorted(examples):
+        words = examples[index]["words"]
+        tags = predicted_tags(len(words), words_by_example.get(index, {}), label_names)
+        columns = [words, gold[index], tags] if gold is not None else [words, tags]
+        blocks.append("".join(" ".join(row) + "\n" for row in zip(*columns, strict=True)))
+    return "\n".join(blocks)
 
 
 def entities_record(
@@ -134,10 +156,7 @@ def entities_record(
 ) -> str:
     """One JSON line: the example's text and its predicted entities with character offsets."""
     offsets = example["word_offsets"]
-    tags = [
-        label_names[word_predictions[word][0]] if word in word_predictions else "O"
-        for word in range(len(offsets))
-    ]
+    tags = predicted_tags(len(offsets), word_predictions, label_names)
     entities = []
     for entity_type, start_word, end_word in sorted(extract_entities(tags, mode), key=lambda item: item[1]):
         start, end = offsets[start_word][0], offsets[end_word - 1][1]

@@ -82,6 +82,8 @@ def test_predict_on_raw_text_writes_entities_with_offsets_into_the_text(fitted):
         json.loads(line) for line in (predict_dir / "predictions" / "predict.jsonl").read_text().splitlines()
     ]
     assert [record["text"] for record in records] == texts  # one record per line, empty ones too
+    columns = (predict_dir / "predictions" / "predict.conll").read_text().split("\n\n")
+    assert [line.split(" ")[0] for line in columns[0].splitlines()][:2] == ["John", "Smith"]  # no gold column
     for record in records:
         for entity in record["entities"]:
             assert record["text"][entity["start"] : entity["end"]] == entity["text"]
@@ -96,7 +98,7 @@ def test_predict_without_a_file_tags_the_test_split(fitted):
         tmp_path=tmp_path,
     )  # fmt: skip
     files = sorted(path.name for path in (predict_dir / "predictions").iterdir())
-    assert files == ["test.jsonl"]
+    assert files == ["test.conll", "test.jsonl"]
     records = [
         json.loads(line) for line in (predict_dir / "predictions" / "test.jsonl").read_text().splitlines()
     ]
@@ -104,3 +106,21 @@ def test_predict_without_a_file_tags_the_test_split(fitted):
     for record in records:
         for entity in record["entities"]:
             assert record["text"][entity["start"] : entity["end"]] == entity["text"]
+
+
+def test_predicted_conll_columns_score_as_the_test_command_does(fitted):
+    """``word gold predicted`` lines that seqeval (conlleval's reading) scores to the logged test F1."""
+    from seqeval.metrics import f1_score  # noqa: PLC0415 - a dev dependency
+
+    tmp_path, run_dir = fitted
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    arguments = ["--config", str(run_dir / "config.yaml"), "--ckpt_path", summary["best_checkpoint"]]
+    test_dir = run_cli("test", *arguments, tmp_path=tmp_path)
+    predict_dir = run_cli("predict", *arguments, tmp_path=tmp_path)
+    sentences = (predict_dir / "predictions" / "test.conll").read_text().split("\n\n")
+    rows = [[line.split(" ") for line in sentence.splitlines()] for sentence in sentences if sentence.strip()]
+    assert all(len(row) == 3 for sentence in rows for row in sentence)
+    gold = [[row[1] for row in sentence] for sentence in rows]
+    predicted = [[row[2] for row in sentence] for sentence in rows]
+    logged = read_metrics_csv(test_dir)["test/f1"][-1]
+    assert f1_score(gold, predicted) == pytest.approx(logged, abs=1e-6)
