@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from neobert_tasks.metrics.squad import squad_scores
 from tests.cli.helpers import CONFIGS, CPU, DEBUG, TINY, cache_args, read_metrics_csv, run_cli
 from tests.conftest import shared_path
 
@@ -72,6 +73,21 @@ def test_validate_reproduces_the_scores_of_fit(fitted):
     logged = read_metrics_csv(validate_dir)
     for name in ("val/f1", "val/exact_match", "val/loss"):
         assert logged[name][-1] == pytest.approx(summary["best_metrics"][name], abs=1e-4), name
+
+
+def test_logged_scores_have_the_official_scores_every_digit(fitted):
+    """metrics.json and metrics.csv hold the official scores of the answers ``predict`` writes, in float64
+    (Lightning stores a logged float as float32, 3e-6 off at F1 92)."""
+    tmp_path, run_dir = fitted
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    arguments = ["--config", str(run_dir / "config.yaml"), "--ckpt_path", summary["best_checkpoint"]]
+    predict_dir = run_cli("predict", *arguments, tmp_path=tmp_path)
+    answers = json.loads((predict_dir / "predictions" / "predictions.json").read_text())
+    frame = pd.read_parquet(shared_path("data", "squad", "validation.parquet"), columns=["id", "answers"])
+    gold = {row.id: list(row.answers["text"]) for row in frame.head(LIMIT_EVAL).itertuples()}
+    official = squad_scores(answers, gold)
+    for name in ("f1", "exact_match"):
+        assert summary["best_metrics"][f"val/{name}"] == pytest.approx(official[name], rel=1e-15, abs=0), name
 
 
 def test_predict_writes_an_answer_for_every_question(fitted):
