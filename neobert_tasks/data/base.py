@@ -74,6 +74,8 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         empty_texts: rows with an empty or null text: skip (drop them, with a warning) or error.
         max_tokens: size training batches by padded tokens instead of `batch_size` examples (see
             `TokenBudgetSampler`); auto sets `batch_size` × the mean padded training length; None is off.
+        predict_split: the split ``predict`` runs on (e.g. validation); None takes the test splits, else the
+            validation splits. A `predict_file`, where a task has one, comes first.
 
     Subclasses take these through `**kwargs` (declaring again only an option whose default differs) and
     call `self.save_hyperparameters()` at the end of their `__init__` for their own options.
@@ -104,6 +106,7 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         cache_dir: str | None = None,
         empty_texts: Literal["skip", "error"] = "skip",
         max_tokens: MaxTokens = None,
+        predict_split: str | None = None,
     ) -> None:
         super().__init__()
         for name, value in [("max_length", max_length), ("batch_size", batch_size)]:
@@ -120,7 +123,7 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         self.num_workers, self.group_by_length = num_workers, group_by_length
         self.pad_to_multiple_of, self.seed = pad_to_multiple_of, seed
         self.limit_train_samples, self.limit_eval_samples = limit_train_samples, limit_eval_samples
-        self.cache_dir = cache_dir
+        self.cache_dir, self.predict_split = cache_dir, predict_split
         self.datasets: dict[str, datasets.Dataset] = {}  # tokenized splits, by name
         self.raw_examples: dict[str, datasets.Dataset] = {}  # their raw rows (eval splits), as tokenized
         self._tokenizer: PreTrainedTokenizerBase | None = None
@@ -236,19 +239,18 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         require_splits(list(raw), required, self.data_source, any_of=any_of)
         if stage == "fit" and not self.split_names_for("fit"):  # none configured, or none exists
             rank_zero_warn(f"No validation split in {self.data_source}; training runs without validation.")
-        # Predict needs the test splits only, or the validation splits when there are no test splits.
         used = [name for name in raw if stage != "predict" or name in self.predict_split_names]
         for name in used:
             self.datasets[name] = self._process_split(name, raw[name], origins[name])
 
     def _process_predict_file(self) -> datasets.Dataset:
-        return self._process_split(
-            PREDICT_SPLIT, self.load_predict_file(), f"predict file '{self.predict_file}'"
-        )
+        origin = f"predict file '{self.predict_file}'"
+        return self._process_split(PREDICT_SPLIT, self.load_predict_file(), origin)
 
     def _process_split(self, name: str, dataset: datasets.Dataset, origin: str) -> datasets.Dataset:
         """Limit, check and tokenize one raw split (the `map` result is cached under the datasets cache)."""
-        is_train = name == self.train_split_name
+        # Predicted (data.predict_split), the training split is an evaluated one: every row, with its index.
+        is_train = name == self.train_split_name and getattr(self.trainer, "predicting", False) is False
         indexing = self.example_indexing(name)
         # A predict file is predicted whole: it is what the user asked for, not a split to sample.
         limit = self.limit_train_samples if is_train else self.limit_eval_samples
@@ -276,9 +278,8 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
 
     def rows_for_batch_limit(self, indexing: ExampleIndexing) -> int | None:
         """With an integer ``trainer.limit_train_batches`` N, the first N × batch_size × devices training
-        rows: no epoch takes more, so tokenizing the rest is wasted (a run of 200 SQuAD steps spent 48 s on
-        the whole split). None where rows and batches do not match: packed text, token budgets, or a task
-        that may leave rows out of its batches (`batches_take_every_row` false)."""
+        rows, the most an epoch takes; None where rows and batches do not match: packed text, token budgets,
+        or a task that may leave rows out of its batches (`batches_take_every_row` false)."""
         limit = getattr(self.trainer, "limit_train_batches", None)
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             return None  # a fraction (1.0: everything) or no trainer

@@ -28,7 +28,6 @@ from neobert_tasks.data.collator import padded_length
 from neobert_tasks.data.keys import INPUT_IDS
 from neobert_tasks.data.sampler import LengthSortedEvalSampler, TrainingSampler, UnrepeatedDistributedSampler
 from neobert_tasks.data.sources import DataError
-from neobert_tasks.data.splits import PREDICT_SPLIT
 from neobert_tasks.data.token_budget import ColumnBatchCollator, TokenBudgetSampler
 
 Collator = Callable[[list[dict[str, Any]]], Any]
@@ -231,7 +230,7 @@ class SplitLoaders:
 
     def predict_dataloader(self) -> DataLoader | list[DataLoader]:
         """One loader per predicted split: the predict file's, else the test splits, else validation."""
-        if self.predict_file is not None:
-            return self._eval_loaders([PREDICT_SPLIT])
+        if self.predict_file is not None or self.predict_split is not None:
+            return self._eval_loaders(self.predict_split_names)
         present_tests = [name for name in self.test_split_names if name in self.datasets]
         return self._eval_loaders(present_tests or self.validation_split_names)

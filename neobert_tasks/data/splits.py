@@ -25,6 +25,7 @@ class SplitBookkeeping(ABC):
     train_split_name = "train"
     # A raw text file to predict on instead of a split; subclasses that offer it declare the option.
     predict_file: str | None = None
+    predict_split: str | None = None  # the split predict runs on instead of the test splits (an option)
     datasets: dict[str, datasets.Dataset]
     raw_examples: dict[str, datasets.Dataset]
     _missing_splits: set[str]
@@ -63,12 +64,16 @@ class SplitBookkeeping(ABC):
         """Splits `predict` runs on: the predict file's, else the test splits, else the validation splits."""
         if self.predict_file is not None:
             return [PREDICT_SPLIT]
+        if self.predict_split is not None:
+            return [self.predict_split]
         return self.test_split_names or self.validation_split_names
 
     def split_description(self, split_name: str) -> str:
         """A predicted split as a user reads it: the predict file, or the split and why it was used."""
         if split_name == PREDICT_SPLIT and self.predict_file is not None:
             return f"predict file '{self.predict_file}'"
+        if split_name == self.predict_split:
+            return f"split '{split_name}' (data.predict_split)"
         if split_name in self.test_split_names:
             return f"test split '{split_name}'"
         return f"validation split '{split_name}' (the data has no test split)"
@@ -131,6 +136,8 @@ class SplitBookkeeping(ABC):
             return validation, validation, True
         if stage == "test":
             return test, test, True
+        if stage == "predict" and self.predict_split is not None:
+            return [self.predict_split], [self.predict_split], False
         if stage == "predict":
             candidates = list(dict.fromkeys([*test, *validation]))
             return candidates, candidates, True

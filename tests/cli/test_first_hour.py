@@ -91,3 +91,20 @@ def test_a_runs_saved_config_builds_its_classes_from_python(trained_run):
     run_dir, fitted, _ = trained_run
     cli = build_cli("--config", run_dir / "config.yaml", run=False)
     assert type(cli.model) is type(fitted.model) and cli.datamodule.label_names == ["negative", "positive"]
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_predict_split_chooses_the_split_predict_labels(trained_run, split, caplog):
+    """``data.predict_split`` predicts a split of the user's choice, the training split too (every row,
+    as an evaluated split), and the log names it."""
+    run_dir, _, _ = trained_run
+    checkpoint = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
+    with caplog.at_level("INFO"):
+        build_cli(
+            "predict", "--config", run_dir / "config.yaml", "--ckpt_path", checkpoint,
+            "--data.init_args.predict_split", split,
+        )  # fmt: skip
+    with (run_dir / "predictions" / f"{split}.tsv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [int(row["index"]) for row in rows] == list(range(64))  # the debug preset's limit_eval_samples
+    assert f"Predictions of split '{split}' (data.predict_split)" in caplog.text
