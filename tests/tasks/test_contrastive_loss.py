@@ -157,7 +157,7 @@ class _DistributedLoss(torch.nn.Module):
         return contrastive_loss(embed(anchors), embed(positives), embed(negatives), symmetric=self.symmetric)
 
 
-def _rank_main(rank: int, init_file: str, symmetric: bool, grad_cache: bool, results: dict) -> None:
+def _rank_main(rank: int, init_file: str, symmetric: bool, grad_cache: bool, result_file: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
         model = tiny_model()
@@ -167,9 +167,10 @@ def _rank_main(rank: int, init_file: str, symmetric: bool, grad_cache: bool, res
         loss.backward()  # DDP averages the ranks' gradients
         loss = loss.detach()
         dist.all_reduce(loss)
-        if rank == 0:
-            results["loss"] = loss / 2
-            results["grads"] = {name: p.grad for name, p in model.named_parameters()}
+        if rank == 0:  # a file, not a multiprocessing.Manager: forked from a threaded pytest-xdist worker,
+            # a manager process can deadlock on a lock held at fork time
+            grads = {name: p.grad for name, p in model.named_parameters()}
+            torch.save({"loss": loss / 2, "grads": grads}, result_file)
     finally:
         dist.destroy_process_group()
 
@@ -179,11 +180,11 @@ def _rank_main(rank: int, init_file: str, symmetric: bool, grad_cache: bool, res
 def test_two_processes_of_32_equal_one_process_of_64(symmetric, grad_cache):
     """Also with GradCache under DDP, whose chunks' gradients must reach DDP's all-reduce once, summed."""
     expected_loss, expected = _loss_and_gradients(slice(0, 64), symmetric)
-    with tempfile.TemporaryDirectory() as directory, mp.Manager() as manager:
-        results = manager.dict()
-        init_file = os.path.join(directory, "init")
-        arguments = (init_file, symmetric, grad_cache, results)
+    with tempfile.TemporaryDirectory() as directory:
+        init_file, result_file = os.path.join(directory, "init"), os.path.join(directory, "result.pt")
+        arguments = (init_file, symmetric, grad_cache, result_file)
         mp.start_processes(_rank_main, args=arguments, nprocs=2, start_method="spawn")
+        results = torch.load(result_file)
         loss, grads = results["loss"], results["grads"]
     torch.testing.assert_close(loss, expected_loss, rtol=0, atol=1e-6)
     for name, grad in grads.items():
