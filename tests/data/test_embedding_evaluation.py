@@ -132,3 +132,16 @@ def test_predict_embeds_a_file_with_its_prefix(tmp_path, write_split, sentences,
     plain_ids, prefixed_ids = (m.datasets[PREDICT_SPLIT][0][INPUT_IDS] for m in (plain, prefixed))
     tokenizer = plain.tokenizer
     assert prefixed_ids == tokenizer("query : " + texts[0])[INPUT_IDS] != plain_ids
+
+
+def test_pairs_load_through_the_hub_route(write_split, sentences, tiny_tokenizer_dir, datasets_cache):
+    """``dataset`` goes through `datasets.load_dataset`, which reads a dataset folder as it does a hub id
+    (offline here): the same rows as ``data_dir``."""
+    path = write_split("train", anchor=sentences(20), positive=sentences(20, offset=5))
+    by_id = PairDataModule(
+        tokenizer=tiny_tokenizer_dir, dataset=str(path.parent), cache_dir=datasets_cache, batch_size=4
+    )
+    with pytest.warns(UserWarning, match="without validation"):
+        by_id.setup("fit")
+    assert by_id.data_source.startswith("hub dataset")
+    assert sum(len(batch["anchor_input_ids"]) for batch in by_id.train_dataloader()) == 20
