@@ -201,11 +201,13 @@ class PredictionWriter(BasePredictionWriter):
 
     Args:
         output_dir: Folder for the files; None writes to ``<run dir>/predictions``.
+        after_validate: ``validate`` also predicts each validation split it scored and writes its files,
+            as ``predict`` with ``data.predict_split`` does (`write_validation_predictions`).
     """
 
-    def __init__(self, output_dir: str | None = None):
+    def __init__(self, output_dir: str | None = None, after_validate: bool = False):
         super().__init__(write_interval="epoch")
-        self.output_dir = output_dir
+        self.output_dir, self.after_validate = output_dir, after_validate
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         datamodule = trainer.datamodule
@@ -240,3 +242,21 @@ def merge_outputs(parts: list[dict[str, list]]) -> dict[str, list]:
     """Concatenate the flattened outputs of several ranks (the task orders rows by their own index)."""
     keys = next((part.keys() for part in parts if part), ())
     return {key: [row for part in parts for row in part.get(key, [])] for key in keys}
+
+
+def write_validation_predictions(trainer: L.Trainer, model: L.LightningModule, datamodule) -> None:
+    """Predict each validation split of ``datamodule`` with ``model`` as validated, writing its files: what
+    ``--prediction_writer.after_validate true`` asks of ``validate``."""
+    splits = datamodule.validation_split_names if hasattr(datamodule, "predict_split") else []
+    if getattr(datamodule, "predict_file", None) is not None or hasattr(datamodule, "evaluation_sets_for"):
+        splits = []  # predicting a file, or embedding evaluation sets: not splits that predict can label
+    if not splits:
+        rank_zero_warn("prediction_writer.after_validate: the data has no validation split to predict.")
+        return
+    previous = datamodule.predict_split
+    try:
+        for split in splits:
+            datamodule.predict_split = split
+            trainer.predict(model, datamodule=datamodule, return_predictions=False)
+    finally:
+        datamodule.predict_split = previous

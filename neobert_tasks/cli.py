@@ -28,7 +28,12 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from neobert_tasks.argument_parser import NeoBERTArgumentParser
-from neobert_tasks.callbacks import BestModelCheckpoint, ExportBestModel, PredictionWriter
+from neobert_tasks.callbacks import (
+    BestModelCheckpoint,
+    ExportBestModel,
+    PredictionWriter,
+    write_validation_predictions,
+)
 from neobert_tasks.class_paths import check_checkpoint_class
 from neobert_tasks.console import CompactModelSummary, quiet_libraries
 from neobert_tasks.data.base import TokenizedDataModule
@@ -158,6 +163,9 @@ class NeoBERTCLI(LightningCLI):
 
     def after_validate(self) -> None:
         print_summary(self.trainer, "validate")
+        writers = [callback for callback in self.trainer.callbacks if isinstance(callback, PredictionWriter)]
+        if writers and writers[0].after_validate:
+            write_validation_predictions(self.trainer, self.model, self.datamodule)
 
     def after_test(self) -> None:
         print_summary(self.trainer, "test")

@@ -219,13 +219,13 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         return self.predict_file is not None and stage == "predict"
 
     def prepare_data(self) -> None:
-        """Tokenize every available split once (rank 0 only), filling the datasets cache for `setup`; to
+        """Tokenize the splits of the stage once (rank 0 only), filling the datasets cache for `setup`; to
         predict a `predict_file`, just that file (no split is needed)."""
         stage = self.trainer.state.fn if self.trainer is not None else None
         if self._predicting_from_file(stage):
             self._process_predict_file()
             return
-        raw, origins = self._load(self._all_split_names())
+        raw, origins = self._load(self._stage_requirements(stage)[0])  # the splits `stage` uses
         for name in raw:
             self._process_split(name, raw[name], origins[name])
 

@@ -14,7 +14,7 @@ import warnings
 
 import pytest
 
-from tests.cli.helpers import build_cli, quickstart_args
+from tests.cli.helpers import build_cli, quickstart_args, read_metrics_csv
 
 pytestmark = pytest.mark.slow  # runs the command line end to end
 
@@ -108,3 +108,25 @@ def test_predict_split_chooses_the_split_predict_labels(trained_run, split, capl
         rows = list(csv.DictReader(handle, delimiter="\t"))
     assert [int(row["index"]) for row in rows] == list(range(64))  # the debug preset's limit_eval_samples
     assert f"Predictions of split '{split}' (data.predict_split)" in caplog.text
+
+
+def test_validate_writes_its_predictions_on_request(trained_run):
+    """``--prediction_writer.after_validate true``: validate scores, then labels the validation split it
+    scored, with the same weights, into the run's validate folder."""
+    run_dir, _, _ = trained_run
+    checkpoint = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
+    predictions = run_dir / "validate" / "predictions" / "validation.jsonl"  # beside validate's metrics
+    cli = build_cli(
+        "validate", "--config", run_dir / "config.yaml", "--ckpt_path", checkpoint,
+        "--prediction_writer.after_validate", "true",
+    )  # fmt: skip
+    records = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert len(records) == 64  # every validation row scored (the debug preset's limit_eval_samples)
+    gold = cli.datamodule.examples("validation")["label"]
+    names = cli.model.label_names  # gold labels are names or ids
+    hits = [
+        record["label"] in (label, names[label] if isinstance(label, int) else label)
+        for record, label in zip(records, gold, strict=True)
+    ]
+    accuracy = sum(hits) / len(records)
+    assert accuracy == pytest.approx(read_metrics_csv(run_dir / "validate")["val/accuracy"][-1], abs=1e-6)
