@@ -1,9 +1,8 @@
 """Shared LightningDataModule: split bookkeeping and the one tokenize pipeline every task goes through.
 
-`TokenizedDataModule` declares the options all datamodules share (each once, with its docstring here; a
-subclass takes them through `**kwargs`, and LightningCLI still lists them under the subclass). It knows
-which splits a stage needs and which exist, and turns each raw split into a tokenized one, cached by
-`datasets` so other ranks and later runs reuse it:
+`TokenizedDataModule` declares the options all datamodules share (once, with their docstrings; subclasses
+take them through `**kwargs`, LightningCLI lists them under the subclass), knows which splits a stage
+needs, and tokenizes each raw split once, cached by `datasets` for other ranks and later runs:
 
     limit rows -> skip (or refuse) empty texts -> check columns and labels -> tokenize (`Dataset.map`)
 
@@ -225,7 +224,8 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         if self._predicting_from_file(stage):
             self._process_predict_file()
             return
-        raw, origins = self._load(self._stage_requirements(stage)[0])  # the splits `stage` uses
+        wanted = self.present_splits(self._stage_requirements(stage)[0])  # those `stage` uses (setup checks)
+        raw, origins = self._load(wanted) if wanted else ({}, {})
         for name in raw:
             self._process_split(name, raw[name], origins[name])
 
