@@ -41,6 +41,7 @@ from torchmetrics.classification import (
     MultilabelExactMatch,
     MultilabelF1Score,
 )
+from torchmetrics.utilities import dim_zero_cat
 
 GLUE_MAIN_METRIC: dict[str, str] = {
     "cola": "matthews_correlation",
@@ -78,12 +79,41 @@ class GlueMatthewsCorrCoef(BinaryMatthewsCorrCoef):
     """
 
     def compute(self) -> torch.Tensor:
-        """Return the Matthews correlation of the accumulated (and, under DDP, synchronised) counts."""
+        """Return the Matthews correlation of the accumulated (and, under DDP, synchronised) counts, in
+        the metric's dtype (`set_dtype(torch.float64)` gives scikit-learn's value to the last digit)."""
         # confmat[target, prediction]: an empty row or column means a constant label or prediction,
         # where the correlation's denominator is 0.
-        if (self.confmat.sum(dim=0) == 0).any() or (self.confmat.sum(dim=1) == 0).any():
-            return torch.zeros((), dtype=torch.float32, device=self.confmat.device)
-        return super().compute()
+        counts = self.confmat.to(self.dtype)
+        if (counts.sum(dim=0) == 0).any() or (counts.sum(dim=1) == 0).any():
+            return torch.zeros((), dtype=self.dtype, device=counts.device)
+        (tn, fp), (fn, tp) = counts
+        return (tp * tn - fp * fn) / torch.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+
+
+class GlueSpearmanCorrCoef(SpearmanCorrCoef):
+    """Spearman correlation computed in the metric's dtype: torchmetrics ranks in float32 whatever the
+    inputs, 2e-8 off SciPy at STS-B's size; with `set_dtype(torch.float64)` it is SciPy's value."""
+
+    def compute(self) -> torch.Tensor:
+        preds = dim_zero_cat(self.preds).to(self.dtype)
+        target = dim_zero_cat(self.target).to(self.dtype)
+        return _pearson_of(_average_ranks(preds), _average_ranks(target))
+
+
+def _average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """1-based ranks of ``values``, ties sharing their mean rank (SciPy's ``rankdata``), in its dtype."""
+    order = values.argsort()
+    ranks = torch.empty_like(values)
+    ranks[order] = torch.arange(1, len(values) + 1, dtype=values.dtype, device=values.device)
+    _, groups = torch.unique(values, return_inverse=True)
+    totals = torch.zeros(int(groups.max()) + 1, dtype=values.dtype, device=values.device)
+    sizes = torch.zeros_like(totals).index_add_(0, groups, torch.ones_like(values))
+    return totals.index_add_(0, groups, ranks)[groups] / sizes[groups]
+
+
+def _pearson_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    x, y = x - x.mean(), y - y.mean()
+    return (x * y).sum() / torch.sqrt((x * x).sum() * (y * y).sum())
 
 
 def _problem_type(problem_type: str) -> str:
@@ -121,7 +151,7 @@ def glue_metrics(task_name: str) -> MetricCollection:
     elif task_name in ("mrpc", "qqp"):
         metrics = {"f1": BinaryF1Score(), "accuracy": BinaryAccuracy()}
     elif task_name == "stsb":
-        metrics = {"pearson": PearsonCorrCoef(), "spearman": SpearmanCorrCoef()}
+        metrics = {"pearson": PearsonCorrCoef(), "spearman": GlueSpearmanCorrCoef()}
     elif task_name.startswith("mnli"):
         metrics = {"accuracy": MulticlassAccuracy(num_classes=3, average="micro")}
     else:
@@ -151,10 +181,12 @@ def classification_metrics(problem_type: str, num_labels: int) -> MetricCollecti
     if kind == "regression":
         if num_labels < 1:
             raise ValueError(f"Regression needs num_labels >= 1, got {num_labels}.")
+        # One output is ranked in the metric's dtype (see GlueSpearmanCorrCoef); several by torchmetrics.
+        spearman = GlueSpearmanCorrCoef() if num_labels == 1 else SpearmanCorrCoef(num_outputs=num_labels)
         return MetricCollection(
             {
                 "pearson": PearsonCorrCoef(num_outputs=num_labels),
-                "spearman": SpearmanCorrCoef(num_outputs=num_labels),
+                "spearman": spearman,
                 "mse": MeanSquaredError(num_outputs=num_labels),
             }
         )

@@ -96,7 +96,7 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
         key = f"{stage}/{dataloader_idx}"
         self.losses[key].update(self.document_loss(logits, labels).detach(), weight=labels.shape[0])
         predictions = predictions_from_logits(logits, self.problem_type)
-        self.metrics[key].update(predictions, labels.float() if self.problem_type == "regression" else labels)
+        self.update_metrics(key, predictions, labels)
 
     def predict_step(self, batch, batch_index, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         """One prediction per document, with its row number in the split as ``index``."""

@@ -104,6 +104,17 @@ class SequenceClassificationTask(NeoBERTTask):
             config["label2id"] = {name: index for index, name in enumerate(self.label_names)}
         return config
 
+    def update_metrics(self, key: str, predictions: torch.Tensor, labels: torch.Tensor) -> None:
+        """Update the metrics of ``key`` in float64, so that scores keep every digit of the official
+        scorers' (metrics.json); float32 on MPS, which has no float64."""
+        metrics = self.metrics[key]
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        if next(iter(metrics.values())).dtype != dtype:  # `.to(device)` resets torchmetrics' dtype to float32
+            metrics.set_dtype(dtype)
+        if self.problem_type == "regression":  # float32 batch means would lose digits
+            predictions, labels = predictions.to(dtype), labels.to(dtype)
+        metrics.update(predictions, labels)
+
     def new_metrics(self):
         if self.task_name is not None:
             return glue_metrics(self.task_name)
@@ -133,9 +144,7 @@ class SequenceClassificationTask(NeoBERTTask):
         outputs = self.model(**self.model_inputs(batch))
         self.losses[f"{stage}/{dataloader_idx}"].update(outputs.loss.detach(), weight=labels.shape[0])
         predictions = predictions_from_logits(outputs.logits, self.problem_type)
-        if self.problem_type == "regression":
-            labels = labels.float()
-        self.metrics[f"{stage}/{dataloader_idx}"].update(predictions, labels)
+        self.update_metrics(f"{stage}/{dataloader_idx}", predictions, labels)
 
     def log_scores(self, stage: str, prefix: str) -> None:
         for position, split_name in enumerate(self.split_names[stage]):

@@ -317,3 +317,27 @@ def test_metrics_sync_across_ddp_ranks(tmp_path) -> None:
     preds, target = (x.double().numpy() for x in data["stsb"])
     assert results["stsb"]["pearson"] == pytest.approx(pearsonr(preds, target)[0], abs=TOL)
     assert results["stsb"]["spearman"] == pytest.approx(spearmanr(preds, target)[0], abs=TOL)
+
+
+def test_float64_metrics_equal_the_reference_scorers_to_rounding():
+    """In float64 (what the tasks use off MPS), STS-B's Spearman (tied ranks) and Pearson, CoLA's Matthews and
+    MRPC's F1 are SciPy's and scikit-learn's values to 1e-12, not float32's 1e-7."""
+    generator = torch.Generator().manual_seed(5)
+    target = (torch.randint(0, 26, (1500,), generator=generator) / 5).double()
+    scores = (target + torch.randn(1500, generator=generator, dtype=torch.float64)).mul(2).round().div(2)
+    stsb = glue_metrics("stsb")
+    stsb.set_dtype(torch.float64)
+    for start in range(0, 1500, 32):
+        stsb.update(scores[start : start + 32], target[start : start + 32])
+    values = {name: value.item() for name, value in stsb.compute().items()}
+    assert values["spearman"] == pytest.approx(spearmanr(scores, target)[0], abs=1e-12)
+    assert values["pearson"] == pytest.approx(pearsonr(scores, target)[0], abs=1e-12)
+    labels, predictions = (torch.randint(0, 2, (999,), generator=generator) for _ in range(2))
+    references = {"cola": ("matthews_correlation", matthews_corrcoef), "mrpc": ("f1", f1_score)}
+    for task, (name, reference) in references.items():
+        metrics = glue_metrics(task)
+        metrics.set_dtype(torch.float64)
+        metrics.update(predictions, labels)
+        value = metrics.compute()[name]
+        assert value.dtype == torch.float64
+        assert value.item() == pytest.approx(reference(labels, predictions), abs=1e-12)
