@@ -20,6 +20,7 @@ from neobert_tasks.export.graph import check_graph_formats
 from neobert_tasks.export.run_facts import card_facts
 from neobert_tasks.model.pooling import POOLING_MODES
 from neobert_tasks.run_directory import predictions_directory, run_directory
+from neobert_tasks.tasks.lora import ADAPTER_DIRECTORY, is_peft_model, save_adapter
 
 
 def _metric_value(value: Any) -> float:
@@ -149,7 +150,7 @@ class ExportBestModel(L.Callback):
         best_path = getattr(checkpoint, "best_model_path", "")
         if best_path:
             state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
-            pl_module.load_state_dict(state)
+            pl_module.load_state_dict(state, strict=pl_module.strict_loading)  # LoRA: trainable weights only
         elif getattr(checkpoint, "monitor", None) and getattr(checkpoint, "save_top_k", 0):
             rank_zero_warn(f"No validation gave a finite {checkpoint.monitor}: exporting the final weights.")
         run_dir = run_directory(trainer)
@@ -166,7 +167,7 @@ class ExportBestModel(L.Callback):
         }
         datamodule = trainer.datamodule
         differences = export_model_folder(
-            pl_module.model,
+            pl_module.export_model() if hasattr(pl_module, "export_model") else pl_module.model,
             export_dir,
             tokenizer=getattr(datamodule, "tokenizer", None),
             max_seq_length=getattr(datamodule, "max_length", None),
@@ -178,6 +179,10 @@ class ExportBestModel(L.Callback):
         for name, difference in differences.items():
             if difference is not None:
                 rank_zero_info(f"{name}: largest difference to PyTorch {difference:.2e}")
+        if is_peft_model(pl_module.model):  # the merged model above; the adapter alone, in PEFT's format
+            hparams = pl_module.hparams
+            base = hparams.get("pretrained") if hparams.get("model_config") is None else None
+            save_adapter(pl_module.model, export_dir / ADAPTER_DIRECTORY, base)
         # Written last: a run folder with metrics.json holds a finished export (the GLUE suite relies on it).
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         rank_zero_info(f"Exported the best model to {export_dir}; scores in {run_dir / 'metrics.json'}")

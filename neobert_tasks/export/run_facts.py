@@ -79,7 +79,7 @@ def card_facts(
 ) -> CardFacts:
     """The model card's facts for the model ``pl_module`` exports at the end of ``trainer.fit``."""
     datamodule = trainer.datamodule
-    model = pl_module.model
+    model = getattr(pl_module, "network", pl_module.model)  # the task's class, not a LoRA wrapper
     hparams = pl_module.hparams
     data_hparams = getattr(datamodule, "hparams", {}) if datamodule is not None else {}
     dataset, dataset_config = _hub_dataset(datamodule)

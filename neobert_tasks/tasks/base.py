@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
+from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from transformers import PreTrainedModel
 
 from neobert_tasks.data.keys import MODEL_INPUT_KEYS
@@ -23,6 +25,17 @@ from neobert_tasks.tasks.compatibility import (
     check_max_length_fits,
     check_tokenizer_fits,
     model_source,
+)
+from neobert_tasks.tasks.layers import freeze, parameter_counts
+from neobert_tasks.tasks.lora import (
+    FINGERPRINT_KEY,
+    add_lora,
+    check_lora_checkpoint,
+    frozen_fingerprint,
+    is_peft_model,
+    lora_description,
+    merged_copy,
+    trainable_state_dict,
 )
 from neobert_tasks.tasks.optim import build_optimizer, check_optimizer_options, warmup_decay_schedule
 
@@ -51,9 +64,22 @@ class NeoBERTTask(L.LightningModule):
             pays for a minute of compiling.
         allow_pickle_weights: Let ``pretrained`` load ``pytorch_model.bin`` (pickle, can run code) when it
             has no safetensors weights.
+        peft: LoRA adapters instead of full fine-tuning, e.g. ``{r: 8, alpha: 16, dropout: 0.1,
+            target_modules: [qkv, wo, w12, w3]}`` (these are the defaults; ``{}`` takes them all); the task
+            head trains in full. Checkpoints then hold the trainable weights only.
+        layer_decay: Layer-wise learning-rate decay: the head trains at ``learning_rate``, each layer below
+            at this factor times the one above (ELECTRA/DeBERTa style; 0.8–0.95 typical). None: no decay.
+        freeze_embeddings: Keep the token embedding fixed.
+        freeze_layers: Keep the first N transformer blocks fixed.
+        freeze_backbone: Keep the whole backbone fixed and train the head alone (a linear probe).
+        optimizer: Another optimiser than fused AdamW, as a ``class_path`` (``torch.optim.SGD``, …) with
+            ``init_args``; ``learning_rate``, ``weight_decay`` and the schedule still apply, ``betas`` and
+            ``eps`` do not.
     """
 
     head_class: ClassVar[type[PreTrainedModel]]
+    head_modules: ClassVar[tuple[str, ...]] = ()
+    """Names of the head's modules: trained in full and saved with LoRA adapters."""
 
     def __init__(
         self,
@@ -71,6 +97,12 @@ class NeoBERTTask(L.LightningModule):
         gradient_checkpointing: bool = False,
         compile: bool = False,
         allow_pickle_weights: bool = False,
+        peft: dict[str, Any] | None = None,
+        layer_decay: float | None = None,
+        freeze_embeddings: bool = False,
+        freeze_layers: int = 0,
+        freeze_backbone: bool = False,
+        optimizer: OptimizerCallable | None = None,
     ):
         super().__init__()
         # Lightning reads the arguments of every __init__ on the call stack: the subclass's are saved too.
@@ -94,6 +126,45 @@ class NeoBERTTask(L.LightningModule):
         # from_pretrained returns the model in eval mode and Lightning 2.6 keeps a module's mode at the start
         # of fit, so without this a fine-tuned checkpoint would train with dropout off.
         self.model.train()
+        self.optimizer_factory = optimizer
+        self.select_trainable(peft, layer_decay, freeze_embeddings, freeze_layers, freeze_backbone)
+
+    def select_trainable(self, peft, layer_decay, freeze_embeddings, freeze_layers, freeze_backbone) -> None:
+        """Freeze what is asked, or wrap the model with LoRA adapters (which freeze the rest themselves)."""
+        if layer_decay is not None and not 0 < layer_decay <= 1:
+            raise ConfigError(f"model.init_args.layer_decay must be in (0, 1], got {layer_decay}.")
+        num_layers = self.network.config.num_hidden_layers
+        if peft is not None:
+            if freeze_embeddings or freeze_layers or freeze_backbone:
+                raise ConfigError(
+                    "model.init_args.peft trains the adapters and the head only: leave freeze_embeddings,"
+                    " freeze_layers and freeze_backbone unset with it."
+                )
+            self.model = add_lora(self.model, peft, self.head_modules)
+            # The checkpoint lacks the frozen weights: `on_load_checkpoint` checks what it holds instead.
+            self.strict_loading = False
+        else:
+            freeze(self.model, num_layers, freeze_embeddings, freeze_layers, freeze_backbone)
+
+    @property
+    def network(self) -> PreTrainedModel:
+        """The task's model itself (``base_model`` is its backbone), with any LoRA layers in it."""
+        return self.model.get_base_model() if is_peft_model(self.model) else self.model
+
+    def export_model(self) -> PreTrainedModel:
+        """The model to ship: the task's model, or a copy with the LoRA adapters merged into its weights."""
+        return merged_copy(self.model) if is_peft_model(self.model) else self.model
+
+    def on_fit_start(self) -> None:
+        trainable, total = parameter_counts(self.model)
+        if trainable < total:
+            peft = self.hparams.get("peft")
+            how = lora_description(peft) if peft is not None else "the rest frozen"
+            rank_zero_info(
+                f"Training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%; {how})."
+            )
+        if self._step_seed_base is None:
+            self._step_seed_base = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
 
     def head_config(self) -> dict[str, Any]:
         """Config fields the head needs; subclasses add theirs (called before the model exists)."""
@@ -117,6 +188,9 @@ class NeoBERTTask(L.LightningModule):
             hparams.weight_decay,
             betas=tuple(hparams.betas),
             eps=hparams.eps,
+            optimizer_factory=self.optimizer_factory,
+            layer_decay=hparams.get("layer_decay"),
+            num_layers=self.network.config.num_hidden_layers,
         )
         scheduler = warmup_decay_schedule(
             optimizer,
@@ -136,14 +210,14 @@ class NeoBERTTask(L.LightningModule):
             problem = backend_problem(self.hparams.get("attn_implementation"), device_type)
             if problem:
                 raise ConfigError(problem)
-        if stage == "fit" and self.hparams.get("compile") and not self.model.base_model.blocks_compiled:
-            self.model.base_model.compile_blocks()
+        if stage == "fit" and self.hparams.get("compile") and not self.network.base_model.blocks_compiled:
+            self.network.base_model.compile_blocks()
         datamodule = getattr(self._trainer, "datamodule", None)
         if datamodule is not None:
             source = model_source(self.hparams.pretrained, self.hparams.model_config)
             if hasattr(datamodule, "tokenizer"):  # ids outside the embedding table
-                check_tokenizer_fits(self.model, datamodule.tokenizer, source)
-            check_max_length_fits(self.model, getattr(datamodule, "max_length", None), source)
+                check_tokenizer_fits(self.network, datamodule.tokenizer, source)
+            check_max_length_fits(self.network, getattr(datamodule, "max_length", None), source)
 
     def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
         """`LightningModule.log`, keeping a Python float's every digit: Lightning stores floats as float32
@@ -182,10 +256,6 @@ class NeoBERTTask(L.LightningModule):
 
     _step_seed_base: int | None = None  # set at fit start, or restored from the checkpoint resumed
 
-    def on_fit_start(self) -> None:
-        if self._step_seed_base is None:
-            self._step_seed_base = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
-
     def on_train_batch_start(self, batch: Any, batch_index: int) -> None:
         """Reseed torch's generator from (seed, rank, epoch, batch) before every training batch.
 
@@ -205,9 +275,14 @@ class NeoBERTTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["step_seed_base"] = self._step_seed_base
+        if is_peft_model(self.model):  # the frozen backbone is rebuilt from model.pretrained: not saved
+            checkpoint["state_dict"] = trainable_state_dict(self, checkpoint["state_dict"])
+            checkpoint[FINGERPRINT_KEY] = frozen_fingerprint(self)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning loads the weights right after this hook; weights of other shapes are refused here.
         path = getattr(self.trainer, "ckpt_path", None) if self._trainer is not None else None
         check_checkpoint_fits(self, checkpoint, path, getattr(self.hparams, "num_labels", None))
+        if is_peft_model(self.model):
+            check_lora_checkpoint(self, checkpoint, f"Checkpoint '{path}'" if path else "The checkpoint")
         self._step_seed_base = checkpoint.get("step_seed_base")

@@ -84,7 +84,7 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
         return sequence_classification_loss(logits, labels, self.problem_type, self.num_labels)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
-        loss = self.document_loss(self.document_logits(batch), batch["labels"])
+        loss = self.training_loss(self.document_logits(batch), batch["labels"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
         return loss
 

@@ -93,6 +93,7 @@ class MaskedLanguageModelingTask(NeoBERTTask):
     """
 
     head_class = NeoBERTForMaskedLM
+    head_modules = ("decoder",)
 
     def __init__(
         self,
@@ -135,7 +136,7 @@ class MaskedLanguageModelingTask(NeoBERTTask):
                 "model.mask_token_id and model.special_token_ids are unset; they come from the datamodule "
                 "(data.mask_token_id, data.special_token_ids) or must be given."
             )
-        vocab_size = self.vocab_size or self.model.config.vocab_size
+        vocab_size = self.vocab_size or self.network.config.vocab_size
         return torch.tensor(self.special_token_ids), self.mask_token_id, vocab_size
 
     def masked_batch(self, batch: dict[str, torch.Tensor], generator=None) -> tuple[dict, torch.Tensor]:
@@ -152,9 +153,9 @@ class MaskedLanguageModelingTask(NeoBERTTask):
 
     def masked_logits(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor):
         """Decoder logits ``(masked tokens, vocab)`` at the selected positions and their target ids."""
-        hidden = self.model.model(**inputs, return_dict=True).last_hidden_state  # (batch, length, hidden)
+        hidden = self.network.model(**inputs, return_dict=True).last_hidden_state  # (batch, length, hidden)
         selected = labels != IGNORE_INDEX
-        return self.model.decoder(hidden[selected]), labels[selected]
+        return self.network.decoder(hidden[selected]), labels[selected]
 
     def mlm_loss(self, batch: dict[str, torch.Tensor], generator=None):
         """Mean cross-entropy over the masked tokens, the logits and the targets."""
@@ -204,11 +205,11 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         """Per [MASK] token: its text's ``index``, its ``position`` and the top-k ``token_ids`` with their
         probabilities (``scores``)."""
         _, mask_id, _ = self._require_tokens()
-        hidden = self.model.model(
+        hidden = self.network.model(
             input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), return_dict=True
         ).last_hidden_state  # (batch, length, hidden)
         masked = batch["input_ids"] == mask_id  # (batch, length)
-        probabilities = self.model.decoder(hidden[masked]).float().softmax(dim=-1)  # (masks, vocab)
+        probabilities = self.network.decoder(hidden[masked]).float().softmax(dim=-1)  # (masks, vocab)
         scores, token_ids = probabilities.topk(
             min(self.hparams.predict_top_k, probabilities.shape[-1]), dim=-1
         )

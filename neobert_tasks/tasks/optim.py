@@ -8,20 +8,22 @@ weight decay on matrices only, and :func:`warmup_decay_schedule` with
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from neobert_tasks.errors import ConfigError
+from neobert_tasks.tasks.layers import layer_index, layer_scales
 
 SCHEDULES = ("linear", "cosine", "constant")
 """Valid values of ``warmup_decay_schedule``'s ``schedule`` argument."""
 
-OPTIMIZERS = ("adamw",)
-"""Valid values of ``build_optimizer``'s ``optimizer`` argument."""
 
-
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Split the trainable parameters into a weight-decayed group and one without decay.
+def parameter_groups(
+    model: torch.nn.Module, weight_decay: float, layer_decay: float | None = None, num_layers: int = 0
+) -> list[dict]:
+    """Split the trainable parameters into a weight-decayed group and one without decay, per layer when
+    ``layer_decay`` is set.
 
     Decaying biases and normalisation gains only pulls them towards 0 (towards a dead layer, for a gain)
     without regularising anything, so they are excluded: every parameter with fewer than 2 dimensions,
@@ -31,10 +33,15 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     Args:
         model: the module whose parameters are optimised.
         weight_decay: decoupled weight decay of the ``"decay"`` group.
+        layer_decay: learning-rate decay per layer below the head (see `neobert_tasks.tasks.layers`);
+            None for one rate everywhere.
+        num_layers: the model's number of transformer blocks (with ``layer_decay``).
 
     Returns:
-        ``[{"name": "decay", "params": [...], "weight_decay": weight_decay},
-        {"name": "no_decay", "params": [...], "weight_decay": 0.0}]``; either list may be empty.
+        ``[{"name": "decay", "params": [...], "weight_decay": weight_decay, "lr_scale": 1.0},
+        {"name": "no_decay", "params": [...], "weight_decay": 0.0, "lr_scale": 1.0}]``, either list
+        possibly empty; with ``layer_decay``, such a pair per layer (``layer_<i>_decay``, …, empty ones
+        left out), ``lr_scale`` being the layer's multiplier of the peak rate.
     """
     # Only a norm module's own parameters: a container whose name merely contains "Norm" (say a
     # "PreNormBlock") must not take its linear layers out of weight decay.
@@ -44,18 +51,33 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         if "Norm" in type(module).__name__
         for p in module.parameters(recurse=False)
     }
-    decay, no_decay = [], []
-    # named_parameters() lists a tied parameter once, so it never lands in both groups.
-    for _, param in model.named_parameters():
+    scales = layer_scales(layer_decay, num_layers)
+    groups: dict[tuple[int, bool], list] = {}
+    # named_parameters() lists a tied parameter once, so it never lands in two groups.
+    for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if param.ndim < 2 or id(param) in norm_params:
-            no_decay.append(param)
-        else:
-            decay.append(param)
+        layer = layer_index(name, num_layers) if layer_decay is not None else 0
+        decayed = not (param.ndim < 2 or id(param) in norm_params)
+        groups.setdefault((layer, decayed), []).append(param)
+    if layer_decay is None:
+        return [
+            {
+                "name": "decay",
+                "params": groups.get((0, True), []),
+                "weight_decay": weight_decay,
+                "lr_scale": 1.0,
+            },
+            {"name": "no_decay", "params": groups.get((0, False), []), "weight_decay": 0.0, "lr_scale": 1.0},
+        ]
     return [
-        {"name": "decay", "params": decay, "weight_decay": weight_decay},
-        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
+        {
+            "name": f"layer_{layer}_{'decay' if decayed else 'no_decay'}",
+            "params": groups[layer, decayed],
+            "weight_decay": weight_decay if decayed else 0.0,
+            "lr_scale": scales[layer],
+        }
+        for layer, decayed in sorted(groups, key=lambda key: (key[0], not key[1]))
     ]
 
 
@@ -189,34 +211,37 @@ def build_optimizer(
     weight_decay: float,
     betas: tuple[float, float] = (0.9, 0.95),
     eps: float = 1e-8,
-    optimizer: str = "adamw",
+    optimizer_factory: Callable[[list[dict]], torch.optim.Optimizer] | None = None,
     fused: bool | None = None,
+    layer_decay: float | None = None,
+    num_layers: int = 0,
 ) -> torch.optim.Optimizer:
-    """Build AdamW over :func:`parameter_groups` of ``model``.
+    """Build AdamW, or the optimiser ``optimizer_factory`` makes, over :func:`parameter_groups` of ``model``.
 
     Args:
         model: the module to optimise (its trainable parameters).
-        learning_rate: peak learning rate of every group.
-        weight_decay: decoupled weight decay of the ``"decay"`` group (the other group gets 0).
-        betas: AdamW's ``(beta1, beta2)``.
-        eps: AdamW's epsilon.
-        optimizer: optimiser name; only ``"adamw"`` is available.
+        learning_rate: peak learning rate, times each group's ``lr_scale``.
+        weight_decay: decoupled weight decay of the decayed groups (the others get 0).
+        betas: AdamW's ``(beta1, beta2)`` (the default optimiser only).
+        eps: AdamW's epsilon (the default optimiser only).
+        optimizer_factory: builds another optimiser from the groups (LightningCLI's ``OptimizerCallable``,
+            a ``class_path`` with ``init_args``); each group's ``lr`` and ``weight_decay`` win over its own.
         fused: use the fused AdamW kernel; None picks it when every trainable parameter is on CUDA or
             on the CPU (one kernel per step instead of a loop over tensors: much faster steps on CPU
             for small models, see bench/README.md).
-
-    Returns:
-        A ``torch.optim.AdamW`` with a ``"decay"`` and a ``"no_decay"`` group.
+        layer_decay: layer-wise learning-rate decay (see :func:`parameter_groups`); None for none.
+        num_layers: the model's number of transformer blocks (with ``layer_decay``).
 
     Raises:
-        ValueError: for an unknown optimiser name or a model without trainable parameters.
+        ConfigError: for a model without trainable parameters.
     """
-    if optimizer.lower() not in OPTIMIZERS:
-        raise ConfigError(f"Unknown optimizer {optimizer!r}; valid optimizers are: {', '.join(OPTIMIZERS)}.")
-    groups = parameter_groups(model, weight_decay)
+    groups = parameter_groups(model, weight_decay, layer_decay, num_layers)
+    groups = [{**group, "lr": learning_rate * group["lr_scale"]} for group in groups if group["params"]]
     params = [p for group in groups for p in group["params"]]
     if not params:
         raise ConfigError("The model has no trainable parameters to optimise.")
+    if optimizer_factory is not None:
+        return optimizer_factory(groups)
     if fused is None and all(p.device.type in ("cuda", "cpu") for p in params):
         fused = True
     # fused=None is passed through untouched so that torch keeps choosing its default implementation.

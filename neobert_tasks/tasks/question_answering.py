@@ -80,6 +80,7 @@ class QuestionAnsweringTask(NeoBERTTask):
     """
 
     head_class = NeoBERTForQuestionAnswering
+    head_modules = ("qa_outputs",)
 
     def __init__(
         self,

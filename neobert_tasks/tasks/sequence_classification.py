@@ -26,7 +26,15 @@ from neobert_tasks.metrics import (
     predictions_from_logits,
 )
 from neobert_tasks.model import NeoBERTForSequenceClassification
+from neobert_tasks.model.heads import sequence_classification_loss
 from neobert_tasks.tasks.base import NeoBERTTask
+from neobert_tasks.tasks.class_weights import (
+    check_loss_options,
+    log_weights,
+    resolve_weights,
+    training_label_counts,
+    weighted_loss,
+)
 
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 
@@ -52,10 +60,16 @@ class SequenceClassificationTask(NeoBERTTask):
         task_name: GLUE task whose official metrics to use; None for generic metrics. Linked from the
             GLUE datamodule.
         classifier_dropout: Dropout around the ``dense`` layer of the head.
+        class_weights: Weight of each class in the training loss (single-label), in id order, or
+            ``balanced`` (from the training labels' frequencies); None weighs every class 1.
+        label_smoothing: Probability mass spread over the other classes in the training loss (single-label).
+        pos_weight: Weight of the positive term of each label's training loss (multi-label), or
+            ``balanced`` (negatives / positives per label); > 1 trades precision for recall.
         kwargs: The options every task shares, declared in `NeoBERTTask`.
     """
 
     head_class = NeoBERTForSequenceClassification
+    head_modules = ("dense", "classifier")
 
     def __init__(
         self,
@@ -64,6 +78,9 @@ class SequenceClassificationTask(NeoBERTTask):
         label_names: list[str] | None = None,
         task_name: str | None = None,
         classifier_dropout: float = 0.1,
+        class_weights: list[float] | str | None = None,
+        label_smoothing: float = 0.0,
+        pos_weight: list[float] | str | None = None,
         **kwargs: Any,
     ):
         if num_labels is None or num_labels < 1:
@@ -83,6 +100,7 @@ class SequenceClassificationTask(NeoBERTTask):
             raise ConfigError(
                 f"model.label_names has {len(label_names)} names but num_labels is {num_labels}."
             )
+        check_loss_options(problem_type, class_weights, label_smoothing, pos_weight)
         self.num_labels, self.problem_type = num_labels, problem_type
         self.label_names, self.task_name = label_names, task_name
         self.classifier_dropout = classifier_dropout
@@ -104,6 +122,44 @@ class SequenceClassificationTask(NeoBERTTask):
             config["label2id"] = {name: index for index, name in enumerate(self.label_names)}
         return config
 
+    def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
+        if self.loss_weights is None:
+            return super().training_step(batch, batch_index)
+        inputs = {key: value for key, value in self.model_inputs(batch).items() if key != "labels"}
+        loss = self.training_loss(self.model(**inputs).logits, batch["labels"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The head's loss, with the class weights, label smoothing or pos_weight asked for."""
+        if self.loss_weights is None:
+            return sequence_classification_loss(logits, labels, self.problem_type, self.num_labels)
+        weights = {
+            key: None if value is None else value.to(logits.device)
+            for key, value in self.loss_weights.items()
+        }
+        return weighted_loss(
+            logits, labels, self.problem_type, label_smoothing=self.hparams.label_smoothing, **weights
+        )
+
+    loss_weights: dict[str, torch.Tensor | None] | None = None  # set for fit by `setup` when asked for
+
+    def resolve_loss_weights(self, datamodule) -> dict[str, torch.Tensor | None] | None:
+        """The class weights and pos_weight tensors of the training loss; None for the head's own loss."""
+        hparams = self.hparams
+        if not (hparams.class_weights or hparams.pos_weight or hparams.label_smoothing):
+            return None
+        multi_label = self.problem_type == "multi_label_classification"
+        counts = training_label_counts(datamodule, self.num_labels, multi_label)
+        weights = {
+            key: resolve_weights(
+                hparams[key], f"model.init_args.{key}", self.num_labels, self.label_names, counts, multi_label
+            )
+            for key in ("class_weights", "pos_weight")
+        }
+        log_weights(weights, self.label_names)
+        return weights
+
     def update_metrics(self, key: str, predictions: torch.Tensor, labels: torch.Tensor) -> None:
         """Update the metrics of ``key`` in float64, so that scores keep every digit of the official
         scorers' (metrics.json); float32 on MPS, which has no float64."""
@@ -123,6 +179,8 @@ class SequenceClassificationTask(NeoBERTTask):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         datamodule = getattr(self._trainer, "datamodule", None)
+        if stage == "fit":
+            self.loss_weights = self.resolve_loss_weights(datamodule)
         self.split_names = {}
         for name in ("validate", "test"):
             splits = datamodule.split_names_for(name) if datamodule is not None else ["validation"]

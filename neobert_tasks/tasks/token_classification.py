@@ -20,6 +20,13 @@ from neobert_tasks.errors import ConfigError
 from neobert_tasks.metrics.entities import MODES, EntityF1, extract_entities
 from neobert_tasks.model import NeoBERTForTokenClassification
 from neobert_tasks.tasks.base import NeoBERTTask
+from neobert_tasks.tasks.class_weights import (
+    check_loss_options,
+    log_weights,
+    resolve_weights,
+    training_label_counts,
+    weighted_loss,
+)
 
 
 class TokenClassificationTask(NeoBERTTask):
@@ -35,11 +42,15 @@ class TokenClassificationTask(NeoBERTTask):
         metric_mode: Entity chunking of the main scores: ``conlleval`` (lenient, as conlleval and
             seqeval's default) or ``strict`` (well-formed IOB2 entities only).
         classifier_dropout: Dropout before the per-token classifier.
+        class_weights: Weight of each tag in the training loss, in id order, or ``balanced`` (from the
+            training tags' frequencies, per labelled token); None weighs every tag 1.
+        label_smoothing: Probability mass spread over the other tags in the training loss.
         learning_rate: Peak learning rate of AdamW.
         kwargs: The options every task shares, declared in `NeoBERTTask`.
     """
 
     head_class = NeoBERTForTokenClassification
+    head_modules = ("classifier",)
 
     def __init__(
         self,
@@ -47,6 +58,8 @@ class TokenClassificationTask(NeoBERTTask):
         label_names: list[str] | None = None,
         metric_mode: str = "conlleval",
         classifier_dropout: float = 0.1,
+        class_weights: list[float] | str | None = None,
+        label_smoothing: float = 0.0,
         learning_rate: float = 5e-5,
         **kwargs: Any,
     ):
@@ -55,6 +68,7 @@ class TokenClassificationTask(NeoBERTTask):
                 f"model.label_names ({label_names}) must list the {num_labels} tag names; they come from "
                 "the datamodule (data.label_names)."
             )
+        check_loss_options("token_classification", class_weights, label_smoothing)
         if metric_mode not in MODES:
             raise ConfigError(f"model.metric_mode {metric_mode!r} is not one of {', '.join(MODES)}.")
         self.label_names, self.num_labels = list(label_names), len(label_names)
@@ -74,6 +88,30 @@ class TokenClassificationTask(NeoBERTTask):
             "id2label": dict(enumerate(self.label_names)),
             "label2id": {name: index for index, name in enumerate(self.label_names)},
         }
+
+    class_weights: torch.Tensor | None = None  # set for fit by `setup` when asked for
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        option = self.hparams.class_weights
+        if stage == "fit" and option is not None:
+            datamodule = getattr(self._trainer, "datamodule", None)
+            counts = training_label_counts(datamodule, self.num_labels, multi_label=False)
+            key = "model.init_args.class_weights"
+            self.class_weights = resolve_weights(option, key, self.num_labels, self.label_names, counts)
+            log_weights({"class_weights": self.class_weights}, self.label_names)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
+        if self.class_weights is None and not self.hparams.label_smoothing:
+            return super().training_step(batch, batch_index)
+        inputs = {key: value for key, value in self.model_inputs(batch).items() if key != "labels"}
+        logits = self.model(**inputs).logits  # (batch, length, tags); labels -100 where no tag is scored
+        weights = None if self.class_weights is None else self.class_weights.to(logits.device)
+        loss = weighted_loss(
+            logits, batch["labels"], "single_label_classification", weights, self.hparams.label_smoothing
+        )
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
 
     def _scored_words(self, batch: dict[str, torch.Tensor], logits: torch.Tensor):
         """Per scored word: example index, word index, predicted tag, its probability, gold tag."""

@@ -193,6 +193,21 @@ def test_token_budget_batches_resume_to_the_same_result(tmp_path):
     assert_same_run(resumed_root / "runs" / "version_0", reference_root / "runs" / "version_0")
 
 
+def test_lora_run_resumes_to_the_same_result(tmp_path):
+    """LoRA checkpoints hold the adapters and the head only; the frozen backbone is rebuilt (here from the
+    seed of the random tiny model) and the resumed run still ends exactly as the uninterrupted one."""
+    pytest.importorskip("peft", reason="the peft extra is not installed")
+    lora = ("--model.init_args.peft", "{r: 4}")
+    reference_root, resumed_root = tmp_path / "reference", tmp_path / "resumed"
+    fit_in_process(*fit_args(reference_root), *lora)
+    fit_until_killed(*interrupted_args(resumed_root, "SIGKILL"), *lora)
+    run_dir = resumed_root / "runs" / "version_0"
+    saved = load(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
+    assert all(".lora_" in name or ".modules_to_save." in name for name in saved)
+    fit_in_process(*fit_args(resumed_root), *lora, "--ckpt_path", "last")
+    assert_same_run(run_dir, reference_root / "runs" / "version_0")
+
+
 def test_truncated_checkpoint_is_reported_by_path(tmp_path, uninterrupted, capsys):
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes((uninterrupted / "checkpoints" / "last.ckpt").read_bytes()[:5000])
