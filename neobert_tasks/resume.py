@@ -266,10 +266,7 @@ def latest_run_checkpoint(root_dir: str | Path) -> tuple[Path, int] | None:
         version = re.fullmatch(r"version_(\d+)", path.parent.parent.name)
         if version and path.is_file():
             candidates.append((path.stat().st_mtime, path, int(version.group(1))))
-    if not candidates:
-        return None
-    _, path, version = max(candidates)
-    return path, version
+    return max(candidates)[1:] if candidates else None
 
 
 @contextlib.contextmanager

@@ -117,18 +117,14 @@ class RunDirectory(L.Callback):
 def run_directory(trainer: L.Trainer) -> Path:
     """The run folder: the command line's `RunDirectory`, else the first logger's folder (a Trainer built
     in Python), else ``default_root_dir``."""
-    for callback in trainer.callbacks:
-        if isinstance(callback, RunDirectory):
-            return callback.path
-    return Path(trainer.log_dir if trainer.loggers else trainer.default_root_dir)
+    found = next((callback for callback in trainer.callbacks if isinstance(callback, RunDirectory)), None)
+    return found.path if found else Path(trainer.log_dir if trainer.loggers else trainer.default_root_dir)
 
 
 def predictions_directory(trainer: L.Trainer) -> Path:
     """Where prediction files go: the `RunDirectory`'s folder for them, else ``<run folder>/predictions``."""
-    for callback in trainer.callbacks:
-        if isinstance(callback, RunDirectory):
-            return callback.predictions
-    return run_directory(trainer) / "predictions"
+    found = next((callback for callback in trainer.callbacks if isinstance(callback, RunDirectory)), None)
+    return found.predictions if found else run_directory(trainer) / "predictions"
 
 
 class RunConfigCallback(SaveConfigCallback):

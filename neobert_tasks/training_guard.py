@@ -47,8 +47,7 @@ class NonFiniteLossGuard(L.Callback):
             raise ConfigError(
                 f"loss_guard.check_every_n_steps must be at least 1, got {check_every_n_steps}."
             )
-        self.check_every_n_steps = check_every_n_steps
-        self.enabled = enabled
+        self.check_every_n_steps, self.enabled = check_every_n_steps, enabled
         self._record: torch.Tensor | None = None
         self._last_checked_step = -1
         # The step of the batch being trained, as the loggers number it (before the optimizer step counts it).
@@ -72,13 +71,10 @@ class NonFiniteLossGuard(L.Callback):
         if isinstance(loss, torch.Tensor):
             loss = loss.detach().float().reshape(())
             # All on the device: `full_like` fills from Python numbers without copying from the host.
-            here = torch.stack(
-                [
-                    torch.full_like(loss, self._batch_step),
-                    torch.full_like(loss, trainer.current_epoch),
-                    loss,
-                ]
+            step, epoch = (
+                torch.full_like(loss, value) for value in (self._batch_step, trainer.current_epoch)
             )
+            here = torch.stack([step, epoch, loss])
             first_bad = (self._record[STEP] < 0) & ~torch.isfinite(loss)
             self._record = torch.where(first_bad, here, self._record)
         step = trainer.global_step

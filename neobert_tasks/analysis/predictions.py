@@ -126,16 +126,9 @@ def entity_errors(
     """
     rows = []
     for index, (words, gold, predicted) in enumerate(zip(sentences, gold_tags, predicted_tags, strict=True)):
-        for kind, gold_entity, predicted_entity in sentence_errors(gold, predicted, mode):
-            rows.append(
-                {
-                    "sentence": index,
-                    "kind": kind,
-                    "gold_type": gold_entity[0] if gold_entity else None,
-                    "gold_text": _span_text(words, gold_entity),
-                    "predicted_type": predicted_entity[0] if predicted_entity else None,
-                    "predicted_text": _span_text(words, predicted_entity),
-                }
-            )
+        for kind, *entities in sentence_errors(gold, predicted, mode):
+            # Per entity (gold, then predicted): its type and its words, None for an absent one.
+            described = [(entity and entity[0], _span_text(words, entity)) for entity in entities]
+            rows.append((index, kind, *described[0], *described[1]))
     columns = ["sentence", "kind", "gold_type", "gold_text", "predicted_type", "predicted_text"]
     return pd.DataFrame(rows, columns=columns)

@@ -13,12 +13,11 @@ from pathlib import Path
 import datasets
 
 from neobert_tasks.data.sources import (
+    FILE_FORMATS,
     DataError,
-    check_one_format,
     find_split_files,
     load_generated_split,
     load_local_splits,
-    no_split_files_error,
 )
 
 CONLL_SUFFIXES = (".conll", ".txt")
@@ -80,11 +79,7 @@ def load_conll_split(
 
 def find_word_split_files(directory: str | Path) -> dict[str, list[Path]]:
     """`find_split_files` plus CoNLL column files `<split>.conll|.txt` (or shards `<split>-*.conll`)."""
-    split_files = find_split_files(directory)  # MissingDataError when the directory does not exist
-    for path in sorted(Path(directory).iterdir()):
-        if path.is_file() and path.suffix in CONLL_SUFFIXES:
-            split_files.setdefault(path.stem.split("-", 1)[0], []).append(path)
-    return split_files
+    return find_split_files(directory, (*FILE_FORMATS, *CONLL_SUFFIXES))
 
 
 def load_word_splits(
@@ -97,20 +92,11 @@ def load_word_splits(
 ) -> tuple[datasets.DatasetDict, dict[str, str]]:
     """The splits among `split_names` with files in `directory`, CoNLL files or tabular ones (one format per
     split), with a readable origin per split; `MissingDataError` when none of them has files."""
-    split_files = find_word_split_files(directory)
-    wanted = [name for name in split_names if name in split_files]
-    if not wanted:
-        raise no_split_files_error(
-            directory, split_names, split_files, "<split>.parquet|json|jsonl|conll|txt"
-        )
-    loaded, origins = datasets.DatasetDict(), {}
-    for name in wanted:
-        files = split_files[name]
-        check_one_format(name, files)
-        if files[0].suffix in CONLL_SUFFIXES:
-            loaded[name] = load_conll_split(name, files, tokens_column, tags_column, tag_column, cache_dir)
-            origins[name] = ", ".join(str(path) for path in files)
-        else:
-            tabular, tabular_origins = load_local_splits(directory, [name], cache_dir)
-            loaded[name], origins[name] = tabular[name], tabular_origins[name]
-    return loaded, origins
+
+    def read_conll(split: str, files: list[Path]) -> datasets.Dataset | None:
+        if files[0].suffix not in CONLL_SUFFIXES:
+            return None  # tabular files
+        return load_conll_split(split, files, tokens_column, tags_column, tag_column, cache_dir)
+
+    split_files, file_names = find_word_split_files(directory), "<split>.parquet|json|jsonl|conll|txt"
+    return load_local_splits(directory, split_names, cache_dir, split_files, file_names, read_conll)

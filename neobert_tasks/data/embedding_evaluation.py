@@ -25,6 +25,7 @@ from neobert_tasks.data.collator import ModelInputCollator
 from neobert_tasks.data.keys import ATTENTION_MASK, EXAMPLE_INDEX, INPUT_IDS
 from neobert_tasks.data.loaders import evaluation_loader
 from neobert_tasks.data.sources import DataError, MissingDataError
+from neobert_tasks.data.text_encoding import encode_texts
 from neobert_tasks.metrics.embedding_sets import (
     RetrievalSet,
     SimilaritySet,
@@ -99,27 +100,13 @@ def load_evaluation_sets(paths: list[str], **options) -> list[EvaluationSet]:
     return sets
 
 
-def encode_texts(
-    batch: dict[str, list], *, tokenizer: PreTrainedTokenizerBase, column: str, prefix: str, max_length: int
-) -> dict[str, list]:
-    """Token ids and mask of each text of `column`, `prefix` put before it: the texts ``predict`` embeds."""
-    texts = [prefix + text for text in batch[column]]
-    encoded = tokenizer(texts, truncation=True, max_length=max_length, return_token_type_ids=False)
-    return {INPUT_IDS: encoded[INPUT_IDS], ATTENTION_MASK: encoded[ATTENTION_MASK]}
-
-
 def tokenized_texts(
     texts: list[str], tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> datasets.Dataset:
     """One row per text: its ``input_ids``, ``attention_mask`` and position (``example_index``)."""
-    encoded = tokenizer(texts, truncation=True, max_length=max_length, return_token_type_ids=False)
-    return datasets.Dataset.from_dict(
-        {
-            INPUT_IDS: encoded[INPUT_IDS],
-            ATTENTION_MASK: encoded[ATTENTION_MASK],
-            EXAMPLE_INDEX: range(len(texts)),
-        }
-    )
+    positions = list(range(len(texts)))
+    encoded = encode_texts({"text": texts}, positions, tokenizer=tokenizer, max_length=max_length)
+    return datasets.Dataset.from_dict(encoded)
 
 
 class EvaluationSetLoaders:
@@ -204,21 +191,14 @@ class EvaluationSetLoaders:
         tokenized = self.__dict__.setdefault("_tokenized_sets", {})
         loaders = []
         for evaluation_set in self.evaluation_sets_for(stage):
-            if id(evaluation_set) not in tokenized:  # the sets are cached objects: their id is stable
-                tokenized[id(evaluation_set)] = tokenized_texts(
-                    evaluation_set.texts, self.tokenizer, self.max_length
-                )
-            dataset = tokenized[id(evaluation_set)]
-            loaders.append(
-                evaluation_loader(
-                    dataset,
-                    self.eval_batch_size,
-                    collator,
-                    self.trainer,
-                    self.num_workers,
-                    longest_first=True,
-                )  # fmt: skip
+            key = id(evaluation_set)  # the sets are cached objects: their id is stable
+            if key not in tokenized:
+                tokenized[key] = tokenized_texts(evaluation_set.texts, self.tokenizer, self.max_length)
+            dataset = tokenized[key]
+            loader = evaluation_loader(
+                dataset, self.eval_batch_size, collator, self.trainer, self.num_workers, longest_first=True
             )
+            loaders.append(loader)
         return loaders
 
     def _with_split_loaders(self, stage: str, split_loaders: DataLoader | list[DataLoader]) -> list:

@@ -30,9 +30,19 @@ class HubOrLocalSource:
     train_split_name: str  # declared by `SplitBookkeeping`
 
     def set_data_source(
-        self, dataset: str | None, dataset_config: str | None, data_dir: str | None, required: bool = True
+        self,
+        dataset: str | None,
+        dataset_config: str | None,
+        data_dir: str | None,
+        required: bool = True,
+        exclusive: bool = False,
     ) -> None:
-        """Remember where the splits come from; unless `required` is false, one of the two must be given."""
+        """Remember where the splits come from; unless `required` is false, one of the two must be given, and
+        with `exclusive` not both."""
+        if exclusive and dataset is not None and data_dir is not None:
+            raise DataError(
+                f"Give one of dataset (hub id) or data_dir, not both: {dataset!r} and {data_dir!r}."
+            )
         if required and dataset is None and data_dir is None:
             raise DataError("Give a hub dataset id (dataset) or a local data_dir; both are None.")
         self.dataset_id, self.dataset_config, self.data_dir = dataset, dataset_config, data_dir

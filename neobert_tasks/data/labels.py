@@ -1,8 +1,9 @@
 """Label kinds, how raw labels become model targets, label checks and the label schema a model is built with.
 
 A label column's datasets feature has a *kind* (`label_kind`): class_label, int, float or str, or a list
-of one of those. The kind gives the default problem type (`DEFAULT_PROBLEM_TYPES`) and, with the problem
-type, how each raw label is encoded into the model's target (`ENCODINGS`, `encode_label`).
+of one of those. The kind gives the default problem type (lists multi-label, floats regression, the others
+single-label) and, with the problem type, how each raw label is encoded into the model's target
+(`ENCODINGS`, `encode_label`).
 `infer_label_schema` reads the label names and problem type from a training split before any data is
 tokenized, because the model head is built from them.
 """
@@ -34,16 +35,6 @@ ENCODINGS = {
     (MULTI_LABEL, "list_int"): "multi_hot_indices",
     (MULTI_LABEL, "list_str"): "multi_hot_names",
     (MULTI_LABEL, "list_float"): "multi_hot_vector",
-}
-DEFAULT_PROBLEM_TYPES = {
-    "class_label": SINGLE_LABEL,
-    "int": SINGLE_LABEL,
-    "str": SINGLE_LABEL,
-    "float": REGRESSION,
-    "list_class_label": MULTI_LABEL,
-    "list_int": MULTI_LABEL,
-    "list_str": MULTI_LABEL,
-    "list_float": MULTI_LABEL,
 }
 
 
@@ -115,13 +106,13 @@ def check_labels(
             raise DataError(f"Split '{split}' has {values.null_count} missing labels in column '{column}'.")
         values = pc.drop_null(values)
     # A null inside a label list (pandas writes a NaN in a float list as null) has no target to encode.
-    missing = pc.list_flatten(values).null_count if encoding.startswith("multi_hot") else 0
+    flat = pc.list_flatten(values) if encoding.startswith("multi_hot") else values
+    missing = flat.null_count if flat is not values else 0
     if missing:
         raise DataError(f"Split '{split}' has {missing} null items in the label lists of column '{column}'.")
     if encoding == "float":
         return
     if encoding in ("class_index", "multi_hot_indices"):
-        flat = pc.list_flatten(values) if encoding == "multi_hot_indices" else values
         numbers = flat.to_numpy(zero_copy_only=False)
         valid = (numbers >= 0) & (numbers < len(label_names))
         if allow_unlabeled and encoding == "class_index":
@@ -133,7 +124,6 @@ def check_labels(
                 f"{' (or -1 for unlabelled rows)' if allow_unlabeled else ''}."
             )
     elif encoding in ("class_name", "multi_hot_names"):
-        flat = pc.list_flatten(values) if encoding == "multi_hot_names" else values
         unknown = sorted(set(pc.unique(pc.drop_null(flat)).to_pylist()) - set(label_names))
         if unknown:
             raise DataError(
@@ -165,7 +155,9 @@ def infer_label_schema(feature: object, values: datasets.Dataset, column: str, o
     kind = label_kind(feature)
     if kind == "unsupported":
         raise DataError(f"Label column '{column}' of {origin} has unsupported type {feature}.")
-    problem_type = DEFAULT_PROBLEM_TYPES[kind]
+    problem_type = (
+        MULTI_LABEL if kind.startswith("list_") else REGRESSION if kind == "float" else SINGLE_LABEL
+    )
     if problem_type == REGRESSION:
         return LabelSchema(REGRESSION, (column,))
     inner = feature.feature if kind.startswith("list_") else feature

@@ -99,19 +99,10 @@ def training_position(trainer: L.Trainer | None) -> dict[str, int]:
 
 
 def training_loader(
-    dataset: datasets.Dataset,
-    lengths: Sequence[int],
-    collate_fn: Collator,
-    trainer: L.Trainer | None,
-    resume_at: tuple[int, int] | None,
-    *,
-    batch_size: int,
-    max_tokens: MaxTokens,
-    group_by_length: bool,
-    seed: int,
-    pad_to_multiple_of: int,
-    num_workers: int,
-) -> DataLoader:
+    dataset: datasets.Dataset, lengths: Sequence[int], collate_fn: Collator, trainer: L.Trainer | None,
+    resume_at: tuple[int, int] | None, *, batch_size: int, max_tokens: MaxTokens, group_by_length: bool,
+    seed: int, pad_to_multiple_of: int, num_workers: int,
+) -> DataLoader:  # fmt: skip
     """This rank's training batches, positioned after `resume_at` (epoch, batches done) when resuming.
 
     `lengths` is what each example costs: its token count (summed windows for long documents); it orders
@@ -131,11 +122,18 @@ def training_loader(
             " each is trained in a batch of its own."
         )
     budget_sampler = TokenBudgetSampler(lengths, budget, seed, pad_to_multiple_of, **distributed)
+    return batch_sampler_loader(dataset, budget_sampler, collate_fn, trainer, num_workers, resume_at)
+
+
+def batch_sampler_loader(
+    dataset: datasets.Dataset, sampler: Any, collate_fn: Collator, trainer: L.Trainer | None,
+    num_workers: int, resume_at: tuple[int, int] | None,
+) -> DataLoader:  # fmt: skip
+    """A loader over a sampler of whole batches (a `MidEpochResume`), positioned after `resume_at`."""
     if resume_at is not None:
-        budget_sampler.resume_at(*resume_at)
+        sampler.resume_at(*resume_at)
     # The sampler yields whole batches: the loader must not batch again (batch_size=None).
-    batches = ColumnBatchCollator(collate_fn)
-    return make_loader(dataset, None, batches, trainer, num_workers, sampler=budget_sampler)
+    return make_loader(dataset, None, ColumnBatchCollator(collate_fn), trainer, num_workers, sampler=sampler)
 
 
 def evaluation_loader(
@@ -191,11 +189,15 @@ class SplitLoaders:
             lengths = self.token_budget_lengths(name) if by_budget else self.sequence_lengths(name)
         else:
             lengths = [0] * len(dataset)
+        return training_loader(dataset, lengths, self.collator, self.trainer, **self.training_options())
+
+    def training_options(self) -> dict[str, Any]:
+        """The batching options of a training loader, and the resume position, which it takes once."""
         resume_at, self._resume_position = self._resume_position, None
-        return training_loader(
-            dataset, lengths, self.collator, self.trainer, resume_at, batch_size=self.batch_size,
-            max_tokens=self.max_tokens, group_by_length=self.group_by_length, seed=self.seed,
-            pad_to_multiple_of=self.pad_to_multiple_of, num_workers=self.num_workers,
+        return dict(
+            resume_at=resume_at, batch_size=self.batch_size, max_tokens=self.max_tokens,
+            group_by_length=self.group_by_length, seed=self.seed, pad_to_multiple_of=self.pad_to_multiple_of,
+            num_workers=self.num_workers,
         )  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:

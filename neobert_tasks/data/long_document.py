@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import datasets
@@ -27,7 +28,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from neobert_tasks.data.base import EncodeFunction
-from neobert_tasks.data.collator import padded_length
+from neobert_tasks.data.collator import ModelInputCollator, padded_length
 from neobert_tasks.data.keys import EXAMPLE_INDEX, EXAMPLE_POSITION
 from neobert_tasks.data.labels import encode_labels
 from neobert_tasks.data.sources import DataError
@@ -114,16 +115,14 @@ class DocumentWindowCollator:
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
         self.pad_token_id = pad_token_id
-        self.pad_to_multiple_of = pad_to_multiple_of
+        # Pads on the right whatever the tokenizer's side; the pad id is all it reads of a tokenizer.
+        padding = SimpleNamespace(pad_token_id=pad_token_id, padding_side="right")
+        self.padder = ModelInputCollator(padding, pad_to_multiple_of, ())
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         windows = [window for feature in features for window in feature["input_ids"]]
-        length = padded_length(max(len(window) for window in windows), self.pad_to_multiple_of)
-        input_ids = torch.full((len(windows), length), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(windows), length), dtype=torch.long)
-        for row, window in enumerate(windows):
-            input_ids[row, : len(window)] = torch.tensor(window, dtype=torch.long)
-            attention_mask[row, : len(window)] = 1
+        input_ids = self.padder.pad(windows, self.pad_token_id)
+        attention_mask = self.padder.pad([[1] * len(window) for window in windows], 0)
         example_position = [
             position for position, feature in enumerate(features) for _ in feature["input_ids"]
         ]
@@ -174,9 +173,7 @@ class LongDocumentDataModule(TextClassificationDataModule):
         self.title_column = title_column
         # The title is checked like the text (strings, no missing values).
         self.text_columns = (text_column,) if title_column is None else (text_column, title_column)
-        self.overflow = overflow
-        self.stride = stride
-        self.head_tokens = head_tokens
+        self.overflow, self.stride, self.head_tokens = overflow, stride, head_tokens
         self.save_hyperparameters()
         self._record_label_schema()  # over the given values just saved again, as in the parent
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from neobert_tasks.data.base import EncodeFunction, TokenizedDataModule
 from neobert_tasks.data.checks import check_text_columns, require_columns
 from neobert_tasks.data.collator import ModelInputCollator
-from neobert_tasks.data.embedding_evaluation import EvaluationSetLoaders, encode_texts
+from neobert_tasks.data.embedding_evaluation import EvaluationSetLoaders
 from neobert_tasks.data.hub_or_local import HubOrLocalSource
 from neobert_tasks.data.keys import (
     ANCHOR,
@@ -41,33 +41,23 @@ from neobert_tasks.data.keys import (
 from neobert_tasks.data.loaders import (
     Collator,
     MaxTokens,
+    batch_sampler_loader,
     distributed_kwargs,
-    make_loader,
     resolved_max_tokens,
 )
 from neobert_tasks.data.pair_formats import FORMAT_COLUMNS, encode_roles, nli_triplet_split, squad_pair_split
 from neobert_tasks.data.predict_text import load_text_file
 from neobert_tasks.data.sources import DataError
 from neobert_tasks.data.splits import PREDICT_SPLIT
-from neobert_tasks.data.token_budget import ColumnBatchCollator
+from neobert_tasks.data.text_encoding import encode_texts
 from neobert_tasks.data.unique_batches import UniqueTextBatchSampler, row_costs
 
 
 def pair_training_loader(
-    dataset: datasets.Dataset,
-    texts: np.ndarray,
-    role_lengths: np.ndarray,
-    collate_fn: Collator,
-    trainer: L.Trainer | None,
-    resume_at: tuple[int, int] | None,
-    *,
-    batch_size: int,
-    max_tokens: MaxTokens,
-    group_by_length: bool,
-    seed: int,
-    pad_to_multiple_of: int,
-    num_workers: int,
-) -> DataLoader:
+    dataset: datasets.Dataset, texts: np.ndarray, role_lengths: np.ndarray, collate_fn: Collator,
+    trainer: L.Trainer | None, resume_at: tuple[int, int] | None, *, batch_size: int, max_tokens: MaxTokens,
+    group_by_length: bool, seed: int, pad_to_multiple_of: int, num_workers: int,
+) -> DataLoader:  # fmt: skip
     """This rank's training batches without a repeated text (`UniqueTextBatchSampler`), positioned after
     `resume_at` (epoch, batches done) when resuming; `max_tokens` auto is `batch_size` × the mean row cost."""
     budget = None
@@ -83,10 +73,7 @@ def pair_training_loader(
     sampler = UniqueTextBatchSampler(
         texts, role_lengths, batch_size, seed, group_by_length, budget, pad_to_multiple_of, **distributed
     )
-    if resume_at is not None:
-        sampler.resume_at(*resume_at)
-    # The sampler yields whole batches: the loader must not batch again (batch_size=None).
-    return make_loader(dataset, None, ColumnBatchCollator(collate_fn), trainer, num_workers, sampler=sampler)
+    return batch_sampler_loader(dataset, sampler, collate_fn, trainer, num_workers, resume_at)
 
 
 class PairDataModule(EvaluationSetLoaders, HubOrLocalSource, TokenizedDataModule):
@@ -154,11 +141,7 @@ class PairDataModule(EvaluationSetLoaders, HubOrLocalSource, TokenizedDataModule
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if dataset is not None and data_dir is not None:
-            raise DataError(
-                f"Give one of dataset (hub id) or data_dir, not both: {dataset!r} and {data_dir!r}."
-            )
-        self.set_data_source(dataset, dataset_config, data_dir)
+        self.set_data_source(dataset, dataset_config, data_dir, exclusive=True)
         self.columns = {ANCHOR: anchor_column, POSITIVE: positive_column, NEGATIVE: negative_column}
         if nli_to_triplets or squad_pairs:
             self._check_format_options(nli_to_triplets, squad_pairs)
@@ -190,14 +173,6 @@ class PairDataModule(EvaluationSetLoaders, HubOrLocalSource, TokenizedDataModule
 
     # ----------------------------------------------------------------------------------------------------
     # Splits and their columns.
-
-    @property
-    def configured_validation_splits(self) -> list[str]:
-        return [self.validation_split] if self.validation_split else []
-
-    @property
-    def configured_test_splits(self) -> list[str]:
-        return [self.test_split] if self.test_split else []
 
     def load_raw_splits(self, split_names: Sequence[str]) -> tuple[datasets.DatasetDict, dict[str, str]]:
         """The splits as loaded, or made into triplets or pairs by `nli_to_triplets` or `squad_pairs`."""
@@ -278,10 +253,7 @@ class PairDataModule(EvaluationSetLoaders, HubOrLocalSource, TokenizedDataModule
         """Training batches without a repeated text over the ranks of a step (`UniqueTextBatchSampler`):
         length-grouped or shuffled, or sized by `max_tokens`, and resumable mid-epoch."""
         name = self.train_split_name
-        resume_at, self._resume_position = self._resume_position, None
         return pair_training_loader(
             self._dataset(name), self.text_hashes(name), self.role_lengths(name), self.collator, self.trainer,
-            resume_at, batch_size=self.batch_size, max_tokens=self.max_tokens,
-            group_by_length=self.group_by_length, seed=self.seed, pad_to_multiple_of=self.pad_to_multiple_of,
-            num_workers=self.num_workers,
+            **self.training_options(),
         )  # fmt: skip

@@ -15,10 +15,9 @@ import datasets
 import pyarrow.compute as pc
 from transformers import PreTrainedTokenizerBase
 
-from neobert_tasks.console import datasets_progress_bars_off
 from neobert_tasks.data.checks import require_columns
 from neobert_tasks.data.labels import label_kind
-from neobert_tasks.data.sources import DataError, MissingDataError
+from neobert_tasks.data.sources import DataError, MissingDataError, read_files
 from neobert_tasks.data.splits import PREDICT_SPLIT
 from neobert_tasks.data.word_tags import first_row
 
@@ -80,14 +79,7 @@ def load_text_file(
         )
     builder, options = PREDICT_FILE_BUILDERS[file.suffix]
     try:
-        with datasets_progress_bars_off():  # reading a local file is quick: no "Generating predict split" bar
-            dataset = datasets.load_dataset(
-                builder,
-                data_files={PREDICT_SPLIT: str(file)},
-                split=PREDICT_SPLIT,
-                cache_dir=cache_dir,
-                **options,
-            )
+        dataset = read_files(builder, PREDICT_SPLIT, [file], cache_dir, **options)
     except (ValueError, OSError, datasets.exceptions.DatasetGenerationError) as error:
         raise DataError(f"Could not read predict file '{path}': {error.__cause__ or error}") from error
     [only_column] = dataset.column_names if len(dataset.column_names) == 1 else [None]

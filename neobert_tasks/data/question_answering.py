@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -85,8 +86,7 @@ class QuestionAnsweringDataModule(HubOrLocalSource, TokenizedDataModule):
             raise DataError(
                 f"doc_stride ({doc_stride}) must be at least 0 and below max_length ({max_length})."
             )
-        self.version_2 = version_2
-        self.doc_stride = doc_stride
+        self.version_2, self.doc_stride = version_2, doc_stride
         self.save_hyperparameters()
 
     @property
@@ -101,17 +101,13 @@ class QuestionAnsweringDataModule(HubOrLocalSource, TokenizedDataModule):
         self, split_names: Sequence[str]
     ) -> tuple[datasets.DatasetDict, dict[str, str]]:
         """Split files with SQuAD's columns, or official SQuAD JSON files."""
-        split_files = self.find_local_split_files()  # MissingDataError when the directory is absent
-        present = [name for name in split_names if name in split_files]
-        official = [name for name in present if all(map(is_official_squad_json, split_files[name]))]
-        tabular = [name for name in present if name not in official]
-        loaded, origins = datasets.DatasetDict(), {}
-        if tabular or not present:  # with no split file at all, a MissingDataError lists the splits found
-            loaded, origins = load_local_splits(self.data_dir, tabular or split_names, self.cache_dir)
-        for name in official:
-            loaded[name] = load_official_squad(name, split_files[name], self.cache_dir)
-            origins[name] = ", ".join(str(path) for path in split_files[name])
-        return loaded, origins
+
+        def read_official(split: str, files: list[Path]) -> datasets.Dataset | None:
+            if not all(map(is_official_squad_json, files)):
+                return None  # JSON lines, or a JSON array of rows
+            return load_official_squad(split, files, self.cache_dir)
+
+        return load_local_splits(self.data_dir, split_names, self.cache_dir, read_own_format=read_official)
 
     def empty_text_columns(self) -> Sequence[str]:
         return ("question", "context")

@@ -47,11 +47,8 @@ class LengthGroupedSampler(Sampler[int]):
                 f" {batch_size}, {mega_batch_multiplier} and {num_replicas}."
             )
         self.lengths = [int(length) for length in lengths]
-        self.batch_size = batch_size
-        self.seed = seed
-        self.mega_batch_multiplier = mega_batch_multiplier
-        self.num_replicas = num_replicas
-        self.epoch = 0
+        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+        self.mega_batch_multiplier, self.num_replicas = mega_batch_multiplier, num_replicas
 
     @property
     def mega_batch_size(self) -> int:

@@ -15,7 +15,7 @@ their line (pandas would shift or drop fields silently), and so are non-finite n
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 import datasets
@@ -49,18 +49,20 @@ class MissingDataError(DataError, FileNotFoundError):
     """A directory, split file or tokenizer that the configuration points to does not exist."""
 
 
-def find_split_files(directory: str | Path) -> dict[str, list[Path]]:
+def find_split_files(
+    directory: str | Path, suffixes: Collection[str] = FILE_FORMATS
+) -> dict[str, list[Path]]:
     """Map each split name found in `directory` to its files, e.g. {"train": [.../train.parquet]}.
 
-    A file `<split>.<ext>` or a shard `<split>-<anything>.<ext>` belongs to `<split>`. Raises
-    `MissingDataError` when the directory does not exist.
+    A file `<split>.<ext>` or a shard `<split>-<anything>.<ext>`, for each `.<ext>` of `suffixes`, belongs
+    to `<split>`. Raises `MissingDataError` when the directory does not exist.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise MissingDataError(f"Data directory '{directory}' does not exist or is not a directory.")
     split_files: dict[str, list[Path]] = {}
     for path in sorted(directory.iterdir()):
-        if not path.is_file() or path.suffix not in FILE_FORMATS:
+        if not path.is_file() or path.suffix not in suffixes:
             continue
         # Shards follow the hub naming `<split>-00000-of-00003.<ext>`; split names themselves contain no '-'.
         split_name = path.stem.split("-", 1)[0]
@@ -91,27 +93,22 @@ def _has_rows(path: Path) -> bool:
     return False
 
 
-def check_one_format(split: str, files: list[Path]) -> None:
-    """Raise `DataError` when the files of one split do not all have the same suffix (format)."""
-    suffixes = {path.suffix for path in files}
-    if len(suffixes) > 1:
-        raise DataError(f"Split '{split}' mixes file formats {sorted(suffixes)}: {[str(p) for p in files]}.")
-
-
-def no_split_files_error(
-    directory: str | Path, split_names: Iterable[str], split_files: dict, file_names: str
-) -> MissingDataError:
-    """The error for a directory with none of the requested splits: the splits it has, and how files are
-    named (`file_names`, e.g. "<split>.parquet|csv")."""
-    return MissingDataError(
-        f"Data directory '{directory}' has no files for splits {list(split_names)}"
-        f" (splits found: {', '.join(sorted(split_files)) or 'none'}; files are named {file_names})."
-    )
+def read_files(
+    builder: str, split: str, files: list[Path], cache_dir: str | None, **builder_kwargs: object
+) -> datasets.Dataset:
+    """`datasets.load_dataset` of local `files` as split `split` with `builder`, into the datasets cache."""
+    with datasets_progress_bars_off():  # reading a local file is quick: no "Generating <split> split" bar
+        return datasets.load_dataset(
+            builder,
+            data_files={split: [str(path) for path in files]},
+            split=split,
+            cache_dir=cache_dir,
+            **builder_kwargs,
+        )
 
 
 def _load_files(split: str, files: list[Path], cache_dir: str | None) -> datasets.Dataset:
-    """Load the files of one split with the builder that matches their suffix."""
-    check_one_format(split, files)
+    """Load the files of one split (of one format, checked) with the builder that matches their suffix."""
     for path in files:
         if path.stat().st_size == 0:
             raise DataError(f"Split '{split}' file '{path}' is empty (0 bytes).")
@@ -123,14 +120,7 @@ def _load_files(split: str, files: list[Path], cache_dir: str | None) -> dataset
         for path in files:
             check_csv_rows(path, str(builder_kwargs.get("delimiter", ",")))
     try:
-        with datasets_progress_bars_off():  # reading a local file is quick: no "Generating <split> split" bar
-            dataset = datasets.load_dataset(
-                builder,
-                data_files={split: [str(path) for path in files]},
-                split=split,
-                cache_dir=cache_dir,
-                **builder_kwargs,
-            )
+        dataset = read_files(builder, split, files, cache_dir, **builder_kwargs)
     except (ValueError, OSError, datasets.exceptions.DatasetGenerationError) as error:
         reason = error.__cause__ or error  # DatasetGenerationError hides the reader's message in its cause
         raise DataError(
@@ -203,23 +193,40 @@ def _first_mismatched_line(path: Path, delimiter: str) -> tuple[int, int, int, i
 
 
 def load_local_splits(
-    directory: str | Path, split_names: Iterable[str], cache_dir: str | None = None
+    directory: str | Path,
+    split_names: Iterable[str],
+    cache_dir: str | None = None,
+    split_files: dict[str, list[Path]] | None = None,
+    file_names: str = "<split>.parquet|csv|tsv|json|jsonl",
+    read_own_format: Callable[[str, list[Path]], datasets.Dataset | None] | None = None,
 ) -> tuple[datasets.DatasetDict, dict[str, str]]:
     """Load the splits among `split_names` that have files in `directory`; missing ones are left out.
+
+    A task whose files have a format of its own (CoNLL columns, official SQuAD JSON) passes the files it
+    finds (`split_files`, named as `file_names` says) and `read_own_format(split, files)`, which reads a
+    split of that format and returns None for the tabular files read here.
 
     Returns the datasets and, per split, a description of its file(s) for error messages. Raises `DataError`
     when a split file is empty or unreadable, and `MissingDataError` when the directory does not exist or
     contains none of the requested splits.
     """
-    split_files = find_split_files(directory)
+    split_files = find_split_files(directory) if split_files is None else split_files
     wanted = [name for name in split_names if name in split_files]
     if not wanted:
-        raise no_split_files_error(directory, split_names, split_files, "<split>.parquet|csv|tsv|json|jsonl")
-    loaded = datasets.DatasetDict()
-    origins: dict[str, str] = {}
+        raise MissingDataError(
+            f"Data directory '{directory}' has no files for splits {list(split_names)}"
+            f" (splits found: {', '.join(sorted(split_files)) or 'none'}; files are named {file_names})."
+        )
+    loaded, origins = datasets.DatasetDict(), {}
     for name in wanted:
-        loaded[name] = _load_files(name, split_files[name], cache_dir)
-        origins[name] = ", ".join(str(path) for path in split_files[name])
+        files = split_files[name]
+        if len(suffixes := {path.suffix for path in files}) > 1:
+            raise DataError(
+                f"Split '{name}' mixes file formats {sorted(suffixes)}: {[str(p) for p in files]}."
+            )
+        dataset = read_own_format(name, files) if read_own_format else None
+        loaded[name] = _load_files(name, files, cache_dir) if dataset is None else dataset
+        origins[name] = ", ".join(str(path) for path in files)
     return loaded, origins
 
 
@@ -241,7 +248,7 @@ def load_generated_split(
     `DataError` raised by the generator comes out as it is.
     """
     try:
-        with datasets_progress_bars_off():  # as in _load_files
+        with datasets_progress_bars_off():  # as in read_files
             dataset = datasets.Dataset.from_generator(
                 generator,
                 features=features,

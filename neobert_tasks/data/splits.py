@@ -23,6 +23,9 @@ class SplitBookkeeping(ABC):
     """Split names by stage; `TokenizedDataModule` sets `datasets`, `raw_examples`, `_missing_splits`."""
 
     train_split_name = "train"
+    # The one validation and one test split of most tasks (options of some; None: no such split).
+    validation_split: str | None = "validation"
+    test_split: str | None = "test"
     # A raw text file to predict on instead of a split; subclasses that offer it declare the option.
     predict_file: str | None = None
     predict_split: str | None = None  # the split predict runs on instead of the test splits (an option)
@@ -38,12 +41,12 @@ class SplitBookkeeping(ABC):
     @property
     def configured_validation_splits(self) -> list[str]:
         """Validation splits the task defines, in dataloader order, whether or not the data has them."""
-        return ["validation"]
+        return [self.validation_split] if self.validation_split else []
 
     @property
     def configured_test_splits(self) -> list[str]:
         """Test splits the task defines (may be empty), in dataloader order."""
-        return ["test"]
+        return [self.test_split] if self.test_split else []
 
     @abstractmethod
     def load_raw_splits(self, split_names: Sequence[str]) -> tuple[datasets.DatasetDict, dict[str, str]]:
@@ -114,18 +117,16 @@ class SplitBookkeeping(ABC):
         names = [self.train_split_name, *self.configured_validation_splits, *self.configured_test_splits]
         return list(dict.fromkeys(names))
 
-    def _dataset(self, name: str) -> datasets.Dataset:
-        if name not in self.datasets:
+    def _dataset(self, name: str, splits: dict[str, datasets.Dataset] | None = None) -> datasets.Dataset:
+        """The tokenized split `name` (or the one of `splits`); `DataError` when it is not loaded."""
+        splits = self.datasets if splits is None else splits
+        if name not in splits:
             raise DataError(f"Split '{name}' is not loaded; call setup() for a stage that uses it first.")
-        return self.datasets[name]
+        return splits[name]
 
     def examples(self, split_name: str) -> datasets.Dataset:
         """The raw rows of an evaluated split as they were tokenized (limited, empty texts skipped)."""
-        if split_name not in self.raw_examples:
-            raise DataError(
-                f"Split '{split_name}' is not loaded; call setup() for a stage that uses it first."
-            )
-        return self.raw_examples[split_name]
+        return self._dataset(split_name, self.raw_examples)
 
     def _stage_requirements(self, stage: str | None) -> tuple[list[str], list[str], bool]:
         """Splits to load for `stage`, the ones that must exist, and whether one of them is enough."""

@@ -158,11 +158,10 @@ class TextDataModule(HubOrLocalSource, TokenizedDataModule):
         raw, _ = self.load_raw_splits([self.train_split_name])
         if self.train_split_name not in raw:
             raise MissingDataError(f"No training split in {self.data_source} to train a tokenizer on.")
-        train = raw[self.train_split_name]
-        if self.streaming:
-            train = train.take(self.limit_train_samples or STREAMING_TOKENIZER_DOCUMENTS)
-        elif self.limit_train_samples is not None:
-            train = train.select(range(min(self.limit_train_samples, len(train))))
+        limit = self.limit_train_samples
+        if self.streaming and not limit:
+            limit = STREAMING_TOKENIZER_DOCUMENTS
+        train = self._limited(raw[self.train_split_name], limit)
         texts = (row[self.text_column] for row in train)
         return train_wordpiece_tokenizer(texts, self.tokenizer_vocab_size, directory)
 

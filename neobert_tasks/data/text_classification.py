@@ -185,12 +185,8 @@ class TextClassificationDataModule(LabelledTextDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if dataset is not None and data_dir is not None:
-            raise DataError(
-                f"Give one of dataset (hub id) or data_dir, not both: {dataset!r} and {data_dir!r}."
-            )
-        if dataset is None and data_dir is None and self.predict_file is None:
-            raise DataError("Give a hub dataset id (dataset) or a local data_dir; both are None.")
+        # Without data, a predict file alone can be predicted.
+        self.set_data_source(dataset, dataset_config, data_dir, self.predict_file is None, exclusive=True)
         schema_given = problem_type == REGRESSION or (problem_type and (label_names or num_labels))
         if dataset is None and data_dir is None and not schema_given:
             raise DataError(
@@ -201,12 +197,9 @@ class TextClassificationDataModule(LabelledTextDataModule):
             raise DataError(
                 f"Unknown problem_type '{problem_type}'; expected one of {', '.join(PROBLEM_TYPES)}."
             )
-        self.set_data_source(dataset, dataset_config, data_dir, required=False)
         self.text_columns = (text_column,) if text_pair_column is None else (text_column, text_pair_column)
-        self.label_column = label_column
-        self.train_split_name = train_split
-        self.validation_split = validation_split
-        self.test_split = test_split
+        self.label_column, self.train_split_name = label_column, train_split
+        self.validation_split, self.test_split = validation_split, test_split
         self.label_schema = self._resolve_label_schema(problem_type, num_labels, label_names)
         self.save_hyperparameters()
         self._record_label_schema()
@@ -262,14 +255,6 @@ class TextClassificationDataModule(LabelledTextDataModule):
 
     # ----------------------------------------------------------------------------------------------------
     # TokenizedDataModule hooks.
-
-    @property
-    def configured_validation_splits(self) -> list[str]:
-        return [self.validation_split] if self.validation_split else []
-
-    @property
-    def configured_test_splits(self) -> list[str]:
-        return [self.test_split] if self.test_split else []
 
     def check_split(self, split_name: str, dataset: datasets.Dataset, origin: str) -> None:
         is_test = split_name == PREDICT_SPLIT or (

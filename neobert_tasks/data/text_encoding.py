@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from transformers import PreTrainedTokenizerFast
 
 from neobert_tasks.data.collator import ModelInputCollator
-from neobert_tasks.data.keys import EXAMPLE_INDEX, POSITION_IDS
+from neobert_tasks.data.keys import ATTENTION_MASK, EXAMPLE_INDEX, INPUT_IDS, POSITION_IDS
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -55,14 +55,21 @@ def split_documents(batch: dict[str, list], *, tokenizer, text_column: str, max_
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
-def encode_texts(batch: dict[str, list], indices: list[int], *, tokenizer, max_length: int) -> dict:
-    """One row per text, truncated to ``max_length`` tokens, with its row number as ``example_index``."""
-    encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
-    return {
-        "input_ids": encoded["input_ids"],
-        "attention_mask": encoded["attention_mask"],
-        EXAMPLE_INDEX: indices,
-    }
+def encode_texts(
+    batch: dict[str, list],
+    indices: list[int] | None = None,
+    *,
+    tokenizer,
+    max_length: int,
+    column: str = "text",
+    prefix: str = "",
+) -> dict:
+    """One row per text of ``column``, ``prefix`` put before it, truncated to ``max_length`` tokens; given
+    the rows' numbers (``indices``), each row keeps its own as ``example_index``."""
+    texts = [prefix + text for text in batch[column]]
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, return_token_type_ids=False)
+    rows = {INPUT_IDS: encoded[INPUT_IDS], ATTENTION_MASK: encoded[ATTENTION_MASK]}
+    return rows if indices is None else {**rows, EXAMPLE_INDEX: indices}
 
 
 class PackedCollator(ModelInputCollator):
@@ -95,13 +102,9 @@ def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int, save_direct
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
+    roles = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")  # in SPECIAL_TOKENS' order
     wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
+        tokenizer_object=tokenizer, **dict(zip(roles, SPECIAL_TOKENS, strict=True))
     )
     # Save under a private name, then rename: processes started together (torchrun) may all train;
     # the first rename wins and the others load its result, so no rank reads a half-written folder.

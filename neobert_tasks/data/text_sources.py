@@ -12,8 +12,13 @@ from pathlib import Path
 
 import datasets
 
-from neobert_tasks.console import datasets_progress_bars_off
-from neobert_tasks.data.sources import DataError, MissingDataError, find_split_files, load_local_splits
+from neobert_tasks.data.sources import (
+    DataError,
+    MissingDataError,
+    find_split_files,
+    load_local_splits,
+    read_files,
+)
 
 # Documents held out for validation from a streamed training split that has no validation split.
 STREAMING_VALIDATION_DOCUMENTS = 1000
@@ -23,23 +28,19 @@ def load_text_directory(
     directory: str | Path, split_names: Sequence[str], cache_dir: str | None, text_column: str = "text"
 ) -> tuple[dict, dict[str, str]]:
     """Load ``<split>.txt`` files (one document per non-empty line) and any other supported split files."""
+    split_files = find_split_files(directory)  # MissingDataError when the directory does not exist
     directory = Path(directory)
-    if not directory.is_dir():
-        raise MissingDataError(f"Data directory '{directory}' does not exist or is not a directory.")
     text_files = {path.stem: path for path in sorted(directory.glob("*.txt")) if path.stem in split_names}
     loaded: dict = {}
     origins: dict[str, str] = {}
     for name, path in text_files.items():
-        with datasets_progress_bars_off():  # reading a local file is quick: no "Generating <split> split" bar
-            dataset = datasets.load_dataset(
-                "text", data_files={name: str(path)}, split=name, cache_dir=cache_dir
-            )
+        dataset = read_files("text", name, [path], cache_dir)
         dataset = dataset.filter(
             lambda row: bool(row["text"].strip()), desc=f"Dropping empty lines of {name}"
         )
         loaded[name] = dataset.rename_column("text", text_column) if text_column != "text" else dataset
         origins[name] = str(path)
-    others = [name for name in split_names if name not in loaded and name in find_split_files(directory)]
+    others = [name for name in split_names if name not in loaded and name in split_files]
     if others:
         more, more_origins = load_local_splits(directory, others, cache_dir)
         loaded.update(more)

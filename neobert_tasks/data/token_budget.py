@@ -46,13 +46,20 @@ def token_budget_batch_sizes(
 
     An example longer than ``max_tokens`` on its own still gets a batch, alone.
     """
-    sizes = []
-    start = 0
-    while start < len(descending_lengths):
-        longest = padded_length(int(descending_lengths[start]), pad_to_multiple_of)
-        size = min(max(1, max_tokens // max(longest, 1)), len(descending_lengths) - start)
-        sizes.append(size)
-        start += size
+    padded = padded_length(np.asarray(descending_lengths, dtype=np.int64), pad_to_multiple_of)
+    return budget_batch_sizes(padded, max_tokens, num_replicas=1)
+
+
+def budget_batch_sizes(descending_costs: np.ndarray, max_tokens: int, num_replicas: int) -> list[int]:
+    """Global batch sizes of costs sorted longest first, cut greedily into batches of n rows per rank with
+    n × the first row's cost within `max_tokens` (a row costing more gets one row per rank); the last
+    size is rounded up to a multiple of the ranks, for the caller to fill with repeated rows."""
+    sizes, start = [], 0
+    while start < len(descending_costs):
+        per_rank = max(1, max_tokens // max(int(descending_costs[start]), 1))
+        per_rank = min(per_rank, math.ceil((len(descending_costs) - start) / num_replicas))
+        sizes.append(per_rank * num_replicas)
+        start += per_rank * num_replicas
     return sizes
 
 

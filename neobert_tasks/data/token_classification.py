@@ -92,12 +92,9 @@ class TokenClassificationDataModule(HubOrLocalSource, TokenizedDataModule):
             raise DataError(f"tokens_column and tags_column are both '{tokens_column}'.")
         if conll_tag_column == 0:
             raise DataError("conll_tag_column 0 is the word column of a CoNLL file; tags are in another one.")
-        self.tokens_column = tokens_column
-        self.tags_column = tags_column
-        self.conll_tag_column = conll_tag_column
-        self.label_all_tokens = label_all_tokens
-        self.stride = stride
-        self.predict_file = predict_file
+        self.tokens_column, self.tags_column = tokens_column, tags_column
+        self.conll_tag_column, self.label_all_tokens = conll_tag_column, label_all_tokens
+        self.stride, self.predict_file = stride, predict_file
         self._label_names = self._resolve_label_names(label_names)
         self.save_hyperparameters()
         # Record the resolved names over the given (often None) value: the CLI links them into the model's
@@ -190,14 +187,13 @@ class TokenClassificationDataModule(HubOrLocalSource, TokenizedDataModule):
         from_text = split_name == PREDICT_SPLIT and self.predict_file is not None
         labelled = not from_text and self.tags_column in dataset.column_names
         string_tags = labelled and label_kind(dataset.features[self.tags_column]) == "list_str"
+        tag_to_index = {name: index for index, name in enumerate(self._label_names)} if string_tags else None
         return functools.partial(
             encode_word_windows,
             tokenizer=tokenizer,
             tokens_column=WORDS_COLUMN if from_text else self.tokens_column,
             tags_column=self.tags_column if labelled else None,
-            tag_to_index={name: index for index, name in enumerate(self._label_names)}
-            if string_tags
-            else None,
+            tag_to_index=tag_to_index,
             continuation=continuation_labels(self._label_names),
             max_length=self.max_length,
             stride=self.stride,

@@ -51,6 +51,7 @@ from torch.utils.data import DistributedSampler
 from neobert_tasks.data.collator import padded_length
 from neobert_tasks.data.sampler import MidEpochResume, TrainingSampler
 from neobert_tasks.data.sources import DataError
+from neobert_tasks.data.token_budget import budget_batch_sizes
 
 # How many batches away (either way) a deferred row may trade places: a length-grouped mega-batch.
 SEARCH_BATCHES = 50
@@ -60,19 +61,6 @@ def row_costs(role_lengths: np.ndarray, pad_to_multiple_of: int | None) -> np.nd
     """Per row, roles × its longest padded text: a bound on the padded tokens it adds to a rank's batch."""
     role_lengths = np.asarray(role_lengths, dtype=np.int64)
     return role_lengths.shape[1] * padded_length(role_lengths.max(axis=1), pad_to_multiple_of)
-
-
-def budget_batch_sizes(descending_costs: np.ndarray, max_tokens: int, num_replicas: int) -> list[int]:
-    """Global batch sizes of costs sorted longest first, cut greedily into batches of n rows per rank with
-    n × the first row's cost within `max_tokens` (a row costing more gets one row per rank); the last
-    size is rounded up to a multiple of the ranks, for the caller to fill with repeated rows."""
-    sizes, start = [], 0
-    while start < len(descending_costs):
-        per_rank = max(1, max_tokens // max(int(descending_costs[start]), 1))
-        per_rank = min(per_rank, math.ceil((len(descending_costs) - start) / num_replicas))
-        sizes.append(per_rank * num_replicas)
-        start += per_rank * num_replicas
-    return sizes
 
 
 class UniqueTextBatchSampler(MidEpochResume, DistributedSampler):
@@ -275,14 +263,10 @@ class UniqueTextBatchSampler(MidEpochResume, DistributedSampler):
 
     def _repeat(self, order: list[int], batch: list[int], kept: set[int], kept_rows: list[int]) -> int | None:
         """A row of the epoch sharing no text with the batch and keeping it within budget, to repeat in it."""
-        return next(
-            (
-                row
-                for row in order
-                if kept.isdisjoint(self.texts[row]) and self._fits(kept_rows, len(batch), [row])[0]
-            ),
-            None,
-        )
+        for row in order:
+            if kept.isdisjoint(self.texts[row]) and self._fits(kept_rows, len(batch), [row])[0]:
+                return row
+        return None
 
     def _drop_rows(self, batches: list[list[int]], index: int, positions: list[int]) -> None:
         """Remove rows from batch `index`, then (under DDP) trim it to a multiple of the ranks."""

@@ -43,6 +43,8 @@ from torchmetrics.classification import (
 )
 from torchmetrics.utilities import dim_zero_cat
 
+from neobert_tasks.metrics.similarity import average_ranks
+
 GLUE_MAIN_METRIC: dict[str, str] = {
     "cola": "matthews_correlation",
     "sst2": "accuracy",
@@ -97,18 +99,7 @@ class GlueSpearmanCorrCoef(SpearmanCorrCoef):
     def compute(self) -> torch.Tensor:
         preds = dim_zero_cat(self.preds).to(self.dtype)
         target = dim_zero_cat(self.target).to(self.dtype)
-        return _pearson_of(_average_ranks(preds), _average_ranks(target))
-
-
-def _average_ranks(values: torch.Tensor) -> torch.Tensor:
-    """1-based ranks of ``values``, ties sharing their mean rank (SciPy's ``rankdata``), in its dtype."""
-    order = values.argsort()
-    ranks = torch.empty_like(values)
-    ranks[order] = torch.arange(1, len(values) + 1, dtype=values.dtype, device=values.device)
-    _, groups = torch.unique(values, return_inverse=True)
-    totals = torch.zeros(int(groups.max()) + 1, dtype=values.dtype, device=values.device)
-    sizes = torch.zeros_like(totals).index_add_(0, groups, torch.ones_like(values))
-    return totals.index_add_(0, groups, ranks)[groups] / sizes[groups]
+        return _pearson_of(average_ranks(preds), average_ranks(target))
 
 
 def _pearson_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -95,10 +95,8 @@ def top_k_by_cosine(
         indices = indices + start
         if best_scores is not None:
             # Earlier chunks first: for equal scores, stable_top_k's column order is then the index order.
-            scores, indices = (
-                torch.cat([best_scores, scores], dim=1),
-                torch.cat([best_indices, indices], dim=1),
-            )
+            scores = torch.cat([best_scores, scores], dim=1)
+            indices = torch.cat([best_indices, indices], dim=1)
             scores, positions = stable_top_k(scores, min(k, scores.shape[1]))
             indices = indices.gather(1, positions)
         best_scores, best_indices = scores, indices

@@ -53,7 +53,8 @@ def paired_cosine(embeddings1: torch.Tensor, embeddings2: torch.Tensor) -> torch
 
 
 def average_ranks(values: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..n of a 1-D tensor in float64, equal values sharing the mean of the ranks they span.
+    """Ranks 1..n of a 1-D float tensor, in its dtype, equal values sharing the mean of the ranks they span
+    (SciPy's ``rankdata``).
 
     torchmetrics' Spearman is not used: it divides its integer rank sums into float32 ranks and correlates
     those in float32 with 1e-6 added to the denominator, which came out 1e-8 to 7e-8 away from scipy's
@@ -62,7 +63,7 @@ def average_ranks(values: torch.Tensor) -> torch.Tensor:
     unique, inverse, counts = torch.unique(values, sorted=True, return_inverse=True, return_counts=True)
     # Equal values occupy the consecutive ranks start+1 .. start+count, whose mean is start + (count+1)/2.
     ends = torch.cumsum(counts, dim=0)
-    mean_ranks = (ends - counts).to(torch.float64) + (counts.to(torch.float64) + 1) / 2
+    mean_ranks = (ends - counts).to(values.dtype) + (counts.to(values.dtype) + 1) / 2
     return mean_ranks[inverse]
 
 

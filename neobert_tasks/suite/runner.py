@@ -142,13 +142,6 @@ def run_suite(
     return outcome
 
 
-def _pretrained_for(run: PlannedRun, options: SuiteOptions) -> tuple[bool, Path | None]:
-    """Whether ``run`` starts from MNLI, and the export it starts from (None when none is finished)."""
-    if not (options.mnli_init and run.task in MNLI_INIT_TASKS):
-        return False, None
-    return True, best_mnli_export(options.output_dir, run.seed)
-
-
 def _train(
     run: PlannedRun,
     options: SuiteOptions,
@@ -158,7 +151,8 @@ def _train(
     outcome: SuiteOutcome,
 ) -> None:
     """Start (or resume) one unfinished run and record whether it finished."""
-    from_mnli, pretrained = _pretrained_for(run, options)
+    from_mnli = options.mnli_init and run.task in MNLI_INIT_TASKS
+    pretrained = best_mnli_export(options.output_dir, run.seed) if from_mnli else None
     if from_mnli and pretrained is None:
         echo(f"{prefix}: not started, no finished MNLI run of seed {run.seed} to start from")
         outcome.failed.append((run, f"no finished MNLI run of seed {run.seed}"))
