@@ -125,3 +125,42 @@ def test_a_checkpoint_without_adapters_or_over_another_backbone_is_refused():
         ConfigError, match="has no weights for .* adapter's tensors .* without model.init_args.peft"
     ):
         check_lora_checkpoint(model, full, "Checkpoint 'full.ckpt'")
+
+
+TASKS = {
+    "SequenceClassificationTask": ({"num_labels": 2}, {"dense", "classifier"}),
+    "LongDocumentClassificationTask": ({"num_labels": 2}, {"dense", "classifier"}),
+    "TokenClassificationTask": ({"label_names": ["O", "B-PER", "I-PER"]}, {"classifier"}),
+    "QuestionAnsweringTask": ({}, {"qa_outputs"}),
+    "MaskedLanguageModelingTask": ({}, {"decoder"}),
+    "EmbeddingTask": ({}, set()),
+}
+
+
+@pytest.mark.parametrize("task_name", sorted(TASKS))
+def test_every_task_trains_adapters_and_its_head(task_name):
+    """LoRA for every task: the adapters on all four projections and the task's head train, nothing else,
+    and the model still runs (the MLM task reaches the backbone and decoder through ``network``)."""
+    import neobert_tasks.tasks as tasks
+
+    arguments, head = TASKS[task_name]
+    config = {**TINY, "vocab_size": 100, "max_length": 64}
+    task = getattr(tasks, task_name)(pretrained=None, model_config=config, peft={"r": 2}, **arguments)
+    trainable = [name for name, parameter in task.named_parameters() if parameter.requires_grad]
+    adapted = {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in trainable if ".lora_" in name}
+    assert adapted == {"qkv", "wo", "w12", "w3"}
+    saved = {
+        name.split(".modules_to_save")[0].rsplit(".", 1)[-1]
+        for name in trainable
+        if "modules_to_save" in name
+    }
+    assert saved == head
+    assert all(".lora_" in name or "modules_to_save" in name for name in trainable)
+    inputs = {
+        "input_ids": torch.randint(0, 100, (2, 8)),
+        "attention_mask": torch.ones(2, 8, dtype=torch.long),
+    }
+    with torch.no_grad():
+        task.model(**inputs)
+    assert task.network.base_model.config.hidden_size == 32  # the task's own class under the wrapper
+    assert type(task.export_model()) is type(task.network)
