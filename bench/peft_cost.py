@@ -1,15 +1,17 @@
 """What LoRA saves against full fine-tuning: step time, peak memory, checkpoint size and trainable weights.
 
 ``python -m bench.peft_cost [--shape base] [--steps 12] [--precision bf16-mixed]`` runs ``fit`` on SST-2
-(``configs/glue/sst2.yaml``, batch 32, random weights of the given shape: the hub checkpoint is not needed to
-time a step) once with full fine-tuning and once with ``configs/presets/lora.yaml`` (r = 8 on qkv, wo, w12,
-w3, the head in full). Each route runs in its own process, so that its peak memory is its own; the routes
-alternate, ``--repeats`` times each, and the medians are reported.
+(``configs/glue/sst2.yaml``, batch 32, random weights of the given shape: the hub checkpoint is not needed
+to time a step) with full fine-tuning, with ``configs/presets/lora.yaml`` (r = 8 on qkv, wo, w12, w3, the
+head in full), and with that preset's LoRA dropout set to 0 (peft's dropout keeps a copy of every adapted
+layer's input for the backward pass). Each route runs in its own process, so that its peak memory is its
+own; the routes alternate, ``--repeats`` times each, and the medians are reported.
 
 Step time is the median over the steps after ``--warmup-steps`` (Lightning's batch start to batch end:
 forward, backward, optimizer step and logging). Peak memory is CUDA's peak allocation on a GPU, the
-process's peak resident set on the CPU (with its growth from the start of training). The checkpoint is
-the one Lightning writes for resuming (``trainer.save_checkpoint``): weights kept and optimizer state.
+process's peak resident set on the CPU (with its growth from the start of training); beside it, the bytes
+of the weights, gradients and optimizer state at the end of training. The checkpoint is the one Lightning
+writes for resuming (``trainer.save_checkpoint``): the weights it keeps and the optimizer state.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from neobert_tasks.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-ROUTES = ("full", "lora")
+ROUTES = ("full", "lora", "lora_no_dropout")
 
 
 class StepClock(L.Callback):
@@ -94,8 +96,10 @@ def fit_args(route: str, shape: str, steps: int, precision: str, root: Path) -> 
         args += ["--trainer.accelerator", "cuda", "--trainer.devices", "1"]
     else:
         args += ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]
-    if route == "lora":
+    if route.startswith("lora"):
         args += ["--config", str(REPO / "configs/presets/lora.yaml")]
+    if route == "lora_no_dropout":  # peft's LoRA dropout keeps a copy of each adapted layer's input
+        args += ["--model.init_args.peft", "{r: 8, alpha: 16, dropout: 0.0}"]
     return args
 
 
@@ -138,6 +142,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=2, help="first steps left out of the timing")
     parser.add_argument("--precision", default="bf16-mixed", help="Lightning precision")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each route, alternating")
+    parser.add_argument("--routes", nargs="+", choices=ROUTES, default=list(ROUTES), help="routes to run")
     parser.add_argument("--route", choices=ROUTES, help=argparse.SUPPRESS)  # one run, in a child process
     parser.add_argument("--output", default=str(REPO / "bench/results/peft_cost.json"))
     return parser.parse_args(argv)
@@ -150,13 +155,13 @@ def main_cli(argv: list[str] | None = None) -> None:
                            arguments.precision)  # fmt: skip
         print(json.dumps(result))
         return
-    runs: dict[str, list[dict]] = {route: [] for route in ROUTES}
+    runs: dict[str, list[dict]] = {route: [] for route in arguments.routes}
     child = [
         sys.executable, "-m", "bench.peft_cost", "--shape", arguments.shape, "--steps", str(arguments.steps),
         "--warmup-steps", str(arguments.warmup_steps), "--precision", arguments.precision,
     ]  # fmt: skip
     for _ in range(arguments.repeats):
-        for route in ROUTES:
+        for route in arguments.routes:
             output = subprocess.run([*child, "--route", route], cwd=REPO, check=True, capture_output=True,
                                     text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
             runs[route].append(json.loads(output.stdout.strip().splitlines()[-1]))

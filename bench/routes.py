@@ -123,7 +123,8 @@ class NeoBERTTasksRoute:
         callbacks = [
             callback for callback in cli.trainer.callbacks if not isinstance(callback, EarlyStopping)
         ]
-        cli.trainer.callbacks = [*callbacks, _LightningClock(self.clock), *self.extra_callbacks]
+        # The clock last: its step end may wait for the other routes' turns, which no callback should time.
+        cli.trainer.callbacks = [*callbacks, *self.extra_callbacks, _LightningClock(self.clock)]
         self.clock.watch(task.model)
         cli.trainer.fit(task, datamodule=cli.datamodule)
         self.model = task.model
@@ -236,7 +237,7 @@ class TrainerRoute:
             train_dataset=dataset,
             data_collator=collator,
             processing_class=tokenizer,
-            callbacks=[_TrainerClock(self.clock), *self.extra_callbacks],
+            callbacks=[*self.extra_callbacks, _TrainerClock(self.clock)],  # the clock last, as above
         )
         trainer.train()
 

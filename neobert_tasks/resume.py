@@ -166,7 +166,7 @@ class ResumeCheckpoint(ModelCheckpoint):
             save_on_train_epoch_end=False,
             enable_version_counter=False,  # one last.ckpt, shared with the best-model checkpoint
         )
-        self.save_on_sigterm = save_on_sigterm
+        self.save_on_sigterm, self.every_n_steps = save_on_sigterm, max(every_n_train_steps, 0)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         best = trainer.checkpoint_callback
@@ -193,8 +193,10 @@ class ResumeCheckpoint(ModelCheckpoint):
 
     def on_train_batch_end(self, trainer: L.Trainer, *args, **kwargs) -> None:
         # A checkpoint taken just before a validation resumes past it: Lightning counts that validation as
-        # done. The best-model checkpoint saves last.ckpt once the validation has finished instead.
-        if not validation_follows(trainer):
+        # done. The best-model checkpoint saves last.ckpt once the validation has finished instead. Asked
+        # only at the steps that save: the look ahead costs time at every step (bench/README.md).
+        due = self.every_n_steps and trainer.global_step % self.every_n_steps == 0
+        if due and not validation_follows(trainer):
             super().on_train_batch_end(trainer, *args, **kwargs)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -16,6 +16,7 @@ validation and at the end of an epoch also come before the saves made there. Che
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -68,7 +69,12 @@ class NonFiniteLossGuard(L.Callback):
         if not self.enabled or self._record is None:
             return
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        if isinstance(loss, torch.Tensor):
+        if isinstance(loss, torch.Tensor) and loss.device.type == "cpu":
+            # Nothing to wait for on the CPU: a Python test costs far less than the tensor ops below.
+            value = float(loss.detach())
+            if not math.isfinite(value) and self._record[STEP] < 0:
+                self._record = torch.tensor([self._batch_step, trainer.current_epoch, value])
+        elif isinstance(loss, torch.Tensor):
             loss = loss.detach().float().reshape(())
             # All on the device: `full_like` fills from Python numbers without copying from the host.
             step, epoch = (

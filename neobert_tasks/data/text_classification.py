@@ -210,7 +210,7 @@ class TextClassificationDataModule(LabelledTextDataModule):
     @property
     def main_metric(self) -> str:
         """Metric used to pick the best checkpoint."""
-        return {REGRESSION: "pearson", MULTI_LABEL: "f1"}.get(self.problem_type, "accuracy")
+        return {REGRESSION: "pearson", MULTI_LABEL: "f1_micro"}.get(self.problem_type, "accuracy")
 
     def _resolve_label_schema(
         self, problem_type: str | None, num_labels: int | None, label_names: list[str] | None

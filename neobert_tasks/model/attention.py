@@ -2,15 +2,19 @@
 
 Two families, chosen by ``config._attn_implementation``:
 
-* padded backends (``eager``, ``sdpa``) take ``(batch, length, heads, head_dim)`` and a boolean mask
-  that is True where attention is allowed;
-* varlen backends (``flash_attention_2``, ``sdpa_varlen``) take the unpadded ``(total_tokens, heads,
-  head_dim)`` with ``cu_seqlens``; the backbone unpads once on entry and re-pads once on exit, so the
-  projections and FFNs skip padding. ``sdpa_varlen`` lays each document into its own row of a
-  ``(documents, longest document)`` batch for attention only, runs one batched SDPA with a key-padding
-  mask, and gathers the real tokens back: the CPU counterpart of flash-attn's varlen kernel, and the
-  way the unpad/re-pad logic is tested on machines without CUDA.
+* padded backends (``eager``, ``sdpa``, ``flex``) take ``(batch, length, heads, head_dim)``; ``eager`` and
+  ``sdpa`` get a boolean mask that is True where attention is allowed, ``flex`` (PyTorch's FlexAttention)
+  a document ``BlockMask`` built once per forward, with which it skips the blocks that cross documents;
+* varlen backends (``flash_attention_2``, ``torch_varlen``, ``sdpa_varlen``) take the unpadded
+  ``(total_tokens, heads, head_dim)`` with ``cu_seqlens``; the backbone unpads once on entry and re-pads
+  once on exit, so the projections and FFNs skip padding. ``flash_attention_2`` is flash-attn's kernel,
+  ``torch_varlen`` PyTorch's own (``torch.nn.attention.varlen.varlen_attn``), both CUDA-only. ``sdpa_varlen``
+  lays each document into its own row of a ``(documents, longest document)`` batch for attention only,
+  runs one batched SDPA with a key-padding mask, and gathers the real tokens back: the CPU counterpart of
+  the varlen kernels, and the way the unpad/re-pad logic is tested on machines without CUDA.
 
+``auto`` (the default) is not a backend but a choice among them by device and precision
+(:func:`auto_backend`), made at each forward, or once by a task (:func:`settle_backend`).
 All of them return ``(..., heads, head_dim)`` in the layout they were given.
 """
 
@@ -32,6 +36,12 @@ from transformers import AttentionInterface
 # path on CPU uses the explicit product, whose (batch, heads, L, L) scores stay small at such lengths;
 # longer sequences keep SDPA, which never builds an L × L tensor.
 EXPLICIT_ATTENTION_MAX_LENGTH = 256
+# The dtypes that the CUDA varlen kernels compute in; fp32 input is run in bf16 and cast back.
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+# flex_attention is a fused kernel only under torch.compile; called as is, it is a slow reference that
+# materialises the (B, H, L, L) scores and warns so (9× slower than compiled on CPU at 4 × 512 tokens, 12
+# heads, where compiled it runs as fast as SDPA). The tests turn this off to skip compiling.
+FLEX_COMPILED = True
 
 
 @dataclass
@@ -45,12 +55,17 @@ class AttentionContext:
         max_seqlen: Varlen backends: length of the longest document.
         slots: ``sdpa_varlen``: ``(total_tokens,)`` position of each token in the flattened
             ``(documents, max_seqlen)`` layout (see ``padding.document_slots``).
+        block_mask: ``flex``: which (query, key) blocks hold pairs of the same document, built once per
+            forward and shared by every layer (see ``padding.document_block_mask``).
     """
 
     mask: torch.Tensor | None = None
     cu_seqlens: torch.Tensor | None = None
     max_seqlen: int = 0
     slots: torch.Tensor | None = None
+    block_mask: torch.nn.attention.flex_attention.BlockMask | None = (
+        None  # not imported: torch < 2.5 lacks it
+    )
 
 
 def _explicit_attention(
@@ -135,7 +150,7 @@ def flash_varlen_attention(
             f"{query.device}. Use attn_implementation='sdpa' on this device."
         )
     input_dtype = query.dtype
-    if input_dtype not in (torch.float16, torch.bfloat16):
+    if input_dtype not in HALF_DTYPES:
         query, key, value = (t.to(torch.bfloat16) for t in (query, key, value))
     output = kernel(
         query,
@@ -151,6 +166,28 @@ def flash_varlen_attention(
     return output.to(input_dtype)
 
 
+def torch_varlen_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, context: AttentionContext
+) -> torch.Tensor:
+    """PyTorch's own flash kernel, ``torch.nn.attention.varlen.varlen_attn``, on the unpadded input.
+
+    Like flash-attn it computes in fp16/bf16 only; fp32 input (no autocast) is run in bf16 and cast back.
+    """
+    if not query.is_cuda:
+        raise RuntimeError(
+            "attn_implementation='torch_varlen' runs on CUDA tensors only; the model is on "
+            f"{query.device}. Use attn_implementation='sdpa' on this device."
+        )
+    # Imported here: the exported remote code must still load with a torch that predates it.
+    from torch.nn.attention.varlen import varlen_attn
+
+    input_dtype = query.dtype
+    if input_dtype not in HALF_DTYPES:
+        query, key, value = (t.to(torch.bfloat16) for t in (query, key, value))
+    cu_seqlens, longest = context.cu_seqlens, context.max_seqlen
+    return varlen_attn(query, key, value, cu_seqlens, cu_seqlens, longest, longest).to(input_dtype)
+
+
 def _import_flash_attn() -> Callable:
     """Import flash-attn on first use only, so that CPU machines never need it."""
     try:
@@ -163,14 +200,52 @@ def _import_flash_attn() -> Callable:
     return flash_attn_varlen_func
 
 
+def flex_document_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, context: AttentionContext
+) -> torch.Tensor:
+    """FlexAttention on the padded ``(B, L, H, D)`` input, restricted by the document ``context.block_mask``.
+
+    Padding queries attend to nothing and come out as zeros (FlexAttention's answer to a fully masked row).
+    """
+    if query.requires_grad and query.device.type in ("cpu", "mps") and torch.is_grad_enabled():
+        raise RuntimeError(
+            f"attn_implementation='flex' cannot train on {query.device.type}: torch's FlexAttention has no "
+            "backward pass there; train with attn_implementation='sdpa' on this device."
+        )
+    query, key, value = (t.transpose(1, 2) for t in (query, key, value))  # (B, H, L, D)
+    return _flex_kernel(query.device.type)(query, key, value, block_mask=context.block_mask).transpose(1, 2)
+
+
+def _flex_kernel(device_type: str) -> Callable:
+    """flex_attention, compiled once per process and device type unless ``FLEX_COMPILED`` is off."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if not FLEX_COMPILED or torch.compiler.is_compiling():  # in compiled blocks, their own compile fuses it
+        return flex_attention
+    return _compiled_flex(device_type)
+
+
+@functools.cache
+def _compiled_flex(device_type: str) -> Callable:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    # torch 2.13's inductor writes C++ that does not compile ("'cur_kvSplitSize7' was not declared") for the
+    # CPU kernel with dynamic shapes: there each batch shape gets a kernel of its own (4-7 s to compile).
+    return torch.compile(flex_attention, dynamic=False if device_type == "cpu" else None)
+
+
 # name → (function, takes unpadded input). eager: softmax(q kᵀ / √d) v with masked scores set to -inf (not
 # multiplied by the mask), fp32 softmax; sdpa: PyTorch's fused attention with a broadcasting boolean mask.
 ATTENTION_BACKENDS: dict[str, tuple[Callable, bool]] = {
     "eager": (functools.partial(padded_attention, _explicit_attention), False),
     "sdpa": (functools.partial(padded_attention, scaled_dot_product), False),
+    "flex": (flex_document_attention, False),
     "sdpa_varlen": (sdpa_varlen_attention, True),
+    "torch_varlen": (torch_varlen_attention, True),
     "flash_attention_2": (flash_varlen_attention, True),
 }
+# What attn_implementation accepts: a backend, or auto.
+BACKEND_CHOICES = ("auto", *ATTENTION_BACKENDS)
 
 
 def attention_backend(name: str | None) -> tuple[Callable, bool]:
@@ -178,46 +253,118 @@ def attention_backend(name: str | None) -> tuple[Callable, bool]:
     name = name or "sdpa"
     if name not in ATTENTION_BACKENDS:
         raise ValueError(
-            f"Unknown attn_implementation {name!r} for NeoBERT; choose one of {sorted(ATTENTION_BACKENDS)}."
+            f"Unknown attn_implementation {name!r} for NeoBERT; choose one of {sorted(BACKEND_CHOICES)}."
         )
     return ATTENTION_BACKENDS[name]
 
 
+def auto_backend(device_type: str, dtype: torch.dtype, has_flash_attn: bool | None = None) -> str:
+    """The backend ``auto`` picks when attention runs on ``device_type`` in ``dtype``: the fastest there.
+
+    On CUDA in fp16/bf16, a varlen kernel (padding skipped everywhere): flash-attn's when installed, else
+    PyTorch's own. Both compute in half precision only, so fp32 keeps ``sdpa`` rather than silently lose
+    precision. Off CUDA, ``sdpa``: the fastest on CPU (``sdpa_varlen`` wins only on mixed-length rows, and
+    ``flex`` only compiled and for inference; bench/README.md).
+    """
+    if device_type != "cuda" or dtype not in HALF_DTYPES:
+        return "sdpa"
+    if flash_attn_installed() if has_flash_attn is None else has_flash_attn:
+        return "flash_attention_2"
+    return "torch_varlen" if torch_has("varlen") else "sdpa_varlen"
+
+
+def compute_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """The dtype attention computes in for input ``hidden``: autocast's when it is on, else the input's."""
+    device_type = hidden.device.type
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else hidden.dtype
+
+
+def resolve_backend(name: str | None, device_type: str, dtype: torch.dtype) -> str:
+    """The backend that ``attn_implementation`` ``name`` runs: itself, or what ``auto`` picks."""
+    return auto_backend(device_type, dtype) if name == "auto" else name or "sdpa"
+
+
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def settle_backend(model, name: str | None, device_type: str, precision: str | None = None) -> str:
+    """Set ``model``'s backend to what ``attn_implementation`` ``name`` runs on ``device_type`` at Lightning's
+    ``precision`` (``"bf16-mixed"``, ``"32-true"``, …; half weights count as half too), and return the line
+    that says which, e.g. ``Attention backend: sdpa (auto on cpu, fp32)``.
+
+    A task calls it once the device is known; the model then never re-decides at a forward.
+    """
+    precision = str(precision or "")
+    dtype = torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else model.dtype
+    chosen = resolve_backend(name, device_type, dtype)
+    model.config._attn_implementation = chosen
+    how = f"auto on {device_type}, {DTYPE_NAMES.get(dtype, dtype)}" if name == "auto" else "as configured"
+    return f"Attention backend: {chosen} ({how})"
+
+
 # Backends that PyTorch alone runs, on any device; sdpa_varlen is the unpadded counterpart of flash-attn's.
 TORCH_BACKENDS = ("sdpa", "sdpa_varlen", "eager")
+# CUDA-only backends → what they need that this machine may lack.
+CUDA_BACKENDS = {"flash_attention_2": "flash-attn", "torch_varlen": "varlen_attn"}
 
 
+@functools.cache  # auto asks at every forward
 def flash_attn_installed() -> bool:
     """Whether the flash-attn package is importable, without importing it (slow, and CUDA-only)."""
     return importlib.util.find_spec("flash_attn") is not None
 
 
-def backend_problem(name: str | None, device_type: str, has_flash_attn: bool | None = None) -> str | None:
-    """Why ``attn_implementation`` ``name`` cannot run on a ``device_type`` ("cpu", "cuda", ...) device,
-    as one sentence naming the key and the backends that do run there; None when it can.
+@functools.cache
+def torch_has(module: str) -> bool:
+    """Whether this torch has ``torch.nn.attention.<module>`` (``varlen``: 2.9+, ``flex_attention``: 2.5+)."""
+    return importlib.util.find_spec(f"torch.nn.attention.{module}") is not None
+
+
+def backend_problem(
+    name: str | None, device_type: str, has_flash_attn: bool | None = None, training: bool = False
+) -> str | None:
+    """Why ``attn_implementation`` ``name`` cannot run on a ``device_type`` ("cpu", "cuda", ...) device
+    (``training``: with a backward pass), as one sentence naming the key and the backends that do run
+    there; None when it can.
 
     Asked before the model is built: transformers, given flash_attention_2 without flash-attn, tries to
     download a kernel from the hub and fails with a long traceback (or, online, runs code it fetched).
     """
     key = f"model.init_args.attn_implementation {name!r}"
-    if name is not None and name not in ATTENTION_BACKENDS:
-        choices = ", ".join(sorted(ATTENTION_BACKENDS))
-        return f"{key} is not a NeoBERT attention backend; choose one of {choices}."
-    if name != "flash_attention_2":
+    if name is not None and name not in BACKEND_CHOICES:
+        return (
+            f"{key} is not a NeoBERT attention backend; choose one of {', '.join(sorted(BACKEND_CHOICES))}."
+        )
+    module = {"flex": "flex_attention", "torch_varlen": "varlen"}.get(name)
+    if module and not torch_has(module):
+        return (
+            f"{key} needs torch.nn.attention.{module}, which torch {torch.__version__} lacks; use"
+            " sdpa_varlen or sdpa, or a newer torch."
+        )
+    if name == "flex" and training and device_type in ("cpu", "mps"):
+        return (
+            f"{key} cannot train on {device_type}: torch's FlexAttention has no backward pass there; use one"
+            f" of {', '.join(TORCH_BACKENDS)} to train there (flex runs inference only)."
+        )
+    if name not in CUDA_BACKENDS:
         return None
     if device_type != "cuda":
         return (
             f"{key} runs on CUDA GPUs only and this run is on {device_type}; use one of"
-            f" {', '.join(TORCH_BACKENDS)} there (sdpa_varlen skips padding as flash-attn does)."
+            f" {', '.join(TORCH_BACKENDS)} there (sdpa_varlen skips padding as {CUDA_BACKENDS[name]} does)."
         )
-    if not (flash_attn_installed() if has_flash_attn is None else has_flash_attn):
+    if name == "flash_attention_2" and not (
+        flash_attn_installed() if has_flash_attn is None else has_flash_attn
+    ):
         return (
-            f"{key} needs the flash-attn package, which is not installed; use sdpa_varlen (PyTorch's"
-            " own attention on unpadded sequences) or sdpa, or pip install 'neobert_tasks[flash]'."
+            f"{key} needs the flash-attn package, which is not installed; use torch_varlen or sdpa_varlen"
+            " (PyTorch's own attention on unpadded sequences) or sdpa, or pip install 'neobert_tasks[flash]'."
         )
     return None
 
 
-# transformers validates attn_implementation against its own registry; make the CPU varlen backend a known
-# name (only NeoBERT's forward ever dispatches to it, through ATTENTION_BACKENDS).
-AttentionInterface.register("sdpa_varlen", sdpa_varlen_attention)
+# transformers validates attn_implementation against its own registry; make our other names known (only
+# NeoBERT's forward ever dispatches to them, through ATTENTION_BACKENDS; auto is resolved before that).
+for _name in ("sdpa_varlen", "torch_varlen", "flex"):
+    AttentionInterface.register(_name, ATTENTION_BACKENDS[_name][0])
+AttentionInterface.register("auto", sdpa_varlen_attention)

@@ -100,6 +100,9 @@ class NeoBERTConfig(PretrainedConfig):
         if self.dim_head % 2 != 0:
             raise ValueError(f"NeoBERTConfig: dim_head {self.dim_head} must be even for rotary embeddings.")
         super().__post_init__(**kwargs)
+        if self._attn_implementation is None:
+            # transformers would take sdpa; auto picks the fastest backend for the device and precision
+            self._attn_implementation = "auto"
 
     @property
     def ffn_width(self) -> int:

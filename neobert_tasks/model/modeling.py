@@ -17,9 +17,17 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput
 
 from neobert_tasks.errors import ConfigError
-from neobert_tasks.model.attention import AttentionContext, attention_backend, sdpa_varlen_attention
+from neobert_tasks.model.attention import (
+    AttentionContext,
+    attention_backend,
+    compute_dtype,
+    flex_document_attention,
+    resolve_backend,
+    sdpa_varlen_attention,
+)
 from neobert_tasks.model.configuration import NeoBERTConfig
 from neobert_tasks.model.padding import (
+    document_block_mask,
     document_ids,
     document_slots,
     gather_tokens,
@@ -112,6 +120,12 @@ class NeoBERTPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.bias)
         elif isinstance(module, nn.RMSNorm):
             init.ones_(module.weight)
+
+
+def shared_rows(position_ids: torch.Tensor) -> torch.Tensor:
+    """``position_ids``, or its first row when all rows are that row by construction (an ``expand``ed
+    ``arange``, stride 0 over the batch): the rotation is then computed once and broadcast over the rows."""
+    return position_ids[:1] if position_ids.dim() == 2 and position_ids.stride(0) == 0 else position_ids
 
 
 class NeoBERTModel(NeoBERTPreTrainedModel):
@@ -210,7 +224,9 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
             self._check_length(int(position_ids.max()) + 1 if position_ids.numel() else 0)
             packed = cu_seqlens is not None or is_packed(position_ids)
         documents = document_ids(attention_mask, position_ids, hidden.shape[:2])
-        attention, unpadded_input = attention_backend(self.config._attn_implementation)
+        # auto, unless a task settled it already: decided here, where the device and precision are known
+        name = resolve_backend(self.config._attn_implementation, hidden.device.type, compute_dtype(hidden))
+        attention, unpadded_input = attention_backend(name)
         first_token_only = first_token_only and not output_hidden_states
         if unpadded_input:
             hidden, all_hidden = self._encode_unpadded(
@@ -265,11 +281,14 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
 
         ``masked`` is False when no attention mask was given: there is then no padding to look for.
         """
-        mask = padded_attention_mask(documents, packed, self.blocks_compiled, padded=masked)
-        context = AttentionContext(mask=mask)
+        if attention is flex_document_attention:
+            context = AttentionContext(block_mask=document_block_mask(documents))
+        else:
+            mask = padded_attention_mask(documents, packed, self.blocks_compiled, padded=masked)
+            context = AttentionContext(mask=mask)
         keep_last = (slice(None), slice(0, 1)) if first_only else None  # each row's first token
         return self._run_blocks(
-            hidden, self._rotation(position_ids), context, attention, keep_hidden, keep_last
+            hidden, self._rotation(shared_rows(position_ids)), context, attention, keep_hidden, keep_last
         )
 
     def _encode_unpadded(self, hidden, position_ids, documents, packed, attention, keep_hidden, first_only):

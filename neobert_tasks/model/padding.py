@@ -4,7 +4,8 @@ A batch reaches the backbone as ``(batch, length)`` rows. A row holds one sequen
 or, for packed input, several documents back to back whose ``position_ids`` restart at 0 (or whose
 boundaries are given as ``cu_seqlens``). Everything below reduces both cases to one description:
 a *document id* per token (-1 for padding), from which the attention masks of the padded backends and
-the ``cu_seqlens`` of the varlen backends are derived. Documents never attend to one another.
+the ``cu_seqlens`` of the varlen backends and the block mask of ``flex`` are derived. Documents never
+attend to one another.
 """
 
 from __future__ import annotations
@@ -143,3 +144,19 @@ def padded_attention_mask(
     if not always and (not padded or bool((documents >= 0).all())):
         return None
     return (documents >= 0)[:, None, None, :]
+
+
+def document_block_mask(documents: torch.Tensor):
+    """FlexAttention's ``BlockMask`` for ``documents`` ``(batch, length)`` (:func:`document_ids`): each token
+    attends to the tokens of its own document only, and padding to nothing (FlexAttention then returns
+    zeros, not NaN). Built once per forward: it evaluates the rule on every (query, key) pair and keeps,
+    per 128 × 128 block, whether the block is empty, full or partial, so that attention skips empty ones.
+    """
+    # Imported here: the exported remote code must still load with a torch that predates FlexAttention.
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def same_document(batch, head, query, key):
+        return (documents[batch, query] == documents[batch, key]) & (documents[batch, key] >= 0)
+
+    batch_size, length = documents.shape
+    return create_block_mask(same_document, batch_size, None, length, length, device=documents.device)

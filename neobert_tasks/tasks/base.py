@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 
 from neobert_tasks.data.keys import MODEL_INPUT_KEYS
 from neobert_tasks.errors import ConfigError
-from neobert_tasks.model.attention import backend_problem
+from neobert_tasks.model.attention import backend_problem, settle_backend
 from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT, build_model
 from neobert_tasks.tasks.compatibility import (
     check_checkpoint_fits,
@@ -48,7 +48,8 @@ class NeoBERTTask(L.LightningModule):
             ``model_config`` is set).
         model_config: NeoBERTConfig fields of a randomly initialised model of any size, e.g.
             ``{hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 96}``.
-        attn_implementation: Attention backend: ``sdpa``, ``flash_attention_2``, ``eager`` or ``sdpa_varlen``.
+        attn_implementation: Attention backend: ``auto`` (the fastest for the device and precision), ``sdpa``,
+            ``eager``, ``sdpa_varlen``, ``torch_varlen``, ``flash_attention_2`` or ``flex`` (docs/model.md).
         learning_rate: Peak learning rate of AdamW.
         weight_decay: AdamW weight decay, never applied to norms and biases.
         betas: AdamW (β1, β2); NeoBERT's recipe uses (0.9, 0.95).
@@ -85,7 +86,7 @@ class NeoBERTTask(L.LightningModule):
         self,
         pretrained: str | None = OFFICIAL_CHECKPOINT,
         model_config: dict[str, Any] | None = None,
-        attn_implementation: str = "sdpa",
+        attn_implementation: str = "auto",
         learning_rate: float = 2e-5,
         weight_decay: float = 1e-5,
         betas: tuple[float, float] = (0.9, 0.95),
@@ -177,8 +178,20 @@ class NeoBERTTask(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
         loss = self.model(**self.model_inputs(batch)).loss
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log_training_loss(loss, batch["input_ids"].shape[0])
         return loss
+
+    def log_training_loss(self, loss: torch.Tensor, batch_size: int) -> None:
+        """Log ``train/loss`` at the steps the loggers write (``trainer.log_every_n_steps``) and at the end
+        of an epoch only: Lightning drops a step value logged in between, yet the call is among the
+        costlier parts of a small model's step (bench/README.md, step breakdown). The progress bar shows
+        the loss of the last step logged."""
+        trainer = self._trainer
+        if trainer is not None:
+            every = trainer.log_every_n_steps
+            if every == 0 or ((trainer.global_step + 1) % every != 0 and not trainer.is_last_batch):
+                return  # 0: Lightning logs no step values at all
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hparams = self.hparams
@@ -203,13 +216,16 @@ class NeoBERTTask(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def setup(self, stage: str) -> None:
-        """Check that the data fits the model (vocabulary, input length) before any step runs; compile the
-        blocks for ``fit`` when asked to."""
+        """Settle the attention backend and check that the data fits the model (vocabulary, input length)
+        before any step runs; compile the blocks for ``fit`` when asked to."""
         if self._trainer is not None:  # build_model could only guess the device, from CUDA being present
             device_type = self.trainer.strategy.root_device.type
-            problem = backend_problem(self.hparams.get("attn_implementation"), device_type)
+            backend = self.hparams.get("attn_implementation")
+            problem = backend_problem(backend, device_type, training=stage == "fit")
             if problem:
                 raise ConfigError(problem)
+            # `auto` settles on one backend for the run's device and precision, and the log says which.
+            rank_zero_info(settle_backend(self.network, backend, device_type, self.trainer.precision))
         if stage == "fit" and self.hparams.get("compile") and not self.network.base_model.blocks_compiled:
             self.network.base_model.compile_blocks()
         datamodule = getattr(self._trainer, "datamodule", None)

@@ -29,6 +29,7 @@ def label_counts(labels: Sequence, num_labels: int, multi_label: bool) -> tuple[
     number of labels counted; -100 (tokens that carry no label) and -1 (hidden labels) are skipped."""
     if multi_label:
         values = torch.as_tensor(labels).reshape(-1, num_labels)
+        values = values[(values >= 0).all(dim=1)]  # unlabelled rows are all -1
         return (values > 0.5).sum(0), values.shape[0]
     if labels and isinstance(labels[0], list):  # a tag per token, rows of different lengths
         labels = list(itertools.chain.from_iterable(labels))

@@ -135,7 +135,7 @@ class EmbeddingTask(NeoBERTTask):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
         loss, rows = self.pair_loss(batch, gather=self.hparams.gather_across_devices)
-        self.log("train/loss", loss, prog_bar=True, batch_size=rows)
+        self.log_training_loss(loss, rows)
         return loss
 
     # ----------------------------------------------------------------------------------------------------

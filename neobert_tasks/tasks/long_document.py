@@ -85,7 +85,7 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
         loss = self.training_loss(self.document_logits(batch), batch["labels"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
+        self.log_training_loss(loss, batch["labels"].shape[0])
         return loss
 
     def evaluation_step(self, stage: str, batch, batch_index: int, dataloader_idx: int) -> None:

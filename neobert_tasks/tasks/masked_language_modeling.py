@@ -166,7 +166,7 @@ class MaskedLanguageModelingTask(NeoBERTTask):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
         loss, _, _ = self.mlm_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log_training_loss(loss, batch["input_ids"].shape[0])
         return loss
 
     def _validation_generator(self, batch_index: int, dataloader_idx: int) -> torch.Generator:

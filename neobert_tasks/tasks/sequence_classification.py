@@ -127,7 +127,7 @@ class SequenceClassificationTask(NeoBERTTask):
             return super().training_step(batch, batch_index)
         inputs = {key: value for key, value in self.model_inputs(batch).items() if key != "labels"}
         loss = self.training_loss(self.model(**inputs).logits, batch["labels"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log_training_loss(loss, batch["input_ids"].shape[0])
         return loss
 
     def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -110,7 +110,7 @@ class TokenClassificationTask(NeoBERTTask):
         loss = weighted_loss(
             logits, batch["labels"], "single_label_classification", weights, self.hparams.label_smoothing
         )
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log_training_loss(loss, batch["input_ids"].shape[0])
         return loss
 
     def _scored_words(self, batch: dict[str, torch.Tensor], logits: torch.Tensor):

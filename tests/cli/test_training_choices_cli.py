@@ -157,3 +157,24 @@ def test_balanced_class_weights_and_label_smoothing_for_ner(tmp_path, caplog):
     line = next(record.message for record in caplog.records if "class_weights" in record.message)
     weights = dict(part.rsplit(" ", 1) for part in line.split(": ", 1)[1].rstrip(".").split(", "))
     assert float(weights["O"]) < 1 < float(weights["B-MISC"])  # "O" is the most frequent tag by far
+
+
+def test_multi_label_pos_weight(tmp_path, caplog):
+    """``pos_weight: balanced`` on multi-label data (lists of tag names): negatives / positives per label."""
+    data = tmp_path / "tags"
+    data.mkdir()
+    tags = [["funny"], ["sad", "long"], [], ["long"], ["funny", "long"], ["sad"], [], ["long"]] * 8
+    for split in ("train", "validation"):
+        lines = [
+            json.dumps({"sentence": f"sentence number {i} of {split}", "label": t})
+            for i, t in enumerate(tags)
+        ]
+        (data / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    args = [*quickstart_args(tmp_path), "--data.init_args.data_dir", str(data), "--trainer.max_epochs", "1",
+            "--model.init_args.pos_weight", "balanced"]  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        run_dir = run_cli("fit", *args, tmp_path=tmp_path)
+    line = next(record.message for record in caplog.records if "pos_weight" in record.message)
+    # 64 rows: funny in 16, long in 32, sad in 16.
+    assert line == "Training loss pos_weight: funny 3, long 1, sad 3."
+    assert json.loads((run_dir / "metrics.json").read_text())["best_metrics"]

@@ -156,8 +156,8 @@ def test_flash_attention_is_refused_on_a_cpu_naming_the_backends_that_run_there(
 def test_flash_attention_on_cuda_without_flash_attn_names_the_torch_native_backend():
     assert backend_problem("flash_attention_2", "cuda", has_flash_attn=False) == (
         "model.init_args.attn_implementation 'flash_attention_2' needs the flash-attn package, which is not"
-        " installed; use sdpa_varlen (PyTorch's own attention on unpadded sequences) or sdpa, or pip install"
-        " 'neobert_tasks[flash]'."
+        " installed; use torch_varlen or sdpa_varlen (PyTorch's own attention on unpadded sequences) or sdpa,"
+        " or pip install 'neobert_tasks[flash]'."
     )
     assert backend_problem("flash_attention_2", "cuda", has_flash_attn=True) is None
 
@@ -165,5 +165,5 @@ def test_flash_attention_on_cuda_without_flash_attn_names_the_torch_native_backe
 def test_unknown_backend_lists_the_backends():
     assert backend_problem("flash_attention_3", "cuda", has_flash_attn=True) == (
         "model.init_args.attn_implementation 'flash_attention_3' is not a NeoBERT attention backend; choose"
-        " one of eager, flash_attention_2, sdpa, sdpa_varlen."
+        " one of auto, eager, flash_attention_2, flex, sdpa, sdpa_varlen, torch_varlen."
     )
