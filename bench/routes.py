@@ -127,7 +127,7 @@ class NeoBERTTasksRoute:
         cli.trainer.callbacks = [*callbacks, *self.extra_callbacks, _LightningClock(self.clock)]
         self.clock.watch(task.model)
         cli.trainer.fit(task, datamodule=cli.datamodule)
-        self.model = task.model
+        self.model, self.datamodule = task.model, cli.datamodule
 
     def trained_model(self) -> torch.nn.Module:
         return self.model

@@ -17,14 +17,20 @@ steps (``interleave.py``), with timestamps at the loop's own hooks, so no profil
 
 Reported per route: milliseconds per step of each phase (mean over the timed steps) and the step's total,
 then the ratio of the totals. The first ``--warmup-steps`` are not timed.
+
+``--hooks`` times the pieces of the ``fit`` loop one by one instead: every callback hook that runs around a
+training step, the module's ``log``, ``training_step`` and optimizer hooks (each wrapped in a timer), and
+fetching and collating one batch.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import statistics
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import datasets
@@ -137,8 +143,80 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/glue"))
     parser.add_argument("--tokenizer", default="../shared/tokenizers/bert-base-uncased")
+    parser.add_argument("--hooks", action="store_true", help="time each hook of neobert_tasks' loop instead")
     parser.add_argument("--json", default=None, help="write the breakdown here")
     return parser.parse_args(argv)
+
+
+STEP_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_zero_grad", "on_before_backward",
+              "on_after_backward", "on_before_optimizer_step")  # fmt: skip
+MODULE_METHODS = ("log", "on_train_batch_start", "training_step", "optimizer_step", "optimizer_zero_grad",
+                  "lr_scheduler_step")  # fmt: skip
+
+
+def time_calls(owner, name: str, label: str, seconds: dict, calls: Counter) -> None:
+    """Replace ``owner.name`` by a wrapper that adds its duration to ``seconds[label]``."""
+    function = getattr(owner, name)
+
+    @functools.wraps(function)
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            seconds[label] += time.perf_counter() - started
+            calls[label] += 1
+
+    setattr(owner, name, timed)
+
+
+class _HookTimers(L.Callback):
+    """Wraps the other callbacks' step hooks and the module's methods when training starts."""
+
+    def __init__(self, seconds: dict, calls: Counter):
+        self.seconds, self.calls = seconds, calls
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for callback in trainer.callbacks:
+            for hook in STEP_HOOKS:
+                if callback is not self and getattr(type(callback), hook) is not getattr(L.Callback, hook):
+                    time_calls(callback, hook, f"{type(callback).__name__}.{hook}", self.seconds, self.calls)
+        for method in MODULE_METHODS:
+            time_calls(pl_module, method, f"module.{method}", self.seconds, self.calls)
+
+
+def time_hooks(arguments: argparse.Namespace, work: Path) -> dict[str, float]:
+    """Milliseconds per step of each hook of neobert_tasks' loop, and of fetching and collating a batch."""
+    batch_size = BATCH_SIZES[arguments.task]
+    total = arguments.warmup_steps + arguments.steps
+    settings = RouteSettings(
+        task=arguments.task, shape=SHAPES[arguments.shape], precision=arguments.precision,
+        batch_size=batch_size, total_steps=total, learning_rate=arguments.learning_rate,
+        data_dirs=sample_task(arguments, arguments.task, batch_size, total, work / "data"),
+        tokenizer=arguments.tokenizer, max_length=arguments.max_length, work_dir=work,
+        initial_state=initial_state(arguments.shape, GLUE_TASKS[arguments.task].num_labels, arguments.seed),
+    )  # fmt: skip
+    seconds, calls = defaultdict(float), Counter()
+    route = ROUTES["neobert_tasks"](
+        settings, StepClock("neobert_tasks", Baton(["neobert_tasks"]), total, total)
+    )
+    route.extra_callbacks.append(_HookTimers(seconds, calls))
+    route.train()
+    result = {
+        label: value * 1e3 / total for label, value in sorted(seconds.items(), key=lambda item: -item[1])
+    }
+    loader = route.datamodule.train_dataloader()
+    indices = next(iter(loader.batch_sampler))
+    dataset = loader.dataset
+    fetch = [_seconds(lambda: loader.collate_fn(dataset.__getitems__(indices))) for _ in range(200)]
+    result["fetch and collate one batch"] = statistics.median(fetch) * 1e3
+    return result
+
+
+def _seconds(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
 
 
 def run(arguments: argparse.Namespace, work: Path) -> dict[str, dict]:
@@ -180,6 +258,16 @@ def run(arguments: argparse.Namespace, work: Path) -> dict[str, dict]:
 def main() -> None:
     datasets.disable_progress_bars()
     arguments = parse_arguments()
+    if arguments.hooks:
+        with tempfile.TemporaryDirectory(prefix="neobert-hooks-") as work:
+            costs = time_hooks(arguments, Path(work))
+        print(f"neobert_tasks, {arguments.task}, {shape_label(arguments.shape)}, {arguments.precision}:")
+        for label, milliseconds in costs.items():
+            print(f"  {label:55s} {milliseconds:8.3f}")
+        write_json(
+            arguments.json, {"settings": {k: str(v) for k, v in vars(arguments).items()}, "hooks": costs}
+        )
+        return
     with tempfile.TemporaryDirectory(prefix="neobert-steps-") as work:
         results = run(arguments, Path(work))
     print(f"{arguments.task}, {shape_label(arguments.shape)}, {arguments.precision}, batch "
