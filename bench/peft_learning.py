@@ -104,9 +104,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.peft_learning", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--mlm-steps", type=int, default=1500, help="MLM pretraining steps (batch 32 × 128)")
+    parser.add_argument("--mlm-steps", type=int, default=3000, help="MLM pretraining steps (batch 32 × 128)")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="full fine-tuning's rate")
-    parser.add_argument("--lora-learning-rates", type=float, nargs="+", default=[1e-3, 3e-3])
+    parser.add_argument("--lora-learning-rates", type=float, nargs="+", default=[1e-3, 2e-3])
     parser.add_argument("--include-random", action="store_true", help="also LoRA over a random backbone")
     parser.add_argument("--output", default=str(REPO / "bench/results/peft_learning.json"))
     return parser.parse_args(argv)
