@@ -3,9 +3,9 @@
 ``python -m bench.peft_cost [--shape base] [--steps 12] [--precision bf16-mixed]`` runs ``fit`` on SST-2
 (``configs/glue/sst2.yaml``, batch 32, random weights of the given shape: the hub checkpoint is not needed
 to time a step) with full fine-tuning, with ``configs/presets/lora.yaml`` (r = 8 on qkv, wo, w12, w3, the
-head in full), and with that preset's LoRA dropout set to 0 (peft's dropout keeps a copy of every adapted
-layer's input for the backward pass). Each route runs in its own process, so that its peak memory is its
-own; the routes alternate, ``--repeats`` times each, and the medians are reported.
+head in full, no LoRA dropout), and with a LoRA dropout of 0.1 (peft's dropout keeps a dropped-out copy
+of every adapted layer's input for the backward pass). Each route runs in its own process, so that its
+peak memory is its own; the routes alternate, ``--repeats`` times each, and the medians are reported.
 
 Step time is the median over the steps after ``--warmup-steps`` (Lightning's batch start to batch end:
 forward, backward, optimizer step and logging). Peak memory is CUDA's peak allocation on a GPU, the
@@ -34,7 +34,7 @@ from neobert_tasks.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-ROUTES = ("full", "lora", "lora_no_dropout")
+ROUTES = ("full", "lora", "lora_dropout")
 
 
 class StepClock(L.Callback):
@@ -98,8 +98,8 @@ def fit_args(route: str, shape: str, steps: int, precision: str, root: Path) -> 
         args += ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]
     if route.startswith("lora"):
         args += ["--config", str(REPO / "configs/presets/lora.yaml")]
-    if route == "lora_no_dropout":  # peft's LoRA dropout keeps a copy of each adapted layer's input
-        args += ["--model.init_args.peft", "{r: 8, alpha: 16, dropout: 0.0}"]
+    if route == "lora_dropout":  # peft's LoRA dropout keeps a copy of each adapted layer's input
+        args += ["--model.init_args.peft", "{r: 8, alpha: 16, dropout: 0.1}"]
     return args
 
 

@@ -65,7 +65,7 @@ class NeoBERTTask(L.LightningModule):
             pays for a minute of compiling.
         allow_pickle_weights: Let ``pretrained`` load ``pytorch_model.bin`` (pickle, can run code) when it
             has no safetensors weights.
-        peft: LoRA adapters instead of full fine-tuning, e.g. ``{r: 8, alpha: 16, dropout: 0.1,
+        peft: LoRA adapters instead of full fine-tuning, e.g. ``{r: 8, alpha: 16, dropout: 0.0,
             target_modules: [qkv, wo, w12, w3]}`` (these are the defaults; ``{}`` takes them all); the task
             head trains in full. Checkpoints then hold the trainable weights only.
         layer_decay: Layer-wise learning-rate decay: the head trains at ``learning_rate``, each layer below

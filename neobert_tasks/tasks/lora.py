@@ -23,8 +23,10 @@ from neobert_tasks.errors import ConfigError
 TARGET_MODULES = ("qkv", "wo", "w12", "w3")
 """NeoBERT's projections: attention in (``qkv``) and out (``wo``), SwiGLU in (``w12``) and out (``w3``)."""
 
-LORA_DEFAULTS: dict[str, Any] = {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": list(TARGET_MODULES)}
-"""The keys ``model.init_args.peft`` takes, with their defaults (alpha/r scales the update)."""
+LORA_DEFAULTS: dict[str, Any] = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": list(TARGET_MODULES)}
+"""The keys ``model.init_args.peft`` takes, with their defaults (alpha/r scales the update). Dropout is off,
+as in peft: its LoRA dropout keeps a dropped-out copy of every adapted layer's input for the backward pass,
+which costs time and memory (bench/README.md, LoRA)."""
 
 ADAPTER_DIRECTORY = "adapter"
 """Folder of an export that holds the adapter alone, in PEFT's format."""
@@ -56,7 +58,7 @@ def lora_options(peft: dict[str, Any]) -> dict[str, Any]:
 
 
 def lora_description(peft: dict[str, Any]) -> str:
-    """``LoRA r=8, alpha=16, dropout=0.1 on qkv, wo, w12, w3``: what the log says of ``peft``."""
+    """``LoRA r=8, alpha=16, dropout=0.0 on qkv, wo, w12, w3``: what the log says of ``peft``."""
     options = lora_options(peft)
     targets = ", ".join(options["target_modules"])
     return f"LoRA r={options['r']}, alpha={options['alpha']}, dropout={options['dropout']} on {targets}"

@@ -117,7 +117,7 @@ def test_lora_logs_what_trains(tmp_path, base_model, caplog):
     with caplog.at_level(logging.INFO):
         run_cli("fit", *lora_args(tmp_path, base_model), "--trainer.max_epochs", "1", tmp_path=tmp_path)
     line = next(record.message for record in caplog.records if record.message.startswith("Training "))
-    assert "LoRA r=4, alpha=8, dropout=0.1 on qkv, wo, w12, w3" in line
+    assert "LoRA r=4, alpha=8, dropout=0.0 on qkv, wo, w12, w3" in line
 
 
 def test_layer_decay_freezing_and_another_optimizer(tmp_path):

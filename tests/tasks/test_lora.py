@@ -43,10 +43,10 @@ def test_defaults_and_description():
     assert lora_options({}) == {
         "r": 8,
         "alpha": 16,
-        "dropout": 0.1,
+        "dropout": 0.0,
         "target_modules": ["qkv", "wo", "w12", "w3"],
     }
-    assert lora_description({"r": 4, "target_modules": ["qkv"]}) == "LoRA r=4, alpha=16, dropout=0.1 on qkv"
+    assert lora_description({"r": 4, "target_modules": ["qkv"]}) == "LoRA r=4, alpha=16, dropout=0.0 on qkv"
 
 
 @pytest.mark.parametrize(
