@@ -185,17 +185,23 @@ class _HookTimers(L.Callback):
             time_calls(pl_module, method, f"module.{method}", self.seconds, self.calls)
 
 
-def time_hooks(arguments: argparse.Namespace, work: Path) -> dict[str, float]:
-    """Milliseconds per step of each hook of neobert_tasks' loop, and of fetching and collating a batch."""
+def route_settings(arguments: argparse.Namespace, work: Path) -> RouteSettings:
+    """The routes' shared settings: the task's data sample, the model shape and its initial weights."""
     batch_size = BATCH_SIZES[arguments.task]
     total = arguments.warmup_steps + arguments.steps
-    settings = RouteSettings(
+    return RouteSettings(
         task=arguments.task, shape=SHAPES[arguments.shape], precision=arguments.precision,
         batch_size=batch_size, total_steps=total, learning_rate=arguments.learning_rate,
         data_dirs=sample_task(arguments, arguments.task, batch_size, total, work / "data"),
         tokenizer=arguments.tokenizer, max_length=arguments.max_length, work_dir=work,
         initial_state=initial_state(arguments.shape, GLUE_TASKS[arguments.task].num_labels, arguments.seed),
     )  # fmt: skip
+
+
+def time_hooks(arguments: argparse.Namespace, work: Path) -> dict[str, float]:
+    """Milliseconds per step of each hook of neobert_tasks' loop, and of fetching and collating a batch."""
+    settings = route_settings(arguments, work)
+    total = settings.total_steps
     seconds, calls = defaultdict(float), Counter()
     route = ROUTES["neobert_tasks"](
         settings, StepClock("neobert_tasks", Baton(["neobert_tasks"]), total, total)
@@ -221,15 +227,7 @@ def _seconds(function) -> float:
 
 def run(arguments: argparse.Namespace, work: Path) -> dict[str, dict]:
     """Train the routes in turns with phase clocks; per route its phases (ms/step) and accuracy."""
-    batch_size = BATCH_SIZES[arguments.task]
-    total = arguments.warmup_steps + arguments.steps
-    settings = RouteSettings(
-        task=arguments.task, shape=SHAPES[arguments.shape], precision=arguments.precision,
-        batch_size=batch_size, total_steps=total, learning_rate=arguments.learning_rate,
-        data_dirs=sample_task(arguments, arguments.task, batch_size, total, work / "data"),
-        tokenizer=arguments.tokenizer, max_length=arguments.max_length, work_dir=work,
-        initial_state=initial_state(arguments.shape, GLUE_TASKS[arguments.task].num_labels, arguments.seed),
-    )  # fmt: skip
+    settings = route_settings(arguments, work)
     baton = Baton(arguments.routes)
     runners, clocks = {}, {}
     for name in arguments.routes:

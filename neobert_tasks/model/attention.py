@@ -144,14 +144,8 @@ def flash_varlen_attention(
     flash-attn computes in fp16/bf16 only; fp32 input (no autocast) is run in bf16 and cast back.
     """
     kernel = _import_flash_attn()
-    if not query.is_cuda:
-        raise RuntimeError(
-            "attn_implementation='flash_attention_2' runs on CUDA tensors only; the model is on "
-            f"{query.device}. Use attn_implementation='sdpa' on this device."
-        )
     input_dtype = query.dtype
-    if input_dtype not in HALF_DTYPES:
-        query, key, value = (t.to(torch.bfloat16) for t in (query, key, value))
+    query, key, value = _half_on_cuda("flash_attention_2", query, key, value)
     output = kernel(
         query,
         key,
@@ -166,6 +160,20 @@ def flash_varlen_attention(
     return output.to(input_dtype)
 
 
+def _half_on_cuda(
+    name: str, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v for a CUDA kernel that computes in fp16/bf16 only: refused off CUDA, fp32 run in bf16."""
+    if not query.is_cuda:
+        raise RuntimeError(
+            f"attn_implementation='{name}' runs on CUDA tensors only; the model is on "
+            f"{query.device}. Use attn_implementation='sdpa' on this device."
+        )
+    if query.dtype in HALF_DTYPES:
+        return query, key, value
+    return query.to(torch.bfloat16), key.to(torch.bfloat16), value.to(torch.bfloat16)
+
+
 def torch_varlen_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, context: AttentionContext
 ) -> torch.Tensor:
@@ -173,17 +181,11 @@ def torch_varlen_attention(
 
     Like flash-attn it computes in fp16/bf16 only; fp32 input (no autocast) is run in bf16 and cast back.
     """
-    if not query.is_cuda:
-        raise RuntimeError(
-            "attn_implementation='torch_varlen' runs on CUDA tensors only; the model is on "
-            f"{query.device}. Use attn_implementation='sdpa' on this device."
-        )
+    input_dtype = query.dtype
+    query, key, value = _half_on_cuda("torch_varlen", query, key, value)
     # Imported here: the exported remote code must still load with a torch that predates it.
     from torch.nn.attention.varlen import varlen_attn
 
-    input_dtype = query.dtype
-    if input_dtype not in HALF_DTYPES:
-        query, key, value = (t.to(torch.bfloat16) for t in (query, key, value))
     cu_seqlens, longest = context.cu_seqlens, context.max_seqlen
     return varlen_attn(query, key, value, cu_seqlens, cu_seqlens, longest, longest).to(input_dtype)
 

@@ -132,3 +132,17 @@ def command_error(capsys, *args: str, tmp_path: Path) -> str:
     assert message.startswith("neobert_tasks: error: ")
     assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("export"))
     return message.removeprefix("neobert_tasks: error: ")
+
+
+def ner_args(tmp_path: Path) -> list[str]:
+    """A quick CPU run of the CoNLL-2003 config with the tiny model on the shared data (short windows)."""
+    return [
+        "--config", str(CONFIGS / "conll2003.yaml"), "--config", str(TINY), "--config", str(DEBUG),
+        "--config", str(CPU),
+        "--data.init_args.tokenizer", str(shared_path("tokenizers", "bert-base-uncased")),
+        "--data.init_args.data_dir", str(shared_path("data", "conll2003")),
+        "--data.init_args.max_length", "64", "--data.init_args.stride", "16",
+        "--model.init_args.learning_rate", "3e-3",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        *cache_args(tmp_path),
+    ]  # fmt: skip

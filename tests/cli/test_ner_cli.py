@@ -9,25 +9,11 @@ import pytest
 import torch
 from transformers import AutoModelForTokenClassification
 
-from tests.cli.helpers import CONFIGS, CPU, DEBUG, TINY, cache_args, read_metrics_csv, run_cli
-from tests.conftest import shared_path
+from tests.cli.helpers import ner_args, read_metrics_csv, run_cli
 
 pytestmark = pytest.mark.slow  # runs the command line end to end
 
 CONLL_TYPES = ("PER", "ORG", "LOC", "MISC")
-
-
-def ner_args(tmp_path) -> list[str]:
-    return [
-        "--config", str(CONFIGS / "conll2003.yaml"), "--config", str(TINY), "--config", str(DEBUG),
-        "--config", str(CPU),
-        "--data.init_args.tokenizer", str(shared_path("tokenizers", "bert-base-uncased")),
-        "--data.init_args.data_dir", str(shared_path("data", "conll2003")),
-        "--data.init_args.max_length", "64", "--data.init_args.stride", "16",
-        "--model.init_args.learning_rate", "3e-3",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        *cache_args(tmp_path),
-    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -17,18 +17,13 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from neobert_tasks.model import NeoBERTConfig, NeoBERTForMaskedLM, NeoBERTForSequenceClassification
 from tests.cli.helpers import (
-    CONFIGS,
-    CPU,
-    DEBUG,
-    TINY,
     build_cli,
-    cache_args,
     command_error,
+    ner_args,
     quickstart_args,
     read_metrics_csv,
     run_cli,
 )
-from tests.conftest import shared_path
 
 pytestmark = pytest.mark.slow  # runs the command line end to end
 peft = pytest.importorskip("peft", reason="the peft extra is not installed")
@@ -143,14 +138,8 @@ def test_layer_decay_freezing_and_another_optimizer(tmp_path):
 
 def test_balanced_class_weights_and_label_smoothing_for_ner(tmp_path, caplog):
     args = [
-        "--config", str(CONFIGS / "conll2003.yaml"), "--config", str(TINY), "--config", str(DEBUG),
-        "--config", str(CPU),
-        "--data.init_args.tokenizer", str(shared_path("tokenizers", "bert-base-uncased")),
-        "--data.init_args.data_dir", str(shared_path("data", "conll2003")),
-        "--data.init_args.max_length", "64", "--data.init_args.stride", "16",
-        "--trainer.enable_progress_bar", "false",
+        *ner_args(tmp_path),
         "--model.init_args.class_weights", "balanced", "--model.init_args.label_smoothing", "0.1",
-        *cache_args(tmp_path),
     ]  # fmt: skip
     with caplog.at_level(logging.INFO):
         run_cli("fit", *args, "--trainer.limit_train_batches", "4", tmp_path=tmp_path)
