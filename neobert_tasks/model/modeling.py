@@ -225,7 +225,9 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
             packed = cu_seqlens is not None or is_packed(position_ids)
         documents = document_ids(attention_mask, position_ids, hidden.shape[:2])
         # auto, unless a task settled it already: decided here, where the device and precision are known
-        name = resolve_backend(self.config._attn_implementation, hidden.device.type, compute_dtype(hidden))
+        name = self.config._attn_implementation
+        if name == "auto":  # the dtype is looked up only then: a settled backend costs nothing per forward
+            name = resolve_backend(name, hidden.device.type, compute_dtype(hidden))
         attention, unpadded_input = attention_backend(name)
         first_token_only = first_token_only and not output_hidden_states
         if unpadded_input:
