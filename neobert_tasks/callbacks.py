@@ -62,15 +62,16 @@ class BestModelCheckpoint(ModelCheckpoint):
         )
         self.resolve_monitor, self.resolve_mode = monitor == "auto", mode == "auto"
         self.best_metrics: dict[str, float] = {}
+        self._best_metrics_path = ""  # the best_model_path that best_metrics belong to
+        self._trainer: L.Trainer | None = None
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def _resolve_auto(self, trainer: L.Trainer) -> None:
         if self.resolve_monitor:
             main_metric = getattr(trainer.datamodule, "main_metric", None)
             self.monitor = f"val/{main_metric}" if main_metric else "val/loss"
         if self.resolve_mode and self.monitor:  # monitor null: keep the latest checkpoints, no score
             self.mode = "min" if self.monitor.endswith("loss") else "max"
             self.kth_value = torch.tensor(math.inf if self.mode == "min" else -math.inf)
-        super().setup(trainer, pl_module, stage)
 
     def check_monitor_top_k(self, trainer: L.Trainer, current: torch.Tensor | None = None) -> bool:
         # Lightning turns NaN into the worst value and still keeps it while fewer than save_top_k models
@@ -83,21 +84,25 @@ class BestModelCheckpoint(ModelCheckpoint):
             return False
         return super().check_monitor_top_k(trainer, current)
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._resolve_auto(trainer)
+        super().setup(trainer, pl_module, stage)
+        self._trainer = trainer  # state_dict (called while a checkpoint is written) reads its metrics
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        previous = self.best_model_path
         super().on_validation_end(trainer, pl_module)
-        self._remember_best_metrics(trainer, previous)
+        self._remember_best_metrics(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # With one validation per epoch (the default) ModelCheckpoint saves here, after validation ended.
-        previous = self.best_model_path
         super().on_train_epoch_end(trainer, pl_module)
-        self._remember_best_metrics(trainer, previous)
+        self._remember_best_metrics(trainer)
 
-    def _remember_best_metrics(self, trainer: L.Trainer, previous_best_path: str) -> None:
-        if trainer.sanity_checking:
+    def _remember_best_metrics(self, trainer: L.Trainer) -> None:
+        """Record the validation metrics once for each new best checkpoint (or the first validation)."""
+        if getattr(trainer, "sanity_checking", True):
             return  # a few batches of an untrained model: not a score to report
-        if self.best_model_path != previous_best_path or not self.best_metrics:
+        if self.best_model_path != self._best_metrics_path or not self.best_metrics:
             metrics = {
                 name: _metric_value(value)
                 for name, value in trainer.callback_metrics.items()
@@ -105,13 +110,19 @@ class BestModelCheckpoint(ModelCheckpoint):
             }
             if metrics:  # no validation split: nothing to remember
                 self.best_metrics = {**metrics, "epoch": trainer.current_epoch, "step": trainer.global_step}
+                self._best_metrics_path = self.best_model_path
 
     def state_dict(self) -> dict[str, Any]:
+        # ModelCheckpoint sets best_model_path, then writes the new best checkpoint, whose state this is:
+        # record that validation's metrics now, or the file would hold the previous best's.
+        if self._trainer is not None:
+            self._remember_best_metrics(self._trainer)
         return {**super().state_dict(), "best_metrics": self.best_metrics}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_metrics = state_dict.pop("best_metrics", {})
         super().load_state_dict(state_dict)
+        self._best_metrics_path = self.best_model_path
 
 
 class ExportBestModel(L.Callback):

@@ -129,12 +129,6 @@ def test_the_metrics_of_the_best_validation_are_kept_and_saved_in_the_checkpoint
     assert restored.best_model_score.item() == pytest.approx(0.9)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BestModelCheckpoint remembers a validation's metrics after ModelCheckpoint has saved it, so the"
-    " checkpoint written at a new best holds the previous best's metrics; a run resumed from it reports"
-    " those in metrics.json if no better validation follows",
-)
 def test_the_checkpoint_written_at_a_new_best_holds_that_validations_metrics(tmp_path):
     best, _ = fit_with_scores(tmp_path, [0.5, 0.9])
     saved = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
