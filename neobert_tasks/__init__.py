@@ -5,5 +5,4 @@ from neobert_tasks.model import *  # noqa: F403 - the model classes, registered 
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
-__all__ += model.__all__
+__all__ = ["__version__", *model.__all__]

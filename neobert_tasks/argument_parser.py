@@ -24,8 +24,6 @@ from neobert_tasks.parse_errors import explain
 
 __all__ = ["NEGATIVE_NUMBER", "NeoBERTArgumentParser"]
 
-HELP_OPTIONS = ("-h", "--help")
-
 
 class NeoBERTArgumentParser(LightningArgumentParser):
     """`LightningArgumentParser` without abbreviated options, whose errors are one-sentence `ConfigError`s."""
@@ -44,7 +42,7 @@ class NeoBERTArgumentParser(LightningArgumentParser):
         arguments after the subcommand."""
         arguments = join_negative_values(sys.argv[1:] if args is None else list(args))
         self.command_line = [str(argument) for argument in arguments]
-        if not any(argument in HELP_OPTIONS for argument in self.command_line):
+        if not {"-h", "--help"} & set(self.command_line):
             check_config_files(self.command_line)
         return super().parse_args(arguments, *rest, **kwargs)
 

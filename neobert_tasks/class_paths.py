@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 
+import lightning as L
 from jsonargparse import ArgumentParser
 
 from neobert_tasks.command_line import where
@@ -77,8 +78,6 @@ def subclass_paths(base_path: str) -> list[str]:
 
 def lightning_kind(base_path: str | None) -> str:
     """`` (a LightningModule)`` or `` (a LightningDataModule)`` for a base class of either, else ""."""
-    import lightning as L  # noqa: PLC0415 - only needed for this message
-
     base = import_class(base_path) if base_path else None
     for kind in (L.LightningModule, L.LightningDataModule):
         if base is not None and issubclass(base, kind) and base is not kind:

@@ -77,9 +77,6 @@ LINKED_ARGUMENTS = (
     ("vocab_size", "vocab_size"),
 )
 
-# Data options that name the label schema, filled from a checkpoint for validate, test and predict.
-LABEL_SCHEMA_KEYS = ("problem_type", "num_labels", "label_names")
-
 # The CSV logger shares the TensorBoard logger's version folder on purpose (see instantiate_trainer), where
 # SaveConfigCallback has already written config.yaml; its warning about a non-empty folder is noise.
 warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
@@ -116,9 +113,6 @@ class NeoBERTCLI(LightningCLI):
                     f"--{name}", type=kind, default=None, help="Unused without a subcommand."
                 )
 
-    _run_version: int | str = 0
-    _pinned_loggers: list = []
-
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         # LightningCLI has applied a --ckpt_path checkpoint's saved hyperparameters since parse_arguments;
@@ -134,13 +128,18 @@ class NeoBERTCLI(LightningCLI):
             ]
         # `fit --ckpt_path last` continues the resumed run's folder rather than starting version_N+1.
         version = self._resume_version if self._resume_version is not None else next_version(root)
-        self._evaluated_run = self._run_to_evaluate(config)
+        # validate/test/predict of a run's checkpoint write into that run (<run>/validate, …), unless the
+        # command line says where to write (--trainer.default_root_dir).
+        typed_root = any(arg.startswith("--trainer.default_root_dir") for arg in self._command_line)
+        evaluates = self.subcommand in EVALUATION_FOLDERS and not typed_root
+        self._evaluated_run = run_of_checkpoint(config.get("ckpt_path")) if evaluates else None
         if self._evaluated_run is not None:
-            # validate/test/predict of a run's checkpoint write into that run (<run>/validate, …).
             repoint_loggers(trainer.logger, root, self._evaluated_run)
             root, version = str(self._evaluated_run), EVALUATION_FOLDERS[self.subcommand]
-        self._run_root = root
-        self._run_version, self._pinned_loggers = pin_logger_versions(trainer.logger, root, version)
+        # The run folder is <root>/version_N whatever the loggers (see neobert_tasks.run_directory), or the
+        # version given to a TensorBoard or CSV logger under <root> (the GLUE suite's seed_<n>).
+        version, self._pinned_loggers = pin_logger_versions(trainer.logger, root, version)
+        self._run_dir = Path(root).resolve() / (version if isinstance(version, str) else f"version_{version}")
 
     def after_instantiate_classes(self) -> None:
         # config.yaml records the loggers as configured, so that a run of it starts a run folder of its own
@@ -149,14 +148,6 @@ class NeoBERTCLI(LightningCLI):
             init_args["version"] = None
         if self._default_loggers:
             (self.config[self.subcommand] if self.subcommand else self.config).trainer.logger = None
-
-    def _run_to_evaluate(self, config) -> Path | None:
-        """The run whose checkpoint validate, test or predict uses, unless the command line says where to
-        write (``--trainer.default_root_dir``)."""
-        typed_root = any(arg.startswith("--trainer.default_root_dir") for arg in self._command_line)
-        if self.subcommand not in EVALUATION_FOLDERS or typed_root:
-            return None
-        return run_of_checkpoint(config.get("ckpt_path"))
 
     def after_fit(self) -> None:
         print_summary(self.trainer, "fit")
@@ -191,8 +182,7 @@ class NeoBERTCLI(LightningCLI):
         # Remember the command line: options typed there must win over a checkpoint's hyperparameters.
         self._command_line = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:]
         super().parse_arguments(parser, args)
-        subcommand = self.config.get("subcommand")
-        if subcommand:
+        if subcommand := self.config.get("subcommand"):
             self._prepare_checkpoint(self.config[subcommand])
 
     _typed_model_options: dict = {}
@@ -216,7 +206,7 @@ class NeoBERTCLI(LightningCLI):
             # The labels the model was trained with, unless typed: with a predict_file, or a folder of test
             # data only, there is no training split to infer them from. (With one, the data's labels are
             # read and checked against the checkpoint's.)
-            for key in LABEL_SCHEMA_KEYS:
+            for key in ("problem_type", "num_labels", "label_names"):
                 name = f"data.init_args.{key}"
                 if name in config and config.get(name) is None and hparams.get(key) is not None:
                     config[name] = copy.deepcopy(hparams[key])
@@ -234,10 +224,9 @@ class NeoBERTCLI(LightningCLI):
         """Turn ``--ckpt_path last`` into the newest ``last.ckpt`` under ``trainer.default_root_dir`` (and
         remember its run folder), and, for validate, test and predict, ``best`` into the best checkpoint of
         the newest finished run there."""
-        ckpt_path = config.get("ckpt_path")
+        ckpt_path, root = config.get("ckpt_path"), config.trainer.default_root_dir or "runs"
         if ckpt_path == "best" and self.config.subcommand != "fit":
             # Lightning's "best" means the fit of this same process; here, the newest finished run's.
-            root = config.trainer.default_root_dir or "runs"
             best = best_run_checkpoint(root)
             if best is None:
                 raise MissingPathError(
@@ -247,7 +236,6 @@ class NeoBERTCLI(LightningCLI):
             config.ckpt_path = str(best)
             return
         if ckpt_path == "last":
-            root = config.trainer.default_root_dir or "runs"
             found = latest_run_checkpoint(root)
             if found is None and self.config.subcommand != "fit":
                 # Scoring or predicting with a random model would pass for a result.
@@ -269,15 +257,9 @@ class NeoBERTCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
         use_atomic_checkpoints(trainer)
-        # The run folder is <root>/version_N whatever the loggers (see neobert_tasks.run_directory), or the
-        # version given to a TensorBoard or CSV logger under <root> (the GLUE suite's seed_<n>).
-        version = self._run_version
-        run_dir = Path(self._run_root).resolve() / (
-            version if isinstance(version, str) else f"version_{version}"
-        )
+        run_dir, evaluated = self._run_dir, self._evaluated_run
         if trainer.is_global_zero:
             check_writable(run_dir)
-        evaluated = self._evaluated_run
         # Predicting a run's checkpoint: its files go straight into <run>/predictions.
         predictions = str(run_dir) if evaluated is not None and self.subcommand == "predict" else None
         trainer.callbacks.append(RunDirectory(str(run_dir), predictions))
@@ -316,8 +298,11 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
         print("neobert_tasks: stopped by SIGTERM; resume with `fit ... --ckpt_path last`.", file=sys.stderr)
         raise SystemExit(143) from None
     except Exception as error:
-        user_error, storage = _user_input_error(error), storage_fault(error)
-        if user_error is None and storage is not None:
+        # jsonargparse wraps an error raised while instantiating a class of an optional type (the datamodule
+        # of subclass_mode_data) in a ValueError "Does not validate against any of the Union subtypes"; the
+        # user's mistake is that ValueError's cause.
+        user_error = next((link for link in error_chain(error) if isinstance(link, UserInputError)), None)
+        if user_error is None and (storage := storage_fault(error)) is not None:
             cause = describe_storage_fault(storage)
             user_error = StorageError(f"Could not write '{storage.filename}' ({cause}).")
         if user_error is None:
@@ -357,13 +342,3 @@ def check_writable(folder: Path) -> None:
             f"Cannot write the run folder '{folder}' ({describe_storage_fault(error)}): set"
             " trainer.default_root_dir to a folder you can write."
         ) from error
-
-
-def _user_input_error(error: BaseException | None) -> UserInputError | None:
-    """The `UserInputError` that `error` is or was raised from, else None.
-
-    jsonargparse wraps an error raised while instantiating a class of an optional type (the datamodule
-    of ``subclass_mode_data``) in a ValueError "Does not validate against any of the Union subtypes";
-    the user's mistake is that ValueError's cause.
-    """
-    return next((link for link in error_chain(error) if isinstance(link, UserInputError)), None)

@@ -74,14 +74,18 @@ def check_config_files(arguments: Sequence[str]) -> None:
                     f"Config file '{value}' is not valid YAML: {yaml_problem(error)}."
                 ) from None
             if not isinstance(content, dict):
+                name = type(content).__name__
+                found = (
+                    "an empty file" if content is None else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+                )
                 raise ConfigError(
                     f"Config file '{value}' must hold keys with values (a YAML mapping such as"
-                    f" 'trainer: {{max_epochs: 3}}'), not {describe_content(content)}."
+                    f" 'trainer: {{max_epochs: 3}}'), not {found}."
                 )
             continue
         if path.exists():
             raise ConfigError(f"Config file '{value}' is a directory; give a YAML file.")
-        inline = read_inline(value)
+        inline = read_yaml(value)
         if isinstance(inline, dict):  # jsonargparse takes a mapping typed on the command line too
             continue
         if isinstance(inline, (list, int, float, bool)):
@@ -89,25 +93,11 @@ def check_config_files(arguments: Sequence[str]) -> None:
         raise MissingPathError(f"Config file '{value}' does not exist.")
 
 
-def describe_content(content: Any) -> str:
-    if content is None:
-        return "an empty file"
-    name = type(content).__name__
-    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
-
-
-def read_inline(value: str) -> Any:
-    """A ``--config`` value read as YAML text, or None when it is not YAML."""
+def read_yaml(value: str, from_file: bool = False) -> Any:
+    """A ``--config`` value read as YAML text (`from_file`: the content of the file it names), or None when
+    it cannot be read as YAML (another error reports that)."""
     try:
-        return yaml.safe_load(value)
-    except yaml.YAMLError:
-        return None
-
-
-def read_yaml(path: str) -> Any:
-    """A config file's content, or None when it cannot be read as YAML (another error reports that)."""
-    try:
-        return yaml.safe_load(Path(path).read_text())
+        return yaml.safe_load(Path(value).read_text() if from_file else value)
     except (OSError, yaml.YAMLError):
         return None
 
@@ -131,7 +121,7 @@ def where(key: str, arguments: Sequence[str]) -> str:
         if argument.startswith("--") and argument[2:].split("=", 1)[0].rstrip("+") in typed:
             return " on the command line"
     for path in reversed(config_files(arguments)):  # the last file setting a key is the one that counts
-        content = read_yaml(path)
+        content = read_yaml(path, from_file=True)
         if any(has_key(content, spelling.split(".")) for spelling in spellings):
             return f" in config file '{path}'"
     return ""

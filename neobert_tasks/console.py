@@ -102,31 +102,22 @@ class CompactModelSummary(ModelSummary):
         total_flops: int = 0,
         **summarize_kwargs,
     ) -> None:
-        rank_zero_info(
-            model_line(self._task_name, summary_data, total_parameters, trainable_parameters, model_size)
+        """Log the line: the types of the task's submodules that hold parameters (the model, not its metric
+        collections), the parameter counts and the size in MB."""
+        columns = dict(summary_data)
+        with_parameters = [
+            kind
+            for kind, count in zip(columns.get("Type", []), columns.get("Params", []), strict=False)
+            if count.strip() != "0"
+        ]
+        models = ", ".join(dict.fromkeys(with_parameters)) or "no submodules"
+        total, trainable = (
+            get_human_readable_count(int(count)).strip() for count in (total_parameters, trainable_parameters)
         )
-
-
-def model_line(
-    task_name: str,
-    summary_data: list[tuple[str, list[str]]],
-    total_parameters: int,
-    trainable_parameters: int,
-    model_size: float,
-) -> str:
-    """The summary line: the types of the task's submodules that hold parameters (the model, not its
-    metric collections), the parameter counts and the size in MB."""
-    columns = dict(summary_data)
-    with_parameters = [
-        kind
-        for kind, count in zip(columns.get("Type", []), columns.get("Params", []), strict=False)
-        if count.strip() != "0"
-    ]
-    models = ", ".join(dict.fromkeys(with_parameters)) or "no submodules"
-    total, trainable = (
-        get_human_readable_count(int(count)).strip() for count in (total_parameters, trainable_parameters)
-    )
-    return f"Model: {models} in {task_name}, {total} parameters ({trainable} trainable), {model_size:.1f} MB"
+        rank_zero_info(
+            f"Model: {models} in {self._task_name}, {total} parameters ({trainable} trainable),"
+            f" {model_size:.1f} MB"
+        )
 
 
 @contextlib.contextmanager

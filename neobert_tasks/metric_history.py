@@ -44,11 +44,8 @@ def flush_rows(trainer: L.Trainer) -> None:
 
 
 def read_rows(trainer: L.Trainer) -> dict[str, list[list[str]]]:
-    """``{metrics.csv path: its rows, header first}`` for every CSV logger whose file exists (rank 0 only).
-
-    Read before training starts: Lightning's CSV writer deletes an existing ``metrics.csv`` when it is
-    created, so a resumed run must write the earlier rows back (`restore_rows`).
-    """
+    """``{metrics.csv path: its rows, header first}`` for every CSV logger whose file exists (rank 0 only),
+    read before the CSV writer that deletes it is created; `restore_rows` writes them back."""
     if not trainer.is_global_zero:
         return {}
     history = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import yaml
@@ -163,10 +163,9 @@ def class_path_key(key: str | None) -> str:
 def init_argument(failure: Failure, name: str, arguments: list[str]) -> tuple[str, str]:
     """How to name init argument `name` of the failure's class, and where it is set."""
     key = f"{failure.key}.init_args.{name}"
-    if failure.key in SINGLE_CLASS_KEYS:
-        return f"'{key}'", where(key, arguments)
     class_name = str(failure.class_path).rpartition(".")[2]
-    return f"'{name}' of {class_name} in '{failure.key}'", where(key, arguments)
+    named = f"'{key}'" if failure.key in SINGLE_CLASS_KEYS else f"'{name}' of {class_name} in '{failure.key}'"
+    return named, where(key, arguments)
 
 
 def type_name(text: str) -> str:
@@ -199,8 +198,6 @@ def wrong_value(key_text: str, location: str, text: str) -> ConfigError:
 
 # ----------------------------------------------------------------------------------------------------------
 # Explainers: each recognises one kind of mistake and returns its sentence, or None.
-
-Explainer = Callable[[Failure, ArgumentParser, list[str]], "UserInputError | None"]
 
 
 def own_error(failure: Failure, parser, arguments: list[str]) -> UserInputError | None:
@@ -277,8 +274,8 @@ def not_a_subclass(failure: Failure, parser, arguments: list[str]) -> UserInputE
     if not isinstance(failure.cause, ValueError) or not found:
         return None
     base = found["base"]
-    paths = [match["path"] for match in WORDING["class"].finditer(failure.message) if match["name"] == base]
-    base_path = paths[0] if paths else None
+    paths = (match["path"] for match in WORDING["class"].finditer(failure.message) if match["name"] == base)
+    base_path = next(paths, None)
     choices = subclass_paths(base_path) if base_path else []
     listed = ", ".join(choices[:MAX_LISTED_CLASSES]) + (", …" if len(choices) > MAX_LISTED_CLASSES else "")
     options = f"one of {listed} or a subclass of {base}" if choices else f"a {base}"
@@ -308,24 +305,19 @@ def class_problem(failure: Failure, parser, arguments: list[str]) -> UserInputEr
         return None
     if failure.inner_key is not None:
         return wrong_value(*init_argument(failure, failure.inner_key, arguments), failure.inner_text)
-    class_name = failure.class_path.rpartition(".")[2]
+    module_name, _, class_name = failure.class_path.rpartition(".")
     reason = text_of(failure.class_cause)
     required = WORDING["required"].search(reason)
     if required:
         key_text, location = init_argument(failure, required["names"].split(",")[0].strip(), arguments)
         return ConfigError(f"{key_text} is required by {class_name} but not set{location}.")
+    # A module that exists but lacks the class: suggest the names it has.
+    names = module_class_names(module_name)
     return ConfigError(
         f"Cannot use class_path '{failure.class_path}' for '{failure.key}'"
         f"{where(class_path_key(failure.key), arguments)}: {one_line(reason).rstrip('.')}"
-        f"{class_suggestion(failure.class_path)}"
+        f"{'.' if names is None else suggestion(class_name, names, f'{module_name}.')}"
     )
-
-
-def class_suggestion(class_path: str) -> str:
-    """The suggestion clause for a class path whose module exists but lacks the class."""
-    module_name, _, class_name = class_path.rpartition(".")
-    names = module_class_names(module_name)
-    return "." if names is None else suggestion(class_name, names, f"{module_name}.")
 
 
 def required_keys(failure: Failure, parser, arguments: list[str]) -> UserInputError | None:
@@ -333,9 +325,8 @@ def required_keys(failure: Failure, parser, arguments: list[str]) -> UserInputEr
     if not found:
         return None
     # A subcommand's keys are named from the subcommand: fit.model.
-    names = [name.strip() for name in found["names"].split(",")]
-    names = [name.split(".", 1)[1] if name.split(".", 1)[0] in SUBCOMMANDS else name for name in names]
-    key = names[0]
+    first = found["names"].split(",")[0].strip()
+    key = first.split(".", 1)[1] if first.split(".", 1)[0] in SUBCOMMANDS else first
     return ConfigError(f"'{key}' is required but not set; give it in a config file or as --{key}.")
 
 
@@ -345,7 +336,7 @@ def wrong_top_level_value(failure: Failure, parser, arguments: list[str]) -> Use
     return wrong_value(f"'{failure.key}'", where(failure.key, arguments), failure.message)
 
 
-EXPLAINERS: list[Explainer] = [
+EXPLAINERS = [
     own_error,
     yaml_value,
     unknown_subcommand,

@@ -112,9 +112,8 @@ def use_atomic_checkpoints(trainer: L.Trainer) -> None:
 
     Sharded strategies (FSDP with sharded state) write folders through their own code and are left alone.
     """
-    strategy = trainer.strategy
-    if type(strategy.checkpoint_io) is TorchCheckpointIO:
-        strategy.checkpoint_io = AtomicCheckpointIO()
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
 
 def remove_unfinished_writes(folder: str | Path) -> None:

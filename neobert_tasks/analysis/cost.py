@@ -38,16 +38,11 @@ def _c_library() -> ctypes.CDLL | None:
     return ctypes.CDLL(name) if name else None
 
 
-def release_free_memory() -> None:
-    """Return the C allocator's freed but kept memory to the system (glibc ``malloc_trim``), if it can."""
-    library = _c_library()
-    if library is not None and hasattr(library, "malloc_trim"):
-        library.malloc_trim(0)
-
-
 def reset_peak_memory() -> bool:
     """Reset the process's recorded peak resident set size to its current size; whether that worked."""
-    release_free_memory()
+    library = _c_library()
+    if library is not None and hasattr(library, "malloc_trim"):
+        library.malloc_trim(0)  # return the allocator's freed but kept memory to the system first
     try:
         CLEAR_REFS.write_text("5")
         _status_kib("VmHWM")

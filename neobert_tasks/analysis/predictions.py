@@ -42,8 +42,7 @@ def collect_predictions(
     outputs = []
     for batch_index, batch in enumerate(batches):
         batch = {key: value.to(device) for key, value in batch.items()}
-        output = module.predict_step(batch, batch_index)
-        outputs.append({**output, **{key: batch[key] for key in batch_keys}})
+        outputs.append({**module.predict_step(batch, batch_index), **{key: batch[key] for key in batch_keys}})
     module.train(was_training)
     return flatten_outputs(outputs)
 
@@ -58,13 +57,10 @@ def word_tags(
     ``limit_eval_samples`` or a window limit) is tagged ``O``.
     """
     tags = [["O"] * count for count in word_counts]
-    seen: set[tuple[int, int]] = set()
-    for example, word, prediction in zip(
-        outputs["example"], outputs["word"], outputs["prediction"], strict=True
-    ):
-        if (example, word) not in seen:
-            seen.add((example, word))
-            tags[example][word] = label_names[prediction]
+    predicted = zip(outputs["example"], outputs["word"], outputs["prediction"], strict=True)
+    # Last to first, so that a word's first prediction is the one written last.
+    for example, word, prediction in reversed(list(predicted)):
+        tags[example][word] = label_names[prediction]
     return tags
 
 
@@ -72,20 +68,20 @@ def _overlaps(first: Entity, second: Entity) -> bool:
     return first[1] < second[2] and second[1] < first[2]
 
 
-def _gold_error_kind(gold: Entity, wrong_predictions: set[Entity]) -> tuple[str, Entity | None]:
-    """The kind of mistake made on a gold entity that was not predicted exactly, and the culprit."""
+def _gold_error(gold: Entity, wrong_predictions: set[Entity]) -> tuple[str, Entity, Entity | None]:
+    """``(kind, gold, culprit)`` of a gold entity that was not predicted exactly (see `sentence_errors`)."""
     overlapping = sorted(
         (entity for entity in wrong_predictions if _overlaps(gold, entity)), key=lambda item: item[1]
     )
     same_span = [entity for entity in overlapping if entity[1:] == gold[1:]]
     if same_span:
-        return "type", same_span[0]
+        return "type", gold, same_span[0]
     same_type = [entity for entity in overlapping if entity[0] == gold[0]]
     if same_type:
-        return "boundary", same_type[0]
+        return "boundary", gold, same_type[0]
     if overlapping:
-        return "boundary and type", overlapping[0]
-    return "missed", None
+        return "boundary and type", gold, overlapping[0]
+    return "missed", gold, None
 
 
 def sentence_errors(
@@ -95,10 +91,7 @@ def sentence_errors(
     gold = extract_entities(gold_tags, mode)
     predicted = extract_entities(predicted_tags, mode)
     wrong_gold, wrong_predicted = gold - predicted, predicted - gold
-    errors = []
-    for entity in sorted(wrong_gold, key=lambda item: item[1]):
-        kind, culprit = _gold_error_kind(entity, wrong_predicted)
-        errors.append((kind, entity, culprit))
+    errors = [_gold_error(entity, wrong_predicted) for entity in sorted(wrong_gold, key=lambda item: item[1])]
     # Entities of one tag sequence never overlap, so a wrong prediction overlapping a gold entity was
     # charged to that (wrongly predicted) gold entity above.
     for entity in sorted(wrong_predicted, key=lambda item: item[1]):

@@ -85,19 +85,16 @@ def results_table(runs: Iterable[Run]) -> pd.DataFrame:
     """
     rows = []
     for run in runs:
-        metrics = {
-            name.removeprefix("val/"): value
-            for name, value in run.best_metrics.items()
-            if name.startswith("val/")
-        }
+        best = run.best_metrics
+        scores = {name.removeprefix("val/"): value for name, value in best.items() if name.startswith("val/")}
         rows.append(
             {
                 "task": run.task,
                 "monitor": run.summary.get("monitor"),
                 "best_score": run.summary.get("best_score"),
-                "epoch": run.best_metrics.get("epoch"),
-                "step": run.best_metrics.get("step"),
-                **metrics,
+                "epoch": best.get("epoch"),
+                "step": best.get("step"),
+                **scores,
                 "run_directory": str(run.directory),
             }
         )

@@ -28,11 +28,7 @@ from transformers import PreTrainedTokenizerBase
 from neobert_tasks.data.checks import require_splits, skip_empty_texts
 from neobert_tasks.data.collator import ModelInputCollator
 from neobert_tasks.data.keys import EXAMPLE_BATCH_KEYS, EXAMPLE_INDEX, SOURCE_INDEX_COLUMN
-from neobert_tasks.data.loaders import (
-    MaxTokens,
-    SplitLoaders,
-    check_max_tokens,
-)
+from neobert_tasks.data.loaders import MaxTokens, SplitLoaders, check_max_tokens
 from neobert_tasks.data.sources import DataError
 from neobert_tasks.data.splits import PREDICT_SPLIT, SplitBookkeeping
 from neobert_tasks.data.tokenizer import load_tokenizer
@@ -76,8 +72,8 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         predict_split: the split ``predict`` runs on (e.g. validation); None takes the test splits, else the
             validation splits. A `predict_file`, where a task has one, comes first.
 
-    Subclasses take these through `**kwargs` (declaring again only an option whose default differs) and
-    call `self.save_hyperparameters()` at the end of their `__init__` for their own options.
+    Subclasses take these through `**kwargs` (declaring again only an option whose default differs); the
+    `save_hyperparameters()` call here records their own options too.
     """
 
     # Keys a batch carries; anything else a tokenizer or dataset adds (token_type_ids, offsets, raw text)
@@ -130,8 +126,8 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         self._resume_position: tuple[int, int] | None = None  # (epoch, batches done) of a resumed run
         # Splits that were asked for but found missing when data was loaded; split name lists drop them.
         self._missing_splits: set[str] = set()
-        # Every option with its value, defaults included (a subclass's own call adds its options; Lightning
-        # collects the arguments of each `__init__` on the stack, the subclasses' `**kwargs` too).
+        # Every option with its value, defaults included, the subclasses' too: Lightning collects the
+        # arguments of each `__init__` on the stack (their `**kwargs` too), so subclasses need not call it.
         self.save_hyperparameters()
 
     # ----------------------------------------------------------------------------------------------------
@@ -264,13 +260,12 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         if not is_train:
             self.raw_examples[name] = dataset
         encode = self.encode_function(name, dataset)
-        streamed = isinstance(dataset, datasets.IterableDataset)
-        options: dict[str, Any] = {} if streamed else {"desc": f"Tokenizing {name}"}
+        options: dict[str, Any] = {"function": encode, "with_indices": indexing == "encoder"}
         if indexing == "row":
-            options.update(function=encode_with_index, with_indices=True)
-            options["fn_kwargs"] = {"encode": encode, "keep_index": not is_train}
-        else:
-            options.update(function=encode, with_indices=indexing == "encoder")
+            fn_kwargs = {"encode": encode, "keep_index": not is_train}
+            options = {"function": encode_with_index, "with_indices": True, "fn_kwargs": fn_kwargs}
+        if not isinstance(dataset, datasets.IterableDataset):
+            options["desc"] = f"Tokenizing {name}"
         # A stream's columns are known once its first row is read.
         columns = dataset.column_names or list(next(iter(dataset)).keys())
         tokenized = dataset.map(batched=True, remove_columns=columns, **options, **self.map_kwargs(name))

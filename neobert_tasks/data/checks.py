@@ -24,8 +24,7 @@ def check_text_columns(dataset: datasets.Dataset, columns: Sequence[str], origin
     for column in columns:
         if label_kind(dataset.features[column]) != "str":
             raise DataError(f"Column '{column}' of {origin} must hold text, not {dataset.features[column]}.")
-        missing = dataset.with_format("arrow")[column].null_count
-        if missing:
+        if missing := dataset.with_format("arrow")[column].null_count:
             raise DataError(f"Column '{column}' of {origin} has {missing} empty (null) values.")
 
 

@@ -46,13 +46,10 @@ class ModelInputCollator:
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = {}
         for key in self.keys:
-            if key not in features[0]:
-                continue
-            values = [row[key] for row in features]
-            if key in self.pad_values:
-                batch[key] = self.pad(values, self.pad_values[key])
-            else:
-                batch[key] = torch.tensor(values)
+            if key in features[0]:
+                values = [row[key] for row in features]
+                padded = key in self.pad_values
+                batch[key] = self.pad(values, self.pad_values[key]) if padded else torch.tensor(values)
         return batch
 
     def pad(self, rows: list[Sequence[int]], value: int) -> torch.Tensor:

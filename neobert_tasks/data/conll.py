@@ -45,8 +45,7 @@ def read_conll_sentences(
     """
     del file_stamps
     for path in paths:
-        words: list[str] = []
-        tags: list[str] = []
+        words, tags = [], []
         with open(path, encoding="utf-8") as handle:
             for line_number, line in enumerate(handle, start=1):
                 columns = line.split()
@@ -58,23 +57,6 @@ def read_conll_sentences(
                     words, tags = [], []
         if words:
             yield {tokens_column: words, tags_column: tags}
-
-
-def load_conll_split(
-    split: str,
-    files: list[Path],
-    tokens_column: str,
-    tags_column: str,
-    tag_column: int,
-    cache_dir: str | None,
-) -> datasets.Dataset:
-    """Read CoNLL files into a memory-mapped dataset in the datasets cache, so its tokenization is cached."""
-    string_list = datasets.List(datasets.Value("string"))
-    features = datasets.Features({tokens_column: string_list, tags_column: string_list})
-    columns = {"tokens_column": tokens_column, "tags_column": tags_column, "tag_column": tag_column}
-    return load_generated_split(
-        split, files, read_conll_sentences, features, cache_dir, "sentences", **columns
-    )
 
 
 def find_word_split_files(directory: str | Path) -> dict[str, list[Path]]:
@@ -92,11 +74,18 @@ def load_word_splits(
 ) -> tuple[datasets.DatasetDict, dict[str, str]]:
     """The splits among `split_names` with files in `directory`, CoNLL files or tabular ones (one format per
     split), with a readable origin per split; `MissingDataError` when none of them has files."""
+    string_list = datasets.List(datasets.Value("string"))
+    features = datasets.Features({tokens_column: string_list, tags_column: string_list})
+    columns = {"tokens_column": tokens_column, "tags_column": tags_column, "tag_column": tag_column}
 
     def read_conll(split: str, files: list[Path]) -> datasets.Dataset | None:
+        """CoNLL files read into a memory-mapped dataset in the datasets cache, so that their tokenization
+        is cached; None for tabular files."""
         if files[0].suffix not in CONLL_SUFFIXES:
-            return None  # tabular files
-        return load_conll_split(split, files, tokens_column, tags_column, tag_column, cache_dir)
+            return None
+        return load_generated_split(
+            split, files, read_conll_sentences, features, cache_dir, "sentences", **columns
+        )
 
     split_files, file_names = find_word_split_files(directory), "<split>.parquet|json|jsonl|conll|txt"
     return load_local_splits(directory, split_names, cache_dir, split_files, file_names, read_conll)

@@ -15,6 +15,7 @@ the ``(texts, dim)`` matrix to score (`neobert_tasks.metrics.embedding_sets`).
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import datasets
@@ -55,15 +56,24 @@ def load_evaluation_set(
     if location.is_dir():
         evaluation_set = load_beir_set(str(location), split=retrieval_split)
     elif all(column in read_table(location).columns for column in SQUAD_COLUMNS):
-        evaluation_set = load_squad_retrieval_set(str(location), name=_squad_name(location))
+        # ``squad_dev`` for SQuAD's validation file, ``squad_<split>`` for another split's.
+        name = "squad_dev" if location.stem in ("validation", "dev") else f"squad_{location.stem}"
+        evaluation_set = load_squad_retrieval_set(str(location), name=name)
     else:
         evaluation_set = load_similarity_set(str(location))
     if isinstance(evaluation_set, SimilaritySet):
-        return _first_pairs(evaluation_set, limit)
-    query_ids = evaluation_set.query_ids[:limit] if limit is not None else evaluation_set.query_ids
+        if limit is None or limit >= len(evaluation_set.scores):
+            return evaluation_set
+        texts = evaluation_set.texts
+        return SimilaritySet(
+            evaluation_set.name,
+            [texts[i] for i in evaluation_set.first[:limit].tolist()],
+            [texts[i] for i in evaluation_set.second[:limit].tolist()],
+            evaluation_set.scores[:limit],
+        )
     return RetrievalSet(
         evaluation_set.name,
-        {query: evaluation_set.queries[query] for query in query_ids},
+        {query: evaluation_set.queries[query] for query in evaluation_set.query_ids[:limit]},
         evaluation_set.corpus,  # the whole corpus: fewer documents would make retrieval easier
         evaluation_set.relevant,
         query_prefix=query_prefix,
@@ -71,31 +81,11 @@ def load_evaluation_set(
     )
 
 
-def _squad_name(path: Path) -> str:
-    """``squad_dev`` for SQuAD's validation file, ``squad_<split>`` for another split's."""
-    split = path.stem
-    return "squad_dev" if split in ("validation", "dev") else f"squad_{split}"
-
-
-def _first_pairs(evaluation_set: SimilaritySet, limit: int | None) -> SimilaritySet:
-    """The set cut to its first ``limit`` pairs (all when None)."""
-    if limit is None or limit >= len(evaluation_set.scores):
-        return evaluation_set
-    texts = evaluation_set.texts
-    return SimilaritySet(
-        evaluation_set.name,
-        [texts[i] for i in evaluation_set.first[:limit].tolist()],
-        [texts[i] for i in evaluation_set.second[:limit].tolist()],
-        evaluation_set.scores[:limit],
-    )
-
-
 def load_evaluation_sets(paths: list[str], **options) -> list[EvaluationSet]:
     """`load_evaluation_set` of each path; two sets of one name would log over each other, so refuse."""
     sets = [load_evaluation_set(path, **options) for path in paths]
-    names = [evaluation_set.name for evaluation_set in sets]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
+    counts = Counter(evaluation_set.name for evaluation_set in sets)
+    if repeated := sorted(name for name, count in counts.items() if count > 1):
         raise DataError(f"Evaluation sets {paths} give the same name twice ({', '.join(repeated)}).")
     return sets
 
@@ -123,18 +113,17 @@ class EvaluationSetLoaders:
     def evaluation_sets_for(self, stage: str) -> list[EvaluationSet]:
         """The sets that ``stage`` (``fit``, ``validate`` or ``test``) scores, loaded on first use."""
         paths = self.test_sets if stage == "test" and self.test_sets is not None else self.eval_sets
-        if stage == "predict":
-            paths = []
+        key = () if stage == "predict" else tuple(paths)
         cache = self.__dict__.setdefault("_evaluation_sets", {})
-        if tuple(paths) not in cache:
-            cache[tuple(paths)] = load_evaluation_sets(
-                list(paths),
+        if key not in cache:
+            cache[key] = load_evaluation_sets(
+                list(key),
                 retrieval_split=self.retrieval_split,
                 query_prefix=self.query_prefix,
                 document_prefix=self.document_prefix,
                 limit=self.limit_eval_samples,
             )
-        return cache[tuple(paths)]
+        return cache[key]
 
     def split_names_for(self, stage: str) -> list[str]:
         """Name of each dataloader of ``stage``: the evaluation sets', then the pair splits'."""
@@ -188,15 +177,14 @@ class EvaluationSetLoaders:
         )
         # Tokenized once per set: Lightning's `LightningDataModule.__str__` builds every loader, and the CLI
         # prints datamodules while it builds them.
-        tokenized = self.__dict__.setdefault("_tokenized_sets", {})
+        cache = self.__dict__.setdefault("_tokenized_sets", {})
         loaders = []
         for evaluation_set in self.evaluation_sets_for(stage):
             key = id(evaluation_set)  # the sets are cached objects: their id is stable
-            if key not in tokenized:
-                tokenized[key] = tokenized_texts(evaluation_set.texts, self.tokenizer, self.max_length)
-            dataset = tokenized[key]
+            if key not in cache:
+                cache[key] = tokenized_texts(evaluation_set.texts, self.tokenizer, self.max_length)
             loader = evaluation_loader(
-                dataset, self.eval_batch_size, collator, self.trainer, self.num_workers, longest_first=True
+                cache[key], self.eval_batch_size, collator, self.trainer, self.num_workers, longest_first=True
             )
             loaders.append(loader)
         return loaders

@@ -62,13 +62,6 @@ GLUE_TASKS: dict[str, GLUETask] = {
 }
 
 
-def glue_task(task_name: str) -> GLUETask:
-    """The table entry of `task_name`; `DataError` listing the valid names otherwise."""
-    if task_name not in GLUE_TASKS:
-        raise DataError(f"Unknown GLUE task '{task_name}'; valid names are {', '.join(GLUE_TASKS)}.")
-    return GLUE_TASKS[task_name]
-
-
 class GLUEDataModule(LabelledTextDataModule):
     """One GLUE task, tokenized for NeoBERT (defaults follow the NeoBERT paper's GLUE recipe).
 
@@ -88,14 +81,15 @@ class GLUEDataModule(LabelledTextDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(max_length=max_length, **kwargs)
-        self.task = glue_task(task_name)
+        if task_name not in GLUE_TASKS:
+            raise DataError(f"Unknown GLUE task '{task_name}'; valid names are {', '.join(GLUE_TASKS)}.")
+        self.task = GLUE_TASKS[task_name]
         self.task_name = task_name
         self.text_columns, self.label_column = self.task.text_columns, "label"
         # Class names in class-id order, as in the hub dataset's `label` feature (STS-B: one score).
         self.label_schema = LabelSchema(self.task.problem_type, self.task.label_names)
         # Hub `nyu-mll/glue` with the task as its config, unless data_dir holds a local copy.
         self.set_data_source(GLUE_HUB_ID, task_name, self._task_directory(data_dir, task_name))
-        self.save_hyperparameters()
 
     @staticmethod
     def _task_directory(data_dir: str | None, task_name: str) -> str | None:

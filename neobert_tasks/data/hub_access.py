@@ -28,14 +28,10 @@ OFFLINE_SWITCHES = ((huggingface_hub.constants, "HF_HUB_OFFLINE"), (datasets.con
 LOCAL_DATA_HINT = "pass a local folder of split files with --data.init_args.data_dir (README: Your own data)"
 
 
-def hub_is_offline() -> bool:
-    """Whether offline mode is on (HF_HUB_OFFLINE=1 or HF_DATASETS_OFFLINE=1)."""
-    return bool(huggingface_hub.constants.HF_HUB_OFFLINE or datasets.config.HF_HUB_OFFLINE)
-
-
 def hub_unreachable() -> bool:
-    """Whether the hub's host cannot be reached now: offline mode, no DNS, or no connection in 3 s."""
-    if hub_is_offline():
+    """Whether the hub's host cannot be reached now: offline mode (HF_HUB_OFFLINE=1 or HF_DATASETS_OFFLINE=1),
+    no DNS, or no connection in 3 s."""
+    if huggingface_hub.constants.HF_HUB_OFFLINE or datasets.config.HF_HUB_OFFLINE:
         return True
     endpoint = urlparse(huggingface_hub.constants.ENDPOINT)
     port = endpoint.port or (443 if endpoint.scheme == "https" else 80)

@@ -110,18 +110,15 @@ def check_labels(
     missing = flat.null_count if flat is not values else 0
     if missing:
         raise DataError(f"Split '{split}' has {missing} null items in the label lists of column '{column}'.")
-    if encoding == "float":
-        return
     if encoding in ("class_index", "multi_hot_indices"):
         numbers = flat.to_numpy(zero_copy_only=False)
         valid = (numbers >= 0) & (numbers < len(label_names))
         if allow_unlabeled and encoding == "class_index":
             valid |= numbers == -1
         if not valid.all():
-            bad = numbers[~valid][0]
             raise DataError(
-                f"Label {bad} in split '{split}' is outside the valid range [0, {len(label_names)})"
-                f"{' (or -1 for unlabelled rows)' if allow_unlabeled else ''}."
+                f"Label {numbers[~valid][0]} in split '{split}' is outside the valid range"
+                f" [0, {len(label_names)}){' (or -1 for unlabelled rows)' if allow_unlabeled else ''}."
             )
     elif encoding in ("class_name", "multi_hot_names"):
         unknown = sorted(set(pc.unique(pc.drop_null(flat)).to_pylist()) - set(label_names))
@@ -155,11 +152,9 @@ def infer_label_schema(feature: object, values: datasets.Dataset, column: str, o
     kind = label_kind(feature)
     if kind == "unsupported":
         raise DataError(f"Label column '{column}' of {origin} has unsupported type {feature}.")
-    problem_type = (
-        MULTI_LABEL if kind.startswith("list_") else REGRESSION if kind == "float" else SINGLE_LABEL
-    )
-    if problem_type == REGRESSION:
+    if kind == "float":
         return LabelSchema(REGRESSION, (column,))
+    problem_type = MULTI_LABEL if kind.startswith("list_") else SINGLE_LABEL
     inner = feature.feature if kind.startswith("list_") else feature
     if isinstance(inner, datasets.ClassLabel):
         return LabelSchema(problem_type, tuple(inner.names))

@@ -41,9 +41,7 @@ def dataset_lengths(dataset: datasets.Dataset) -> list[int]:
 
 def check_max_tokens(max_tokens: MaxTokens) -> None:
     """Refuse a token budget that is neither `auto`, None nor a positive token count."""
-    if max_tokens is None or max_tokens == "auto":
-        return
-    if isinstance(max_tokens, str) or max_tokens < 1:
+    if max_tokens not in (None, "auto") and (isinstance(max_tokens, str) or max_tokens < 1):
         raise DataError(f"data.max_tokens must be auto, null or a positive token count, got {max_tokens!r}.")
 
 
@@ -146,16 +144,15 @@ def evaluation_loader(
 ) -> DataLoader:
     """Every example of `dataset` once over all ranks, in dataset order or (`longest_first`) by length."""
     distributed = distributed_kwargs(trainer)
+    sampler = None
     if longest_first:
         sampler = LengthSortedEvalSampler(dataset_lengths(dataset), **(distributed or {}))
-        return make_loader(dataset, batch_size, collate_fn, trainer, num_workers, sampler=sampler)
-    if distributed is None:
-        return make_loader(dataset, batch_size, collate_fn, trainer, num_workers)
-    # Lightning's default DistributedSampler pads the split with repeated examples so that every rank gets
-    # as many; those would be scored twice. The unrepeated sampler strides the split without padding (ranks
-    # may differ by one example), and the torchmetrics states and the sample-weighted loss are then synced
-    # over exactly the split's examples. Lightning keeps a DistributedSampler it is given.
-    sampler = UnrepeatedDistributedSampler(dataset, shuffle=False, **distributed)
+    elif distributed is not None:
+        # Lightning's default DistributedSampler pads the split with repeated examples so that every rank
+        # gets as many; those would be scored twice. The unrepeated sampler strides the split without padding
+        # (ranks may differ by one example), and the torchmetrics states and the sample-weighted loss are then
+        # synced over exactly the split's examples. Lightning keeps a DistributedSampler it is given.
+        sampler = UnrepeatedDistributedSampler(dataset, shuffle=False, **distributed)
     return make_loader(dataset, batch_size, collate_fn, trainer, num_workers, sampler=sampler)
 
 
@@ -218,8 +215,7 @@ class SplitLoaders:
         """One loader per split, in order; a bare loader when there is one so metric names stay unsuffixed."""
         if split_names and not self.datasets:
             raise DataError("No split is loaded; call setup() before asking for dataloaders.")
-        present = [name for name in split_names if name in self.datasets]
-        loaders = [self._eval_loader(self.datasets[name]) for name in present]
+        loaders = [self._eval_loader(self.datasets[name]) for name in split_names if name in self.datasets]
         return loaders[0] if len(loaders) == 1 else loaders
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:

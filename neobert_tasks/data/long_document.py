@@ -24,6 +24,7 @@ from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -40,19 +41,15 @@ OVERFLOW_MODES = ("truncate", "head_tail", "chunk")
 def window_starts(num_tokens: int, body_length: int, stride: int) -> list[int]:
     """Start of each window of `body_length` tokens overlapping by `stride`; the last one reaches the end."""
     step = body_length - stride
-    starts = [0]
-    while starts[-1] + body_length < num_tokens:
-        starts.append(starts[-1] + step)
-    return starts
+    return list(range(0, max(num_tokens - body_length, 0) + step, step))
 
 
 def head_tail_tokens(token_ids: list[int], body_length: int, head_tokens: int) -> list[int]:
     """The first `head_tokens` and the last `body_length - head_tokens` tokens of a longer sequence."""
     if len(token_ids) <= body_length:
         return list(token_ids)
-    tail_tokens = body_length - head_tokens
-    tail = token_ids[len(token_ids) - tail_tokens :] if tail_tokens else []
-    return list(token_ids[:head_tokens]) + list(tail)
+    tail_start = len(token_ids) - (body_length - head_tokens)  # the end when there is no tail
+    return list(token_ids[:head_tokens]) + list(token_ids[tail_start:])
 
 
 def document_windows(
@@ -169,13 +166,10 @@ class LongDocumentDataModule(TextClassificationDataModule):
         if overflow not in OVERFLOW_MODES:
             raise DataError(f"Unknown overflow '{overflow}'; expected one of {', '.join(OVERFLOW_MODES)}.")
         super().__init__(text_pair_column=None, max_length=max_length, batch_size=batch_size, **kwargs)
-        text_column = self.text_column = self.text_columns[0]
-        self.title_column = title_column
+        self.text_column, self.title_column = self.text_columns[0], title_column
         # The title is checked like the text (strings, no missing values).
-        self.text_columns = (text_column,) if title_column is None else (text_column, title_column)
+        self.text_columns = (self.text_column,) if title_column is None else (self.text_column, title_column)
         self.overflow, self.stride, self.head_tokens = overflow, stride, head_tokens
-        self.save_hyperparameters()
-        self._record_label_schema()  # over the given values just saved again, as in the parent
 
     def empty_text_columns(self) -> Sequence[str]:
         """The document's text: an empty title alone does not make a document empty."""
@@ -218,18 +212,11 @@ class LongDocumentDataModule(TextClassificationDataModule):
     def window_lengths(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Each document's total tokens and number of windows, read from Arrow without decoding rows."""
         column = self._dataset(name).with_format("arrow")["input_ids"]
-        totals, counts = [], []
-        for chunk in column.chunks:
-            if len(chunk) == 0:
-                continue
-            window_lengths = np.asarray(chunk.flatten().value_lengths().to_numpy(zero_copy_only=False))
-            offsets = np.asarray(chunk.offsets.to_numpy())
-            # Every document has at least one window, so each reduceat segment is non-empty.
-            totals.append(np.add.reduceat(window_lengths, offsets[:-1] - offsets[0]))
-            counts.append(np.diff(offsets))
-        if not totals:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return np.concatenate(totals), np.concatenate(counts)
+        counts = pc.list_value_length(column).to_numpy()
+        window_lengths = pc.list_value_length(pc.list_flatten(column)).to_numpy()  # all windows, in order
+        # Every document has at least one window, so each reduceat segment (its windows) is non-empty.
+        totals = np.add.reduceat(window_lengths, np.cumsum(counts) - counts) if counts.size else counts
+        return totals, counts
 
     def sequence_lengths(self, name: str) -> list[int]:
         """Token count of every document (all its windows), so length grouping balances batch sizes."""

@@ -112,9 +112,8 @@ def squad_pair_split(dataset: datasets.Dataset, origin: str) -> datasets.Dataset
 
 def text_hash(token_ids: Sequence[int]) -> int:
     """A 64-bit hash of a text's token ids, the same in every process (Python's `hash` of str is not)."""
-    return int.from_bytes(
-        blake2b(array("q", token_ids).tobytes(), digest_size=8).digest(), "little", signed=True
-    )
+    digest = blake2b(array("q", token_ids).tobytes(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
 
 
 def encode_roles(

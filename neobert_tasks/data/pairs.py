@@ -219,11 +219,8 @@ class PairDataModule(EvaluationSetLoaders, HubOrLocalSource, TokenizedDataModule
 
     def make_collator(self) -> ModelInputCollator:
         """Pads each role's token ids (pad id) and mask (0) to that role's longest text in the batch."""
-        pad_values = {}
-        for role in ROLES:
-            pad_values.update(
-                {role_key(role, INPUT_IDS): self.tokenizer.pad_token_id, role_key(role, ATTENTION_MASK): 0}
-            )
+        padding = {INPUT_IDS: self.tokenizer.pad_token_id, ATTENTION_MASK: 0}
+        pad_values = {role_key(role, key): value for role in ROLES for key, value in padding.items()}
         return ModelInputCollator(self.tokenizer, self.pad_to_multiple_of, self.model_input_keys, pad_values)
 
     # ----------------------------------------------------------------------------------------------------

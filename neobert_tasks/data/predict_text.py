@@ -90,7 +90,6 @@ def load_text_file(
     for column in text_columns:
         if label_kind(dataset.features[column]) != "str":
             raise DataError(f"Column '{column}' of {origin} must hold text, not {dataset.features[column]}.")
-        missing_row = first_row(pc.is_null(dataset.with_format("arrow")[column]))
-        if missing_row >= 0:
+        if (missing_row := first_row(pc.is_null(dataset.with_format("arrow")[column]))) >= 0:
             raise DataError(f"Row {missing_row} of {origin} has no text (null) in column '{column}'.")
     return dataset

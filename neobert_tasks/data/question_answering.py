@@ -87,7 +87,6 @@ class QuestionAnsweringDataModule(HubOrLocalSource, TokenizedDataModule):
                 f"doc_stride ({doc_stride}) must be at least 0 and below max_length ({max_length})."
             )
         self.version_2, self.doc_stride = version_2, doc_stride
-        self.save_hyperparameters()
 
     @property
     def main_metric(self) -> str:

@@ -63,8 +63,7 @@ class LengthGroupedSampler(Sampler[int]):
         return len(self.lengths)
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator()
-        generator.manual_seed(self.seed + self.epoch)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         size = self.mega_batch_size
         mega_batches = [
@@ -105,11 +104,8 @@ class MidEpochResume:
 
     def batches_to_skip(self) -> int:
         """Batches of the current epoch to skip in this iteration (once), from `resume_at`."""
-        if self.resume_position is None:
-            return 0
-        epoch, batches_done = self.resume_position
-        self.resume_position = None
-        return batches_done if epoch == self.epoch else 0
+        position, self.resume_position = self.resume_position, None
+        return position[1] if position is not None and position[0] == self.epoch else 0
 
 
 class TrainingSampler(MidEpochResume, DistributedSampler):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Collection, Iterable
+from itertools import islice
 from pathlib import Path
 
 import datasets
@@ -65,8 +66,7 @@ def find_split_files(
         if not path.is_file() or path.suffix not in suffixes:
             continue
         # Shards follow the hub naming `<split>-00000-of-00003.<ext>`; split names themselves contain no '-'.
-        split_name = path.stem.split("-", 1)[0]
-        split_files.setdefault(split_name, []).append(path)
+        split_files.setdefault(path.stem.split("-", 1)[0], []).append(path)
     return split_files
 
 
@@ -86,11 +86,7 @@ def _has_rows(path: Path) -> bool:
         return True
     lines_needed = 2 if path.suffix in (".csv", ".tsv") else 1  # the header line is not a row
     with path.open(encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            lines_needed -= bool(line.strip())
-            if lines_needed == 0:
-                return True
-    return False
+        return len(list(islice(filter(str.strip, handle), lines_needed))) == lines_needed
 
 
 def read_files(

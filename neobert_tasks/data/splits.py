@@ -83,16 +83,13 @@ class SplitBookkeeping(ABC):
 
     def split_names_for(self, stage: str) -> list[str]:
         """Split name of each dataloader index of `stage` (validate, test or predict), to name metrics."""
-        by_stage = {
-            "fit": self.validation_split_names,
-            "validate": self.validation_split_names,
-            "validation": self.validation_split_names,
-            "test": self.test_split_names,
-            "predict": self.predict_split_names,
-        }
-        if stage not in by_stage:
-            raise ValueError(f"Unknown stage '{stage}'; expected one of {', '.join(by_stage)}.")
-        return list(by_stage[stage])
+        if stage in ("fit", "validate", "validation"):
+            return self.validation_split_names
+        if stage in ("test", "predict"):
+            return self.test_split_names if stage == "test" else self.predict_split_names
+        raise ValueError(
+            f"Unknown stage '{stage}'; expected one of fit, validate, validation, test, predict."
+        )
 
     def local_split_names(self) -> set[str] | None:
         """Splits that have files, when that is cheap to know before loading (local directory), else None."""

@@ -89,8 +89,7 @@ def read_official_squad(paths: list[str], file_stamps: list[list[int]]) -> Itera
 
 
 def load_official_squad(split: str, files: list[Path], cache_dir: str | None) -> datasets.Dataset:
-    """Convert official SQuAD JSON files into a memory-mapped dataset in the datasets cache (so that its
-    tokenization is cached too), with the hub's columns."""
+    """Official SQuAD JSON files as a memory-mapped dataset in the datasets cache, with the hub's columns."""
     return load_generated_split(split, files, read_official_squad, SQUAD_FEATURES, cache_dir, "questions")
 
 
@@ -107,13 +106,9 @@ def check_answers_type(dataset: datasets.Dataset, origin: str) -> None:
     """`answers` must be a struct of two lists, `text` (strings) and `answer_start` (integers)."""
     answer_type = dataset.data.schema.field(ANSWERS_COLUMN).type
     fields = {field.name: field.type for field in answer_type} if pa.types.is_struct(answer_type) else {}
-    text, start = fields.get("text"), fields.get("answer_start")
-    is_list = pa.types.is_list
-    text_ok = (
-        text is not None and (is_list(text) or pa.types.is_large_list(text)) and is_text(text.value_type)
-    )
-    start_ok = start is not None and (is_list(start) or pa.types.is_large_list(start))
-    if not (text_ok and start_ok and pa.types.is_integer(start.value_type)):
+    items = {n: t.value_type for n, t in fields.items() if pa.types.is_list(t) or pa.types.is_large_list(t)}
+    text, start = items.get("text", pa.null()), items.get("answer_start", pa.null())  # list item types
+    if not (is_text(text) and pa.types.is_integer(start)):
         raise DataError(
             f"Column '{ANSWERS_COLUMN}' of {origin} must hold {{'text': [strings], 'answer_start':"
             f" [integers]}} per row, not {dataset.features[ANSWERS_COLUMN]}."

@@ -114,7 +114,6 @@ class TextDataModule(HubOrLocalSource, TokenizedDataModule):
         self.validation_fraction, self.train_tokenizer = validation_fraction, train_tokenizer
         self.tokenizer_vocab_size, self.predict_file = tokenizer_vocab_size, predict_file
         self.model_input_keys = PACKED_KEYS if packing else ("input_ids", "attention_mask")
-        self.save_hyperparameters()
 
     # ----------------------------------------------------------------------------------------------------
     # Values linked to the task by the command line.
@@ -139,7 +138,7 @@ class TextDataModule(HubOrLocalSource, TokenizedDataModule):
         if self._tokenizer is None:
             name = self.tokenizer_name_or_path
             if self.train_tokenizer and asks_for_new_tokenizer(name):
-                self._tokenizer = self._train_tokenizer(self.tokenizer_directory())
+                self._tokenizer = self._train_tokenizer()
             else:
                 self._tokenizer = load_tokenizer(name) if name is not None else self._no_tokenizer()
         return self._tokenizer
@@ -148,13 +147,7 @@ class TextDataModule(HubOrLocalSource, TokenizedDataModule):
     def _no_tokenizer():
         raise DataError("data.tokenizer is null and data.train_tokenizer is false: no tokenizer to use.")
 
-    def tokenizer_directory(self) -> Path:
-        """Where a tokenizer trained from scratch is saved."""
-        if self.tokenizer_name_or_path is not None:
-            return Path(self.tokenizer_name_or_path).expanduser()
-        return Path(self.cache_dir or ".") / "tokenizer"
-
-    def _train_tokenizer(self, directory: Path) -> PreTrainedTokenizerFast:
+    def _train_tokenizer(self) -> PreTrainedTokenizerFast:
         raw, _ = self.load_raw_splits([self.train_split_name])
         if self.train_split_name not in raw:
             raise MissingDataError(f"No training split in {self.data_source} to train a tokenizer on.")
@@ -163,34 +156,28 @@ class TextDataModule(HubOrLocalSource, TokenizedDataModule):
             limit = STREAMING_TOKENIZER_DOCUMENTS
         train = self._limited(raw[self.train_split_name], limit)
         texts = (row[self.text_column] for row in train)
+        name = self.tokenizer_name_or_path
+        directory = Path(name).expanduser() if name is not None else Path(self.cache_dir or ".") / "tokenizer"
         return train_wordpiece_tokenizer(texts, self.tokenizer_vocab_size, directory)
 
     # ----------------------------------------------------------------------------------------------------
     # TokenizedDataModule's pieces.
-
-    @property
-    def dataset_name(self) -> str | None:
-        """The hub dataset id (`dataset_id`), under the name this datamodule first gave it."""
-        return self.dataset_id
 
     def local_split_names(self) -> None:
         """Unknown before loading: a validation split may be held out of the training documents."""
         return None
 
     def load_raw_splits(self, split_names: Sequence[str]) -> tuple[dict, dict[str, str]]:
-        raw, origins = self._load_all_splits()
+        if self.streaming:
+            raw, origins = stream_hub_splits(self.dataset_id, self.dataset_config, self.cache_dir)
+        else:
+            raw, origins = super().load_raw_splits(self._all_split_names())
         if "validation" not in raw and self.train_split_name in raw:
             hold_out_validation(
                 raw, origins, self.train_split_name, self.validation_fraction, self.seed, self.streaming
             )
         wanted = [name for name in split_names if name in raw]
         return {name: raw[name] for name in wanted}, {name: origins[name] for name in wanted}
-
-    def _load_all_splits(self) -> tuple[dict, dict[str, str]]:
-        if self.streaming:
-            return stream_hub_splits(self.dataset_id, self.dataset_config, self.cache_dir)
-        raw, origins = super().load_raw_splits(self._all_split_names())
-        return dict(raw), origins
 
     def load_local_split_files(self, split_names: Sequence[str]) -> tuple[dict, dict[str, str]]:
         """`<split>.txt` files of one document per line, or tabular split files."""
@@ -241,12 +228,11 @@ class TextDataModule(HubOrLocalSource, TokenizedDataModule):
         return PackedCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of, self.model_input_keys)
 
     def train_dataloader(self) -> DataLoader:
-        dataset = self._dataset(self.train_split_name)
-        if self.streaming:
-            # A stream cannot be indexed by a sampler; a shuffle buffer mixes nearby rows instead.
-            dataset = self._shard_stream(dataset.shuffle(seed=self.seed, buffer_size=10_000))
-            return self._loader(dataset, self.batch_size)
-        return super().train_dataloader()
+        if not self.streaming:
+            return super().train_dataloader()
+        # A stream cannot be indexed by a sampler; a shuffle buffer mixes nearby rows instead.
+        dataset = self._dataset(self.train_split_name).shuffle(seed=self.seed, buffer_size=10_000)
+        return self._loader(self._shard_stream(dataset), self.batch_size)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.streaming and state_dict.get("train_batches_done"):

@@ -201,8 +201,12 @@ class TextClassificationDataModule(LabelledTextDataModule):
         self.label_column, self.train_split_name = label_column, train_split
         self.validation_split, self.test_split = validation_split, test_split
         self.label_schema = self._resolve_label_schema(problem_type, num_labels, label_names)
-        self.save_hyperparameters()
-        self._record_label_schema()
+        # Record the resolved schema over the given (often None) values that `save_hyperparameters()` saved:
+        # the CLI links it into the model's hparams, and Lightning refuses to log a key that holds different
+        # values in the two.
+        self.save_hyperparameters(
+            {key: getattr(self, key) for key in ("problem_type", "num_labels", "label_names")}
+        )
 
     # ----------------------------------------------------------------------------------------------------
     # The label schema, resolved in __init__ from the options and, for what they leave open, the data.
@@ -236,14 +240,6 @@ class TextClassificationDataModule(LabelledTextDataModule):
             inferred = LabelSchema(inferred.problem_type, tuple(str(index) for index in range(num_labels)))
         return self._checked_schema(inferred, num_labels)
 
-    def _record_label_schema(self) -> None:
-        """Record the resolved schema over the given (often None) values that `save_hyperparameters()` just
-        saved: the CLI links it into the model's hparams, and Lightning refuses to log a key that holds
-        different values in the two."""
-        self.save_hyperparameters(
-            {key: getattr(self, key) for key in ("problem_type", "num_labels", "label_names")}
-        )
-
     @staticmethod
     def _checked_schema(schema: LabelSchema, num_labels: int | None) -> LabelSchema:
         if num_labels is not None and num_labels != schema.num_labels:
@@ -260,13 +256,10 @@ class TextClassificationDataModule(LabelledTextDataModule):
         is_test = split_name == PREDICT_SPLIT or (
             split_name == self.test_split and split_name != self.validation_split
         )
-        labelled = not is_test or self.label_column in dataset.column_names
-        require_columns(dataset, [*self.text_columns, self.label_column if labelled else None], origin)
+        column = self.label_column
+        labelled = not is_test or column in dataset.column_names
+        require_columns(dataset, [*self.text_columns, column if labelled else None], origin)
         check_text_columns(dataset, self.text_columns, origin)
         if labelled:
-            encoding = label_encoding(
-                self.problem_type, dataset.features[self.label_column], self.label_column, origin
-            )
-            check_labels(
-                dataset, self.label_column, encoding, self.label_names, split_name, allow_unlabeled=is_test
-            )
+            encoding = label_encoding(self.problem_type, dataset.features[column], column, origin)
+            check_labels(dataset, column, encoding, self.label_names, split_name, allow_unlabeled=is_test)

@@ -31,11 +31,9 @@ def load_text_directory(
     split_files = find_split_files(directory)  # MissingDataError when the directory does not exist
     directory = Path(directory)
     text_files = {path.stem: path for path in sorted(directory.glob("*.txt")) if path.stem in split_names}
-    loaded: dict = {}
-    origins: dict[str, str] = {}
+    loaded, origins = {}, {}
     for name, path in text_files.items():
-        dataset = read_files("text", name, [path], cache_dir)
-        dataset = dataset.filter(
+        dataset = read_files("text", name, [path], cache_dir).filter(
             lambda row: bool(row["text"].strip()), desc=f"Dropping empty lines of {name}"
         )
         loaded[name] = dataset.rename_column("text", text_column) if text_column != "text" else dataset

@@ -118,14 +118,12 @@ def scoring_windows(positions: list[list[int | None]], spans: dict[int, tuple[in
     total = max((end for _, end in bounds.values()), default=0)
     chosen = {}
     for word, (first, last) in spans.items():
-        best = None
-        for number, (start, end) in bounds.items():
-            if start <= first < end:
-                left = first - start if start > 0 else total
-                right = end - 1 - last if end < total else total
-                if best is None or min(left, right) > best[0]:
-                    best = (min(left, right), number)
-        chosen[word] = best[1]
+        context = {
+            number: min(first - start if start > 0 else total, end - 1 - last if end < total else total)
+            for number, (start, end) in bounds.items()
+            if start <= first < end
+        }
+        chosen[word] = max(context, key=context.__getitem__)  # of equal maxima, the first (earliest window)
     return chosen
 
 

@@ -92,8 +92,6 @@ class TokenBudgetSampler(MidEpochResume, DistributedSampler):
             raise ValueError(f"max_tokens must be positive, got {max_tokens}.")
         super().__init__(range(len(lengths)), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
         self.lengths = np.asarray(lengths, dtype=np.int64)
-        self.max_tokens = max_tokens
-        self.pad_to_multiple_of = pad_to_multiple_of
         self.batch_sizes = token_budget_batch_sizes(
             np.sort(self.lengths)[::-1], max_tokens, pad_to_multiple_of
         )
@@ -122,16 +120,12 @@ class TokenBudgetSampler(MidEpochResume, DistributedSampler):
 
 
 class ColumnBatchCollator:
-    """Collates a batch that `datasets` returned as columns, by handing it to a row collator as rows.
-
-    A DataLoader with ``batch_size=None`` indexes the dataset with each batch's list of indices, and a
-    `datasets.Dataset` answers a list with a dict of columns; the tasks' collators take a list of rows.
-    """
+    """Collates a batch that `datasets` returned as columns (a list of indices gets a dict of columns, see
+    the module's description) by handing it to a row collator (the tasks' take a list of rows) as rows."""
 
     def __init__(self, collator: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]) -> None:
         self.collator = collator
 
     def __call__(self, columns: dict[str, list]) -> dict[str, torch.Tensor]:
-        names = list(columns)
-        rows = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        rows = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
         return self.collator(rows)

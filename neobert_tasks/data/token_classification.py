@@ -96,7 +96,6 @@ class TokenClassificationDataModule(HubOrLocalSource, TokenizedDataModule):
         self.conll_tag_column, self.label_all_tokens = conll_tag_column, label_all_tokens
         self.stride, self.predict_file = stride, predict_file
         self._label_names = self._resolve_label_names(label_names)
-        self.save_hyperparameters()
         # Record the resolved names over the given (often None) value: the CLI links them into the model's
         # hparams, and Lightning refuses to log a key that holds different values in the two.
         self.save_hyperparameters({**self.hparams, "label_names": list(self._label_names)})
@@ -125,10 +124,8 @@ class TokenClassificationDataModule(HubOrLocalSource, TokenizedDataModule):
             if not label_names or len(set(label_names)) != len(label_names):
                 raise DataError(f"label_names must be distinct names, got {label_names}.")
             return list(label_names)
-        if self.data_dir is None:
-            names = self._hub_tag_names()
-            if names is not None:
-                return names
+        if self.data_dir is None and (names := self._hub_tag_names()) is not None:
+            return names
         train, origin = self.training_column(self.tags_column, "read the tag names from; set label_names")
         return tag_names_from_split(train, self.tags_column, origin)
 

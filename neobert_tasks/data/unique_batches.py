@@ -139,8 +139,7 @@ class UniqueTextBatchSampler(MidEpochResume, DistributedSampler):
         """The epoch's global batches, in training order, with no text twice in one batch."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = self.global_order(generator)
-        bounds = np.cumsum([0, *self.sizes])
-        batches = [order[start:end] for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
+        batches = [batch.tolist() for batch in np.split(np.asarray(order), np.cumsum(self.sizes)[:-1])]
         self._fill_last_batch(batches, order)
         self._remove_duplicates(batches, order)
         self.left_out = len(self.costs) - len(set().union(*batches))
@@ -157,8 +156,7 @@ class UniqueTextBatchSampler(MidEpochResume, DistributedSampler):
     def __iter__(self) -> Iterator[list[int]]:
         # A generator, so that the plan is made at the first `next`: Lightning builds a resumed epoch's
         # iterator before it calls `set_epoch` (as for `TokenBudgetSampler`).
-        batches = self.global_batches()
-        for batch in batches[self.batches_to_skip() :]:
+        for batch in self.global_batches()[self.batches_to_skip() :]:
             yield batch[self.rank :: self.num_replicas]
 
     # ----------------------------------------------------------------------------------------------------
@@ -181,17 +179,15 @@ class UniqueTextBatchSampler(MidEpochResume, DistributedSampler):
     def _fill_last_batch(self, batches: list[list[int]], order: list[int]) -> None:
         """Repeat rows into the last batch up to its planned size (a multiple of the ranks): from the order's
         start, or under a budget the shortest other rows that keep it within budget."""
-        last = batches[-1]
-        if len(last) == self.sizes[-1]:
-            return
-        used, size = set(last), self.sizes[-1]
+        last, size = batches[-1], self.sizes[-1]
+        used = set(last)
         candidates = order if self.max_tokens is None else order[len(order) - len(last) - 1 :: -1]
         for row in candidates:
             if len(last) == size:
                 break
             if row not in used and self._fits(last, size, [row])[0]:
                 last.append(row)
-        if len(last) < self.sizes[-1]:  # too few rows fit its budget; the ranks' batches must stay equal
+        if len(last) < size:  # too few rows fit its budget; the ranks' batches must stay equal
             self._drop_rows(batches, len(batches) - 1, [])
 
     def _remove_duplicates(self, batches: list[list[int]], order: list[int]) -> None:

@@ -53,8 +53,7 @@ def check_words(dataset: datasets.Dataset, column: str, origin: str) -> None:
             f" not {dataset.features[column]}."
         )
     words = dataset.with_format("arrow")[column]
-    missing_row = first_row(pc.is_null(words))
-    if missing_row >= 0:
+    if (missing_row := first_row(pc.is_null(words))) >= 0:
         raise DataError(f"Row {missing_row} of {origin} has no words (null) in column '{column}'.")
     if pc.list_flatten(words).null_count:
         raise DataError(f"Column '{column}' of {origin} has null words inside its word lists.")
@@ -75,8 +74,7 @@ def check_tags(
     tag_counts = pc.list_value_length(tags)
     word_counts = pc.list_value_length(table[tokens_column].combine_chunks())
     # Kleene "or": a row without tags (null) is bad even though its length comparison is null.
-    bad_row = first_row(pc.or_kleene(pc.is_null(tags), pc.not_equal(word_counts, tag_counts)))
-    if bad_row >= 0:
+    if (bad_row := first_row(pc.or_kleene(pc.is_null(tags), pc.not_equal(word_counts, tag_counts)))) >= 0:
         raise DataError(
             f"Row {bad_row} of {origin} has {tag_counts[bad_row].as_py() or 0} tags in column"
             f" '{tags_column}' for {word_counts[bad_row].as_py()} words in column '{tokens_column}'."
@@ -86,8 +84,7 @@ def check_tags(
         invalid = pc.invert(pc.is_in(values, value_set=pa.array(list(label_names), type=values.type)))
     else:
         invalid = pc.or_(pc.less(values, 0), pc.greater_equal(values, len(label_names)))
-    bad_value = first_row(invalid)
-    if bad_value >= 0:
+    if (bad_value := first_row(invalid)) >= 0:
         row = pc.list_parent_indices(tags)[bad_value].as_py()
         raise DataError(
             f"Tag {values[bad_value].as_py()!r} in row {row} of {origin} (column '{tags_column}') is not"

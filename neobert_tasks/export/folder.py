@@ -61,7 +61,6 @@ def export_model_folder(
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    # The auto_map tells transformers which remote-code class serves each Auto class.
     model.config.auto_map = dict(AUTO_MAP)
     with transformers_progress_bars_off():  # a bar for writing one or two shards is only noise
         model.save_pretrained(directory)

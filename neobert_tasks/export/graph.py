@@ -80,27 +80,25 @@ def example_batch(model: PreTrainedModel, batch_size: int = 3, length: int = 24,
 
 
 def _dynamic_shapes(model: PreTrainedModel) -> tuple[dict, dict]:
-    batch = torch.export.Dim("batch")
-    sequence = torch.export.Dim("sequence", max=model.config.max_length)
-    return ({0: batch, 1: sequence}, {0: batch, 1: sequence})
+    axes = {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence", max=model.config.max_length)}
+    return (axes, dict(axes))
 
 
 @contextlib.contextmanager
 def _inference(model: PreTrainedModel):
-    """Eval mode during the export, the previous mode after."""
+    """The model's :class:`InferenceGraph`, in eval mode and without gradients; the previous mode after."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            yield
+            yield InferenceGraph(model).eval()
     finally:
         model.train(was_training)
 
 
 def export_program(model: PreTrainedModel) -> torch.export.ExportedProgram:
     """``torch.export.export`` of the inference path, with dynamic batch and sequence axes."""
-    with _inference(model):
-        graph = InferenceGraph(model).eval()
+    with _inference(model) as graph:
         return torch.export.export(graph, example_batch(model), dynamic_shapes=_dynamic_shapes(model))
 
 
@@ -114,16 +112,14 @@ def save_program(model: PreTrainedModel, directory: str | Path) -> Path:
 def save_onnx(model: PreTrainedModel, directory: str | Path) -> tuple[Path, float | None]:
     """Write ``model.onnx``; returns its path and its largest difference to PyTorch (None: no onnxruntime)."""
     path = Path(directory) / GRAPH_FORMATS["onnx"]
-    graph = InferenceGraph(model)
     # The exporter warns once per torchvision operator it cannot register: noise for a text model.
     registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration_log.level
     registration_log.setLevel(logging.ERROR)
     try:
-        with _inference(model), warnings.catch_warnings():
+        with _inference(model) as graph, warnings.catch_warnings():
             # The exporter notes that the two inputs share their axis names: that is meant.
             warnings.filterwarnings("ignore", message=".*shares the same shape constraints")
-            graph.eval()
             program = torch.onnx.export(
                 graph,
                 example_batch(model),
@@ -142,21 +138,19 @@ def save_onnx(model: PreTrainedModel, directory: str | Path) -> tuple[Path, floa
     return path, difference
 
 
-def onnx_difference(
-    path: str | Path, model: PreTrainedModel, batch_size: int = 4, length: int = 40
-) -> float | None:
+def onnx_difference(path: str | Path, model: PreTrainedModel) -> float | None:
     """Largest absolute difference between onnxruntime's and PyTorch's outputs on a padded batch."""
     if importlib.util.find_spec("onnxruntime") is None:
         return None
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    input_ids, attention_mask = example_batch(model, batch_size, length, seed=1)
+    input_ids, attention_mask = example_batch(model, 4, 40, seed=1)
     ort_outputs = session.run(
         None, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
     )
-    with _inference(model):
-        torch_outputs = InferenceGraph(model)(input_ids, attention_mask)
+    with _inference(model) as graph:
+        torch_outputs = graph(input_ids, attention_mask)
     return max(
         float((ours.float() - torch.from_numpy(theirs).float()).abs().max())
         for ours, theirs in zip(torch_outputs, ort_outputs, strict=True)

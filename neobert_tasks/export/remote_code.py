@@ -26,6 +26,10 @@ REMOTE_CODE_FILES = {
     "configuration_neobert.py": ("configuration",),
     "modeling_neobert.py": ("rope", "padding", "attention", "pooling", "modeling", "heads"),
 }
+# Model module → the generated file (without ``.py``) that holds it.
+FILE_OF_MODULE = {
+    module: name.removesuffix(".py") for name, modules in REMOTE_CODE_FILES.items() for module in modules
+}
 # Model modules that stay package-only: building a model from YAML options is not the model.
 PACKAGE_ONLY_MODULES = ("loading",)
 # Names the model modules import from elsewhere in neobert_tasks, and what stands in for them.
@@ -47,8 +51,7 @@ class _ModuleParts:
 
     def __init__(self, name: str):
         self.name = name
-        module = importlib.import_module(f"{MODEL_PACKAGE}.{name}")
-        self.path = Path(inspect.getsourcefile(module))
+        self.path = Path(inspect.getsourcefile(importlib.import_module(f"{MODEL_PACKAGE}.{name}")))
         source = self.path.read_text()
         tree = ast.parse(source)
         lines = source.splitlines()
@@ -78,14 +81,6 @@ def _top_level_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def _module_of_file(module_name: str) -> str | None:
-    """The generated file (without ``.py``) that holds model module ``module_name``."""
-    for file_name, modules in REMOTE_CODE_FILES.items():
-        if module_name in modules:
-            return file_name.removesuffix(".py")
-    return None
-
-
 def _render_imports(parts: list[_ModuleParts], this_file: str) -> tuple[list[str], list[str]]:
     """The gathered import lines of ``parts``, and the standalone definitions they need."""
     plain: set[str] = set()
@@ -101,7 +96,7 @@ def _render_imports(parts: list[_ModuleParts], this_file: str) -> tuple[list[str
                 continue
             names = {ast.unparse(alias) for alias in node.names}  # "name" or "name as other"
             if source.startswith(f"{MODEL_PACKAGE}."):
-                home = _module_of_file(source.removeprefix(f"{MODEL_PACKAGE}."))
+                home = FILE_OF_MODULE.get(source.removeprefix(f"{MODEL_PACKAGE}."))
                 if home is None:
                     raise RuntimeError(f"{module.path}: imports {source}, which is not in REMOTE_CODE_FILES.")
                 if home != this_file:  # same file: the names are defined above

@@ -30,7 +30,7 @@ def _hub_dataset(datamodule: Any) -> tuple[str | None, str | None]:
         return GLUE_HUB_ID, task_name  # a local copy of GLUE is still GLUE
     if getattr(datamodule, "data_dir", None) is not None:
         return None, None
-    hub_id = getattr(datamodule, "dataset_id", None) or getattr(datamodule, "dataset_name", None)
+    hub_id = getattr(datamodule, "dataset_id", None)
     return hub_id, getattr(datamodule, "dataset_config", None)
 
 
@@ -65,9 +65,7 @@ def _label_names(config) -> list[str] | None:
     """The head's label names, when it has named labels (not transformers' LABEL_0, LABEL_1 …)."""
     id2label = getattr(config, "id2label", None) or {}
     names = [str(id2label[index]) for index in sorted(id2label)]
-    if not names or names == [f"LABEL_{index}" for index in range(len(names))]:
-        return None
-    return names
+    return names if names and names != [f"LABEL_{index}" for index in range(len(names))] else None
 
 
 def _settings(hparams: Any, names: tuple[str, ...]) -> dict[str, Any]:

@@ -221,8 +221,7 @@ def load_similarity_set(path: str, name: str | None = None) -> SimilaritySet:
         # GLUE's test split has hidden labels (-1 everywhere); a correlation with constants is undefined.
         raise DataError(f"File '{file}' column '{score_column}' has fewer than two distinct scores.")
     if name is None:
-        stem = file.stem
-        name = _named(file.resolve().parent.name, stem) if stem in _SPLIT_SUFFIXES else stem
+        name = _named(file.resolve().parent.name, file.stem) if file.stem in _SPLIT_SUFFIXES else file.stem
     return SimilaritySet(name, sentences1, sentences2, scores)
 
 
@@ -281,9 +280,7 @@ def load_squad_retrieval_set(path: str, name: str = "squad_dev") -> RetrievalSet
     frame = read_table(file)
     question_ids, questions = _strings(frame, "id", file), _strings(frame, "question", file)
     contexts = _strings(frame, "context", file)
-    positions: dict[str, int] = {}
-    for context in contexts:
-        positions.setdefault(context, len(positions))
+    positions = {context: position for position, context in enumerate(dict.fromkeys(contexts))}
     width = len(str(max(len(positions) - 1, 0)))
     corpus = {str(position).zfill(width): context for context, position in positions.items()}
     relevant = {

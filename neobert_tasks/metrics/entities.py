@@ -34,6 +34,7 @@ including 0.0 wherever seqeval divides by zero (it warns and returns 0 with its 
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Sequence
 
@@ -301,24 +302,20 @@ class EntityF1(Metric):
         """
         read_entities = _READERS[self.mode]
         counts = Counter()
-        lengths = torch.unique_consecutive(example_ids, return_counts=True)[1].tolist()
-        start = 0
-        for length in lengths:
-            predicted_entities = read_entities(predicted[start : start + length])
-            gold_entities = read_entities(gold[start : start + length])
+        ends = torch.unique_consecutive(example_ids, return_counts=True)[1].cumsum(0).tolist()
+        for start, end in itertools.pairwise([0, *ends]):
+            predicted_entities = read_entities(predicted[start:end])
+            gold_entities = read_entities(gold[start:end])
             found = (predicted_entities & gold_entities, predicted_entities, gold_entities)
             for kind, entities in zip(_KINDS, found, strict=True):
                 counts.update((kind, key) for entity in entities for key in (entity[0], None))
-            start += length
         return counts
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Scores of every word added so far (on every process, once synchronised); see the class doc."""
         example_ids, _, prediction_ids, target_ids = self._words()
-        if prediction_ids.numel() and (
-            min(prediction_ids.min(), target_ids.min()) < 0
-            or max(prediction_ids.max(), target_ids.max()) >= len(self.label_names)
-        ):
+        ids = torch.cat([prediction_ids, target_ids])
+        if ids.numel() and (ids.min() < 0 or ids.max() >= len(self.label_names)):
             raise ValueError(f"Tag ids must lie in [0, {len(self.label_names)}), the range of label_names.")
         predicted = [self._split_labels[index] for index in prediction_ids.tolist()]
         gold = [self._split_labels[index] for index in target_ids.tolist()]
@@ -327,8 +324,7 @@ class EntityF1(Metric):
         for entity_type in (None, *self.entity_types):  # None: micro over all types
             scores = _precision_recall_f1(*(counts[kind, entity_type] for kind in _KINDS))
             suffix = "" if entity_type is None else f"_{entity_type}"
-            for name, score in zip(("precision", "recall", "f1"), scores, strict=True):
-                values[name + suffix] = score
+            values.update(zip((f"precision{suffix}", f"recall{suffix}", f"f1{suffix}"), scores, strict=True))
         matches = (prediction_ids == target_ids).sum().item()
         values["accuracy"] = matches / prediction_ids.numel() if prediction_ids.numel() else 0.0
         dtype = torch.float32 if self.device.type == "mps" else torch.float64

@@ -97,22 +97,13 @@ class GlueSpearmanCorrCoef(SpearmanCorrCoef):
     inputs, 2e-8 off SciPy at STS-B's size; with `set_dtype(torch.float64)` it is SciPy's value."""
 
     def compute(self) -> torch.Tensor:
-        preds = dim_zero_cat(self.preds).to(self.dtype)
-        target = dim_zero_cat(self.target).to(self.dtype)
-        return _pearson_of(average_ranks(preds), average_ranks(target))
-
-
-def _pearson_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    x, y = x - x.mean(), y - y.mean()
-    return (x * y).sum() / torch.sqrt((x * x).sum() * (y * y).sum())
+        x, y = (average_ranks(dim_zero_cat(state).to(self.dtype)) for state in (self.preds, self.target))
+        x, y = x - x.mean(), y - y.mean()
+        return (x * y).sum() / torch.sqrt((x * x).sum() * (y * y).sum())
 
 
 def _problem_type(problem_type: str) -> str:
-    """Return the short canonical name of a problem type, or raise ``ValueError``.
-
-    Args:
-        problem_type: a key of ``_PROBLEM_TYPES`` (short or Hugging Face spelling).
-    """
+    """The short name of a problem type given in either spelling (a key of ``_PROBLEM_TYPES``)."""
     try:
         return _PROBLEM_TYPES[problem_type]
     except KeyError:
@@ -174,30 +165,27 @@ def classification_metrics(problem_type: str, num_labels: int) -> MetricCollecti
             raise ValueError(f"Regression needs num_labels >= 1, got {num_labels}.")
         # One output is ranked in the metric's dtype (see GlueSpearmanCorrCoef); several by torchmetrics.
         spearman = GlueSpearmanCorrCoef() if num_labels == 1 else SpearmanCorrCoef(num_outputs=num_labels)
-        return MetricCollection(
-            {
-                "pearson": PearsonCorrCoef(num_outputs=num_labels),
-                "spearman": spearman,
-                "mse": MeanSquaredError(num_outputs=num_labels),
-            }
-        )
-    if kind == "multi_label":
+        metrics = {
+            "pearson": PearsonCorrCoef(num_outputs=num_labels),
+            "spearman": spearman,
+            "mse": MeanSquaredError(num_outputs=num_labels),
+        }
+    elif kind == "multi_label":
         if num_labels < 1:
             raise ValueError(f"Multi-label classification needs num_labels >= 1, got {num_labels}.")
-        return MetricCollection(
-            {
-                "f1_micro": MultilabelF1Score(num_labels=num_labels, average="micro"),
-                "subset_accuracy": MultilabelExactMatch(num_labels=num_labels),
-            }
-        )
-    if num_labels < 2:
-        raise ValueError(f"Single-label classification needs num_labels >= 2, got {num_labels}.")
-    metrics = {
-        "accuracy": MulticlassAccuracy(num_classes=num_labels, average="micro"),
-        "f1_macro": MulticlassF1Score(num_classes=num_labels, average="macro"),
-    }
-    if num_labels == 2:
-        metrics["f1"] = BinaryF1Score()
+        metrics = {
+            "f1_micro": MultilabelF1Score(num_labels=num_labels, average="micro"),
+            "subset_accuracy": MultilabelExactMatch(num_labels=num_labels),
+        }
+    else:
+        if num_labels < 2:
+            raise ValueError(f"Single-label classification needs num_labels >= 2, got {num_labels}.")
+        metrics = {
+            "accuracy": MulticlassAccuracy(num_classes=num_labels, average="micro"),
+            "f1_macro": MulticlassF1Score(num_classes=num_labels, average="macro"),
+        }
+        if num_labels == 2:
+            metrics["f1"] = BinaryF1Score()
     return MetricCollection(metrics)
 
 

@@ -136,17 +136,6 @@ def retrieval_scores(rankings: dict[str, list[str]], relevant: dict[str, set[str
     return {metric: total / len(counted) for metric, total in totals.items()}
 
 
-def _import_bm25s():
-    """Import bm25s on first use, so that the package works without the ``embeddings`` extra."""
-    try:
-        import bm25s
-    except ImportError as error:
-        raise ImportError(
-            "The BM25 baseline needs the bm25s package: pip install 'neobert_tasks[embeddings]'."
-        ) from error
-    return bm25s
-
-
 def bm25_rankings(
     queries: dict[str, str], corpus: dict[str, str], k: int = RANKING_DEPTH
 ) -> dict[str, list[str]]:
@@ -161,7 +150,12 @@ def bm25_rankings(
         query id -> the ``k`` best document ids, best first; equal scores (a query with no word in the
         corpus scores 0 everywhere) are ordered by ascending document id, as sentence-transformers does.
     """
-    bm25s = _import_bm25s()
+    try:
+        import bm25s  # imported on first use, so that the package works without the ``embeddings`` extra
+    except ImportError as error:
+        raise ImportError(
+            "The BM25 baseline needs the bm25s package: pip install 'neobert_tasks[embeddings]'."
+        ) from error
     if not corpus:
         raise ValueError("BM25 needs a non-empty corpus.")
     document_ids = sorted(corpus)

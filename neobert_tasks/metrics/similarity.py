@@ -17,6 +17,7 @@ does, which the evaluator calls.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -30,9 +31,7 @@ def cosine_precision(*tensors: torch.Tensor) -> torch.dtype:
     sentence-transformers raises half precision (and integer) embeddings to float32 and keeps float32 and
     float64 as they are; doing the same keeps cosines, and so rankings, identical to its evaluators'.
     """
-    dtype = tensors[0].dtype
-    for tensor in tensors[1:]:
-        dtype = torch.promote_types(dtype, tensor.dtype)
+    dtype = functools.reduce(torch.promote_types, [tensor.dtype for tensor in tensors])
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 

@@ -95,27 +95,8 @@ def _question_scores(prediction: str, gold_answers: list[str], version_2: bool) 
     if version_2:
         normalized_golds = [gold for gold in normalized_golds if gold] or [""]
     prediction_tokens = normalized_prediction.split()
-    exact = float(normalized_prediction in normalized_golds)
     f1 = max(_f1_of_tokens(prediction_tokens, gold.split(), version_2) for gold in normalized_golds)
-    return exact, f1
-
-
-def _raw_scores(
-    predictions: dict[str, str], references: dict[str, list[str]], version_2: bool
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Exact match and F1 of every reference question that has a prediction, keyed by question id."""
-    exact_scores, f1_scores = {}, {}
-    for question_id, gold_answers in references.items():
-        if not version_2 and not gold_answers:
-            raise ValueError(
-                f"Question {question_id!r} has no gold answer, which SQuAD v1.1 does not allow; "
-                "pass version_2=True to score unanswerable questions."
-            )
-        if question_id in predictions:
-            exact_scores[question_id], f1_scores[question_id] = _question_scores(
-                predictions[question_id], gold_answers, version_2
-            )
-    return exact_scores, f1_scores
+    return float(normalized_prediction in normalized_golds), f1
 
 
 def _percent(scores: dict[str, float], question_ids: list[str]) -> float:
@@ -192,7 +173,18 @@ def squad_scores(
         raise ValueError("squad_scores needs at least one reference question.")
     if null_odds is not None and not version_2:
         raise ValueError("null_odds only applies to SQuAD v2.0: pass version_2=True.")
-    exact_scores, f1_scores = _raw_scores(predictions, references, version_2)
+    # Exact match and F1 of every reference question that has a prediction, keyed by question id.
+    exact_scores, f1_scores = {}, {}
+    for question_id, gold_answers in references.items():
+        if not version_2 and not gold_answers:
+            raise ValueError(
+                f"Question {question_id!r} has no gold answer, which SQuAD v1.1 does not allow; "
+                "pass version_2=True to score unanswerable questions."
+            )
+        if question_id in predictions:
+            exact_scores[question_id], f1_scores[question_id] = _question_scores(
+                predictions[question_id], gold_answers, version_2
+            )
     question_ids = list(references)
     results = {"exact_match": _percent(exact_scores, question_ids), "f1": _percent(f1_scores, question_ids)}
     if not version_2:

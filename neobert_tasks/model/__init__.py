@@ -46,11 +46,6 @@ AUTO_CLASSES = {
     AutoModelForQuestionAnswering: NeoBERTForQuestionAnswering,
 }
 
-
-def _register() -> None:
-    AutoConfig.register("neobert", NeoBERTConfig, exist_ok=True)
-    for auto_class, model_class in AUTO_CLASSES.items():
-        auto_class.register(NeoBERTConfig, model_class, exist_ok=True)
-
-
-_register()
+AutoConfig.register("neobert", NeoBERTConfig, exist_ok=True)
+for _auto_class, _model_class in AUTO_CLASSES.items():
+    _auto_class.register(NeoBERTConfig, _model_class, exist_ok=True)

@@ -63,9 +63,8 @@ class AttentionContext:
     cu_seqlens: torch.Tensor | None = None
     max_seqlen: int = 0
     slots: torch.Tensor | None = None
-    block_mask: torch.nn.attention.flex_attention.BlockMask | None = (
-        None  # not imported: torch < 2.5 lacks it
-    )
+    # Not imported: torch < 2.5 lacks it.
+    block_mask: torch.nn.attention.flex_attention.BlockMask | None = None
 
 
 def _explicit_attention(
@@ -82,13 +81,12 @@ def scaled_dot_product(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:
     """Attention on ``(B, H, L, D)``: PyTorch SDPA, or the explicit product where SDPA is slow."""
-    explicit = (
+    if (
         query.device.type == "cpu"
         and query.dtype in (torch.bfloat16, torch.float16)
         and query.requires_grad
         and key.shape[-2] <= EXPLICIT_ATTENTION_MAX_LENGTH
-    )
-    if explicit:
+    ):
         return _explicit_attention(query, key, value, mask)
     return F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
 
@@ -139,67 +137,45 @@ def _attend_each_document(
 def flash_varlen_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, context: AttentionContext
 ) -> torch.Tensor:
-    """flash-attn's ``flash_attn_varlen_func`` on the unpadded ``(total_tokens, H, D)`` input.
-
-    flash-attn computes in fp16/bf16 only; fp32 input (no autocast) is run in bf16 and cast back.
-    """
-    kernel = _import_flash_attn()
-    input_dtype = query.dtype
-    query, key, value = _half_on_cuda("flash_attention_2", query, key, value)
-    output = kernel(
-        query,
-        key,
-        value,
-        cu_seqlens_q=context.cu_seqlens,
-        cu_seqlens_k=context.cu_seqlens,
-        max_seqlen_q=context.max_seqlen,
-        max_seqlen_k=context.max_seqlen,
-        dropout_p=0.0,
-        causal=False,
-    )
-    return output.to(input_dtype)
-
-
-def _half_on_cuda(
-    name: str, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q, k, v for a CUDA kernel that computes in fp16/bf16 only: refused off CUDA, fp32 run in bf16."""
-    if not query.is_cuda:
-        raise RuntimeError(
-            f"attn_implementation='{name}' runs on CUDA tensors only; the model is on "
-            f"{query.device}. Use attn_implementation='sdpa' on this device."
-        )
-    if query.dtype in HALF_DTYPES:
-        return query, key, value
-    return query.to(torch.bfloat16), key.to(torch.bfloat16), value.to(torch.bfloat16)
-
-
-def torch_varlen_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, context: AttentionContext
-) -> torch.Tensor:
-    """PyTorch's own flash kernel, ``torch.nn.attention.varlen.varlen_attn``, on the unpadded input.
-
-    Like flash-attn it computes in fp16/bf16 only; fp32 input (no autocast) is run in bf16 and cast back.
-    """
-    input_dtype = query.dtype
-    query, key, value = _half_on_cuda("torch_varlen", query, key, value)
-    # Imported here: the exported remote code must still load with a torch that predates it.
-    from torch.nn.attention.varlen import varlen_attn
-
-    cu_seqlens, longest = context.cu_seqlens, context.max_seqlen
-    return varlen_attn(query, key, value, cu_seqlens, cu_seqlens, longest, longest).to(input_dtype)
-
-
-def _import_flash_attn() -> Callable:
-    """Import flash-attn on first use only, so that CPU machines never need it."""
-    try:
-        from flash_attn import flash_attn_varlen_func
+    """flash-attn's ``flash_attn_varlen_func`` on the unpadded ``(total_tokens, H, D)`` input."""
+    try:  # imported on first use only, so that CPU machines never need it
+        from flash_attn import flash_attn_varlen_func as kernel
     except ImportError as error:
         raise ImportError(
             "attn_implementation='flash_attention_2' needs the flash-attn package and a CUDA GPU "
             "(pip install 'neobert_tasks[flash]'); use attn_implementation='sdpa' otherwise."
         ) from error
-    return flash_attn_varlen_func
+    half = _half_on_cuda("flash_attention_2", query, key, value)
+    cu_seqlens, longest = context.cu_seqlens, context.max_seqlen
+    # flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, ...)
+    output = kernel(*half, cu_seqlens, cu_seqlens, longest, longest, dropout_p=0.0, causal=False)
+    return output.to(query.dtype)
+
+
+def _half_on_cuda(
+    name: str, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v for a CUDA kernel that computes in fp16/bf16 only (flash-attn's and ``varlen_attn``):
+    refused off CUDA; fp32 input (no autocast) is run in bf16, and the caller casts the output back."""
+    if not query.is_cuda:
+        raise RuntimeError(
+            f"attn_implementation='{name}' runs on CUDA tensors only; the model is on "
+            f"{query.device}. Use attn_implementation='sdpa' on this device."
+        )
+    dtype = query.dtype if query.dtype in HALF_DTYPES else torch.bfloat16
+    return query.to(dtype), key.to(dtype), value.to(dtype)
+
+
+def torch_varlen_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, context: AttentionContext
+) -> torch.Tensor:
+    """PyTorch's own flash kernel, ``torch.nn.attention.varlen.varlen_attn``, on the unpadded input."""
+    half = _half_on_cuda("torch_varlen", query, key, value)
+    # Imported here: the exported remote code must still load with a torch that predates it.
+    from torch.nn.attention.varlen import varlen_attn
+
+    cu_seqlens, longest = context.cu_seqlens, context.max_seqlen
+    return varlen_attn(*half, cu_seqlens, cu_seqlens, longest, longest).to(query.dtype)
 
 
 def flex_document_attention(
@@ -224,13 +200,11 @@ def _flex_kernel(device_type: str) -> Callable:
 
     if not FLEX_COMPILED or torch.compiler.is_compiling():  # in compiled blocks, their own compile fuses it
         return flex_attention
-    return _compiled_flex(device_type)
+    return _compiled_flex(flex_attention, device_type)
 
 
 @functools.cache
-def _compiled_flex(device_type: str) -> Callable:
-    from torch.nn.attention.flex_attention import flex_attention
-
+def _compiled_flex(flex_attention: Callable, device_type: str) -> Callable:
     # torch 2.13's inductor writes C++ that does not compile ("'cur_kvSplitSize7' was not declared") for the
     # CPU kernel with dynamic shapes: there each batch shape gets a kernel of its own (4-7 s to compile).
     return torch.compile(flex_attention, dynamic=False if device_type == "cpu" else None)

@@ -36,8 +36,7 @@ def swiglu_width(intermediate_size: int) -> int:
     SwiGLU has three matrices instead of two, so the official recipe shrinks the width to keep the FFN's
     parameter count that of a plain MLP of ``intermediate_size``: 3072 becomes 2048.
     """
-    width = int(2 * intermediate_size / 3)
-    return 8 * ((width + 7) // 8)
+    return 8 * ((int(2 * intermediate_size / 3) + 7) // 8)
 
 
 class NeoBERTConfig(PretrainedConfig):

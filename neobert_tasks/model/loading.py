@@ -57,10 +57,8 @@ def build_model(
     """
     # Before transformers sees it: it would fetch a flash-attn kernel from the hub. The device is not
     # known yet; a run on the CPU of a CUDA machine is refused in the task's setup.
-    problem = backend_problem(
-        config_overrides.get("attn_implementation"), "cuda" if torch.cuda.is_available() else "cpu"
-    )
-    if problem:
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    if problem := backend_problem(config_overrides.get("attn_implementation"), device_type):
         raise ConfigError(problem)
     if model_config is not None:
         check_config_fields(model_config)
@@ -133,10 +131,9 @@ def convert_pickle_weights(folder: str | os.PathLike) -> Path:
     """
     folder = Path(folder)
     index = folder / "pytorch_model.bin.index.json"
+    shards = ["pytorch_model.bin"]
     if index.is_file():
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    else:
-        shards = ["pytorch_model.bin"]
     tensors: dict[str, torch.Tensor] = {}
     for shard in shards:
         state = torch.load(folder / shard, map_location="cpu", weights_only=True)
@@ -148,8 +145,8 @@ def convert_pickle_weights(folder: str | os.PathLike) -> Path:
 
 def check_config_fields(model_config: dict[str, Any]) -> None:
     """Refuse a ``model_config`` key NeoBERTConfig does not define (it would be kept and silently unused)."""
-    known = {field.name for field in dataclasses.fields(NeoBERTConfig)}
-    known |= set(NeoBERTConfig.attribute_map) | {"num_labels"}
+    fields = {field.name for field in dataclasses.fields(NeoBERTConfig)}
+    known = sorted(fields | set(NeoBERTConfig.attribute_map) | {"num_labels"})
     for name in model_config:
         if name == "attn_implementation":  # a task option, not a config field: say where it goes
             raise ConfigError(
@@ -157,10 +154,8 @@ def check_config_fields(model_config: dict[str, Any]) -> None:
                 " model.init_args.attn_implementation instead."
             )
         if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            hint = (
-                f"; did you mean '{close[0]}'?" if close else f"; NeoBERTConfig fields are {sorted(known)}."
-            )
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; NeoBERTConfig fields are {known}."
             raise ConfigError(
                 f"model.model_config has a field '{name}' that NeoBERTConfig does not know{hint}"
             )

@@ -122,12 +122,6 @@ class NeoBERTPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
 
 
-def shared_rows(position_ids: torch.Tensor) -> torch.Tensor:
-    """``position_ids``, or its first row when all rows are that row by construction (an ``expand``ed
-    ``arange``, stride 0 over the batch): the rotation is then computed once and broadcast over the rows."""
-    return position_ids[:1] if position_ids.dim() == 2 and position_ids.stride(0) == 0 else position_ids
-
-
 class NeoBERTModel(NeoBERTPreTrainedModel):
     """The bare encoder: token ids in, final-RMSNormed hidden states out (no pooler).
 
@@ -153,6 +147,9 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.encoder
 
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.encoder = value
+
     def compile_blocks(self, **options) -> None:
         """``torch.compile`` every block in place, with dynamic shapes (regional compilation).
 
@@ -169,9 +166,6 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
         for block in self.transformer_encoder:
             block.compile(**{"dynamic": True, **options})
         self.blocks_compiled = True
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.encoder = value
 
     def forward(
         self,
@@ -253,7 +247,12 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
 
     def _rotation(self, positions: torch.Tensor) -> torch.Tensor:
         """RoPE's rotation for ``positions`` ``(...)``, shaped ``(..., 1, 1, head_dim / 2, 2)`` to
-        broadcast over heads and over the (query, key) pair that the blocks rotate together."""
+        broadcast over heads and over the (query, key) pair that the blocks rotate together.
+
+        Rows that are all the first row by construction (an ``expand``ed ``arange``, stride 0 over the
+        batch) get the first row's rotation only, computed once and broadcast over the rows."""
+        if positions.dim() == 2 and positions.stride(0) == 0:
+            positions = positions[:1]
         cos, sin = rotary_cos_sin(positions, self.config.dim_head, self.config.rope_theta)
         return rotation_pairs(cos, sin)[..., None, None, :, :]
 
@@ -290,7 +289,7 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
             context = AttentionContext(mask=mask)
         keep_last = (slice(None), slice(0, 1)) if first_only else None  # each row's first token
         return self._run_blocks(
-            hidden, self._rotation(shared_rows(position_ids)), context, attention, keep_hidden, keep_last
+            hidden, self._rotation(position_ids), context, attention, keep_hidden, keep_last
         )
 
     def _encode_unpadded(self, hidden, position_ids, documents, packed, attention, keep_hidden, first_only):

@@ -42,10 +42,9 @@ def document_ids(
     A new document starts wherever ``position_ids`` is 0 after the first token of a row; without
     ``position_ids`` every row is one document.
     """
-    batch_size, length = shape
     device = (attention_mask if attention_mask is not None else position_ids).device
     if position_ids is None:
-        documents = torch.zeros(batch_size, length, dtype=torch.long, device=device)
+        documents = torch.zeros(shape, dtype=torch.long, device=device)
     else:
         starts = position_ids == 0
         starts[:, 0] = False  # the first document of a row is document 0 whatever its first position

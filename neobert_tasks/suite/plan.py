@@ -60,8 +60,7 @@ def resolve_tasks(names: list[str], mnli_init: bool) -> list[str]:
     """The tasks to run, MNLI first: ``all`` means all nine; MNLI is added when a transfer task needs it."""
     tasks: list[str] = []
     for name in names:
-        expanded = list(GLUE_TASKS) if name == "all" else [name.lower()]
-        for task in expanded:
+        for task in list(GLUE_TASKS) if name == "all" else [name.lower()]:
             if task not in GLUE_TASKS:
                 raise ConfigError(
                     f"--tasks: unknown GLUE task '{name}'; choose from all, {', '.join(GLUE_TASKS)}."
@@ -82,8 +81,7 @@ def missing_data(tasks: list[str], data_dir: Path) -> dict[str, str]:
             problems[task] = f"{task} has no folder {directory}"
             continue
         splits = find_split_files(directory)
-        required = ("train", GLUE_TASKS[task].validation_splits[0])
-        absent = [split for split in required if split not in splits]
+        absent = [split for split in ("train", GLUE_TASKS[task].validation_splits[0]) if split not in splits]
         if absent:
             problems[task] = f"{task} has no {' or '.join(absent)} split in {directory}"
     return problems
@@ -121,9 +119,8 @@ def run_arguments(run: PlannedRun, options: SuiteOptions, pretrained: Path | Non
     Order matters, later arguments win: the task config, the extra presets, the suite's own settings
     (folders, seed, data, grid point, MNLI start), then the user's overrides and passthrough arguments.
     """
-    arguments = ["fit", "--config", str(options.task_config_dir / f"{run.task}.yaml")]
-    for config in options.configs:
-        arguments += ["--config", str(config)]
+    configs = [options.task_config_dir / f"{run.task}.yaml", *options.configs]
+    arguments = ["fit", *(part for config in configs for part in ("--config", str(config)))]
     # The CLI's own loggers, with the version folder fixed to seed_<n> instead of the next version_N.
     root = str(run.run_dir.parent)
     logger_arguments = {"save_dir": root, "name": "", "version": run.run_dir.name}

@@ -179,10 +179,9 @@ def glue_average_row(chosen_runs: dict[str, list[dict[str, Any]]]) -> dict[str, 
         for task, runs in chosen_runs.items()
         if task in AVERAGED_TASKS
     }
-    scores = {task: by_seed for task, by_seed in scores.items() if by_seed}
-    if not scores:
+    tasks = [task for task in TASK_NAMES if scores.get(task)]
+    if not tasks:
         return None
-    tasks = [task for task in TASK_NAMES if task in scores]
     mean = statistics.fmean(statistics.fmean(scores[task].values()) for task in tasks)
     common_seeds = sorted(set.intersection(*(set(scores[task]) for task in tasks)))
     per_seed = [statistics.fmean(scores[task][seed] for task in tasks) for seed in common_seeds]

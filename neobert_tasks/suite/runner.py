@@ -87,26 +87,11 @@ def best_mnli_export(output_dir: Path, seed: int) -> Path | None:
     runs = [run for run in collect_runs(output_dir) if run["task"] == "mnli"]
     if not runs:
         return None
-    point, point_runs = select_point(runs)
-    for run in point_runs:
-        export = Path(run["run_dir"]) / "export"
-        if run["seed"] == seed and export.is_dir():
-            return export
-    return None
+    exports = (Path(run["run_dir"]) / "export" for run in select_point(runs)[1] if run["seed"] == seed)
+    return next((export for export in exports if export.is_dir()), None)
 
 
-def planned_mnli_export(options: SuiteOptions, seed: int) -> Path:
-    """Where a dry run expects the MNLI start of ``seed``: exact without a grid, a placeholder with one."""
-    point = options.grid[0].name if len(options.grid) == 1 else "<best grid point>"
-    return options.output_dir / "mnli" / (point or "") / f"seed_{seed}" / "export"
-
-
-def run_suite(
-    options: SuiteOptions,
-    launcher: str = "subprocess",
-    dry_run: bool = False,
-    echo: Callable[[str], None] = print,
-) -> SuiteOutcome:
+def run_suite(options: SuiteOptions, launcher: str = "subprocess", dry_run: bool = False) -> SuiteOutcome:
     """Start every planned run that has not finished, then print and save the table.
 
     ``dry_run`` prints each run's command line instead. A run that ends with a user error (exit status
@@ -114,7 +99,7 @@ def run_suite(
     """
     launch = launch_in_process if launcher == "in_process" else launch_subprocess
     runs = plan_runs(options)
-    echo(
+    print(
         f"GLUE suite: {len(runs)} runs ({', '.join(options.tasks)} × seeds "
         f"{', '.join(map(str, options.seeds))} × {len(options.grid)} grid point(s)) in {options.output_dir}"
     )
@@ -122,49 +107,46 @@ def run_suite(
     for position, run in enumerate(runs, start=1):
         prefix = f"[{position}/{len(runs)}] {run.label}"
         if dry_run:
-            _print_command(run, options, prefix, echo)
+            _print_command(run, options, prefix)
         elif (run.run_dir / FINISHED_FILE).is_file():
-            echo(f"{prefix}: skipped, finished before ({run.run_dir / FINISHED_FILE} exists)")
+            print(f"{prefix}: skipped, finished before ({run.run_dir / FINISHED_FILE} exists)")
             outcome.skipped.append(run)
         else:
-            _train(run, options, launch, prefix, echo, outcome)
+            reason = _train(run, options, launch, prefix)
+            if reason is None:
+                outcome.trained.append(run)
+            else:
+                outcome.failed.append((run, reason))
     if dry_run:
         return outcome
     runs_found = collect_runs(options.output_dir)
     outcome.rows = summarize(runs_found)
     paths = write_tables(options.output_dir, outcome.rows, runs_found)
-    echo("\n" + markdown_table(outcome.rows))
-    echo(f"Table saved to {', '.join(str(path) for path in paths)}")
+    print("\n" + markdown_table(outcome.rows))
+    print(f"Table saved to {', '.join(str(path) for path in paths)}")
     trained, skipped, failed = len(outcome.trained), len(outcome.skipped), len(outcome.failed)
-    echo(f"{trained} runs trained, {skipped} skipped, {failed} failed.")
+    print(f"{trained} runs trained, {skipped} skipped, {failed} failed.")
     for run, reason in outcome.failed:
-        echo(f"  failed: {run.label} ({reason})")
+        print(f"  failed: {run.label} ({reason})")
     return outcome
 
 
 def _train(
-    run: PlannedRun,
-    options: SuiteOptions,
-    launch: Callable[[list[str]], int],
-    prefix: str,
-    echo: Callable[[str], None],
-    outcome: SuiteOutcome,
-) -> None:
-    """Start (or resume) one unfinished run and record whether it finished."""
+    run: PlannedRun, options: SuiteOptions, launch: Callable[[list[str]], int], prefix: str
+) -> str | None:
+    """Start (or resume) one unfinished run; why it did not finish, None when it did."""
     from_mnli = options.mnli_init and run.task in MNLI_INIT_TASKS
     pretrained = best_mnli_export(options.output_dir, run.seed) if from_mnli else None
     if from_mnli and pretrained is None:
-        echo(f"{prefix}: not started, no finished MNLI run of seed {run.seed} to start from")
-        outcome.failed.append((run, f"no finished MNLI run of seed {run.seed}"))
-        return
+        print(f"{prefix}: not started, no finished MNLI run of seed {run.seed} to start from")
+        return f"no finished MNLI run of seed {run.seed}"
     arguments = run_arguments(run, options, pretrained)
-    if _resumed(run, arguments, launch, prefix, echo):
-        outcome.trained.append(run)
-        return
+    if _resumed(run, arguments, launch, prefix):
+        return None
     if run.run_dir.exists():
-        echo(f"{prefix}: clearing {run.run_dir}, left unfinished by an earlier invocation")
+        print(f"{prefix}: clearing {run.run_dir}, left unfinished by an earlier invocation")
         shutil.rmtree(run.run_dir)
-    echo(f"{prefix}: training in {run.run_dir}" + (f", starting from {pretrained}" if pretrained else ""))
+    print(f"{prefix}: training in {run.run_dir}" + (f", starting from {pretrained}" if pretrained else ""))
     status = launch(arguments)
     if status in STOP_STATUSES:
         raise SuiteStopped(run.label, status)
@@ -174,18 +156,11 @@ def _train(
             "fix it and run the suite again, finished runs will be skipped."
         )
     if status != 0 or not (run.run_dir / FINISHED_FILE).is_file():
-        outcome.failed.append((run, f"exit status {status}, no {FINISHED_FILE}"))
-    else:
-        outcome.trained.append(run)
+        return f"exit status {status}, no {FINISHED_FILE}"
+    return None
 
 
-def _resumed(
-    run: PlannedRun,
-    arguments: list[str],
-    launch: Callable[[list[str]], int],
-    prefix: str,
-    echo: Callable[[str], None],
-) -> bool:
+def _resumed(run: PlannedRun, arguments: list[str], launch: Callable[[list[str]], int], prefix: str) -> bool:
     """Continue a killed run from its ``last.ckpt`` when it has one; whether that finished the run.
 
     A failed resume (an unreadable checkpoint, say) is not final: the caller then starts the run over.
@@ -193,20 +168,23 @@ def _resumed(
     last = run.run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return False
-    echo(f"{prefix}: resuming in {run.run_dir} from {last}")
+    print(f"{prefix}: resuming in {run.run_dir} from {last}")
     status = launch([*arguments, "--ckpt_path", str(last)])
     if status in STOP_STATUSES:
         raise SuiteStopped(run.label, status)
     if status == 0 and (run.run_dir / FINISHED_FILE).is_file():
         return True
-    echo(f"{prefix}: resuming failed (exit status {status}); starting the run over")
+    print(f"{prefix}: resuming failed (exit status {status}); starting the run over")
     return False
 
 
-def _print_command(run: PlannedRun, options: SuiteOptions, prefix: str, echo: Callable[[str], None]) -> None:
+def _print_command(run: PlannedRun, options: SuiteOptions, prefix: str) -> None:
     """A dry run's line: the run's state and the command it would start."""
-    from_mnli = options.mnli_init and run.task in MNLI_INIT_TASKS
-    pretrained = planned_mnli_export(options, run.seed) if from_mnli else None
+    pretrained = None
+    if options.mnli_init and run.task in MNLI_INIT_TASKS:
+        # Where the MNLI start is expected: exact without a grid, a placeholder with one.
+        point = options.grid[0].name if len(options.grid) == 1 else "<best grid point>"
+        pretrained = options.output_dir / "mnli" / (point or "") / f"seed_{run.seed}" / "export"
     state = "finished, would be skipped" if (run.run_dir / FINISHED_FILE).is_file() else "would train"
     command = shlex.join(["python", "-m", "neobert_tasks", *run_arguments(run, options, pretrained)])
-    echo(f"{prefix}: {state}: {command}")
+    print(f"{prefix}: {state}: {command}")

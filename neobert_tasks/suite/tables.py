@@ -46,9 +46,7 @@ def format_score(mean: float | None, std: float | None) -> str:
 def _metric_label(row: dict[str, Any]) -> str:
     if row["task"] == GLUE_AVERAGE:
         return row["metric"]
-    label = METRIC_LABELS.get(row["metric"], row["metric"])
-    if row["task"] == "mnli":
-        label = "accuracy m"
+    label = "accuracy m" if row["task"] == "mnli" else METRIC_LABELS.get(row["metric"], row["metric"])
     if row.get("second_metric"):
         label += " / " + METRIC_LABELS.get(row["second_metric"], row["second_metric"])
     return label

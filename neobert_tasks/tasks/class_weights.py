@@ -124,14 +124,11 @@ def check_loss_options(
 ) -> None:
     """Refuse loss options that do not apply to ``problem_type`` or are out of range, naming the key."""
     single = problem_type in ("single_label_classification", "token_classification")
-    if class_weights is not None and not single:
-        raise ConfigError(
-            f"model.init_args.class_weights applies to single-label classification, not {problem_type}."
-        )
-    if label_smoothing and not single:
-        raise ConfigError(
-            f"model.init_args.label_smoothing applies to single-label classification, not {problem_type}."
-        )
+    for name, given in (("class_weights", class_weights is not None), ("label_smoothing", label_smoothing)):
+        if given and not single:
+            raise ConfigError(
+                f"model.init_args.{name} applies to single-label classification, not {problem_type}."
+            )
     if not 0 <= label_smoothing < 1:
         raise ConfigError(f"model.init_args.label_smoothing must be in [0, 1), got {label_smoothing}.")
     if pos_weight is not None and problem_type != "multi_label_classification":

@@ -28,14 +28,13 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def gather_across_ranks(embeddings: torch.Tensor) -> torch.Tensor:
+def gather_across_ranks(embeddings: torch.Tensor, ranks: int) -> torch.Tensor:
     """Every rank's ``(batch, dim)`` rows, rank 0 first: ``(ranks × batch, dim)``; the backward pass sums the
     gradients that every rank's loss sends to a row and hands them to the rank that encoded it.
 
     Ranks must hold batches of the same size (`PairDataModule`'s sampler pads the last global batch so);
     ``torch.distributed.nn``'s all-gather is the one of the public collectives that is differentiable.
     """
-    _, ranks = world()
     if ranks == 1:
         return embeddings
     return torch.cat(all_gather_with_grad(embeddings.contiguous()), dim=0)
@@ -63,10 +62,9 @@ def info_nce(
         gather: Take the candidates of every rank (all-gather with gradients) under distributed training.
     """
     rank, ranks = world() if gather else (0, 1)
-    all_positives = gather_across_ranks(positives) if ranks > 1 else positives
-    candidates = [all_positives]
+    candidates = [gather_across_ranks(positives, ranks)]
     if negatives is not None:
-        candidates.append(gather_across_ranks(negatives) if ranks > 1 else negatives)
+        candidates.append(gather_across_ranks(negatives, ranks))
     # This rank's anchor i is global row rank × batch + i, and so is its positive among the candidates.
     targets = torch.arange(anchors.shape[0], device=anchors.device) + rank * anchors.shape[0]
     # Float32 logits: a bf16 similarity of 1/0.07-scaled cosines keeps about 2 significant digits.
@@ -74,8 +72,8 @@ def info_nce(
     loss = F.cross_entropy(logits, targets)
     if not symmetric:
         return loss
-    all_anchors = gather_across_ranks(anchors) if ranks > 1 else anchors
-    reverse = positives.float() @ all_anchors.float().T / temperature  # (batch, ranks × batch)
+    # Each positive against every rank's anchors: (batch, ranks × batch).
+    reverse = positives.float() @ gather_across_ranks(anchors, ranks).float().T / temperature
     return (loss + F.cross_entropy(reverse, targets)) / 2
 
 

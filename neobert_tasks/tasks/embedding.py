@@ -117,11 +117,8 @@ class EmbeddingTask(NeoBERTTask):
 
     def pair_loss(self, batch: dict[str, torch.Tensor], gather: bool) -> tuple[torch.Tensor, int]:
         """The contrastive loss of a batch of pairs or triplets, and its number of rows."""
-        embeddings = {}
-        for role in ROLES:
-            inputs = role_inputs(batch, role)
-            if inputs is not None:
-                embeddings[role] = self.encode_role(inputs)
+        inputs = {role: role_inputs(batch, role) for role in ROLES}
+        embeddings = {role: self.encode_role(value) for role, value in inputs.items() if value is not None}
         loss = contrastive_loss(
             embeddings[ANCHOR],
             embeddings[POSITIVE],
@@ -142,11 +139,6 @@ class EmbeddingTask(NeoBERTTask):
     # Evaluation: every text of each evaluation set is embedded, then the set scores the embeddings; a pair
     # split (anchor/positive keys) gets its contrastive loss, each batch's own rows as negatives.
 
-    def evaluation_sets(self, stage: str) -> list:
-        """The datamodule's evaluation sets of ``stage`` (the first dataloaders, in order)."""
-        datamodule = getattr(self._trainer, "datamodule", None)
-        return datamodule.evaluation_sets_for(stage) if hasattr(datamodule, "evaluation_sets_for") else []
-
     def evaluation_step(self, stage: str, batch, batch_index: int, dataloader_idx: int) -> None:
         rows = self._collected.setdefault(dataloader_idx, [])
         if role_key(ANCHOR, INPUT_IDS) in batch:
@@ -158,7 +150,8 @@ class EmbeddingTask(NeoBERTTask):
     def log_scores(self, stage: str, prefix: str) -> None:
         collected, self._collected = self._collected, {}
         datamodule = self._trainer.datamodule
-        sets = self.evaluation_sets(stage)
+        # The datamodule's evaluation sets of ``stage`` (the first dataloaders, in order).
+        sets = datamodule.evaluation_sets_for(stage) if hasattr(datamodule, "evaluation_sets_for") else []
         for position, name in enumerate(datamodule.split_names_for(stage)):
             if position not in collected:
                 continue  # a sanity check that stopped before this loader
@@ -233,14 +226,13 @@ def lexical_baseline(evaluation_set) -> dict[str, float]:
 def gathered_in_order(parts: list[tuple[torch.Tensor, torch.Tensor]], total: int) -> torch.Tensor | None:
     """The embeddings of one evaluation set from every rank, row ``i`` being text ``i``; None unless every
     one of the ``total`` texts was embedded."""
-    indices = torch.cat([index for index, _ in parts])
-    embeddings = torch.cat([embedding for _, embedding in parts])
     _, ranks = world()
     if ranks > 1:  # ranks hold different numbers of texts: objects, not a same-shape tensor all-gather
         everything: list = [None] * ranks
-        dist.all_gather_object(everything, (indices, embeddings))
-        indices = torch.cat([index for index, _ in everything])
-        embeddings = torch.cat([embedding for _, embedding in everything])
+        dist.all_gather_object(everything, parts)
+        parts = [part for rank_parts in everything for part in rank_parts]
+    indices = torch.cat([index for index, _ in parts])
+    embeddings = torch.cat([embedding for _, embedding in parts])
     if indices.numel() != total or torch.unique(indices).numel() != total:
         return None
     ordered = torch.empty_like(embeddings)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import torch
 
@@ -78,11 +79,8 @@ class _CachedEmbeddings(torch.autograd.Function):
         device = parameters[0].device
         ctx.encode, ctx.chunks, ctx.states = encode, chunks, []
         # Autocast is not active in backward: remember it, to re-encode in the precision of the forward.
-        ctx.autocast = (
-            device.type,
-            torch.is_autocast_enabled(device.type),
-            torch.get_autocast_dtype(device.type),
-        )
+        autocast_on, dtype = torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type)
+        ctx.autocast = partial(torch.autocast, device.type, dtype=dtype) if autocast_on else nullcontext
         ctx.parameters = parameters  # the leaves themselves: their graph nodes are what grad() targets
         embeddings = []
         for chunk in chunks:
@@ -92,13 +90,11 @@ class _CachedEmbeddings(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gradient: torch.Tensor):
-        device_type, autocast_on, autocast_dtype = ctx.autocast
         parameters = ctx.parameters
         totals: list[torch.Tensor | None] = [None] * len(parameters)
         offset = 0
         for chunk, state in zip(ctx.chunks, ctx.states, strict=True):
-            autocast = torch.autocast(device_type, dtype=autocast_dtype) if autocast_on else nullcontext()
-            with state.restored(), torch.enable_grad(), autocast:
+            with state.restored(), torch.enable_grad(), ctx.autocast():
                 embeddings = ctx.encode(chunk)
             rows = embeddings.shape[0]
             grads = torch.autograd.grad(

@@ -15,9 +15,8 @@ import torch
 from neobert_tasks.errors import ConfigError
 
 _BLOCK = re.compile(r"(?:^|\.)transformer_encoder\.(\d+)\.")
-_EMBEDDING = re.compile(
-    r"(?:^|\.)encoder\."
-)  # the token embedding (``transformer_encoder.`` has no dot before)
+# The token embedding (``transformer_encoder.`` has no dot before ``encoder.``).
+_EMBEDDING = re.compile(r"(?:^|\.)encoder\.")
 
 
 def layer_index(parameter_name: str, num_layers: int) -> int:

@@ -52,11 +52,7 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
         kwargs: The options every task shares, declared in `SequenceClassificationTask` and `NeoBERTTask`.
     """
 
-    def __init__(
-        self,
-        pooling: str = "mean",
-        **kwargs: Any,
-    ):
+    def __init__(self, pooling: str = "mean", **kwargs: Any):
         if pooling not in POOLING_MODES:
             raise ConfigError(f"model.pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}.")
         if kwargs.get("task_name") is not None:

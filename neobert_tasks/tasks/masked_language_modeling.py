@@ -170,15 +170,9 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         return loss
 
     def _validation_generator(self, batch_index: int, dataloader_idx: int) -> torch.Generator:
-        generator = torch.Generator(device=self.device)
         # Distinct per batch and DDP rank (their shards differ), fixed across epochs.
-        seed = (
-            VALIDATION_MASK_SEED
-            + 1_000_003 * dataloader_idx
-            + 7919 * batch_index
-            + 104_729 * self.global_rank
-        )
-        return generator.manual_seed(seed)
+        offset = 1_000_003 * dataloader_idx + 7919 * batch_index + 104_729 * self.global_rank
+        return torch.Generator(device=self.device).manual_seed(VALIDATION_MASK_SEED + offset)
 
     def evaluation_step(self, stage: str, batch, batch_index: int, dataloader_idx: int) -> None:
         loss, logits, targets = self.mlm_loss(batch, self._validation_generator(batch_index, dataloader_idx))

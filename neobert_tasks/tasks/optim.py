@@ -60,66 +60,16 @@ def parameter_groups(
         layer = layer_index(name, num_layers) if layer_decay is not None else 0
         decayed = not (param.ndim < 2 or id(param) in norm_params)
         groups.setdefault((layer, decayed), []).append(param)
-    if layer_decay is None:
-        return [
-            {
-                "name": "decay",
-                "params": groups.get((0, True), []),
-                "weight_decay": weight_decay,
-                "lr_scale": 1.0,
-            },
-            {"name": "no_decay", "params": groups.get((0, False), []), "weight_decay": 0.0, "lr_scale": 1.0},
-        ]
+    keys = [(0, True), (0, False)] if layer_decay is None else sorted(groups, key=lambda k: (k[0], not k[1]))
     return [
         {
-            "name": f"layer_{layer}_{'decay' if decayed else 'no_decay'}",
-            "params": groups[layer, decayed],
+            "name": ("" if layer_decay is None else f"layer_{layer}_") + ("decay" if decayed else "no_decay"),
+            "params": groups.get((layer, decayed), []),
             "weight_decay": weight_decay if decayed else 0.0,
             "lr_scale": scales[layer],
         }
-        for layer, decayed in sorted(groups, key=lambda key: (key[0], not key[1]))
+        for layer, decayed in keys
     ]
-
-
-def _resolve_warmup(total_steps: int, warmup_fraction: float, warmup_steps: int | None) -> int:
-    """Return the number of warmup steps, validated and capped at ``total_steps``.
-
-    Args:
-        total_steps: number of optimiser steps of the whole run.
-        warmup_fraction: warmup length as a fraction of ``total_steps``, used when ``warmup_steps`` is None.
-        warmup_steps: explicit warmup length in steps, or None.
-    """
-    if warmup_steps is None:
-        if not 0.0 <= warmup_fraction <= 1.0:
-            raise ConfigError(f"warmup_fraction must be in [0, 1], got {warmup_fraction}.")
-        # round(), not ceil(): 0.07 * 100 is 7.000000000000001 in floating point.
-        warmup_steps = round(warmup_fraction * total_steps)
-    elif warmup_steps < 0:
-        raise ConfigError(f"warmup_steps must be >= 0, got {warmup_steps}.")
-    # Capped rather than rejected so that short debugging runs (fast_dev_run, limit_train_batches) work
-    # with the warmup of the full configuration.
-    return min(int(warmup_steps), total_steps)
-
-
-def _lr_factor(step: int, total_steps: int, warmup: int, final_lr_fraction: float, schedule: str) -> float:
-    """Return the learning-rate multiplier (fraction of the peak rate) at one optimiser step.
-
-    Args:
-        step: index of the optimiser step about to be taken (0 for the first).
-        total_steps: step at which the decay reaches ``final_lr_fraction``.
-        warmup: number of linear warmup steps from 0 to the peak.
-        final_lr_fraction: multiplier at and after ``total_steps`` (ignored by ``"constant"``).
-        schedule: ``"linear"``, ``"cosine"`` or ``"constant"`` shape of the post-warmup phase.
-    """
-    if step < warmup:
-        return step / warmup
-    if schedule == "constant":
-        return 1.0
-    # Clamped so that steps past total_steps (a resumed or extended run) stay at the final fraction.
-    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-    if schedule == "linear":
-        return 1.0 - (1.0 - final_lr_fraction) * progress
-    return final_lr_fraction + (1.0 - final_lr_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def warmup_decay_schedule(
@@ -163,11 +113,28 @@ def warmup_decay_schedule(
     total_steps = int(total_steps)
     if not 0.0 <= final_lr_fraction <= 1.0:
         raise ConfigError(f"final_lr_fraction must be in [0, 1], got {final_lr_fraction}.")
-    warmup = _resolve_warmup(total_steps, warmup_fraction, warmup_steps)
+    if warmup_steps is None:
+        if not 0.0 <= warmup_fraction <= 1.0:
+            raise ConfigError(f"warmup_fraction must be in [0, 1], got {warmup_fraction}.")
+        # round(), not ceil(): 0.07 * 100 is 7.000000000000001 in floating point.
+        warmup_steps = round(warmup_fraction * total_steps)
+    elif warmup_steps < 0:
+        raise ConfigError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+    # Capped rather than rejected so that short debugging runs (fast_dev_run, limit_train_batches) work
+    # with the warmup of the full configuration.
+    warmup = min(int(warmup_steps), total_steps)
 
     def lr_lambda(step: int) -> float:
-        """Return the multiplier of the peak rate at ``step`` (``step``: optimiser step index)."""
-        return _lr_factor(step, total_steps, warmup, final_lr_fraction, schedule)
+        """The multiplier of the peak rate at optimiser step ``step`` (0 for the first)."""
+        if step < warmup:
+            return step / warmup
+        if schedule == "constant":
+            return 1.0
+        # Clamped so that steps past total_steps (a resumed or extended run) stay at the final fraction.
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if schedule == "linear":
+            return 1.0 - (1.0 - final_lr_fraction) * progress
+        return final_lr_fraction + (1.0 - final_lr_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
 

@@ -219,17 +219,11 @@ def _best_spans(spans: _Spans, n_best_size: int) -> tuple[_Spans, np.ndarray]:
 def _nbest_lists(spans: _Spans, probabilities: np.ndarray, contexts: list[str]) -> list[list[dict]]:
     """The n-best dicts of every example (see QAPredictions), from spans grouped by example, best first."""
     nbest = [[] for _ in contexts]
-    columns = {
-        "start": spans.char_start,
-        "end": spans.char_end,
-        "score": spans.score,
-        "start_logit": spans.start_logit,
-        "end_logit": spans.end_logit,
-        "probability": probabilities,
-    }
-    rows = zip(*(column.tolist() for column in columns.values()), strict=True)
+    names = ("start", "end", "score", "start_logit", "end_logit", "probability")
+    columns = spans.char_start, spans.char_end, spans.score, spans.start_logit, spans.end_logit, probabilities
+    rows = zip(*(column.tolist() for column in columns), strict=True)
     for example, values in zip(spans.example.tolist(), rows, strict=True):
-        entry = dict(zip(columns, values, strict=True))
+        entry = dict(zip(names, values, strict=True))
         nbest[example].append({"text": contexts[example][entry["start"] : entry["end"]], **entry})
     return nbest
 

@@ -187,10 +187,8 @@ class SequenceClassificationTask(NeoBERTTask):
             self.split_names[name] = splits or ["validation"]
             for position in range(len(self.split_names[name])):
                 key = f"{name}/{position}"
-                if key not in self.metrics:
-                    self.metrics[key] = self.new_metrics()
-                if key not in self.losses:
-                    self.losses[key] = MeanMetric()
+                if key not in self.metrics:  # the two are filled together
+                    self.metrics[key], self.losses[key] = self.new_metrics(), MeanMetric()
 
     # ------------------------------------------------------------------------------------------------
     # Evaluation: metrics per split, logged once per epoch from the synced torchmetrics states.

@@ -142,9 +142,8 @@ class TokenClassificationTask(NeoBERTTask):
 
     def predict_step(self, batch, batch_index, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         inputs = {key: value for key, value in self.model_inputs(batch).items() if key != "labels"}
-        examples, words, predictions, probabilities, _ = self._scored_words(
-            batch, self.model(**inputs).logits
-        )
+        logits = self.model(**inputs).logits
+        examples, words, predictions, probabilities, _ = self._scored_words(batch, logits)
         return {"example": examples, "word": words, "prediction": predictions, "score": probabilities}
 
     def prediction_files(self, outputs: list[dict[str, list]], split_names: list[str], datamodule) -> dict:

@@ -227,6 +227,20 @@ def test_batch_keys_and_shapes(duplicated_dir, tiny_tokenizer_dir, datasets_cach
         assert torch.equal(mask.bool(), ids != 0)
 
 
+def test_lengths_are_each_rows_longest_text_and_its_padded_cost(
+    duplicated_dir, tiny_tokenizer_dir, datasets_cache
+):
+    """The datamodule's lengths interface (bench/padding.py reads it) on rows of three texts."""
+    datamodule = pair_module(duplicated_dir, tiny_tokenizer_dir, datasets_cache, batch_size=8)
+    batch = next(iter(datamodule._loader(datamodule._dataset("train"), batch_size=4)))  # first rows, in order
+    longest = [
+        max(int(batch[role_key(role, ATTENTION_MASK)][row].sum()) for role in ROLES) for row in range(4)
+    ]
+    assert datamodule.sequence_lengths("train")[:4] == longest
+    expected_costs = [len(ROLES) * padded_length(length, 8) for length in longest]
+    assert datamodule.token_budget_lengths("train")[:4] == expected_costs
+
+
 @pytest.mark.parametrize(
     "options",
     [
