@@ -3,6 +3,8 @@
     python -m bench.fine_tuning            # SST-2 and MNLI, tiny and 6 × 768, fp32 and bf16
     python -m bench.fine_tuning --shapes base --precisions bf16 --steps 12
     python -m bench.fine_tuning --routes neobert_tasks trainer_dynamic --tasks sst2
+    python -m bench.fine_tuning --device cuda --tasks sst2 --shapes base --precisions bf16 --steps 200 \
+        --warmup-steps 20 --block-steps 20 --routes neobert_tasks neobert_tasks_torch_varlen trainer_dynamic
 
 Routes, run side by side in one process on the same randomly initialised
 ``NeoBERTForSequenceClassification`` (same initial weights, batch size, learning-rate schedule and
@@ -15,6 +17,8 @@ number of optimiser steps, no gradient clipping):
 * ``neobert_tasks_eager``: the same with ``model.init_args.compile: false``;
 * ``neobert_tasks_token_budget``: the same with ``data.init_args.max_tokens: auto`` (batches of equal
   padded tokens, ``batch_size`` examples on average);
+* ``neobert_tasks_torch_varlen``: the same on PyTorch's FlashAttention kernel (``varlen_attn``), CUDA
+  only (the GLUE configs pin ``sdpa``);
 * ``trainer_max_length``: ``Trainer`` as run_glue.py runs it by default: padding to ``max_length``
   (128), random order;
 * ``trainer_dynamic``: ``Trainer`` with ``DataCollatorWithPadding`` and
@@ -24,7 +28,8 @@ Each route trains one epoch of ``warmup + steps`` batches taken from its own sam
 whole training split, spread evenly over its distribution of batch sizes in tokens (see
 ``sample_task``), so the timed steps represent a whole epoch, not the first, longest, block of a
 length-grouped order; the first ``--warmup-steps`` steps are not timed.
-Routes alternate every ``--block-steps`` steps (see ``interleave.py``). Reported per route: real
+Routes alternate every ``--block-steps`` steps (see ``interleave.py``). ``--device cuda`` trains every
+route on one GPU (the matmul peak is then measured there too). Reported per route: real
 (non-padding) tokens/s, padding fraction, MFU (model FLOPs on real tokens per second over the matmul
 peak measured in this run, see ``common.py``), the ratio to ``neobert_tasks``, and accuracy on the
 first ``--eval-samples`` validation examples after training. Models are randomly initialised (no
@@ -169,6 +174,7 @@ def run_configuration(
         max_length=arguments.max_length,
         work_dir=folder,
         initial_state=initial_state(shape, GLUE_TASKS[task].num_labels, arguments.seed),
+        device=arguments.device,
     )
     # Every configuration compiles afresh (its compile time lands in its own untimed warm-up steps) and
     # the graphs of earlier shapes and precisions do not count towards dynamo's recompile limit.
@@ -245,6 +251,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=128, help="truncation (and max_length padding)")
     parser.add_argument("--eval-samples", type=int, default=512, help="validation examples for accuracy")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where every route trains")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/glue"))
     parser.add_argument("--tokenizer", default="../shared/tokenizers/bert-base-uncased")
@@ -257,7 +264,9 @@ def main() -> None:
     arguments = parse_arguments()
     if arguments.threads:
         torch.set_num_threads(arguments.threads)
-    peaks = {name: matmul_peak(DTYPES[name]) for name in arguments.precisions}
+    # On a GPU, the square size that reaches its peak (as bench.gpu_check measures it).
+    sizes = (8192,) if arguments.device == "cuda" else (2048, 4096)
+    peaks = {name: matmul_peak(DTYPES[name], arguments.device, sizes) for name in arguments.precisions}
     print("matmul peak: " + ", ".join(f"{name} {peak / 1e9:,.0f} GFLOP/s" for name, peak in peaks.items()))
     rows = []
     with tempfile.TemporaryDirectory(prefix="neobert-bench-") as work:
@@ -272,7 +281,7 @@ def main() -> None:
                     write_json(arguments.json, {"settings": json_settings(arguments), "rows": rows})
     # The peak again at the end: MFU is taken against the better of the two (the machine's peak), and the
     # gap between them shows how noisy the machine was during the run.
-    peaks_after = {name: matmul_peak(DTYPES[name]) for name in arguments.precisions}
+    peaks_after = {name: matmul_peak(DTYPES[name], arguments.device, sizes) for name in arguments.precisions}
     for row in rows:
         row["mfu"] = (
             row["model_tflops_per_second"]

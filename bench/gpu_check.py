@@ -83,12 +83,16 @@ def agreement(backends: list[str], layers: int) -> dict[str, dict[str, float]]:
     real = {name: real_tokens(batch) for name, batch in batches.items()}
     results = {"scale": {name: expected[name][real[name]].abs().max().item() for name in batches}}
     for backend in backends:
-        model = build(backend, layers)
-        results[backend] = {
-            name: (model(**batch).last_hidden_state.float() - expected[name])[real[name]].abs().max().item()
-            for name, batch in batches.items()
-        }
-        del model
+        try:
+            model = build(backend, layers)
+            outputs = {name: model(**batch).last_hidden_state.float() for name, batch in batches.items()}
+            results[backend] = {
+                name: (outputs[name] - expected[name])[real[name]].abs().max().item() for name in batches
+            }
+        except Exception as error:  # never run on a GPU before: one backend's failure must not end the check
+            print(f"{backend} failed: {type(error).__name__}: {error}", flush=True)
+            results[backend] = {"error": f"{type(error).__name__}: {error}"}
+        model = outputs = None
         torch.cuda.empty_cache()
     return results
 
@@ -166,8 +170,13 @@ def speed_rows(backends: list[str], arguments, peak: float) -> list[dict]:
                         "peak_memory_gib": train["peak_memory_gib"],
                     }
                 )
-                speed = train["tokens_per_second"]
-                print(f"  {backend} {length} {rows[-1]['rows']}: {speed:,.0f} train tok/s", flush=True)
+                row = rows[-1]
+                print(
+                    f"  {backend} {length} {row['rows']}: forward {row['forward_tokens_per_second']:,.0f}"
+                    f" tok/s ({row['forward_mfu']:.1%}), train {row['train_tokens_per_second']:,.0f} tok/s"
+                    f" ({row['mfu']:.1%}, {row['peak_memory_gib']:.1f} GiB)",
+                    flush=True,
+                )
     return rows
 
 
@@ -230,6 +239,10 @@ def main() -> int:
         f"{scale['padded']:.3g} padded, {scale['packed']:.3g} packed)"
     )
     failures = 0
+    for backend in [backend for backend in backends if "error" in differences[backend]]:
+        failures += 1
+        print(f"  {backend:18s} FAILED: {differences[backend]['error']}")
+    backends = [backend for backend in backends if "error" not in differences[backend]]
     for backend in backends:
         padded, packed = differences[backend]["padded"], differences[backend]["packed"]
         failed = (
@@ -239,11 +252,19 @@ def main() -> int:
         print(f"  {backend:18s} padded {padded:.4g}  packed {packed:.4g}{'  FAILED' if failed else ''}")
     peak = matmul_peak(torch.bfloat16, device="cuda", sizes=(8192,))
     print(f"bf16 matmul peak (8192²): {peak / 1e12:,.0f} TFLOP/s\n")
-    rows = speed_rows(backends, arguments, peak)
+    rows = []
+    for backend in backends:
+        try:
+            rows.extend(speed_rows([backend], arguments, peak))
+        except Exception as error:
+            failures += 1
+            print(f"{backend} speed FAILED: {type(error).__name__}: {error}", flush=True)
+            torch.cuda.empty_cache()
+        # Written after each backend: a run cut short (time limit, out of memory) keeps what it measured.
+        write_json(arguments.json, {"agreement": differences, "bf16_matmul_peak": peak, "rows": rows})
     print()
     print_table(rows, COLUMNS)
     print("FAILED" if failures else "OK")
-    write_json(arguments.json, {"agreement": differences, "bf16_matmul_peak": peak, "rows": rows})
     return 1 if failures else 0
 
 

@@ -57,7 +57,10 @@ class StepClock:
     """Times the optimiser steps of one route and counts the tokens its model saw in training.
 
     Call :meth:`watch` on the model (a forward pre-hook reads ``attention_mask``) and :meth:`step_done`
-    at the end of every optimiser step (from a Lightning or transformers callback).
+    at the end of every optimiser step (from a Lightning or transformers callback). On a GPU nothing is
+    read back per step (that would make each step wait for the one before, which no training loop
+    does): the token counts stay on the device until :meth:`summary`, and the clock synchronises only
+    where a block of timed steps starts or ends, so a block's time holds all of its GPU work.
     """
 
     name: str
@@ -66,12 +69,12 @@ class StepClock:
     block_steps: int
     steps: int = 0
     seconds: list[float] = field(default_factory=list)
-    real_tokens: list[int] = field(default_factory=list)
     padded_tokens: list[int] = field(default_factory=list)
-    length_squares: list[int] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
+    _step_lengths: list[torch.Tensor] = field(default_factory=list)  # per timed step, its rows' lengths
+    _pending: list[torch.Tensor] = field(default_factory=list)  # this step's forwards' row lengths
+    _pending_padded: int = 0
+    _cuda: bool = False
     _last: float = 0.0
-    _pending: list[int] = field(default_factory=lambda: [0, 0, 0])
 
     def watch(self, model: torch.nn.Module) -> None:
         model.register_forward_pre_hook(self._count_tokens, with_kwargs=True)
@@ -80,29 +83,38 @@ class StepClock:
         mask = kwargs.get("attention_mask")
         if not (module.training and torch.is_grad_enabled()) or mask is None:
             return
-        lengths = mask.sum(dim=1)
-        self._pending[0] += int(lengths.sum())
-        self._pending[1] += mask.numel()
-        self._pending[2] += int((lengths * lengths).sum())
-        if self.steps >= self.warmup_steps:
-            self.lengths.extend(lengths.tolist())
+        self._cuda = mask.is_cuda
+        self._pending.append(mask.sum(dim=1))
+        self._pending_padded += mask.numel()
 
     def start(self) -> None:
         self._last = time.perf_counter()
 
     def step_done(self) -> None:
-        now = time.perf_counter()
         self.steps += 1
-        if self.steps > self.warmup_steps:
-            self.seconds.append(now - self._last)
-            self.real_tokens.append(self._pending[0])
-            self.padded_tokens.append(self._pending[1])
-            self.length_squares.append(self._pending[2])
-        self._pending = [0, 0, 0]
         timed = self.steps - self.warmup_steps
-        if timed == 0 or (timed > 0 and timed % self.block_steps == 0):
+        hand_over = timed == 0 or (timed > 0 and timed % self.block_steps == 0)
+        if self._cuda and hand_over:
+            torch.cuda.synchronize()  # the block's queued GPU work belongs to it, not to the next route's
+        now = time.perf_counter()
+        if timed > 0:
+            self.seconds.append(now - self._last)
+            self._step_lengths.append(torch.cat(self._pending) if self._pending else torch.zeros(0))
+            self.padded_tokens.append(self._pending_padded)
+        self._pending, self._pending_padded = [], 0
+        if hand_over:
             self.baton.hand_over(self.name)
         self._last = time.perf_counter()
+
+    @property
+    def real_tokens(self) -> list[int]:
+        """Real (non-padding) tokens of each timed step."""
+        return [int(lengths.sum()) for lengths in self._step_lengths]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Token count of every row the timed steps trained on."""
+        return [length for lengths in self._step_lengths for length in lengths.tolist()]
 
     def summary(self) -> dict[str, float]:
         seconds = sum(self.seconds)

@@ -55,6 +55,7 @@ class RouteSettings:
     max_length: int
     work_dir: Path
     initial_state: dict[str, torch.Tensor]
+    device: str = "cpu"  # cpu or cuda: where every route trains
 
     @property
     def task_config(self) -> Path:
@@ -87,7 +88,7 @@ class NeoBERTTasksRoute:
         backend = ["--model.init_args.attn_implementation", self.attn_implementation]
         return [
             "--config", str(settings.task_config),
-            "--config", str(REPOSITORY / "configs" / "presets" / "cpu.yaml"),
+            *self.device_arguments(),
             "--trainer.precision", LIGHTNING_PRECISION[settings.precision],
             "--trainer.max_steps", str(settings.total_steps),
             "--trainer.limit_val_batches", "0",
@@ -111,6 +112,12 @@ class NeoBERTTasksRoute:
             "--checkpoint.save_last", "false",
             "--export.enabled", "false",
         ]  # fmt: skip
+
+    def device_arguments(self) -> list[str]:
+        """The CPU preset, or one CUDA device (the bf16 preset's precision is given by --precisions)."""
+        if self.settings.device == "cpu":
+            return ["--config", str(REPOSITORY / "configs" / "presets" / "cpu.yaml")]
+        return ["--trainer.accelerator", "gpu", "--trainer.devices", "1"]
 
     def train(self) -> None:
         # The benchmark's own command line is not the CLI's: hide it (LightningCLI warns about both).
@@ -147,6 +154,12 @@ class NeoBERTTasksPaddedRoute(NeoBERTTasksRoute):
 
 class NeoBERTTasksVarlenRoute(NeoBERTTasksRoute):
     attn_implementation = "sdpa_varlen"
+
+
+class NeoBERTTasksTorchVarlenRoute(NeoBERTTasksRoute):
+    """PyTorch's own FlashAttention kernel (``varlen_attn``) on the unpadded tokens; CUDA only."""
+
+    attn_implementation = "torch_varlen"
 
 
 class NeoBERTTasksExactPaddingRoute(NeoBERTTasksRoute):
@@ -220,7 +233,7 @@ class TrainerRoute:
             lr_scheduler_type="linear",
             max_grad_norm=0.0,  # neobert_tasks' GLUE configs do not clip
             bf16=settings.precision == "bf16",
-            use_cpu=True,
+            use_cpu=settings.device == "cpu",
             train_sampling_strategy=self.sampling,
             logging_steps=50,  # Lightning's default log_every_n_steps
             save_strategy="no",
@@ -262,6 +275,7 @@ ROUTES = {
     "neobert_tasks_eager": NeoBERTTasksEagerRoute,
     "neobert_tasks_padded": NeoBERTTasksPaddedRoute,
     "neobert_tasks_varlen": NeoBERTTasksVarlenRoute,
+    "neobert_tasks_torch_varlen": NeoBERTTasksTorchVarlenRoute,
     "neobert_tasks_exact_padding": NeoBERTTasksExactPaddingRoute,
     "neobert_tasks_token_budget": NeoBERTTasksTokenBudgetRoute,
     "trainer_max_length": TrainerMaxLengthRoute,
@@ -303,10 +317,11 @@ def evaluate_accuracy(model: torch.nn.Module, settings: RouteSettings) -> float:
     dataset = dataset.select_columns([name for name in dataset.column_names if name != "token_type_ids"])
     collator = DataCollatorWithPadding(load_tokenizer(settings.tokenizer))
     loader = torch.utils.data.DataLoader(dataset, batch_size=64, collate_fn=collator)
-    model.eval()
+    model.to(settings.device).eval()
     correct = total = 0
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
+    with torch.autocast(settings.device, dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
         for batch in loader:
+            batch = {key: value.to(settings.device) for key, value in batch.items()}
             labels = batch.pop("labels")
             logits = model(**batch).logits
             correct += int((logits.argmax(-1) == labels).sum())
