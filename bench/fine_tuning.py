@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import gc
 import tempfile
+import traceback
 from functools import cache
 from pathlib import Path
 
@@ -186,9 +187,12 @@ def run_configuration(
     }
     runners = {name: ROUTES[name](settings, clocks[name]) for name in arguments.routes}
     errors = run_in_turns({name: runner.train for name, runner in runners.items()}, baton)
-    if errors:
+    if len(errors) == len(runners):
         name, error = next(iter(errors.items()))
         raise RuntimeError(f"route {name} failed") from error
+    for name, error in errors.items():  # the other routes' rows still count
+        print(f"route {name} failed:\n{''.join(traceback.format_exception(error))}", flush=True)
+        runners.pop(name)
     config = NeoBERTConfig(**SHAPES[shape], num_labels=GLUE_TASKS[task].num_labels)
     rows = []
     for name, runner in runners.items():
