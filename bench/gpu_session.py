@@ -82,9 +82,12 @@ def run(arguments: argparse.Namespace) -> int:
     if not wheels:
         print(f"No wheels in {CARRY}: run `python -m bench.gpu_session prepare` here, and carry it.")
         return 2
-    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", *wheels]
-    subprocess.run(pip, check=True)
-    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    # Into a folder of their own rather than the image's environment, which stays as it is.
+    site = CARRY / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target", str(site)]
+    subprocess.run([*pip, *wheels], check=True)
+    path = os.pathsep.join(filter(None, [str(site), str(REPOSITORY), os.environ.get("PYTHONPATH")]))
+    os.environ.update(PYTHONPATH=path, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     python = [sys.executable, "-m"]
     check = [*python, "bench.gpu_check", "--json", str(out / "gpu_check.json")]
     fit = [
