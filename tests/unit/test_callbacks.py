@@ -136,6 +136,16 @@ def test_the_checkpoint_written_at_a_new_best_holds_that_validations_metrics(tmp
     assert state["best_metrics"]["val/score"] == pytest.approx(0.9)
 
 
+def test_a_run_resumed_from_the_best_checkpoint_reports_that_best_if_no_better_validation_follows(tmp_path):
+    best, _ = fit_with_scores(tmp_path, [0.5, 0.9])
+    resumed = BestModelCheckpoint(monitor="val/score", dirpath=best.dirpath)
+    module = TinyRegression(val_scores=[0.7])  # epoch 2, worse than the best
+    tiny_trainer(tmp_path, [resumed], max_epochs=3).fit(module, ckpt_path=best.best_model_path)
+    assert resumed.best_model_path == best.best_model_path
+    assert resumed.best_metrics["val/score"] == pytest.approx(0.9)
+    assert (resumed.best_metrics["epoch"], resumed.best_metrics["step"]) == (1, step_of_epoch(1))
+
+
 # --- ExportBestModel ------------------------------------------------------------------------------------
 
 
