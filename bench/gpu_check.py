@@ -37,7 +37,9 @@ BACKENDS = ["sdpa", "sdpa_varlen", "torch_varlen", "flex", "flash_attention_2"]
 def build(backend: str, layers: int, seed: int = 0) -> NeoBERTModel:
     torch.manual_seed(seed)
     config = NeoBERTConfig(num_hidden_layers=layers, attn_implementation=backend)
-    return NeoBERTModel(config).to("cuda", torch.bfloat16).eval()
+    with torch.device("cuda"):  # initialised on the GPU: seconds less per measurement at the base shape
+        model = NeoBERTModel(config)
+    return model.to(torch.bfloat16).eval()
 
 
 def mixed_batch(lengths: list[int], vocab: int = 30522) -> dict[str, torch.Tensor]:
@@ -126,7 +128,8 @@ def training_measurement(backend: str, layers: int, lengths: list[int], steps: i
     """One optimiser step as fine-tuning runs it: fp32 weights, bf16 autocast, fused AdamW."""
     torch.manual_seed(0)
     config = NeoBERTConfig(num_hidden_layers=layers, attn_implementation=backend, num_labels=2)
-    model = NeoBERTForSequenceClassification(config).cuda().train()
+    with torch.device("cuda"):
+        model = NeoBERTForSequenceClassification(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     batch = mixed_batch(lengths)
     labels = torch.zeros(len(lengths), dtype=torch.long, device="cuda")
