@@ -15,8 +15,10 @@ varlen_attn) is left out with a line saying why:
    bf16 autocast, fused AdamW, ``--tokens-per-batch`` tokens per step), each with its model FLOPs
    utilisation against that peak, and the peak memory of each (torch.cuda.max_memory_allocated).
 flex compiles its kernels in the warm-up steps of its first measurements (tens of seconds); the whole
-check is meant to take under 5 minutes. Prints one table; exits non-zero when a backend differs from
-eager by more than ``--tolerance`` times the largest |eager| value; ``--json`` also writes the rows.
+check is meant to take under 5 minutes. Prints the table, then forward tokens/s on full rows beside the
+NeoBERT paper's A100 inference figures scaled by the ratio of the two GPUs' bf16 peaks; exits non-zero
+when a backend differs from eager by more than ``--tolerance`` times the largest |eager| value or fails;
+``--json`` also writes the rows.
 """
 
 from __future__ import annotations
@@ -183,6 +185,47 @@ def speed_rows(backends: list[str], arguments, peak: float) -> list[dict]:
     return rows
 
 
+# NeoBERT paper, Table 10: inference tokens/s on an A100 (../shared/neobert/CHECKPOINT.md), by length.
+PAPER_A100_TOKENS_PER_SECOND = {512: 24_500, 1024: 22_200, 2048: 20_500, 4096: 17_200, 8192: 13_000}
+# Dense bf16 tensor-core peaks from the vendor's data sheets (SXM parts), TFLOP/s: the ratio of two GPUs'
+# peaks scales the paper's A100 figures to this GPU. An unlisted GPU uses its peak measured in the run.
+DATASHEET_BF16_TFLOPS = {"A100": 312, "H100": 989, "H200": 989}
+
+
+def against_paper(rows: list[dict], peak: float) -> list[dict]:
+    """Forward tokens/s on full rows beside the paper's A100 figure scaled to this GPU's peak."""
+    name = torch.cuda.get_device_name()
+    this_gpu = next((tflops for gpu, tflops in DATASHEET_BF16_TFLOPS.items() if gpu in name), peak / 1e12)
+    scale = this_gpu / DATASHEET_BF16_TFLOPS["A100"]
+    compared = []
+    for row in rows:
+        paper = PAPER_A100_TOKENS_PER_SECOND.get(row["length"])
+        if row["rows"] == "full" and paper:
+            ours = row["forward_tokens_per_second"]
+            compared.append(
+                {
+                    "backend": row["backend"],
+                    "length": row["length"],
+                    "forward_tokens_per_second": ours,
+                    "paper_a100": paper,
+                    "paper_scaled": paper * scale,
+                    "ratio": ours / (paper * scale),
+                }
+            )
+    print(f"\ninference against the paper (A100 figures × {scale:.2f}, the ratio of the GPUs' bf16 peaks)")
+    print_table(compared, PAPER_COLUMNS)
+    return compared
+
+
+PAPER_COLUMNS = [
+    ("backend", "backend", ""),
+    ("length", "length", "d"),
+    ("forward_tokens_per_second", "forward tok/s", ",.0f"),
+    ("paper_a100", "paper A100", ",.0f"),
+    ("paper_scaled", "paper scaled", ",.0f"),
+    ("ratio", "× paper", ".1f"),
+]
+
 COLUMNS = [
     ("backend", "backend", ""),
     ("length", "length", "d"),
@@ -267,6 +310,9 @@ def main() -> int:
         write_json(arguments.json, {"agreement": differences, "bf16_matmul_peak": peak, "rows": rows})
     print()
     print_table(rows, COLUMNS)
+    paper = against_paper(rows, peak)
+    payload = {"agreement": differences, "bf16_matmul_peak": peak, "rows": rows, "against_paper": paper}
+    write_json(arguments.json, payload)
     print("FAILED" if failures else "OK")
     return 1 if failures else 0
 
