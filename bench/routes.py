@@ -319,7 +319,11 @@ def evaluate_accuracy(model: torch.nn.Module, settings: RouteSettings) -> float:
     loader = torch.utils.data.DataLoader(dataset, batch_size=64, collate_fn=collator)
     model.to(settings.device).eval()
     correct = total = 0
-    with torch.autocast(settings.device, dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
+    # Eager: the blocks were compiled in the route's thread, and torch 2.11's dynamo crashes (SIGSEGV in
+    # FakeTensorMode) recompiling them for inference here in the main thread; the accuracy is the same.
+    eager = torch.compiler.set_stance("force_eager")
+    autocast = torch.autocast(settings.device, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
+    with eager, autocast:
         for batch in loader:
             batch = {key: value.to(settings.device) for key, value in batch.items()}
             labels = batch.pop("labels")

@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 from neobert_tasks.data.keys import EXAMPLE_INDEX
 from neobert_tasks.data.sources import DataError
 from neobert_tasks.data.squad_json import ANSWERS_COLUMN
+from neobert_tasks.data.tokenizer import check_overflowing_windows
 
 NO_OFFSET = (-1, -1)  # offset of a token outside the context (question, special tokens)
 CONTEXT_SEQUENCE = 1  # the context is the second sequence of the (question, context) pair
@@ -92,6 +93,7 @@ def encode_question_windows(
     `start_positions` and `end_positions`, and for `evaluation` `example_index` and `offset_mapping`."""
     # Leading spaces of some SQuAD questions only waste window room.
     questions = [question.lstrip() for question in batch["question"]]
+    check_overflowing_windows()
     check_question_lengths(tokenizer, questions, batch["id"], max_length, doc_stride)
     encoded = tokenizer(
         questions,

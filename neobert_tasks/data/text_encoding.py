@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerFast
 
 from neobert_tasks.data.collator import ModelInputCollator
 from neobert_tasks.data.keys import ATTENTION_MASK, EXAMPLE_INDEX, INPUT_IDS, POSITION_IDS
+from neobert_tasks.data.tokenizer import check_overflowing_windows
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PACKED_KEYS = ("input_ids", "attention_mask", "position_ids")
@@ -48,6 +49,7 @@ def pack_documents(batch: dict[str, list], *, tokenizer, text_column: str, max_l
 
 def split_documents(batch: dict[str, list], *, tokenizer, text_column: str, max_length: int) -> dict:
     """One row per document, a long document split into rows of at most ``max_length`` tokens."""
+    check_overflowing_windows()
     texts = [text for text in batch[text_column] if text and text.strip()]
     encoded = tokenizer(texts, truncation=True, max_length=max_length, return_overflowing_tokens=True)
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}

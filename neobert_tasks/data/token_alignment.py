@@ -22,6 +22,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from neobert_tasks.data.keys import ATTENTION_MASK, EXAMPLE_INDEX, INPUT_IDS, WORD_IDS
+from neobert_tasks.data.tokenizer import check_overflowing_windows
 
 IGNORE_INDEX = -100  # label of tokens that are not trained on (the loss ignores it)
 NO_WORD = -1  # `word_ids` value of tokens that score no word
@@ -59,6 +60,7 @@ def tokenize_in_windows(
             return_token_type_ids=False,  # NeoBERT has no segment embeddings
         )
 
+    check_overflowing_windows()
     encoded = encode(words)
     seen: list[set[int]] = [set() for _ in words]
     for feature, row in enumerate(encoded["overflow_to_sample_mapping"]):

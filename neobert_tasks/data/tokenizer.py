@@ -7,6 +7,8 @@ missing rather than looked up on the hub. `TextDataModule` may train a tokenizer
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import re
 from pathlib import Path
 
@@ -15,6 +17,10 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from neobert_tasks.data.hub_access import hub_unreachable, offline_hub
 from neobert_tasks.data.sources import DataError, MissingDataError
 
+# tokenizers 0.23.1 and 0.23.2 return incomplete overflowing windows: the end of a text longer than one
+# window is silently lost (0.23.3 fixed it). pyproject.toml excludes them; an environment that has one
+# anyway (an image with fixed packages) is stopped where texts are cut into windows.
+BROKEN_OVERFLOW_VERSIONS = ("0.23.1", "0.23.2")
 # A hub id is "name" or "owner/name"; anything else that does not exist on disk is a mistyped path.
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -52,3 +58,18 @@ def asks_for_new_tokenizer(name: str | None) -> bool:
     exists = name is not None and Path(name).expanduser().exists()
     is_hub_id = name is not None and not exists and HUB_ID_PATTERN.match(name) and "/" in name
     return not (exists or is_hub_id)
+
+
+@functools.cache
+def tokenizers_version() -> str:
+    return importlib.metadata.version("tokenizers")
+
+
+def check_overflowing_windows() -> None:
+    """Raise `DataError` when the installed tokenizers cuts long texts into windows wrongly."""
+    version = tokenizers_version()
+    if version in BROKEN_OVERFLOW_VERSIONS:
+        raise DataError(
+            f"tokenizers {version} loses the end of texts cut into overlapping windows (fixed in 0.23.3):"
+            " pip install 'tokenizers>=0.23.3'."
+        )
