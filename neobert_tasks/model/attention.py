@@ -292,7 +292,8 @@ def flash_attn_installed() -> bool:
 
 @functools.cache
 def torch_has(module: str) -> bool:
-    """Whether this torch has ``torch.nn.attention.<module>`` (``varlen``: 2.9+, ``flex_attention``: 2.5+)."""
+    """Whether this torch has ``torch.nn.attention.<module>`` (``varlen``: in 2.11, not in 2.9;
+    ``flex_attention``: 2.5+)."""
     return importlib.util.find_spec(f"torch.nn.attention.{module}") is not None
 
 

@@ -15,7 +15,13 @@ import pytest
 import torch
 
 from neobert_tasks.model import NeoBERTConfig, NeoBERTModel, attention
-from neobert_tasks.model.attention import auto_backend, backend_problem, resolve_backend, settle_backend
+from neobert_tasks.model.attention import (
+    auto_backend,
+    backend_problem,
+    resolve_backend,
+    settle_backend,
+    torch_has,
+)
 from tests.conftest import tiny_config_kwargs
 
 NO_CUDA = "needs a CUDA GPU (the kernel is CUDA-only, or its backward is)"
@@ -148,7 +154,8 @@ def test_auto_is_the_default_and_runs_sdpa_on_cpu():
         ("cpu", torch.float32, False, "sdpa"),
         ("cpu", torch.bfloat16, True, "sdpa"),
         ("cuda", torch.bfloat16, True, "flash_attention_2"),
-        ("cuda", torch.float16, False, "torch_varlen"),
+        # torch_varlen where this torch has varlen_attn (not in 2.9), else PyTorch's own unpadded path.
+        ("cuda", torch.float16, False, "torch_varlen" if torch_has("varlen") else "sdpa_varlen"),
         ("cuda", torch.float32, True, "sdpa"),  # the half-precision kernels would lose fp32's precision
     ],
 )
@@ -175,6 +182,13 @@ def test_saved_config_never_carries_the_backend(tmp_path):
 
 
 def test_torch_varlen_is_refused_off_cuda_naming_the_backends_that_run_there():
+    if not torch_has("varlen"):  # torch 2.9: the missing kernel is the problem everywhere
+        for device_type in ("cpu", "cuda"):
+            assert backend_problem("torch_varlen", device_type) == (
+                "model.init_args.attn_implementation 'torch_varlen' needs torch.nn.attention.varlen, which"
+                f" torch {torch.__version__} lacks; use sdpa_varlen or sdpa, or a newer torch."
+            )
+        return
     assert backend_problem("torch_varlen", "cpu") == (
         "model.init_args.attn_implementation 'torch_varlen' runs on CUDA GPUs only and this run is on cpu;"
         " use one of sdpa, sdpa_varlen, eager there (sdpa_varlen skips padding as varlen_attn does)."
