@@ -38,6 +38,7 @@ from neobert_tasks.class_paths import check_checkpoint_class
 from neobert_tasks.console import CompactModelSummary, quiet_libraries
 from neobert_tasks.data.base import TokenizedDataModule
 from neobert_tasks.errors import (
+    ConfigError,
     MissingPathError,
     StorageError,
     UserInputError,
@@ -63,6 +64,7 @@ from neobert_tasks.run_directory import (
 )
 from neobert_tasks.run_summary import print_summary
 from neobert_tasks.tasks.base import NeoBERTTask
+from neobert_tasks.trainer_settings import check_trainer_counts, trainer_settings_refusal
 from neobert_tasks.training_guard import NonFiniteLossGuard
 
 # (datamodule property, model argument): linked when both exist for the chosen classes.
@@ -120,6 +122,7 @@ class NeoBERTCLI(LightningCLI):
         for key, value in self._typed_model_options.items():
             config[key] = value
         trainer = config.trainer
+        check_trainer_counts(trainer)
         root = trainer.default_root_dir or "runs"
         self._default_loggers = trainer.logger is None or trainer.logger is True
         if self._default_loggers:
@@ -255,7 +258,14 @@ class NeoBERTCLI(LightningCLI):
             rank_zero_info(f"Resuming from {path}")
 
     def instantiate_trainer(self, **kwargs):
-        trainer = super().instantiate_trainer(**kwargs)
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except Exception as error:
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            refusal = trainer_settings_refusal(error, config.trainer)
+            if refusal is None:
+                raise
+            raise ConfigError(refusal) from error
         use_atomic_checkpoints(trainer)
         run_dir, evaluated = self._run_dir, self._evaluated_run
         if trainer.is_global_zero:
@@ -302,6 +312,8 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
         # of subclass_mode_data) in a ValueError "Does not validate against any of the Union subtypes"; the
         # user's mistake is that ValueError's cause.
         user_error = next((link for link in error_chain(error) if isinstance(link, UserInputError)), None)
+        if user_error is None and (refusal := trainer_settings_refusal(error, None)) is not None:
+            user_error = ConfigError(refusal)  # refused by Lightning once the Trainer was built
         if user_error is None and (storage := storage_fault(error)) is not None:
             cause = describe_storage_fault(storage)
             user_error = StorageError(f"Could not write '{storage.filename}' ({cause}).")

@@ -50,6 +50,10 @@ class CheckpointError(UserInputError):
     """A checkpoint file exists but cannot be used: truncated, corrupt, or holding more than weights."""
 
 
+ZIP_MAGIC = b"PK\x03\x04"
+LEGACY_PICKLE_MAGIC = b"\x80\x02"  # torch.save(..., _use_new_zipfile_serialization=False): pickle protocol 2
+
+
 def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` with one-sentence errors naming the file.
 
@@ -57,8 +61,22 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[st
     code while it loads; neobert_tasks writes nothing else into its checkpoints.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"Checkpoint '{path}' is a directory; give a .ckpt file in it (or --ckpt_path best or last)."
+        )
     if not path.is_file():
         raise MissingPathError(f"Checkpoint '{path}' does not exist.")
+    with path.open("rb") as file:
+        start = file.read(4)
+    # torch.save has written zip archives since torch 1.6; anything else (a text file, an export's
+    # safetensors) made torch's unpickler fail with a bare KeyError. Empty files are truncated ones, below.
+    if start and start != ZIP_MAGIC and start[:2] != LEGACY_PICKLE_MAGIC:
+        raise CheckpointError(
+            f"Checkpoint '{path}' is not a checkpoint: torch.save writes zip archives and this"
+            f" {path.stat().st_size}-byte file is not one; give the .ckpt file of a run (or --ckpt_path best"
+            " or last)."
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -68,7 +86,7 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[st
                 " could run code when loaded, so neobert_tasks refuses to load it."
             ) from error
         raise CheckpointError(f"Checkpoint '{path}' is corrupt or truncated: {error}.") from error
-    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as error:
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CheckpointError(
             f"Checkpoint '{path}' is corrupt or truncated ({path.stat().st_size} bytes; {reason})."

@@ -22,6 +22,8 @@ from neobert_tasks.data.sources import DataError, MissingDataError
 # anyway (an image with fixed packages) is stopped where texts are cut into windows.
 BROKEN_OVERFLOW_VERSIONS = ("0.23.1", "0.23.2")
 # A hub id is "name" or "owner/name"; anything else that does not exist on disk is a mistyped path.
+# Files of which a tokenizer folder holds at least one (fast tokenizers, WordPiece, BPE, SentencePiece).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -30,6 +32,12 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     is_local = Path(name_or_path).expanduser().exists()
     if not is_local and not HUB_ID_PATTERN.match(name_or_path):
         raise MissingDataError(f"Tokenizer directory '{name_or_path}' does not exist.")
+    local = Path(name_or_path).expanduser()
+    if is_local and local.is_dir() and not any((local / name).is_file() for name in TOKENIZER_FILES):
+        raise DataError(
+            f"Tokenizer directory '{name_or_path}' holds none of {', '.join(TOKENIZER_FILES)}; give a folder"
+            " that save_pretrained wrote (a run's export/ has one)."
+        )
     offline = not is_local and hub_unreachable()
     try:
         with offline_hub(offline):
@@ -43,8 +51,10 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
                 " reachable (offline) and there is no cached copy; give a tokenizer folder with"
                 " --data.init_args.tokenizer."
             ) from error
-        # The hub client's explanation runs over several lines; its first one says what went wrong.
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        # The hub client's explanation runs over several lines; its first one says what went wrong, unless
+        # it ends in a colon and the list that follows is the point.
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        reason = " ".join(" ".join(lines).split()) if lines[0].rstrip().endswith(":") else lines[0]
         where = "from its local directory" if is_local else "(no such directory) from the Hugging Face hub"
         raise DataError(f"Could not load tokenizer '{name_or_path}' {where}: {reason}") from error
     if tokenizer.pad_token_id is None:

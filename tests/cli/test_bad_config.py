@@ -305,3 +305,73 @@ def test_pretrained_folder_with_only_pickle_weights_says_how_to_convert(capsys, 
         f"model.pretrained '{pickled}' holds only pickle weights (pytorch_model.bin), which can run code"
     )
     assert "convert_pickle_weights(" in message and "model.init_args.allow_pickle_weights true" in message
+
+
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="tests the message for a machine without a GPU")
+
+
+@NO_GPU
+@pytest.mark.parametrize(
+    ("overrides", "accelerator"),
+    [
+        (("--trainer.accelerator", "gpu"), "gpu"),
+        (("--trainer.accelerator", "cuda"), "cuda"),
+        (("--config", str(REPO_ROOT / "configs" / "presets" / "ddp.yaml")), "gpu"),
+    ],
+)
+def test_gpu_accelerator_without_a_gpu_says_why_there_is_none(capsys, tmp_path, overrides, accelerator):
+    """Lightning's "No supported gpu backend found!" came with a 40-line traceback; the likeliest cause on a
+    GPU machine is the CPU build of torch that the README's first command installs."""
+    message = quickstart_error(capsys, tmp_path, *overrides)
+    assert message.startswith(f"trainer.accelerator is '{accelerator}' but PyTorch finds no GPU here: torch ")
+    reason = "is a CPU-only build" if torch.version.cuda is None else "sees no CUDA device"
+    assert reason in message
+    assert message.endswith("; set --trainer.accelerator cpu, or auto to use a GPU where there is one.")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refusal"),
+    [
+        (("--trainer.num_nodes", "0"), "trainer.num_nodes must be a positive integer, but got 0."),
+        (("--trainer.devices", "0"), "trainer.devices '0' value is not a valid input using cpu accelerator."),
+    ],
+)
+def test_hardware_settings_lightning_refuses_are_named_with_the_keys(capsys, tmp_path, overrides, refusal):
+    message = quickstart_error(capsys, tmp_path, "--trainer.accelerator", "cpu", *overrides)
+    devices = "'0'" if "--trainer.devices" in overrides else "1"
+    num_nodes = overrides[1] if "--trainer.num_nodes" in overrides else "1"
+    assert message == (
+        f"Lightning cannot run the trainer settings trainer.accelerator 'cpu', trainer.devices {devices},"
+        f" trainer.strategy 'auto', trainer.num_nodes {num_nodes}, trainer.precision '32-true': {refusal}"
+    )
+
+
+def test_settings_lightning_refuses_once_fit_starts_are_named_too(capsys, tmp_path):
+    """Checked against the number of batches when fit starts, after the Trainer was built."""
+    message = quickstart_error(capsys, tmp_path, "--trainer.val_check_interval", "1000")
+    assert message.startswith(
+        "Lightning cannot run trainer settings: trainer.val_check_interval (1000) must be less than or"
+        " equal to the number of the training batches ("
+    )
+
+
+def test_a_count_lightning_would_divide_by_is_refused_before_anything_is_built(capsys, tmp_path):
+    message = quickstart_error(capsys, tmp_path, "--trainer.accumulate_grad_batches", "0")
+    assert message == "trainer.accumulate_grad_batches must be a positive integer, got 0."
+
+
+@pytest.mark.parametrize("kind", ["text file", "directory"])
+def test_checkpoint_that_is_not_a_checkpoint_file(capsys, tmp_path, kind):
+    """A text file gave torch's bare `KeyError: 101`; a directory was said not to exist."""
+    path = tmp_path / "given"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.write_text("hello\n")
+    message = quickstart_error(capsys, tmp_path, "--ckpt_path", str(path))
+    assert message == (
+        f"Checkpoint '{path}' is a directory; give a .ckpt file in it (or --ckpt_path best or last)."
+        if kind == "directory"
+        else f"Checkpoint '{path}' is not a checkpoint: torch.save writes zip archives and this 6-byte"
+        " file is not one; give the .ckpt file of a run (or --ckpt_path best or last)."
+    )

@@ -224,6 +224,33 @@ def test_tokenizer_that_is_neither_a_directory_nor_on_the_hub(capsys, tmp_path):
     )
 
 
+def test_tokenizer_directory_without_tokenizer_files(capsys, tmp_path):
+    """An empty folder gave transformers' "Couldn't instantiate the backend tokenizer from one of:", cut."""
+    empty = tmp_path / "empty_folder"
+    empty.mkdir()
+    rows = sentiment_rows(SENTENCES)
+    message = quickstart_error(
+        capsys, tmp_path, {"train": rows, "validation": rows}, "--data.init_args.tokenizer", str(empty)
+    )
+    assert message == (
+        f"Tokenizer directory '{empty}' holds none of tokenizer.json, tokenizer_config.json, vocab.txt,"
+        " vocab.json, spiece.model; give a folder that save_pretrained wrote (a run's export/ has one)."
+    )
+
+
+def test_tokenizer_folder_transformers_cannot_read_gets_its_whole_explanation(capsys, tmp_path):
+    broken = tmp_path / "config_only"
+    broken.mkdir()
+    (broken / "tokenizer_config.json").write_text("{}")
+    rows = sentiment_rows(SENTENCES)
+    message = quickstart_error(
+        capsys, tmp_path, {"train": rows, "validation": rows}, "--data.init_args.tokenizer", str(broken)
+    )
+    assert message.startswith(f"Could not load tokenizer '{broken}' from its local directory: ")
+    # transformers' reason ends its first line in "from one of:"; the list that follows is kept.
+    assert "from one of: (1) " in message and not message.endswith(":")
+
+
 def test_empty_texts_are_refused_with_their_row(capsys, tmp_path):
     validation = sentiment_rows(["fine", "", "good", None])
     splits = {"train": sentiment_rows(SENTENCES), "validation": validation}

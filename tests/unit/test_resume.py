@@ -85,6 +85,45 @@ def test_a_truncated_checkpoint_is_named_with_its_size(tmp_path):
         load_checkpoint_file(truncated)
 
 
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("notes.ckpt", b"hello, not a checkpoint\n"),
+        ("model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}"),
+    ],
+)
+def test_a_file_torch_save_did_not_write_is_named_as_such(tmp_path, name, content):
+    """A text file made torch's unpickler raise a bare ``KeyError: 101``."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as refusal:
+        load_checkpoint_file(path)
+    assert str(refusal.value) == (
+        f"Checkpoint '{path}' is not a checkpoint: torch.save writes zip archives and this"
+        f" {len(content)}-byte file is not one; give the .ckpt file of a run (or --ckpt_path best or last)."
+    )
+
+
+def test_a_directory_given_as_checkpoint_is_not_called_missing(tmp_path):
+    with pytest.raises(
+        CheckpointError, match=rf"^Checkpoint '{tmp_path}' is a directory; give a \.ckpt file"
+    ):
+        load_checkpoint_file(tmp_path)
+
+
+def test_an_empty_checkpoint_is_a_truncated_one(tmp_path):
+    path = tmp_path / "empty.ckpt"
+    path.touch()
+    with pytest.raises(CheckpointError, match=rf"^Checkpoint '{path}' is corrupt or truncated \(0 bytes; "):
+        load_checkpoint_file(path)
+
+
+def test_a_checkpoint_in_torchs_legacy_format_still_loads(tmp_path):
+    path = tmp_path / "legacy.ckpt"
+    torch.save({"global_step": 3}, path, _use_new_zipfile_serialization=False)
+    assert load_checkpoint_file(path)["global_step"] == 3
+
+
 class _CreatesAFile:
     """Unpickling this creates ``path``: what a malicious checkpoint does with a real payload."""
 
