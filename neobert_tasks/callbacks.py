@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from neobert_tasks.errors import ConfigError
@@ -90,8 +91,25 @@ class BestModelCheckpoint(ModelCheckpoint):
         self._trainer = trainer  # state_dict (called while a checkpoint is written) reads its metrics
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check_monitor_logged(trainer)
         super().on_validation_end(trainer, pl_module)
         self._remember_best_metrics(trainer)
+
+    def _check_monitor_logged(self, trainer: L.Trainer) -> None:
+        """Refuse a monitor that a whole validation did not log (a typo, or an evaluation set that
+        trainer.limit_val_batches left unscored) in one sentence; Lightning refuses it a little later with a
+        traceback and a hint meant for whoever wrote the LightningModule."""
+        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+            return  # validate and test save no checkpoint; a sanity check runs a few batches only
+        if not self.monitor or self.monitor in trainer.callback_metrics:
+            return
+        logged = ", ".join(sorted(name for name in trainer.callback_metrics if name.startswith("val/")))
+        limit = trainer.limit_val_batches
+        cut = f", perhaps because trainer.limit_val_batches {limit} ended it early" if limit != 1.0 else ""
+        raise ConfigError(
+            f"checkpoint.monitor {self.monitor!r} is not among the metrics the validation at step"
+            f" {trainer.global_step} logged ({logged or 'none'}){cut}; monitor one of those."
+        )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # With one validation per epoch (the default) ModelCheckpoint saves here, after validation ended.

@@ -6,7 +6,8 @@ It refuses with a MisconfigurationException, ValueError or TypeError worded for 
 (``Trainer(devices='0')``), shown with a traceback. A few counts it does not check at all and divides by
 (``accumulate_grad_batches: 0`` ended in a ZeroDivisionError); those are checked here before anything is
 built. The commonest refusal gets its own sentence: a GPU accelerator (the ``ddp`` and ``fsdp`` presets
-ask for one) where PyTorch finds no GPU, often because the CPU build of torch was installed.
+ask for one) where PyTorch finds no GPU, often because the CPU build of torch was installed. An
+EarlyStopping callback's monitor that no validation logs, a RuntimeError, is named too.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ UNCHECKED_COUNTS = {
     "check_val_every_n_epoch": "a positive integer (or null: validate by val_check_interval alone)",
     "val_check_interval": "a fraction of an epoch in (0, 1] or a positive number of batches",
 }
+# EarlyStopping's RuntimeError for a monitor no validation logged, with the metrics that were logged.
+EARLY_STOPPING_REFUSAL = re.compile(
+    r"Early stopping conditioned on metric `([^`]*)` which is not available\..*: (.*)$"
+)
 LIGHTNING_DIRECTORY = Path(lightning.__file__).resolve().parent
 
 
@@ -96,11 +101,17 @@ def trainer_settings_refusal(error: BaseException, trainer: Mapping[str, Any] | 
     """The sentence for Lightning's refusal ``error`` of the ``trainer`` settings, or None when ``error`` is
     not one. ``trainer`` is None once the Trainer is built: the refusal must then name a Trainer argument,
     and Lightning's message gives its value."""
+    message = " ".join(str(error).split())
+    stopping = EARLY_STOPPING_REFUSAL.match(message) if isinstance(error, RuntimeError) else None
+    if stopping and raised_by_lightning(error):
+        return (
+            f"trainer.callbacks: EarlyStopping's monitor '{stopping[1]}' is not a metric this run logs;"
+            f" monitor one of {stopping[2].replace('`', '')}."
+        )
     if not isinstance(error, (MisconfigurationException, ValueError, TypeError)) or not (
         isinstance(error, MisconfigurationException) or raised_by_lightning(error)
     ):
         return None
-    message = " ".join(str(error).split())
     named = named_arguments(message)
     if trainer is None:
         return f"Lightning cannot run trainer settings: {reworded(message).rstrip('.')}." if named else None

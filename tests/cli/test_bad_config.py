@@ -375,3 +375,23 @@ def test_checkpoint_that_is_not_a_checkpoint_file(capsys, tmp_path, kind):
         else f"Checkpoint '{path}' is not a checkpoint: torch.save writes zip archives and this 6-byte"
         " file is not one; give the .ckpt file of a run (or --ckpt_path best or last)."
     )
+
+
+def test_a_checkpoint_monitor_no_validation_logs_is_named_with_the_metrics_that_were(capsys, tmp_path):
+    """Lightning raised it after the first validation with a traceback and a hint for module authors."""
+    message = quickstart_error(capsys, tmp_path, "--checkpoint.monitor", "val/acuracy")
+    assert message == (
+        "checkpoint.monitor 'val/acuracy' is not among the metrics the validation at step 8 logged"
+        " (val/accuracy, val/f1, val/f1_macro, val/loss), perhaps because trainer.limit_val_batches 4 ended"
+        " it early; monitor one of those."
+    )
+
+
+def test_an_early_stopping_monitor_no_validation_logs_is_named(capsys, tmp_path):
+    message = quickstart_error(
+        capsys, tmp_path, "--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor", "val/acuracy"
+    )
+    assert message == (
+        "trainer.callbacks: EarlyStopping's monitor 'val/acuracy' is not a metric this run logs; monitor one"
+        " of train/loss, val/accuracy, val/f1, val/f1_macro, val/loss."
+    )
