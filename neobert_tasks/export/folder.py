@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from neobert_tasks.export.remote_code import AUTO_MAP, write_remote_code
 from neobert_tasks.export.sentence_transformers import write_sentence_transformers_files
 
 TRAINING_CONFIG = "training_config.yaml"
+# tokenizer_config.json keys that say how this process loaded the tokenizer, not what it is.
+LOAD_TIME_KEYS = ("is_local", "local_files_only", "cache_dir", "revision", "token")
 
 
 def export_model_folder(
@@ -66,7 +69,7 @@ def export_model_folder(
         model.save_pretrained(directory)
     write_remote_code(directory)
     if tokenizer is not None:
-        tokenizer.save_pretrained(directory)
+        save_portable_tokenizer(tokenizer, directory)
     write_sentence_transformers_files(
         directory,
         model.config.hidden_size,
@@ -92,3 +95,21 @@ def export_model_folder(
             save_program(model, directory)
             differences[name] = None
     return differences
+
+
+def save_portable_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
+    """``tokenizer.save_pretrained(directory)``, writing a ``tokenizer_config.json`` transformers 4 reads.
+
+    transformers 5 names the class of any tokenizer backed by a ``tokenizer.json`` ``TokenizersBackend``, a
+    name transformers 4 does not know ("Tokenizer class TokenizersBackend does not exist"); both know it
+    as ``PreTrainedTokenizerFast``, which transformers 5 maps to the same class. It also records how the
+    tokenizer was loaded here (``local_files_only: true``), which means nothing to whoever loads the export.
+    """
+    tokenizer.save_pretrained(directory)
+    path = directory / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    for key in LOAD_TIME_KEYS:
+        config.pop(key, None)
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")

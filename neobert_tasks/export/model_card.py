@@ -31,10 +31,29 @@ HUB_METRIC_IDS = {"matthews": "matthews_correlation", "pearson": "pearsonr", "sp
 EXAMPLE_INPUTS = {
     "text-classification": 'pipe("A gripping, beautifully shot film.")',
     "token-classification": 'pipe("Ada Lovelace worked with Charles Babbage in London.")',
-    "question-answering": 'pipe(question="Who wrote it?", context="The note was written by Ada.")',
     "fill-mask": 'pipe("Paris is the [MASK] of France.")',
     "feature-extraction": 'pipe("Any sentence.")',
 }
+
+
+# Extractive QA without a pipeline: transformers 5 removed the question-answering one. The best span of
+# context tokens whose end is not before its start, at most 30 tokens, as the SQuAD post-processing picks.
+ANSWER_SPAN_EXAMPLE = """import torch
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+folder = "path/to/folder"
+tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+model = AutoModelForQuestionAnswering.from_pretrained(folder, trust_remote_code=True).eval()
+question, context = "Who wrote it?", "The note was written by Ada."
+inputs = tokenizer(question, context, return_tensors="pt", return_offsets_mapping=True)
+offsets = inputs.pop("offset_mapping")[0]
+with torch.no_grad():
+    output = model(**inputs)
+in_context = torch.tensor([part == 1 for part in inputs.sequence_ids(0)])
+spans = output.start_logits[0][:, None] + output.end_logits[0][None, :]  # (start, end)
+allowed = in_context[:, None] & in_context[None, :] & torch.ones_like(spans, dtype=torch.bool).triu().tril(29)
+start, end = divmod(int(spans.masked_fill(~allowed, -torch.inf).argmax()), spans.shape[1])
+print(context[offsets[start][0] : offsets[end][1]])"""
 
 
 @dataclass
@@ -140,12 +159,17 @@ def card_prose(facts: CardFacts) -> str:
         rows = [(f"`val/{name}`", f"{value:.4f}") for name, value in facts.scores.items()]
         sections += [f"## Validation results{chosen}", _table(("metric", "value"), rows)]
     auto_class = AUTO_CLASS_NAMES.get(facts.architecture, "AutoModel")
+    if facts.pipeline_tag in EXAMPLE_INPUTS:
+        example = (
+            "from transformers import pipeline\n\n"
+            f'pipe = pipeline("{facts.pipeline_tag}", model="path/to/folder", trust_remote_code=True)\n'
+            f"{EXAMPLE_INPUTS[facts.pipeline_tag]}"
+        )
+    else:  # transformers 5 has no question-answering pipeline (4.x has)
+        example = ANSWER_SPAN_EXAMPLE
     sections += [
         "## Use it",
-        "```python\n"
-        "from transformers import pipeline\n\n"
-        f'pipe = pipeline("{facts.pipeline_tag}", model="path/to/folder", trust_remote_code=True)\n'
-        f"{EXAMPLE_INPUTS[facts.pipeline_tag]}\n```",
+        f"```python\n{example}\n```",
         f"`{auto_class}.from_pretrained(folder, trust_remote_code=True)` gives the model itself, "
         "`AutoTokenizer.from_pretrained(folder, trust_remote_code=True)` its tokenizer, and "
         "`SentenceTransformer(folder, trust_remote_code=True)` sentence embeddings (the backbone's pooled "

@@ -12,7 +12,6 @@ import functools
 import torch
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput
 
@@ -38,6 +37,11 @@ from neobert_tasks.model.padding import (
     unpad,
 )
 from neobert_tasks.model.rope import apply_rotation, rotary_cos_sin, rotation_pairs
+
+try:  # transformers 5: init functions that leave the weights loaded from a checkpoint as they are
+    from transformers import initialization as init
+except ImportError:  # transformers 4 (an export's remote code) initialises only weights a checkpoint lacks
+    from torch.nn import init
 
 # Compiled variants of the block's forward allowed before dynamo gives up on it (see compile_blocks).
 COMPILED_VARIANTS = 32

@@ -10,6 +10,8 @@ with the package's own numbers:
   ``pipeline("token-classification")`` against ``predict``'s entities (``simple`` aggregation on words the
   tokenizer keeps whole, ``first`` on any words: spans and types equal, scores to 1e-5);
   ``pipeline("fill-mask")`` against ``predict``'s top-5 tokens (ids equal, scores to 1e-5);
+* a QA export's model card code (transformers 5 has no QA pipeline), run in a fresh process, against the
+  package's SQuAD post-processing of the same logits;
 * ``SentenceTransformer(export).encode`` against the package's pooled embeddings to 1e-5;
 * ``model.onnx`` in onnxruntime against PyTorch to 1e-4.
 """
@@ -37,6 +39,7 @@ from neobert_tasks.model import (
     NeoBERTModel,
 )
 from neobert_tasks.model.pooling import pool_hidden_states
+from neobert_tasks.tasks.qa_postprocessing import postprocess_predictions
 from tests.cli.helpers import CONFIGS, CPU, DEBUG, TINY, build_cli, cache_args, quickstart_args
 from tests.conftest import REPO_ROOT, shared_path, tiny_config_kwargs
 
@@ -318,6 +321,38 @@ def test_fill_mask_pipeline_agrees_with_predict(exports, outside):
             assert [item["token"] for item in theirs] == [item["token_id"] for item in ours["predictions"]]
             for mine, pipe in zip(ours["predictions"], theirs, strict=True):
                 assert abs(mine["score"] - pipe["score"]) <= 1e-5
+
+
+def test_qa_model_cards_code_answers_as_the_package_does(exports, tmp_path):
+    """transformers 5 has no question-answering pipeline, so a QA card shows the span search instead: run
+    as a user would (a fresh process, nothing of the repository on the path), it prints the answer that
+    the package's SQuAD post-processing picks from the same logits."""
+    export = exports["qa"].export
+    card = (export / "README.md").read_text()
+    code = card.split("## Use it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert "pipeline(" not in code
+    (tmp_path / "use_it.py").write_text(code.replace("path/to/folder", str(export)))
+    environment = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    completed = subprocess.run(
+        [sys.executable, "use_it.py"], cwd=tmp_path, env=environment, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    printed = completed.stdout.strip().splitlines()[-1]
+    question, context = "Who wrote it?", "The note was written by Ada."
+    assert f'question, context = "{question}", "{context}"' in code
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    inputs = tokenizer(question, context, return_tensors="pt", return_offsets_mapping=True)
+    offsets = [
+        tuple(pair) if part == 1 else None
+        for pair, part in zip(inputs.pop("offset_mapping")[0].tolist(), inputs.sequence_ids(0), strict=True)
+    ]
+    with torch.no_grad():
+        output = NeoBERTForQuestionAnswering.from_pretrained(export).eval()(**inputs)
+    expected = postprocess_predictions(
+        [context], [0], [offsets], [output.start_logits[0].numpy()], [output.end_logits[0].numpy()]
+    ).answers[0]
+    assert printed == expected and printed in context
 
 
 @pytest.mark.parametrize("name", ["sequence", "token", "qa", "mlm"])
