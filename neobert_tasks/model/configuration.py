@@ -57,6 +57,7 @@ class NeoBERTConfig(PretrainedConfig):
         decoder_init_range: Standard deviation of the initialisation of the other backbone and MLM weights.
         classifier_init_range: Standard deviation of the initialisation of new task heads.
         classifier_dropout: Dropout before and after the sequence-classification ``dense`` layer.
+        tie_word_embeddings: Always False: NeoBERT's MLM decoder is not the embedding.
     """
 
     model_type = "neobert"
@@ -78,6 +79,10 @@ class NeoBERTConfig(PretrainedConfig):
     decoder_init_range: float = 0.02
     classifier_init_range: float = 0.02
     classifier_dropout: float = 0.1
+    # The MLM decoder has weights of its own. Written into config.json because transformers 4 ties the
+    # output embedding to the input one unless a config says otherwise (an export's MLM head loaded
+    # there gave the embedding's logits); transformers 5 ties only what a model declares.
+    tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
         for key in _STRAY_KEYS:

@@ -1,13 +1,15 @@
 """An export also loads where transformers 4 is installed, as many serving images still have it.
 
 Checked by hand in venvs with transformers 4.57.6 and 4.55.4 (docs/exports.md): the quickstart's export
-gives the same logits to the last bit there as under transformers 5, and the text-classification pipeline
-the same scores (4.53 loads the model but its pipeline finds no tokenizer for a model type it does not
-know; 4.51 lacks GradientCheckpointingLayer). What the tests here hold in place:
+gives the same logits to the last bit there as under transformers 5, and so do tiny NER, QA and MLM
+exports, the text-classification, token-classification and fill-mask pipelines and sentence-transformers
+5.1 with 4.57. 4.53 loads the model, but its pipeline finds no tokenizer for a model type it does not know;
+4.51 lacks GradientCheckpointingLayer. What the tests here hold in place:
 * the generated remote code imports from transformers only names that transformers 4.57 has, outside a
   ``try`` with an ``except ImportError`` fallback;
 * that fallback (``torch.nn.init`` for ``transformers.initialization``, which transformers 4 lacks) runs;
-* the tokenizer's ``tokenizer_config.json`` names a class transformers 4 knows.
+* the tokenizer's ``tokenizer_config.json`` names a class transformers 4 knows;
+* ``config.json`` says the MLM decoder is not tied to the embedding (transformers 4 ties by default).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from transformers import AutoTokenizer
 
 from neobert_tasks.export.folder import LOAD_TIME_KEYS, save_portable_tokenizer
 from neobert_tasks.export.remote_code import REMOTE_CODE_FILES, remote_code_source, write_remote_code
+from neobert_tasks.model import NeoBERTConfig, NeoBERTForMaskedLM
 from tests.conftest import REPO_ROOT, tiny_config_kwargs
 
 # Every name the remote code imports from transformers without a fallback, all present in transformers
@@ -102,3 +105,14 @@ def test_exported_tokenizer_config_names_a_class_transformers_4_knows(tmp_path):
     texts = ["A gripping, beautifully shot film!", "naïve café [MASK] [SEP] x"]
     assert reloaded(texts)["input_ids"] == tokenizer(texts)["input_ids"]
     assert (reloaded.pad_token, reloaded.mask_token, reloaded.model_max_length) == ("[PAD]", "[MASK]", 512)
+
+
+def test_saved_config_says_the_mlm_decoder_is_not_the_embedding(tmp_path):
+    """transformers 4 ties the output embedding to the input one unless config.json says otherwise: the
+    MLM export's fill-mask pipeline there ranked tokens with the embedding instead of the trained decoder."""
+    model = NeoBERTForMaskedLM(NeoBERTConfig(**tiny_config_kwargs()))
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["tie_word_embeddings"] is False
+    reloaded = NeoBERTForMaskedLM.from_pretrained(tmp_path)
+    assert not torch.equal(reloaded.decoder.weight, reloaded.model.encoder.weight)
+    assert torch.equal(reloaded.decoder.weight, model.decoder.weight)
