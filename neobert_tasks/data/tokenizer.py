@@ -21,19 +21,19 @@ from neobert_tasks.data.sources import DataError, MissingDataError
 # window is silently lost (0.23.3 fixed it). pyproject.toml excludes them; an environment that has one
 # anyway (an image with fixed packages) is stopped where texts are cut into windows.
 BROKEN_OVERFLOW_VERSIONS = ("0.23.1", "0.23.2")
-# A hub id is "name" or "owner/name"; anything else that does not exist on disk is a mistyped path.
 # Files of which a tokenizer folder holds at least one (fast tokenizers, WordPiece, BPE, SentencePiece).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
+# A hub id is "name" or "owner/name"; anything else that does not exist on disk is a mistyped path.
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """Load a tokenizer from a local directory or a hub id, with a one-sentence error when neither works."""
-    is_local = Path(name_or_path).expanduser().exists()
+    local = Path(name_or_path).expanduser()
+    is_local = local.exists()
     if not is_local and not HUB_ID_PATTERN.match(name_or_path):
         raise MissingDataError(f"Tokenizer directory '{name_or_path}' does not exist.")
-    local = Path(name_or_path).expanduser()
-    if is_local and local.is_dir() and not any((local / name).is_file() for name in TOKENIZER_FILES):
+    if local.is_dir() and not any((local / name).is_file() for name in TOKENIZER_FILES):
         raise DataError(
             f"Tokenizer directory '{name_or_path}' holds none of {', '.join(TOKENIZER_FILES)}; give a folder"
             " that save_pretrained wrote (a run's export/ has one)."
@@ -41,9 +41,7 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     offline = not is_local and hub_unreachable()
     try:
         with offline_hub(offline):
-            tokenizer = AutoTokenizer.from_pretrained(
-                str(Path(name_or_path).expanduser()) if is_local else name_or_path
-            )
+            tokenizer = AutoTokenizer.from_pretrained(str(local) if is_local else name_or_path)
     except (OSError, ValueError) as error:
         if offline:
             raise DataError(
