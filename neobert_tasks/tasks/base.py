@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from transformers import PreTrainedModel
 
 from neobert_tasks.data.keys import MODEL_INPUT_KEYS
@@ -37,7 +37,12 @@ from neobert_tasks.tasks.lora import (
     merged_copy,
     trainable_state_dict,
 )
-from neobert_tasks.tasks.optim import build_optimizer, check_optimizer_options, warmup_decay_schedule
+from neobert_tasks.tasks.optim import (
+    build_optimizer,
+    check_optimizer_options,
+    half_precision_weights_warning,
+    warmup_decay_schedule,
+)
 
 
 class NeoBERTTask(L.LightningModule):
@@ -164,6 +169,9 @@ class NeoBERTTask(L.LightningModule):
             rank_zero_info(
                 f"Training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%; {how})."
             )
+        precision = str(self.trainer.precision)
+        if warning := half_precision_weights_warning(self.model, self.hparams.learning_rate, precision):
+            rank_zero_warn(warning)
         if self._step_seed_base is None:
             self._step_seed_base = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
 

@@ -213,3 +213,40 @@ def build_optimizer(
         fused = True
     # fused=None is passed through untouched so that torch keeps choosing its default implementation.
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused)
+
+
+# Significant bits below the leading one, per half-precision weight dtype (bf16 keeps 7, fp16 10).
+MANTISSA_BITS = {torch.bfloat16: 7, torch.float16: 10}
+
+
+def half_precision_weights_warning(
+    model: torch.nn.Module, learning_rate: float, precision: str
+) -> str | None:
+    """What to say when the trainable weights themselves are bf16 or fp16 (``trainer.precision: bf16-true``).
+
+    An optimiser step adds roughly ``learning_rate`` to a weight (Adam normalises the gradient), and a sum
+    rounds back to the weight unless it reaches half a unit of its last place: for a bf16 weight of 0.02 that
+    is 3e-5, above the 2e-5 of NeoBERT's fine-tuning recipe. Lightning converts the weights without a word;
+    ``bf16-mixed`` keeps fp32 weights and computes in bf16. None when the weights are fp32, or when the
+    steps change nearly all of them.
+    """
+    weights = [p for p in model.parameters() if p.requires_grad and p.dtype in MANTISSA_BITS]
+    if not weights:
+        return None
+    frozen = sum(int(too_small_to_change(p.detach(), learning_rate).sum()) for p in weights)
+    share = frozen / sum(p.numel() for p in weights)
+    if share < 0.01:
+        return None
+    return (
+        f"trainer.precision {precision} trains {str(weights[0].dtype).removeprefix('torch.')} weights, and a"
+        f" step of learning_rate {learning_rate:g} rounds away on {share:.0%} of them: use bf16-mixed (fp32"
+        " weights, bf16 compute) unless memory forces this, or a larger learning rate."
+    )
+
+
+def too_small_to_change(weight: torch.Tensor, update: float) -> torch.Tensor:
+    """Where adding ``update`` to the half-precision ``weight`` gives the weight back (zeros excepted)."""
+    # |w| = m · 2^E with m in [0.5, 1): half a unit in the last place is 2^(E - 2 - mantissa bits).
+    exponent = torch.frexp(weight.float())[1]
+    half_unit = torch.exp2((exponent - 2 - MANTISSA_BITS[weight.dtype]).float())
+    return (weight != 0) & (half_unit > update)

@@ -77,3 +77,11 @@ def test_checkpoint_without_a_monitor_keeps_the_latest(tmp_path):
     checkpoint = cli.trainer.checkpoint_callback
     assert checkpoint.monitor is None and Path(checkpoint.best_model_path).is_file()
     assert (Path(cli.trainer.log_dir) / "export" / "config.json").is_file()
+
+
+def test_bf16_true_warns_that_fine_tuning_steps_round_away(tmp_path):
+    """Lightning converts the weights to bf16 without a word; at NeoBERT's 2e-5 most steps then do nothing."""
+    warning = r"trainer.precision bf16-true trains bfloat16 weights, and a step of learning_rate 2e-05 rounds"
+    with pytest.warns(UserWarning, match=warning):
+        cli = _fit(tmp_path, "--trainer.precision", "bf16-true", "--model.init_args.learning_rate", "2e-5")
+    assert next(cli.model.parameters()).dtype == torch.bfloat16

@@ -12,7 +12,9 @@ from neobert_tasks.errors import ConfigError
 from neobert_tasks.tasks.optim import (
     build_optimizer,
     check_optimizer_options,
+    half_precision_weights_warning,
     parameter_groups,
+    too_small_to_change,
     warmup_decay_schedule,
 )
 
@@ -319,3 +321,28 @@ def test_out_of_range_optimiser_options_name_the_key(option, value, message):
 def test_boundary_optimiser_options_are_accepted():
     check_optimizer_options("", **VALID_OPTIONS)  # zero decay, eps, warmup; no decay of the rate
     check_optimizer_options("", **{**VALID_OPTIONS, "warmup_fraction": 1.0, "warmup_steps": 0})
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("update", [2e-5, 1e-4])
+def test_too_small_to_change_is_where_half_precision_rounds_the_update_away(dtype, update):
+    weight = (torch.randn(20000, generator=torch.Generator().manual_seed(0)) * 0.02).to(dtype)
+    unchanged = ((weight.float() + update).to(dtype) == weight) & (weight != 0)  # as fused AdamW rounds
+    predicted = too_small_to_change(weight, update)
+    # Only sums that land exactly halfway between two values differ (rounded to the even one).
+    assert int((predicted != unchanged).sum()) <= 0.002 * weight.numel()
+    if dtype == torch.bfloat16:  # fp16 keeps 3 more bits: fewer updates are lost
+        assert 0.05 < float(predicted.float().mean()) < 0.95
+
+
+def test_half_precision_weights_are_warned_about_at_fine_tuning_rates():
+    layer = torch.nn.Linear(256, 256)
+    torch.nn.init.normal_(layer.weight, std=0.02, generator=torch.Generator().manual_seed(0))
+    assert half_precision_weights_warning(layer, 2e-5, "32-true") is None  # fp32 weights
+    message = half_precision_weights_warning(layer.bfloat16(), 2e-5, "bf16-true")
+    assert message.startswith(
+        "trainer.precision bf16-true trains bfloat16 weights, and a step of learning_rate 2e-05 rounds away"
+    )
+    share = int(message.split("rounds away on ")[1].split("%")[0])
+    assert 60 <= share <= 80  # about 70% of N(0, 0.02) weights are above 2^9 × 2e-5
+    assert half_precision_weights_warning(layer, 1e-3, "bf16-true") is None  # large enough steps
