@@ -67,6 +67,12 @@ from neobert_tasks.tasks.base import NeoBERTTask
 from neobert_tasks.trainer_settings import check_trainer_counts, trainer_settings_refusal
 from neobert_tasks.training_guard import NonFiniteLossGuard
 
+# What `--help` says first, instead of LightningCLI's "Lightning Trainer command line tool".
+DESCRIPTION = (
+    "Fine-tune NeoBERT on a task from YAML configs, e.g. `fit --config configs/glue/sst2.yaml` (add"
+    " `--config configs/presets/<preset>.yaml` to compose); `fit --help` lists every option, and"
+    " `fit --config <file> --print_config` the resolved config. README.md lists the tasks and presets."
+)
 # (datamodule property, model argument): linked when both exist for the chosen classes.
 LINKED_ARGUMENTS = (
     ("num_labels", "num_labels"),
@@ -297,7 +303,7 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
             save_config_callback=RunConfigCallback,
             save_config_kwargs={"overwrite": True},
             trainer_defaults={"default_root_dir": "runs"},
-            parser_kwargs={"parser_mode": "omegaconf"},
+            parser_kwargs={"parser_mode": "omegaconf", "description": DESCRIPTION, "prog": program_name()},
             parser_class=NeoBERTArgumentParser,
             args=args,
             run=run,
@@ -322,6 +328,12 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
         # One line even when the message quotes a library's multi-line explanation.
         print(f"neobert_tasks: error: {' '.join(str(user_error).split())}", file=sys.stderr)
         raise SystemExit(EX_IOERR if isinstance(user_error, StorageError) else 2) from None
+
+
+def program_name() -> str:
+    """How the user started the command, for `--help`'s usage line (argparse would say ``__main__.py``)."""
+    started_as = Path(sys.argv[0]).name
+    return "python -m neobert_tasks" if started_as == "__main__.py" else started_as
 
 
 def console_main() -> int:

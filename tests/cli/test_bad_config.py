@@ -8,6 +8,8 @@ and skip without it), checks the message, that no traceback was printed and that
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning
@@ -110,6 +112,20 @@ def test_help_and_print_config_still_work(capsys, tmp_path):
             build_cli("fit", *quickstart_args(tmp_path), flag)
         assert exit_info.value.code in (0, None)
         assert capsys.readouterr().out
+
+
+def test_help_names_the_command_as_typed_and_says_what_it_is_for():
+    """LightningCLI's help began "usage: __main__.py" and "Lightning Trainer command line tool"."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "neobert_tasks", "--help"], cwd=REPO_ROOT, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    usage, _, description = completed.stdout.partition("\n\n")
+    assert usage.startswith("usage: python -m neobert_tasks ")
+    assert " ".join(description.split()).startswith(
+        "Fine-tune NeoBERT on a task from YAML configs, e.g. `fit --config configs/glue/sst2.yaml`"
+    )
 
 
 def test_tokenizer_larger_than_the_model_vocabulary(capsys, tmp_path):
