@@ -71,11 +71,10 @@ def find_split_files(
 
 
 def _has_rows(path: Path) -> bool:
-    """Whether a split file holds at least one row, checked cheaply before loading.
+    """Whether a split file holds at least one row, read cheaply from the parquet footer or the first lines.
 
     The builders fail on row-less files with messages that do not name the file ("BatchSize must be
-    greater than 0", "corresponds to no data"), so emptiness is detected here from the parquet footer or
-    the first lines of a text file. A `.json` array is left to the check after loading.
+    greater than 0", "corresponds to no data"). A `.json` array is left to the check after loading.
     """
     if path.suffix == ".parquet":
         try:
@@ -87,6 +86,14 @@ def _has_rows(path: Path) -> bool:
     lines_needed = 2 if path.suffix in (".csv", ".tsv") else 1  # the header line is not a row
     with path.open(encoding="utf-8", errors="replace") as handle:
         return len(list(islice(filter(str.strip, handle), lines_needed))) == lines_needed
+
+
+def check_has_rows(split: str, path: Path) -> None:
+    """Refuse a split file without rows (0 bytes, blank lines only, a header only), naming it."""
+    if path.stat().st_size == 0:
+        raise DataError(f"Split '{split}' file '{path}' is empty (0 bytes).")
+    if not _has_rows(path):
+        raise DataError(f"Split '{split}' file '{path}' has no rows.")
 
 
 def read_files(
@@ -106,10 +113,7 @@ def read_files(
 def _load_files(split: str, files: list[Path], cache_dir: str | None) -> datasets.Dataset:
     """Load the files of one split (of one format, checked) with the builder that matches their suffix."""
     for path in files:
-        if path.stat().st_size == 0:
-            raise DataError(f"Split '{split}' file '{path}' is empty (0 bytes).")
-        if not _has_rows(path):
-            raise DataError(f"Split '{split}' file '{path}' has no rows.")
+        check_has_rows(split, path)
     builder, builder_kwargs = FILE_FORMATS[files[0].suffix]
     if builder == "csv":
         # Checked on every load, not only when the datasets cache misses, so a bad file is never hidden.

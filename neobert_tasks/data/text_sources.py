@@ -15,6 +15,7 @@ import datasets
 from neobert_tasks.data.sources import (
     DataError,
     MissingDataError,
+    check_has_rows,
     find_split_files,
     load_local_splits,
     read_files,
@@ -33,6 +34,7 @@ def load_text_directory(
     text_files = {path.stem: path for path in sorted(directory.glob("*.txt")) if path.stem in split_names}
     loaded, origins = {}, {}
     for name, path in text_files.items():
+        check_has_rows(name, path)  # the text builder fails on an empty file without naming it
         dataset = read_files("text", name, [path], cache_dir).filter(
             lambda row: bool(row["text"].strip()), desc=f"Dropping empty lines of {name}"
         )

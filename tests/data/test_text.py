@@ -8,6 +8,7 @@ import torch
 from neobert_tasks.data import DataError
 from neobert_tasks.data.text import TextDataModule
 from neobert_tasks.data.text_encoding import pack_documents, split_documents, train_wordpiece_tokenizer
+from neobert_tasks.data.text_sources import load_text_directory
 from neobert_tasks.model import NeoBERTConfig, NeoBERTModel
 from tests.conftest import tiny_config_kwargs
 
@@ -128,3 +129,13 @@ def test_streaming_packs_on_the_fly(tokenizer, tmp_path):
     assert batch["input_ids"].shape == (4, 32) and (batch["attention_mask"] == 1).all()
     validation = next(iter(module.val_dataloader()))
     assert validation["position_ids"].shape[1] == 32
+
+
+@pytest.mark.parametrize(("content", "problem"), [("", "is empty (0 bytes)."), ("\n   \n\n", "has no rows.")])
+def test_a_text_split_without_documents_is_named(tmp_path, content, problem):
+    """The text builder failed on an empty file with datasets' SchemaInferenceError, naming no file."""
+    (tmp_path / "train.txt").write_text("one document\n")
+    (tmp_path / "validation.txt").write_text(content)
+    with pytest.raises(DataError) as refusal:
+        load_text_directory(tmp_path, ["train", "validation"], str(tmp_path / "cache"))
+    assert str(refusal.value) == f"Split 'validation' file '{tmp_path / 'validation.txt'}' {problem}"
