@@ -1,11 +1,9 @@
 """Loading raw dataset splits from a local directory of split files or from a hub dataset.
 
-A local directory holds one file (or several shards) per split, named after the split:
-`train.parquet`, `validation.csv`, `test.jsonl`, `train-00000-of-00002.parquet`, ... Files are read with
-`datasets.load_dataset(<builder>, data_files=...)` so that the resulting datasets are memory-mapped from the
-datasets cache and carry fingerprints, which is what lets later `Dataset.map` calls be cached.
-Formats with a reader of their own (CoNLL columns, official SQuAD JSON) go through `load_generated_split`,
-which lands them in the cache the same way.
+A local directory holds one file (or several shards) per split, named after the split: `train.parquet`,
+`validation.csv`, `train-00000-of-00002.parquet`, ... `datasets.load_dataset(<builder>, data_files=...)`
+reads them into the datasets cache, memory-mapped and fingerprinted, so later `Dataset.map` calls are
+cached; formats with a reader of their own (CoNLL, SQuAD JSON) land there through `load_generated_split`.
 
 Every problem with the data is reported as a `DataError` whose message is one sentence naming the offending
 directory, file, split or column. CSV/TSV rows whose field count differs from the header's are refused with
@@ -70,29 +68,26 @@ def find_split_files(
     return split_files
 
 
-def _has_rows(path: Path) -> bool:
-    """Whether a split file holds at least one row, read cheaply from the parquet footer or the first lines.
-
-    The builders fail on row-less files with messages that do not name the file ("BatchSize must be
-    greater than 0", "corresponds to no data"). A `.json` array is left to the check after loading.
-    """
-    if path.suffix == ".parquet":
-        try:
-            return pq.ParquetFile(path).metadata.num_rows > 0
-        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
-            raise DataError(f"File '{path}' is not a readable parquet file: {error}") from error
-    if path.suffix == ".json":
-        return True
-    lines_needed = 2 if path.suffix in (".csv", ".tsv") else 1  # the header line is not a row
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        return len(list(islice(filter(str.strip, handle), lines_needed))) == lines_needed
-
-
 def check_has_rows(split: str, path: Path) -> None:
-    """Refuse a split file without rows (0 bytes, blank lines only, a header only), naming it."""
+    """Refuse a split file without rows (0 bytes, blank lines only, a header only), naming it: the builders'
+    own errors ("BatchSize must be greater than 0", "corresponds to no data") do not. Rows are counted
+    cheaply, from the parquet footer or the first lines; a `.json` array is left to the check after loading.
+    """
     if path.stat().st_size == 0:
         raise DataError(f"Split '{split}' file '{path}' is empty (0 bytes).")
-    if not _has_rows(path):
+    if path.suffix == ".parquet":
+        try:
+            has_rows = pq.ParquetFile(path).metadata.num_rows > 0
+        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            raise DataError(f"File '{path}' is not a readable parquet file: {error}") from error
+    else:
+        lines_needed = 2 if path.suffix in (".csv", ".tsv") else 1  # the header line is not a row
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            has_rows = (
+                path.suffix == ".json"
+                or len(list(islice(filter(str.strip, handle), lines_needed))) == lines_needed
+            )
+    if not has_rows:
         raise DataError(f"Split '{split}' file '{path}' has no rows.")
 
 
@@ -265,7 +260,11 @@ def load_generated_split(
             raise error.__cause__ from None
         reason = error.__cause__ or error
         raise DataError(f"Could not read split '{split}' from {[str(p) for p in files]}: {reason}") from error
-    if len(dataset) == 0:
+    except ValueError as error:
+        if "corresponds to no data" not in str(error):  # datasets refuses to build a split of no rows
+            raise
+        dataset = None
+    if dataset is None or len(dataset) == 0:
         raise DataError(f"Split '{split}' file(s) {[str(path) for path in files]} hold no {rows_name}.")
     return dataset
 

@@ -16,6 +16,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import PreTrainedTokenizerFast
 
 from neobert_tasks.data import DataError, MissingDataError, TokenClassificationDataModule
+from neobert_tasks.data.conll import load_word_splits
 from neobert_tasks.data.token_alignment import continuation_labels
 from tests.conftest import shared_path
 
@@ -416,3 +417,15 @@ def test_conll2003_in_small_windows_scores_every_word_once(bert_tokenizer_dir, d
         scored = sorted(by_example[example])
         assert [word for word, _, _ in scored] == list(range(len(tags)))
         assert [label for _, _, label in scored] == list(tags)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n   \n"])
+def test_a_conll_split_without_sentences_is_named(tmp_path, content):
+    """datasets refused to build the empty split with 'Instruction "validation" corresponds to no data!'."""
+    (tmp_path / "train.conll").write_text("John B-PER\nlives O\n")
+    (tmp_path / "validation.conll").write_text(content)
+    with pytest.raises(DataError) as refusal:
+        load_word_splits(tmp_path, ["train", "validation"], "tokens", "ner_tags", -1, str(tmp_path / "cache"))
+    assert str(refusal.value) == (
+        f"Split 'validation' file(s) ['{tmp_path / 'validation.conll'}'] hold no sentences."
+    )
