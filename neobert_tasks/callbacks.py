@@ -214,7 +214,8 @@ class ExportBestModel(L.Callback):
             save_adapter(pl_module.model, export_dir / ADAPTER_DIRECTORY, base)
         # Written last: a run folder with metrics.json holds a finished export (the GLUE suite relies on it).
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-        rank_zero_info(f"Exported the best model to {export_dir}; scores in {run_dir / 'metrics.json'}")
+        which = "best" if best_path else "final"
+        rank_zero_info(f"Exported the {which} model to {export_dir}; scores in {run_dir / 'metrics.json'}")
 
     def sentence_embedding(self, pl_module: L.LightningModule, datamodule) -> dict[str, Any]:
         """How sentence-transformers should embed with the export: ``export.pooling`` for a task trained for

@@ -186,6 +186,12 @@ class NeoBERTCLI(LightningCLI):
             if isinstance(callback, EarlyStopping) and callback.monitor.startswith("val/"):
                 self.trainer.callbacks.remove(callback)
                 rank_zero_warn(f"{reason}: early stopping on {callback.monitor} is turned off.")
+            if isinstance(callback, BestModelCheckpoint):
+                # No score to keep a best checkpoint by: last.ckpt only, and the final weights exported,
+                # without Lightning's warning at every epoch that the monitored metric is missing.
+                callback.save_top_k = 0
+        # Nothing to validate on: no empty validation loop, and no warning about its zero batches.
+        self.trainer.limit_val_batches = 0
 
     def parse_arguments(self, parser, args) -> None:
         # Remember the command line: options typed there must win over a checkpoint's hyperparameters.

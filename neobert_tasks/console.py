@@ -44,6 +44,7 @@ DROPPED_INFO = (
     "HPU available: ",
     "Loading `train_dataloader` to estimate number of stepping batches.",
     "Trainer already configured with model summary callbacks",
+    "`Trainer(val_check_interval=1.0)` was configured so validation will run at the end of the training",
 )
 
 # Deprecations raised inside the libraries' code, by message.
