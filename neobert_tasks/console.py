@@ -13,6 +13,9 @@ Every command printed lines that say nothing about the run at hand; each is drop
   keeps the model, its parameters and its size.
 * torch's FutureWarning that ``isinstance(treespec, LeafSpec)`` is deprecated (`ignore_library_warnings`):
   raised by Lightning's own code (``lightning/pytorch/utilities/_pytree.py``), which we cannot change.
+* The file, line and source line Python prints with a warning, for the package's own warnings
+  (`format_own_warning`): they read ``neobert_tasks: warning: <message>``, as errors read
+  ``neobert_tasks: error: <message>``.
 * Progress bars of work too short to watch: transformers' "Writing model shards" while an export saves a
   model of one shard, and datasets' "Generating <split> split" while local files are read
   (`transformers_progress_bars_off`, `datasets_progress_bars_off`, just around those calls). The
@@ -22,9 +25,11 @@ Every command printed lines that say nothing about the run at hand; each is drop
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import datasets
 import huggingface_hub.utils as hub_utils
@@ -33,6 +38,7 @@ from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 
+PACKAGE_DIRECTORY = Path(__file__).resolve().parent
 # The logger that Lightning's `rank_zero_info` writes to.
 RANK_ZERO_LOGGER = "lightning.pytorch.utilities.rank_zero"
 
@@ -64,6 +70,17 @@ def quiet_libraries() -> None:
     if not any(isinstance(existing, LightningChatterFilter) for existing in logger.filters):
         logger.addFilter(LightningChatterFilter())
     ignore_library_warnings()
+    if not getattr(warnings.formatwarning, "neobert_tasks", False):
+        warnings.formatwarning = functools.partial(format_own_warning, warnings.formatwarning)
+        warnings.formatwarning.neobert_tasks = True
+
+
+def format_own_warning(default: Callable, message, category, filename, lineno, line=None) -> str:
+    """``neobert_tasks: warning: <message>`` for the package's own warnings, which say all there is to say,
+    instead of the file, line and source line that Python prints; others as ``default`` formats them."""
+    if Path(filename).resolve().is_relative_to(PACKAGE_DIRECTORY):
+        return f"neobert_tasks: warning: {message}\n"
+    return default(message, category, filename, lineno, line)
 
 
 def ignore_library_warnings() -> None:

@@ -13,6 +13,7 @@ import torch
 import transformers.utils.logging as transformers_logging
 
 from neobert_tasks.console import (
+    PACKAGE_DIRECTORY,
     RANK_ZERO_LOGGER,
     CompactModelSummary,
     LightningChatterFilter,
@@ -118,6 +119,21 @@ def test_the_leafspec_deprecation_is_ignored_and_other_deprecations_are_not():
         warnings.warn(message, FutureWarning, stacklevel=1)
         warnings.warn("`LeafSpec` is deprecated", FutureWarning, stacklevel=1)
     assert [str(warning.message) for warning in caught] == ["`LeafSpec` is deprecated"]
+
+
+def test_the_packages_own_warnings_read_as_one_line_and_others_as_before():
+    default = warnings.formatwarning
+    try:
+        quiet_libraries()
+        quiet_libraries()  # installed once
+        own = str(PACKAGE_DIRECTORY / "cli.py")
+        assert warnings.formatwarning(UserWarning("No validation split."), UserWarning, own, 188, "code") == (
+            "neobert_tasks: warning: No validation split.\n"
+        )
+        other = warnings.formatwarning(UserWarning("theirs"), UserWarning, "/elsewhere/lib.py", 3, "code")
+        assert other == default(UserWarning("theirs"), UserWarning, "/elsewhere/lib.py", 3, "code")
+    finally:
+        warnings.formatwarning = default
 
 
 @pytest.fixture
