@@ -1,9 +1,9 @@
 """An export also loads where transformers 4 is installed, as many serving images still have it.
 
-Checked by hand in venvs with transformers 4.57.6 and 4.55.4 (docs/exports.md): the quickstart's export
-gives the same logits to the last bit there as under transformers 5, and so do tiny NER, QA and MLM
-exports, the text-classification, token-classification and fill-mask pipelines and sentence-transformers
-5.1. 4.53 loads the model, but its pipeline finds no tokenizer for a model type it does not know;
+`python -m bench.transformers_4` (bench/README.md) loads tiny exports of every head in a venv per
+transformers 4 release: under 4.55.4 and 4.57.6 the Auto classes, the text-classification,
+token-classification and fill-mask pipelines and sentence-transformers give what transformers 5 gives, to
+the last bit. 4.53 loads the model, but its pipeline finds no tokenizer for a model type it does not know;
 4.51 lacks GradientCheckpointingLayer. What the tests here hold in place:
 * the generated remote code imports from transformers only names that transformers 4.57 has, outside a
   ``try`` with an ``except ImportError`` fallback;
