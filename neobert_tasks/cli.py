@@ -141,7 +141,10 @@ class NeoBERTCLI(LightningCLI):
         # command line says where to write (--trainer.default_root_dir).
         typed_root = any(arg.startswith("--trainer.default_root_dir") for arg in self._command_line)
         evaluates = self.subcommand in EVALUATION_FOLDERS and not typed_root
-        self._evaluated_run = run_of_checkpoint(config.get("ckpt_path")) if evaluates else None
+        checkpoint_run = run_of_checkpoint(config.get("ckpt_path"))
+        # validate/test/predict write no checkpoint: their checkpoint callback keeps the checkpoint's run
+        self._checkpoint_run = checkpoint_run if self.subcommand in EVALUATION_FOLDERS else None
+        self._evaluated_run = checkpoint_run if evaluates else None
         if self._evaluated_run is not None:
             repoint_loggers(trainer.logger, root, self._evaluated_run)
             root, version = str(self._evaluated_run), EVALUATION_FOLDERS[self.subcommand]
@@ -287,9 +290,9 @@ class NeoBERTCLI(LightningCLI):
         trainer.callbacks.append(RunDirectory(str(run_dir), predictions))
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.dirpath is None:
-            # The evaluated run's own folder, as its checkpoint recorded it: Lightning drops the restored
-            # best score (with a warning) when the folder differs.
-            checkpoint.dirpath = str((evaluated or run_dir) / "checkpoints")
+            # The evaluated run's own folder, as its checkpoint recorded it, wherever the results go:
+            # Lightning drops the restored best score (with a warning) when the folder differs.
+            checkpoint.dirpath = str((self._checkpoint_run or run_dir) / "checkpoints")
         return trainer
 
 

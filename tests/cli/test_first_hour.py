@@ -59,6 +59,22 @@ def test_validate_of_a_run_writes_into_it_without_warnings(trained_run, capsys):
     assert lines[2].split()[0] == "logged" and lines[2].endswith("validate/metrics.csv")
 
 
+def test_validate_into_another_folder_restores_the_checkpoint_without_warnings(trained_run, tmp_path):
+    """--trainer.default_root_dir sends the results elsewhere; the checkpoint callback still names the run
+    the checkpoint came from, so Lightning does not warn that the best score was dropped."""
+    run_dir, _, _ = trained_run
+    checkpoint = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
+    elsewhere = tmp_path / "elsewhere"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_cli(
+            "validate", "--config", run_dir / "config.yaml", "--ckpt_path", checkpoint,
+            "--trainer.default_root_dir", elsewhere,
+        )  # fmt: skip
+    assert not [str(w.message) for w in caught if "dirpath has changed" in str(w.message)]
+    assert (elsewhere / "version_0" / "metrics.csv").is_file()
+
+
 def test_predict_classifies_a_text_file_without_training_data(trained_run, tmp_path):
     run_dir, _, _ = trained_run
     checkpoint = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
