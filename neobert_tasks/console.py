@@ -12,7 +12,9 @@ Every command printed lines that say nothing about the run at hand; each is drop
   read 0 without an example input, and its rows per submodule say little about one encoder; one line
   keeps the model, its parameters and its size.
 * torch's FutureWarning that ``isinstance(treespec, LeafSpec)`` is deprecated (`ignore_library_warnings`):
-  raised by Lightning's own code (``lightning/pytorch/utilities/_pytree.py``), which we cannot change.
+  raised by Lightning's own code (``lightning/pytorch/utilities/_pytree.py``), which we cannot change;
+  and torchmetrics' note that Spearman's correlation buffers every prediction, which a rank correlation
+  must (STS-B's and the STS sets' few thousand pairs take kilobytes).
 * The file, line and source line Python prints with a warning, for the package's own warnings
   (`format_own_warning`): they read ``neobert_tasks: warning: <message>``, as errors read
   ``neobert_tasks: error: <message>``.
@@ -53,8 +55,11 @@ DROPPED_INFO = (
     "`Trainer(val_check_interval=1.0)` was configured so validation will run at the end of the training",
 )
 
-# Deprecations raised inside the libraries' code, by message.
-LIBRARY_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
+# Warnings raised inside the libraries' code, by message.
+LIBRARY_WARNINGS = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"Metric `SpearmanCorrcoef` will save all targets and predictions in the buffer",
+)
 
 
 class LightningChatterFilter(logging.Filter):
