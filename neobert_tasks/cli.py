@@ -62,7 +62,7 @@ from neobert_tasks.run_directory import (
     repoint_loggers,
     run_of_checkpoint,
 )
-from neobert_tasks.run_summary import print_summary
+from neobert_tasks.run_summary import ResultTable, print_summary
 from neobert_tasks.tasks.base import NeoBERTTask
 from neobert_tasks.trainer_settings import check_trainer_counts, trainer_settings_refusal
 from neobert_tasks.training_guard import NonFiniteLossGuard
@@ -287,7 +287,7 @@ class NeoBERTCLI(LightningCLI):
             check_writable(run_dir)
         # Predicting a run's checkpoint: its files go straight into <run>/predictions.
         predictions = str(run_dir) if evaluated is not None and self.subcommand == "predict" else None
-        trainer.callbacks.append(RunDirectory(str(run_dir), predictions))
+        trainer.callbacks.extend([RunDirectory(str(run_dir), predictions), ResultTable()])
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.dirpath is None:
             # The evaluated run's own folder, as its checkpoint recorded it, wherever the results go:

@@ -8,6 +8,9 @@
 * `validation_follows` reads the fit loop's private ``_should_check_val_fx`` and ``_data_fetcher``: Lightning
   has no public way to ask whether a validation follows the training batch that just ended, which
   `neobert_tasks.resume.ResumeCheckpoint` must know not to save a checkpoint that would resume past it.
+* `hide_result_table` sets the running evaluation loop's ``verbose``: ``trainer.validate``/``test`` take it
+  as an argument, fixed before the datamodule is set up, so before it is known how many dataloaders (whose
+  table misleads, see `neobert_tasks.run_summary.ResultTable`) there are.
 * Behaviour relied on, not called: LightningCLI applies a ``--ckpt_path`` checkpoint's saved hyperparameters
   to the config after ``parse_arguments`` and before ``before_instantiate_classes`` (in its private
   ``_parse_ckpt_path``); `neobert_tasks.cli.NeoBERTCLI` puts back the model options typed on the command
@@ -23,10 +26,16 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
-__all__ = ["UnrepeatedDistributedSampler", "validation_follows"]
+__all__ = ["UnrepeatedDistributedSampler", "hide_result_table", "validation_follows"]
 
 
 def validation_follows(trainer: L.Trainer) -> bool:
     """Whether ``fit`` validates right after the training batch that just ended."""
     fit_loop = trainer.fit_loop
     return bool(fit_loop.epoch_loop._should_check_val_fx(fit_loop._data_fetcher))
+
+
+def hide_result_table(trainer: L.Trainer) -> None:
+    """Keep the running ``validate`` or ``test`` from printing its table of results at its end."""
+    loop = trainer.test_loop if trainer.state.fn == "test" else trainer.validate_loop
+    loop.verbose = False

@@ -13,23 +13,53 @@ command line therefore ends with a few plain lines, printed after the trainer (a
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import lightning as L
 
+from neobert_tasks.lightning_private import hide_result_table
 from neobert_tasks.run_directory import run_directory
 
 # Metric prefix that each command logs under.
 STAGE_PREFIXES = {"fit": "val", "validate": "val", "test": "test"}
 
 
+class ResultTable(L.Callback):
+    """Turns off Lightning's table of ``validate``/``test`` results when the stage has several dataloaders.
+
+    The tasks log each score once, at the end of the stage (one accuracy over MNLI's matched set and one over
+    the mismatched, each evaluation set's own metrics for embeddings); Lightning's table then puts every
+    score under every dataloader, as if each set had scored them all. The closing lines list them instead.
+    """
+
+    def __init__(self):
+        self.hidden = False
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._hide_if_several(trainer, trainer.num_val_batches)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._hide_if_several(trainer, trainer.num_test_batches)
+
+    def _hide_if_several(self, trainer: L.Trainer, batches: list) -> None:
+        if trainer.state.fn in ("validate", "test") and len(batches) > 1:
+            hide_result_table(trainer)
+            self.hidden = True
+
+
 def format_scores(metrics: dict[str, float], main: str | None) -> str:
     """``main value (other value, …)``, the main metric first; 4 decimals, as the progress bar shows."""
-    names = sorted(metrics, key=lambda name: (name != main, name))
+    names = main_first(metrics, main)
     if not names:
         return "no score"
     head, *rest = (f"{name} {metrics[name]:.4f}" for name in names)
     return f"{head} ({', '.join(rest)})" if rest else head
+
+
+def main_first(names: Iterable[str], main: str | None) -> list[str]:
+    """``names`` sorted, ``main`` first."""
+    return sorted(names, key=lambda name: (name != main, name))
 
 
 def fit_lines(trainer: L.Trainer, main: str) -> tuple[str, dict[str, object]]:
@@ -54,12 +84,21 @@ def evaluation_lines(trainer: L.Trainer, stage: str, main: str) -> tuple[str, di
         if name.startswith(f"{prefix}/") and math.isfinite(float(value))
     }
     head = f"{stage.capitalize()}: {format_scores(scores, main)}"
+    table = next((callback for callback in trainer.callbacks if isinstance(callback, ResultTable)), None)
+    if table is not None and table.hidden and scores:
+        # In place of Lightning's table: a score per line, the main metric first.
+        width = max(map(len, scores))
+        lines = (f"  {name:<{width}}  {scores[name]:.4f}" for name in main_first(scores, main))
+        head = "\n".join([f"{stage.capitalize()}:", *lines])
     return head, {"checkpoint": trainer.ckpt_path or "", "logged": run_directory(trainer) / "metrics.csv"}
 
 
 def summary_lines(trainer: L.Trainer, stage: str) -> list[str]:
     """The closing lines of ``stage`` (fit, validate or test) for ``trainer``'s run: files that exist only."""
-    main_metric = getattr(trainer.datamodule, "main_metric", None) or "loss"
+    datamodule = trainer.datamodule
+    # The embedding datamodule's test leads with its first test set's metric, not the validation's.
+    metric_for = getattr(datamodule, "main_metric_for", None)
+    main_metric = (metric_for(stage) if metric_for else getattr(datamodule, "main_metric", None)) or "loss"
     main = f"{STAGE_PREFIXES[stage]}/{main_metric}"
     head, files = fit_lines(trainer, main) if stage == "fit" else evaluation_lines(trainer, stage, main)
     found = [(label, Path(str(path))) for label, path in files.items() if path and Path(str(path)).exists()]

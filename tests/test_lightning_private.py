@@ -18,7 +18,12 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.demos.boring_classes import BoringModel
 from torch.utils.data import DistributedSampler
 
-from neobert_tasks.lightning_private import UnrepeatedDistributedSampler, validation_follows
+from neobert_tasks.lightning_private import (
+    UnrepeatedDistributedSampler,
+    hide_result_table,
+    validation_follows,
+)
+from neobert_tasks.run_summary import ResultTable
 
 
 def test_unrepeated_sampler_gives_each_example_to_one_rank_without_padding():
@@ -61,6 +66,39 @@ def test_validation_follows_the_batches_before_each_validation(tmp_path):
     )
     trainer.fit(BoringModel())
     assert recorder.answers == [False, False, True, False, False, True]
+
+
+class TwoTestSets(BoringModel):
+    def test_dataloader(self):
+        return [super().test_dataloader(), super().test_dataloader()]
+
+    def test_step(self, batch, batch_idx, dataloader_idx=0):
+        return super().test_step(batch, batch_idx)
+
+    def on_test_epoch_end(self):
+        self.log("test/score", 1.0, add_dataloader_idx=False)  # once, at the end, as the tasks log
+
+
+class HideAtStart(L.Callback):
+    def on_test_start(self, trainer, pl_module):
+        hide_result_table(trainer)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("callback", [None, HideAtStart(), ResultTable()])
+def test_hide_result_table_silences_the_running_tests_table(callback, tmp_path, capsys):
+    """The table shows the one score under both dataloaders; hidden once the test has started, it does not."""
+    quiet = dict(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    callbacks = [callback] if callback else []
+    trainer = L.Trainer(
+        default_root_dir=tmp_path, accelerator="cpu", limit_test_batches=1, callbacks=callbacks, **quiet
+    )
+    trainer.test(TwoTestSets())
+    out = capsys.readouterr().out
+    assert ("DataLoader 1" in out) is (callback is None)
+    assert trainer.callback_metrics["test/score"] == 1.0
 
 
 class Stop(Exception):

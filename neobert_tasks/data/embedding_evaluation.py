@@ -163,12 +163,17 @@ class EvaluationSetLoaders:
     @property
     def main_metric(self) -> str | None:
         """What ``monitor: auto`` watches: the first validation set's main metric (``stsb_dev/spearman``),
-        else the pair validation split's loss, else nothing; under ``test``, the first test set's."""
-        testing = self.trainer is not None and self.trainer.state.fn == "test"
-        sets = self.evaluation_sets_for("test" if testing else "validate")
+        else the pair validation split's loss, else nothing. It stays the validation's under ``test``: the
+        checkpoint callback's saved state is found by its monitor."""
+        return self.main_metric_for("validate")
+
+    def main_metric_for(self, stage: str) -> str | None:
+        """The metric that leads the scores of ``stage`` (validate or test): its first evaluation set's main
+        metric, else its first pair split's loss, else nothing."""
+        sets = self.evaluation_sets_for(stage)
         if sets:
             return f"{sets[0].name}/{sets[0].main_metric}"
-        splits = self.test_split_names if testing else self.validation_split_names
+        splits = self.test_split_names if stage == "test" else self.validation_split_names
         return f"{splits[0]}/loss" if splits else None
 
     def _set_loaders(self, stage: str) -> list[DataLoader]:

@@ -8,6 +8,7 @@ The runs use the tiny model and the shared NLI triplets, STS and SciFact copies 
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,7 @@ def embedding_args(tmp_path, config: str = "nli.yaml") -> list[str]:
     ]  # fmt: skip
 
 
-def test_fit_scores_exports_predicts_and_tests(tmp_path):
+def test_fit_scores_exports_predicts_and_tests(tmp_path, capsys):
     from sentence_transformers import SentenceTransformer  # noqa: PLC0415 - the export extra
 
     cli = build_cli("fit", *embedding_args(tmp_path), "--data.init_args.query_prefix", "query: ")
@@ -70,9 +71,24 @@ def test_fit_scores_exports_predicts_and_tests(tmp_path):
     assert table["text"].tolist() == TEXTS
     np.testing.assert_allclose(np.stack(table["embedding"]), exported.encode_query(TEXTS), atol=1e-5)
 
-    build_cli("test", *predict)
+    # Two test sets: the checkpoint callback keeps the validation's monitor, so its saved state is restored
+    # (Lightning warns of a missing callback otherwise), and each score is listed once, not once per set.
+    sets = [str(shared_path("data", "sts", name, "test.parquet")) for name in ("stsb", "sickr")]
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_cli("test", *predict, "--data.init_args.test_sets", json.dumps(sets))
+    assert not [str(w.message) for w in caught if "callbacks used to create the checkpoint" in str(w.message)]
+    out = capsys.readouterr().out
+    assert "DataLoader 1" not in out
     logged = read_metrics_csv(run_dir / "test")
     assert 0 < logged["test/sickr/spearman"][-1] <= 1
+    scores = [line.split() for line in out.splitlines() if line.startswith("  test/")]
+    assert [name for name, _ in scores] == [
+        "test/stsb/spearman", "test/sickr/pearson", "test/sickr/spearman", "test/stsb/pearson"
+    ]  # fmt: skip
+    shown = float(dict(scores)["test/sickr/spearman"])
+    assert shown == pytest.approx(logged["test/sickr/spearman"][-1], abs=1e-4)
 
 
 def test_grad_cache_trains_as_the_plain_loss(tmp_path):
