@@ -274,6 +274,7 @@ def quick_arguments(arguments: list[str], workspace: Path) -> list[str]:
         "my_text.txt": str(workspace / "my_text.txt"),
         "my_masked_text.txt": str(workspace / "my_masked_text.txt"),
         "my_sentences.txt": str(workspace / "my_sentences.txt"),
+        "my_questions.jsonl": str(workspace / "my_questions.jsonl"),
         "my_data": str(workspace / "data" / "quickstart"),
     }
     arguments = [placeholders.get(argument, argument) for argument in arguments]
@@ -300,6 +301,8 @@ def workspace(tmp_path_factory) -> Path:
     )
     (workspace / "my_masked_text.txt").write_text("the [MASK] flows past the mountain.\n")
     (workspace / "my_sentences.txt").write_text("a gripping, beautifully shot film\ndull and far too long\n")
+    question = {"question": "Who visited Paris?", "context": "George Washington visited Paris in 1789."}
+    (workspace / "my_questions.jsonl").write_text(json.dumps(question) + "\n")
     # SQuAD v2.0's validation split, which has unanswerable questions, doubles as its training split here.
     (workspace / "squad_v2").mkdir()
     for split in ("train", "validation"):

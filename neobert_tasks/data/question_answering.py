@@ -9,7 +9,8 @@ tokens, with the answer's token span for training, and for evaluation `example_i
 (`squad_windows`). Evaluation features also get `window_index` (their own row), all stored in the cached
 dataset so that a cached run evaluates exactly as a fresh one. Batches carry only `window_index` of these:
 post-processing looks the offsets up by it, which is cheaper than padding and moving them with every batch.
-The raw rows stay available through `examples`; reading and checking them is `squad_json`'s.
+The raw rows stay available through `examples`; reading and checking them is `squad_json`'s. A `predict_file`
+holds questions of one's own (`question`, `context`, optionally `id`) to answer with `predict`.
 """
 
 from __future__ import annotations
@@ -33,13 +34,16 @@ from neobert_tasks.data.keys import (
     START_POSITIONS,
     WINDOW_INDEX,
 )
+from neobert_tasks.data.predict_text import load_text_file
 from neobert_tasks.data.sources import DataError, load_local_splits
+from neobert_tasks.data.splits import PREDICT_SPLIT
 from neobert_tasks.data.squad_json import (
     ANSWERS_COLUMN,
     QUESTION_COLUMNS,
     check_answers,
     check_question_columns,
     is_official_squad_json,
+    is_text,
     load_official_squad,
 )
 from neobert_tasks.data.squad_windows import encode_question_windows, offsets_as_arrays
@@ -61,6 +65,9 @@ class QuestionAnsweringDataModule(HubOrLocalSource, TokenizedDataModule):
             4096, so longer windows mean fewer windows per context.
         doc_stride: tokens of context shared by consecutive windows of a long context.
         batch_size: training windows per batch and device.
+        predict_file: questions for `predict` instead of a split: a .csv/.tsv/.jsonl/.json/.parquet file with
+            `question` and `context` columns (`id` optional: the row number otherwise), or an official
+            SQuAD JSON file.
 
     Batches hold `input_ids`, `attention_mask`, `start_positions` and `end_positions` (when the split has
     answers) and, for evaluation, `window_index` (the window's row in `features(split)`).
@@ -78,9 +85,11 @@ class QuestionAnsweringDataModule(HubOrLocalSource, TokenizedDataModule):
         max_length: int = 384,
         doc_stride: int = 128,
         batch_size: int = 16,
+        predict_file: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(max_length=max_length, batch_size=batch_size, **kwargs)
+        self.predict_file = predict_file
         self.set_data_source(dataset, dataset_config, data_dir)
         if not 0 <= doc_stride < max_length:
             raise DataError(
@@ -108,12 +117,29 @@ class QuestionAnsweringDataModule(HubOrLocalSource, TokenizedDataModule):
 
         return load_local_splits(self.data_dir, split_names, self.cache_dir, read_own_format=read_official)
 
+    def load_predict_file(self) -> datasets.Dataset:
+        """The predict file's questions, each with an `id` (its row number where the file has none); answers
+        in the file are left out: `predict` does not score."""
+        path = Path(self.predict_file).expanduser()
+        if path.suffix == ".json" and path.is_file() and is_official_squad_json(path):
+            questions = load_official_squad(PREDICT_SPLIT, [path], self.cache_dir)
+        else:
+            questions = load_text_file(self.predict_file, self.cache_dir, ("question", "context"))
+        if ANSWERS_COLUMN in questions.column_names:
+            questions = questions.remove_columns(ANSWERS_COLUMN)
+        if "id" not in questions.column_names:
+            return questions.add_column("id", [str(row) for row in range(len(questions))])
+        ids = questions.with_format("arrow")["id"]
+        return questions.cast_column("id", datasets.Value("string")) if not is_text(ids.type) else questions
+
     def empty_text_columns(self) -> Sequence[str]:
         return ("question", "context")
 
     def check_split(self, split_name: str, dataset: datasets.Dataset, origin: str) -> None:
-        # A test split may come without answers (prediction only); the others are trained on or scored.
-        labelled = split_name not in self.configured_test_splits or ANSWERS_COLUMN in dataset.column_names
+        # A test split may come without answers (prediction only), a predict file has none; the others are
+        # trained on or scored.
+        unlabelled = (*self.configured_test_splits, PREDICT_SPLIT)
+        labelled = split_name not in unlabelled or ANSWERS_COLUMN in dataset.column_names
         require_columns(dataset, [*QUESTION_COLUMNS, ANSWERS_COLUMN if labelled else None], origin)
         check_question_columns(dataset, origin)
         if labelled:

@@ -24,6 +24,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from neobert_tasks.data.keys import END_POSITIONS, MODEL_INPUT_KEYS, START_POSITIONS, WINDOW_INDEX
+from neobert_tasks.data.splits import PREDICT_SPLIT
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.metrics.squad import squad_scores
 from neobert_tasks.model import NeoBERTForQuestionAnswering
@@ -218,6 +219,12 @@ class QuestionAnsweringTask(NeoBERTTask):
             for name, values in contents.items():  # indented, with non-ASCII answers left readable
                 text = json.dumps(dict(zip(ids, values, strict=True)), indent=2, ensure_ascii=False)
                 files[prefix + name] = text + "\n"
+            if split_name == PREDICT_SPLIT:  # the user's own questions: each with its answer, in file order
+                examples = datamodule.examples(split_name)
+                questions = dict(zip(examples["id"], examples["question"], strict=True))
+                asked = [questions[question_id] for question_id in ids]
+                rows = answer_rows(ids, asked, predictions, self.version_2)
+                files["predict.jsonl"] = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         return files
 
     def _predict_split(
@@ -244,6 +251,30 @@ class QuestionAnsweringTask(NeoBERTTask):
 # Odds written for a question with no candidate span (infinite odds): above any logit difference, and a
 # number that strict JSON and the official v2.0 script read (null stopped the script; Infinity is not JSON).
 NO_CANDIDATE_ODDS = 1e30
+
+
+def answer_rows(
+    ids: list[str], questions: list[str], predictions: QAPredictions, version_2: bool
+) -> list[dict[str, Any]]:
+    """Per question: ``id``, ``question``, ``answer`` ("" for none), its character ``start`` in the context
+    and ``probability`` among the n-best spans (None without an answer), and for v2.0 the ``null_odds``."""
+    rows = []
+    for number, (question_id, question, answer) in enumerate(
+        zip(ids, questions, predictions.answers, strict=True)
+    ):
+        best = next((span for span in predictions.nbest[number] if answer and span["text"] == answer), None)
+        rows.append(
+            {
+                "id": question_id,
+                "question": question,
+                "answer": answer,
+                "start": best["start"] if best else None,
+                "probability": round(float(best["probability"]), 6) if best else None,
+            }
+        )
+        if version_2:
+            rows[-1]["null_odds"] = finite_odds(predictions.null_odds[number : number + 1])[0]
+    return rows
 
 
 def finite_odds(null_odds: list[float]) -> list[float]:

@@ -106,6 +106,38 @@ def test_predict_writes_an_answer_for_every_question(fitted):
         assert answer and answer in context_of[question_id]  # v1.1 always answers with a span of the context
 
 
+def test_predict_file_answers_as_the_split_does(fitted):
+    """Questions of a file of one's own (no ids: row numbers) get the answers their split rows get, with
+    each answer's position and probability in predict.jsonl."""
+    tmp_path, run_dir = fitted
+    rows = pd.read_parquet(shared_path("data", "squad", "validation.parquet")).head(5)
+    questions = tmp_path / "questions.jsonl"
+    rows[["question", "context"]].to_json(questions, orient="records", lines=True)
+    common = [
+        "--config",
+        str(run_dir / "config.yaml"),
+        "--ckpt_path",
+        str(run_dir / "checkpoints" / "last.ckpt"),
+    ]
+    split_answers = json.loads(
+        (run_cli("predict", *common, tmp_path=tmp_path) / "predictions" / "predictions.json").read_text()
+    )
+    predict_dir = run_cli(
+        "predict", *common, "--data.init_args.predict_file", str(questions), tmp_path=tmp_path
+    )
+    files = sorted(path.name for path in (predict_dir / "predictions").iterdir())
+    assert files == ["predict.jsonl", "predictions.json"]
+    answered = [
+        json.loads(line) for line in (predict_dir / "predictions" / "predict.jsonl").read_text().splitlines()
+    ]
+    assert [row["id"] for row in answered] == ["0", "1", "2", "3", "4"]
+    assert [row["question"] for row in answered] == rows["question"].tolist()
+    assert [row["answer"] for row in answered] == [split_answers[question_id] for question_id in rows["id"]]
+    for row, context in zip(answered, rows["context"], strict=True):
+        assert context[row["start"] : row["start"] + len(row["answer"])] == row["answer"]
+        assert 0 < row["probability"] <= 1
+
+
 def test_squad_v2_logs_answerable_unanswerable_and_threshold_scores(tmp_path):
     torch.set_num_threads(1)
     args = squad_args("squad_v2.yaml", "squad_v2", tmp_path)

@@ -8,6 +8,7 @@ and the bert-base-uncased tokenizer, and skip without them.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -320,3 +321,40 @@ def test_shared_squad_validation_windows_hold_their_answers(tmp_path):
     # Token spans reproduce the first gold answer, except where its answer_start points inside a longer
     # token (a handful of SQuAD's crowd-sourced dev answers, e.g. "8" inside "18").
     assert len(answered) >= len(examples) and matches >= 0.9 * len(answered)
+
+
+def test_predict_file_questions_with_or_without_ids(tmp_path, tiny_tokenizer_dir, datasets_cache):
+    """A file of questions over contexts (no data_dir split needed): ids from the file, as text, or row
+    numbers; an official SQuAD JSON file keeps its own ids."""
+    context = "the cat sat on the mat"
+    make = functools.partial(
+        make_module, tmp_path / "no_data", tiny_tokenizer_dir, datasets_cache, max_length=32, doc_stride=8
+    )
+    jsonl = tmp_path / "questions.jsonl"
+    jsonl.write_text(
+        "".join(json.dumps({"question": q, "context": context}) + "\n" for q in ("cat ?", "mat ?"))
+    )
+    csv = tmp_path / "questions.csv"
+    csv.write_text(f"id,question,context\n7,cat ?,{context}\n8,mat ?,{context}\n")
+    official = tmp_path / "questions.json"
+    qas = [{"id": "q-a", "question": "cat ?", "answers": []}]
+    official.write_text(
+        json.dumps({"data": [{"title": "t", "paragraphs": [{"context": context, "qas": qas}]}]})
+    )
+    for path, ids in ((jsonl, ["0", "1"]), (csv, ["7", "8"]), (official, ["q-a"])):
+        datamodule = make(predict_file=str(path))
+        datamodule.setup("predict")
+        assert datamodule.examples("predict")["id"] == ids, path.name
+        batch = next(iter(datamodule.predict_dataloader()))
+        assert batch["window_index"].tolist() == list(range(len(ids)))
+    text = tmp_path / "questions.txt"
+    text.write_text("cat ?\n")
+    with pytest.raises(
+        DataError, match=r"reads pairs: give a .csv, .tsv or .jsonl file with columns question,"
+    ):
+        make(predict_file=str(text)).setup("predict")
+    (tmp_path / "no_context.jsonl").write_text(json.dumps({"question": "cat ?", "text": context}) + "\n")
+    with pytest.raises(
+        DataError, match=r"Column 'context' is missing from predict file '.*no_context.jsonl'"
+    ):
+        make(predict_file=str(tmp_path / "no_context.jsonl")).setup("predict")
