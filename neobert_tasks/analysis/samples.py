@@ -9,6 +9,9 @@ They let the notebooks run end to end on a fresh clone; their scores mean nothin
   a GLUE data folder, so that the GLUE suite can run its ``sst2`` task on it.
 * `synthetic_ner_sentences`: template sentences with invented names, tagged in CoNLL-2003's IOB2 scheme
   (PER, ORG, LOC, MISC).
+* `sentiment_triplets` and `sentiment_similarity_pairs`: embedding training and STS-style evaluation data
+  from the SST-2 sample, where "similar" means "of the same sentiment" (a stand-in for NLI triplets and
+  STS-B).
 """
 
 from __future__ import annotations
@@ -116,3 +119,29 @@ def write_splits(frames: Mapping[str, pd.DataFrame], directory: str | Path) -> P
     for split, frame in frames.items():
         frame.to_parquet(directory / f"{split}.parquet", index=False)
     return directory
+
+
+def sentiment_triplets(sentences: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Per sentence of ``sentences`` (``sentence``, ``label``): itself as ``anchor``, another sentence of its
+    label as ``positive`` and one of the other label as ``negative``."""
+    generator = random.Random(seed)
+    by_label = {label: group["sentence"].tolist() for label, group in sentences.groupby("label")}
+    rows = []
+    for sentence, label in zip(sentences["sentence"], sentences["label"], strict=True):
+        others = [text for text in by_label[label] if text != sentence]
+        opposite = [text for other, texts in by_label.items() if other != label for text in texts]
+        if others and opposite:
+            rows.append((sentence, generator.choice(others), generator.choice(opposite)))
+    return pd.DataFrame(rows, columns=["anchor", "positive", "negative"])
+
+
+def sentiment_similarity_pairs(sentences: pd.DataFrame, pairs: int, seed: int = 0) -> pd.DataFrame:
+    """``pairs`` random pairs of ``sentences`` in an STS file's columns: ``sentence1``, ``sentence2`` and a
+    ``score`` of 1.0 when both have the same label, else 0.0."""
+    generator = random.Random(seed)
+    rows = []
+    for _ in range(pairs):
+        first, second = generator.sample(range(len(sentences)), 2)
+        same = sentences["label"].iloc[first] == sentences["label"].iloc[second]
+        rows.append((sentences["sentence"].iloc[first], sentences["sentence"].iloc[second], float(same)))
+    return pd.DataFrame(rows, columns=["sentence1", "sentence2", "score"])

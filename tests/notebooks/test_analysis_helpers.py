@@ -17,6 +17,8 @@ from neobert_tasks.analysis.plots import plot_confusion_matrix, plot_learning_cu
 from neobert_tasks.analysis.samples import (
     CONLL2003_TAGS,
     quickstart_as_glue_sst2,
+    sentiment_similarity_pairs,
+    sentiment_triplets,
     synthetic_long_documents,
     synthetic_ner_sentences,
     write_splits,
@@ -54,6 +56,23 @@ def test_synthetic_ner_sentences_are_well_formed_iob2_with_one_tag_per_word():
         found_types |= {entity_type for entity_type, _, _ in extract_entities(tags)}
     assert found_types == {"PER", "ORG", "LOC", "MISC"}
     assert synthetic_ner_sentences(5, seed=3).equals(synthetic_ner_sentences(5, seed=3))
+
+
+def test_sentiment_triplets_and_pairs_judge_similarity_by_label():
+    sentences = pd.DataFrame(
+        {"sentence": [f"s{index}" for index in range(8)], "label": ["pos", "neg"] * 3 + ["pos", "pos"]}
+    )
+    label_of = dict(zip(sentences["sentence"], sentences["label"], strict=True))
+    triplets = sentiment_triplets(sentences, seed=0)
+    assert list(triplets.columns) == ["anchor", "positive", "negative"]
+    assert triplets["anchor"].tolist() == sentences["sentence"].tolist()
+    for anchor, positive, negative in triplets.itertuples(index=False):
+        assert positive != anchor and label_of[positive] == label_of[anchor] != label_of[negative]
+    pairs = sentiment_similarity_pairs(sentences, 50, seed=0)
+    assert list(pairs.columns) == ["sentence1", "sentence2", "score"] and len(pairs) == 50
+    for first, second, score in pairs.itertuples(index=False):
+        assert first != second and score == float(label_of[first] == label_of[second])
+    assert set(pairs["score"]) == {0.0, 1.0}
 
 
 def test_samples_are_written_as_split_files_a_data_dir_reads(tmp_path):

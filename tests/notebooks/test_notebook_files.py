@@ -23,6 +23,7 @@ EXPECTED = [
     "02_glue_results.ipynb",
     "03_long_context.ipynb",
     "04_error_analysis.ipynb",
+    "05_embeddings.ipynb",
 ]
 # Parameters every notebook takes; SHARED in those that read ../shared.
 COMMON_PARAMETERS = {"REPO_ROOT", "OUTPUT_DIR", "FAST", "TORCH_THREADS"}
@@ -31,6 +32,7 @@ EXECUTION_TESTS = {
     "02_glue_results.ipynb": "test_glue_results_notebook.py",
     "03_long_context.ipynb": "test_long_context_notebook.py",
     "04_error_analysis.ipynb": "test_error_analysis_notebook.py",
+    "05_embeddings.ipynb": "test_embeddings_notebook.py",
 }
 
 
@@ -40,7 +42,7 @@ def read(name: str) -> nbformat.NotebookNode:
     return notebook
 
 
-def test_the_notebooks_folder_holds_the_four_notebooks():
+def test_the_notebooks_folder_holds_the_five_notebooks():
     assert sorted(path.name for path in NOTEBOOKS.glob("*.ipynb")) == EXPECTED
 
 
