@@ -17,6 +17,7 @@ What it adds to LightningCLI:
 from __future__ import annotations
 
 import copy
+import signal
 import sys
 import tempfile
 import warnings
@@ -46,6 +47,7 @@ from neobert_tasks.errors import (
     error_chain,
     storage_fault,
 )
+from neobert_tasks.interrupt import StopOnInterrupt, stopped_by_ctrl_c
 from neobert_tasks.resume import (
     ResumeCheckpoint,
     latest_run_checkpoint,
@@ -288,6 +290,8 @@ class NeoBERTCLI(LightningCLI):
         # Predicting a run's checkpoint: its files go straight into <run>/predictions.
         predictions = str(run_dir) if evaluated is not None and self.subcommand == "predict" else None
         trainer.callbacks.extend([RunDirectory(str(run_dir), predictions), ResultTable()])
+        if self.subcommand == "fit":
+            trainer.callbacks.append(StopOnInterrupt())
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.dirpath is None:
             # The evaluated run's own folder, as its checkpoint recorded it, wherever the results go:
@@ -301,7 +305,7 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
 
     A mistake in the config or the data ends the run with its one-sentence message and exit status 2, a
     write the disk refused with one naming the path and status 74; SIGTERM ends it, after saving
-    ``last.ckpt``, with status 143.
+    ``last.ckpt``, with status 143; the first Ctrl-C of a fit the same way, with status 130.
     """
     try:
         return NeoBERTCLI(
@@ -319,9 +323,12 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
             auto_configure_optimizers=False,
         )
     except SIGTERMException:
-        # Pre-empted after ResumeCheckpoint saved last.ckpt; 128 + 15 tells the scheduler it was a signal.
+        # Pre-empted, or Ctrl-C, after ResumeCheckpoint saved last.ckpt; 128 + the signal's number tells a
+        # scheduler or shell which signal it was.
+        if stopped_by_ctrl_c():
+            raise SystemExit(128 + signal.SIGINT) from None
         print("neobert_tasks: stopped by SIGTERM; resume with `fit ... --ckpt_path last`.", file=sys.stderr)
-        raise SystemExit(143) from None
+        raise SystemExit(128 + signal.SIGTERM) from None
     except Exception as error:
         # jsonargparse wraps an error raised while instantiating a class of an optional type (the datamodule
         # of subclass_mode_data) in a ValueError "Does not validate against any of the Union subtypes"; the

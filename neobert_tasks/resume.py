@@ -42,6 +42,7 @@ from neobert_tasks.errors import (
     describe_storage_fault,
     storage_fault,
 )
+from neobert_tasks.interrupt import stopped_by_ctrl_c, stopped_message
 from neobert_tasks.lightning_private import validation_follows
 from neobert_tasks.metric_history import flush_rows, read_rows, restore_rows
 
@@ -236,7 +237,10 @@ class ResumeCheckpoint(ModelCheckpoint):
         if trainer.validating:
             mark_validation_unfinished(trainer)
         path = self._save_last_file(trainer)
-        rank_zero_info(f"Received SIGTERM: saved {path}; resume with `fit --ckpt_path last`.")
+        if stopped_by_ctrl_c():  # the first Ctrl-C of a fit comes here too (neobert_tasks.interrupt)
+            rank_zero_info(stopped_message(trainer, path))
+        else:
+            rank_zero_info(f"Received SIGTERM: saved {path}; resume with `fit --ckpt_path last`.")
 
     def _save_last_file(self, trainer: L.Trainer) -> str:
         path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)

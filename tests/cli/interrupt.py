@@ -18,7 +18,7 @@ class SignalAtStep(L.Callback):
 
     Args:
         step: Global step (optimizer steps done) at which to send the signal, before its batch runs.
-        signal_name: ``SIGKILL`` or ``SIGTERM``.
+        signal_name: ``SIGKILL``, ``SIGTERM`` or ``SIGINT`` (Ctrl-C).
     """
 
     def __init__(self, step: int, signal_name: str = "SIGKILL"):
@@ -37,7 +37,7 @@ class SignalInValidation(L.Callback):
     Args:
         step: Global step (optimizer steps done) of the validation to interrupt.
         batch: Index of the validation batch at whose start the signal is sent.
-        signal_name: ``SIGKILL`` or ``SIGTERM``.
+        signal_name: ``SIGKILL``, ``SIGTERM`` or ``SIGINT`` (Ctrl-C).
     """
 
     def __init__(self, step: int, batch: int = 1, signal_name: str = "SIGKILL"):
@@ -54,4 +54,6 @@ def send(signal_name: str) -> None:
     number = getattr(signal, signal_name)
     if number == signal.SIGTERM and signal.getsignal(number) in (signal.SIG_DFL, signal.SIG_IGN, None):
         raise RuntimeError("No SIGTERM handler is installed: Lightning's fit should have installed one.")
+    if number == signal.SIGINT and signal.getsignal(number) in (signal.default_int_handler, signal.SIG_DFL):
+        raise RuntimeError("No Ctrl-C handler is installed: neobert_tasks' fit should have installed one.")
     os.kill(os.getpid(), number)

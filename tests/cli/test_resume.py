@@ -158,6 +158,40 @@ def test_sigterm_saves_a_checkpoint_and_resumes_to_the_same_result(tmp_path, uni
     assert_same_run(run_dir, uninterrupted)
 
 
+def test_ctrl_c_saves_a_checkpoint_says_how_to_go_on_and_resumes_to_the_same_result(
+    tmp_path, uninterrupted, caplog
+):
+    """The first Ctrl-C stops as SIGTERM does, after the running step, with status 130 (Lightning's own
+    handling exits at once, unsaved); a second one would stop at once, so the handler is gone afterwards."""
+    fit_in_process(*interrupted_args(tmp_path, "SIGINT"), expected_status=130)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    run_dir = tmp_path / "runs" / "version_0"
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == SIGNAL_STEP + 1
+    assert not (run_dir / "metrics.json").exists()
+    message = caplog.text
+    assert f"Stopped by Ctrl-C at step {SIGNAL_STEP + 1} (epoch 1)" in message
+    assert f"fit --config {run_dir / 'config.yaml'} --ckpt_path last" in message
+    assert "best so far val/accuracy" in message and f"--trainer.max_steps {SIGNAL_STEP + 1}" in message
+    assert "Received SIGTERM: 15" not in message  # Lightning's line, which would name the wrong signal
+
+    fit_in_process(*fit_args(tmp_path), "--ckpt_path", "last")
+    assert_same_run(run_dir, uninterrupted)
+
+
+def test_ctrl_c_then_end_here_exports_the_best_model_without_training(tmp_path):
+    fit_in_process(*interrupted_args(tmp_path, "SIGINT"), expected_status=130)
+    run_dir = tmp_path / "runs" / "version_0"
+    stopped = load(run_dir / "checkpoints" / "last.ckpt")
+    fit_in_process(*fit_args(tmp_path), "--ckpt_path", "last", "--trainer.max_steps", str(SIGNAL_STEP + 1))
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert Path(summary["best_checkpoint"]).name == "epoch=0-step=6.ckpt"  # the only validation so far
+    assert (run_dir / "export" / "model.safetensors").is_file()
+    final = load(run_dir / "checkpoints" / "last.ckpt")
+    assert final["global_step"] == SIGNAL_STEP + 1
+    for name, tensor in stopped["state_dict"].items():
+        torch.testing.assert_close(final["state_dict"][name], tensor, rtol=0, atol=0, msg=name)
+
+
 # Validation runs after step 6 (the end of epoch 0); the signal comes as its second batch starts.
 VALIDATION_STEP = 6
 
