@@ -15,6 +15,7 @@ crashes hard (segfault, out-of-memory kill) fails alone while the suite goes on.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import shlex
 import shutil
@@ -37,6 +38,8 @@ USER_ERROR_STATUS = 2
 # A run stopped by Ctrl-C or SIGTERM (a job pre-empted: 128 + signal, or minus the signal for a killed
 # subprocess) means the suite is being stopped too, not that the next run should start.
 STOP_STATUSES = {130, 143, -2, -15}
+# How long a run stopped by Ctrl-C may take to finish its step and save last.ckpt.
+CTRL_C_GRACE_SECONDS = 120
 
 
 class SuiteStopped(Exception):
@@ -59,7 +62,19 @@ class SuiteOutcome:
 
 def launch_subprocess(arguments: list[str]) -> int:
     """Run ``python -m neobert_tasks <arguments>`` in a new interpreter; its exit status."""
-    return subprocess.run([sys.executable, "-m", "neobert_tasks", *arguments], check=False).returncode
+    process = subprocess.Popen([sys.executable, "-m", "neobert_tasks", *arguments])
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        # The terminal's Ctrl-C reached the run too, which saves last.ckpt after its running step before it
+        # exits (neobert_tasks.interrupt); `subprocess.run` would kill it a quarter of a second later. A
+        # second Ctrl-C, or a run that takes too long, ends it at once.
+        with contextlib.suppress(subprocess.TimeoutExpired, KeyboardInterrupt):
+            process.wait(timeout=CTRL_C_GRACE_SECONDS)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        raise
 
 
 def launch_in_process(arguments: list[str]) -> int:

@@ -99,3 +99,40 @@ def test_a_user_error_in_a_run_stops_the_suite_with_status_2(tmp_path, launched,
 def test_table_of_a_missing_folder_is_refused(tmp_path, capsys):
     status, _ = run_suite(["table", "--output_dir", tmp_path / "absent"])
     assert status == 2 and "does not exist" in capsys.readouterr().err
+
+
+class StoppingRun:
+    """Stands in for the run's process: Ctrl-C interrupts the suite's first wait; the run then needs
+    ``finishes_in`` seconds to save last.ckpt and exit with status 130 (None: it never ends)."""
+
+    def __init__(self, finishes_in: float | None):
+        self.finishes_in, self.waits, self.killed, self.status = finishes_in, [], False, None
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.waits.append(timeout)
+        if len(self.waits) == 1:
+            raise KeyboardInterrupt
+        if self.finishes_in is None or timeout is not None and timeout < self.finishes_in:
+            if self.killed:
+                return -9
+            raise runner.subprocess.TimeoutExpired("neobert_tasks", timeout)
+        self.status = 130
+        return self.status
+
+    def poll(self) -> int | None:
+        return self.status
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+@pytest.mark.parametrize(("finishes_in", "killed"), [(5.0, False), (None, True)])
+def test_ctrl_c_gives_a_running_subprocess_time_to_save(monkeypatch, finishes_in, killed):
+    """The run got the terminal's Ctrl-C too and saves last.ckpt after its step: the suite waits for it
+    (up to CTRL_C_GRACE_SECONDS, then kills it) before it stops."""
+    process = StoppingRun(finishes_in)
+    monkeypatch.setattr(runner.subprocess, "Popen", lambda command: process)
+    with pytest.raises(KeyboardInterrupt):
+        runner.launch_subprocess(["fit"])
+    assert process.waits[:2] == [None, runner.CTRL_C_GRACE_SECONDS]
+    assert process.killed is killed
