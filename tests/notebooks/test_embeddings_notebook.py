@@ -31,7 +31,8 @@ PROBE = """{
 def test_embeddings_notebook_trains_scores_and_searches(tmp_path, kernel_environment):
     shared_path("data", "nli_triplets")  # skips without the shared copy
     output_dir = tmp_path / "outputs"
-    parameters = {"OUTPUT_DIR": output_dir, "SHARED": SHARED, "FAST": True}
+    # One thread: the suite runs two test processes on two cores, and the kernel trains beside them.
+    parameters = {"OUTPUT_DIR": output_dir, "SHARED": SHARED, "FAST": True, "TORCH_THREADS": 1}
     probe = execute_notebook("05_embeddings.ipynb", parameters, PROBE, tmp_path, kernel_environment).probe
 
     assert probe["main_metric"] == "val/stsb_dev/spearman"
@@ -39,10 +40,10 @@ def test_embeddings_notebook_trains_scores_and_searches(tmp_path, kernel_environ
     assert set(scores) >= {"val/stsb_dev/spearman", "val/scifact/ndcg@10", "val/scifact/mrr@10"}
     assert math.isnan(scores["val/stsb_dev/spearman"]["BM25"])  # no lexical baseline for STS
     assert 0 < scores["val/scifact/ndcg@10"]["BM25"] <= 1
-    # 60 steps of contrastive training already move the model's STS-B score off its random start.
+    # 30 steps of contrastive training already move the model's STS-B score off its random start.
     stsb = scores["val/stsb_dev/spearman"]
     assert stsb["after"] > stsb["before"]
-    assert probe["best_step"] in (30, 60)
+    assert probe["best_step"] == 30
     assert probe["modules"] == ["Transformer", "Pooling", "Normalize"]
     hits = probe["hits"]
     assert len(hits) == 9 and [hit["rank"] for hit in hits[:3]] == [1, 2, 3]

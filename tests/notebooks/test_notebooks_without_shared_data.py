@@ -53,9 +53,8 @@ def test_error_analysis_without_shared_data_uses_the_sample_and_synthetic_entiti
 
 def test_embeddings_without_shared_data_trains_on_sentiment_triplets(tmp_path, kernel_environment):
     probe = '{"main_metric": main_metric, "triplets": len(triplets), "queries": len(queries)}'
-    executed = execute_notebook(
-        "05_embeddings.ipynb", absent_shared(tmp_path), probe, tmp_path, kernel_environment
-    )
+    parameters = {**absent_shared(tmp_path), "TORCH_THREADS": 1}
+    executed = execute_notebook("05_embeddings.ipynb", parameters, probe, tmp_path, kernel_environment)
     printed = printed_text(executed.notebook)
     assert "is absent: using triplets and pairs built from the SST-2 sample" in printed
     assert executed.probe["main_metric"] == "val/sentiment_dev/spearman"
