@@ -154,14 +154,21 @@ class NeoBERTCLI(LightningCLI):
         # version given to a TensorBoard or CSV logger under <root> (the GLUE suite's seed_<n>).
         version, self._pinned_loggers = pin_logger_versions(trainer.logger, root, version)
         self._run_dir = Path(root).resolve() / (version if isinstance(version, str) else f"version_{version}")
+        self._typed_root = trainer.default_root_dir
+        if self._default_loggers and self.subcommand == "predict":
+            # predict logs no metric: its loggers would only put an event file and hparams.yaml among the
+            # prediction files. Without loggers, trainer.log_dir is default_root_dir: still the run folder.
+            trainer.logger, trainer.default_root_dir = False, str(self._run_dir)
 
     def after_instantiate_classes(self) -> None:
         # config.yaml records the loggers as configured, so that a run of it starts a run folder of its own
         # (and the default ones follow the trainer.default_root_dir it is run with).
         for init_args in self._pinned_loggers:
             init_args["version"] = None
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        config.trainer.default_root_dir = self._typed_root  # config.yaml records the root as given
         if self._default_loggers:
-            (self.config[self.subcommand] if self.subcommand else self.config).trainer.logger = None
+            config.trainer.logger = None
 
     def after_fit(self) -> None:
         print_summary(self.trainer, "fit")

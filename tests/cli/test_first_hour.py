@@ -83,11 +83,18 @@ def test_predict_classifies_a_text_file_without_training_data(trained_run, tmp_p
         csv.writer(handle).writerows([["review"], *([sentence] for sentence in NEW_SENTENCES)])
     empty = tmp_path / "no_data"
     empty.mkdir()
-    build_cli(
+    cli = build_cli(
         "predict", "--config", run_dir / "config.yaml", "--ckpt_path", checkpoint,
         "--data.init_args.data_dir", empty, "--data.init_args.predict_file", texts,
     )  # fmt: skip
     predictions = run_dir / "predictions"
+    # The prediction files and the command's config only: predict logs no metric, so no logger files.
+    assert sorted(path.name for path in predictions.iterdir()) == [
+        "config.yaml",
+        "predict.jsonl",
+        "predict.tsv",
+    ]
+    assert cli.trainer.log_dir == str(predictions)
     with (predictions / "predict.tsv").open(newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     assert [row["sentence"] for row in rows] == NEW_SENTENCES
