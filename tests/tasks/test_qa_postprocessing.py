@@ -9,8 +9,8 @@ import random
 import numpy as np
 import pytest
 
-from neobert_tasks.tasks.qa_postprocessing import postprocess_predictions
-from neobert_tasks.tasks.question_answering import NO_CANDIDATE_ODDS, finite_odds
+from neobert_tasks.tasks.qa_postprocessing import QAPredictions, postprocess_predictions
+from neobert_tasks.tasks.question_answering import NO_CANDIDATE_ODDS, answer_rows, finite_odds
 
 CONTEXT = "Paris is the capital of France"
 WORDS = [(0, 5), (6, 8), (9, 12), (13, 20), (21, 23), (24, 30)]  # Paris is the capital of France
@@ -272,3 +272,25 @@ def test_bad_arguments(arguments, message):
 def test_null_odds_files_hold_numbers_that_strict_json_reads():
     written = json.dumps(finite_odds([math.inf, -1.5, 0.0]), allow_nan=False)  # raises on inf or nan
     assert json.loads(written) == [NO_CANDIDATE_ODDS, -1.5, 0.0]
+
+
+def test_answer_rows_give_each_questions_span_and_probability():
+    """predict.jsonl's rows: the answer's start and probability come from its n-best entry; no answer (v2.0)
+    has neither, and its null odds stay finite JSON."""
+    predictions = QAPredictions(
+        answers=["the mat", ""],
+        nbest=[
+            [{"text": "the mat", "start": 15, "end": 22, "probability": 0.75}, {"text": "mat", "start": 19}],
+            [{"text": "cat", "start": 4, "end": 7, "probability": 0.6}],
+        ],
+        null_odds=[-2.5, math.inf],
+    )
+    rows = answer_rows(["a", "b"], ["where ?", "who ?"], predictions, version_2=True)
+    assert rows == [
+        {"id": "a", "question": "where ?", "answer": "the mat", "start": 15, "probability": 0.75,
+         "null_odds": -2.5},
+        {"id": "b", "question": "who ?", "answer": "", "start": None, "probability": None,
+         "null_odds": NO_CANDIDATE_ODDS},
+    ]  # fmt: skip
+    version_1 = QAPredictions(answers=["the mat"], nbest=predictions.nbest[:1], null_odds=[0.0])
+    assert "null_odds" not in answer_rows(["a"], ["where ?"], version_1, version_2=False)[0]
