@@ -336,6 +336,11 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
             raise SystemExit(128 + signal.SIGINT) from None
         print("neobert_tasks: stopped by SIGTERM; resume with `fit ... --ckpt_path last`.", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
+    except KeyboardInterrupt:
+        # Ctrl-C while the command starts (reading configs, loading a model); inside a fit see
+        # neobert_tasks.interrupt. Nothing has trained, so nothing is lost.
+        print("\nneobert_tasks: interrupted.", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
     except Exception as error:
         # jsonargparse wraps an error raised while instantiating a class of an optional type (the datamodule
         # of subclass_mode_data) in a ValueError "Does not validate against any of the Union subtypes"; the

@@ -203,3 +203,15 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one_and_the_run_resumes(ca
     run_cli("fit", *args, "--ckpt_path", "last", tmp_path=tmp_path)
     assert not list(checkpoints.glob(".*.tmp"))
     assert load(checkpoints / "last.ckpt")["global_step"] == 8
+
+
+def test_ctrl_c_while_the_command_starts_exits_130_in_one_line(capsys, tmp_path):
+    """Ctrl-C while the model loads (before any step): no traceback, the shell's status for SIGINT."""
+    capsys.readouterr()
+    with (
+        mock.patch("neobert_tasks.cli.NeoBERTCLI.instantiate_classes", side_effect=KeyboardInterrupt),
+        pytest.raises(SystemExit) as exit_info,
+    ):
+        run_cli("fit", *quickstart_args(tmp_path), tmp_path=tmp_path)
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err.strip() == "neobert_tasks: interrupted."
