@@ -47,7 +47,7 @@ from neobert_tasks.errors import (
     error_chain,
     storage_fault,
 )
-from neobert_tasks.interrupt import StopOnInterrupt, stopped_by_ctrl_c
+from neobert_tasks.interrupt import StopOnInterrupt, saved_on_ctrl_c, stopped_by_ctrl_c
 from neobert_tasks.resume import (
     ResumeCheckpoint,
     latest_run_checkpoint,
@@ -333,6 +333,8 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
         # Pre-empted, or Ctrl-C, after ResumeCheckpoint saved last.ckpt; 128 + the signal's number tells a
         # scheduler or shell which signal it was.
         if stopped_by_ctrl_c():
+            if saved_on_ctrl_c() is None:  # in the sanity check: nothing trained, nothing saved
+                print("neobert_tasks: interrupted before the first step; nothing to save.", file=sys.stderr)
             raise SystemExit(128 + signal.SIGINT) from None
         print("neobert_tasks: stopped by SIGTERM; resume with `fit ... --ckpt_path last`.", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None

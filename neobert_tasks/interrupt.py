@@ -23,13 +23,19 @@ import lightning as L
 
 from neobert_tasks.run_directory import run_directory
 
-# What stopped the last fit: "Ctrl-C" once the first one arrived (read by `neobert_tasks.cli.main`).
-_stopped: dict[str, str | None] = {"by": None}
+# What stopped the last fit ("Ctrl-C" once the first one arrived) and the checkpoint saved then, if any
+# (read by `neobert_tasks.cli.main`).
+_stopped: dict[str, str | None] = {"by": None, "saved": None}
 
 
 def stopped_by_ctrl_c() -> bool:
     """Whether the last ``fit`` of this process was stopped by Ctrl-C (not by SIGTERM)."""
     return _stopped["by"] == "Ctrl-C"
+
+
+def saved_on_ctrl_c() -> str | None:
+    """The checkpoint saved when Ctrl-C stopped the last ``fit``; None in its sanity check (no step yet)."""
+    return _stopped["saved"]
 
 
 class StopOnInterrupt(L.Callback):
@@ -39,7 +45,7 @@ class StopOnInterrupt(L.Callback):
         self._previous: Any = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _stopped["by"] = None
+        _stopped.update(by=None, saved=None)
 
     # Lightning registers its SIGTERM handler after on_fit_start, before the sanity check and training.
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -92,8 +98,10 @@ class StopOnInterrupt(L.Callback):
         self.restore()
 
 
-def stopped_message(trainer: L.Trainer, saved: str) -> str:
-    """What a run stopped by Ctrl-C kept, and the commands that resume it or end it there with its export."""
+def report_ctrl_c_stop(trainer: L.Trainer, saved: str) -> str:
+    """Record that Ctrl-C stopped the run with ``saved`` written; return what the run kept and the commands
+    that resume it or end it there with its export."""
+    _stopped["saved"] = saved
     config = run_directory(trainer) / "config.yaml"
     step = trainer.global_step
     lines = [f"Stopped by Ctrl-C at step {step} (epoch {trainer.current_epoch}): saved {saved}."]

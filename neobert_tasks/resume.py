@@ -42,7 +42,7 @@ from neobert_tasks.errors import (
     describe_storage_fault,
     storage_fault,
 )
-from neobert_tasks.interrupt import stopped_by_ctrl_c, stopped_message
+from neobert_tasks.interrupt import report_ctrl_c_stop, stopped_by_ctrl_c
 from neobert_tasks.lightning_private import validation_follows
 from neobert_tasks.metric_history import flush_rows, read_rows, restore_rows
 
@@ -238,7 +238,7 @@ class ResumeCheckpoint(ModelCheckpoint):
             mark_validation_unfinished(trainer)
         path = self._save_last_file(trainer)
         if stopped_by_ctrl_c():  # the first Ctrl-C of a fit comes here too (neobert_tasks.interrupt)
-            rank_zero_info(stopped_message(trainer, path))
+            rank_zero_info(report_ctrl_c_stop(trainer, path))
         else:
             rank_zero_info(f"Received SIGTERM: saved {path}; resume with `fit --ckpt_path last`.")
 

@@ -48,6 +48,21 @@ class SignalInValidation(L.Callback):
             send(self.signal_name)
 
 
+class SignalInSanityCheck(L.Callback):
+    """Send ``signal_name`` to this process as the sanity check's first batch starts.
+
+    Args:
+        signal_name: ``SIGTERM`` or ``SIGINT`` (Ctrl-C).
+    """
+
+    def __init__(self, signal_name: str = "SIGINT"):
+        self.signal_name = signal_name
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.sanity_checking and batch_idx == 0:
+            send(self.signal_name)
+
+
 def send(signal_name: str) -> None:
     """Send ``signal_name`` to this process; SIGTERM only to Lightning's handler (tests send it to the test
     process itself, which the signal would otherwise end)."""

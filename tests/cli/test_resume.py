@@ -178,6 +178,14 @@ def test_ctrl_c_saves_a_checkpoint_says_how_to_go_on_and_resumes_to_the_same_res
     assert_same_run(run_dir, uninterrupted)
 
 
+def test_ctrl_c_in_the_sanity_check_saves_nothing_and_says_so(tmp_path, capsys):
+    arguments = [*fit_args(tmp_path), "--trainer.num_sanity_val_steps", "2"]
+    arguments += ["--trainer.callbacks+=tests.cli.interrupt.SignalInSanityCheck"]
+    fit_in_process(*arguments, expected_status=130)
+    assert "interrupted before the first step; nothing to save" in capsys.readouterr().err
+    assert not list((tmp_path / "runs" / "version_0" / "checkpoints").glob("*.ckpt"))
+
+
 def test_ctrl_c_then_end_here_exports_the_best_model_without_training(tmp_path):
     fit_in_process(*interrupted_args(tmp_path, "SIGINT"), expected_status=130)
     run_dir = tmp_path / "runs" / "version_0"
