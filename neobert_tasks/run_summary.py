@@ -23,6 +23,8 @@ from neobert_tasks.run_directory import run_directory
 
 # Metric prefix that each command logs under.
 STAGE_PREFIXES = {"fit": "val", "validate": "val", "test": "test"}
+# Scores that a closing line names beside the main one.
+SHOWN_SCORES = 6
 
 
 class ResultTable(L.Callback):
@@ -49,17 +51,22 @@ class ResultTable(L.Callback):
 
 
 def format_scores(metrics: dict[str, float], main: str | None) -> str:
-    """``main value (other value, …)``, the main metric first; 4 decimals, as the progress bar shows."""
+    """``main value (other value, …)``, 4 decimals as the progress bar shows: the main metric, then at most
+    `SHOWN_SCORES` others in `main_first` order; the rest (NER's per-type scores, …) are counted only, and
+    the files listed below the line hold them."""
     names = main_first(metrics, main)
     if not names:
         return "no score"
     head, *rest = (f"{name} {metrics[name]:.4f}" for name in names)
+    if len(rest) > SHOWN_SCORES:
+        rest = [*rest[:SHOWN_SCORES], f"+{len(rest) - SHOWN_SCORES} more"]
     return f"{head} ({', '.join(rest)})" if rest else head
 
 
 def main_first(names: Iterable[str], main: str | None) -> list[str]:
-    """``names`` sorted, ``main`` first."""
-    return sorted(names, key=lambda name: (name != main, name))
+    """``names`` with ``main`` first, then overall scores before breakdowns (fewer ``_`` and ``/`` in the
+    name: ``f1`` before ``f1_LOC`` and ``strict_f1``), then by name."""
+    return sorted(names, key=lambda name: (name != main, name.count("_") + name.count("/"), name))
 
 
 def fit_lines(trainer: L.Trainer, main: str) -> tuple[str, dict[str, object]]:

@@ -7,7 +7,7 @@ import os
 from types import SimpleNamespace
 
 from neobert_tasks.run_directory import RunDirectory, best_run_checkpoint, run_of_checkpoint
-from neobert_tasks.run_summary import format_scores, summary_lines
+from neobert_tasks.run_summary import SHOWN_SCORES, format_scores, summary_lines
 
 
 def test_scores_put_the_main_metric_first():
@@ -15,6 +15,17 @@ def test_scores_put_the_main_metric_first():
     assert format_scores(scores, "val/accuracy") == "val/accuracy 0.7175 (val/f1 0.7340, val/loss 0.5521)"
     assert format_scores({"val/loss": 1.0}, "val/accuracy") == "val/loss 1.0000"
     assert format_scores({}, "val/loss") == "no score"
+
+
+def test_scores_of_many_metrics_name_the_overall_ones_and_count_the_rest():
+    """NER logs 33 scores: the line keeps the overall ones, per-type and strict ones after, at most six."""
+    overall = ["test/accuracy", "test/loss", "test/precision", "test/recall"]
+    per_type = [f"test/{name}_{kind}" for name in ("f1", "precision") for kind in ("LOC", "PER")]
+    scores = dict.fromkeys(["test/f1", *per_type, "test/strict_f1", *overall], 0.5)
+    line = format_scores(scores, "test/f1")
+    shown = [part.split()[0] for part in line.removeprefix("test/f1 0.5000 (").split(", ")]
+    assert shown == [*overall, "test/f1_LOC", "test/f1_PER", "+3"]
+    assert line.endswith("+3 more)") and len(shown) - 1 == SHOWN_SCORES
 
 
 def fitted_trainer(run_dir, best_path):
