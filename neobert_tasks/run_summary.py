@@ -4,7 +4,7 @@ Lightning's progress bar shows the metrics while it runs, but on a terminal the 
 them and in a log file they wrap into a narrow column; the last line used to be the export path. The
 command line therefore ends with a few plain lines, printed after the trainer (and its bar) has stopped:
 
-    Best val/accuracy 0.7175 at epoch 1, step 158 (val/f1 0.7340, val/loss 0.5521)
+    Best val/accuracy 0.7175 (val/f1 0.7340, val/loss 0.5521) at epoch 1, step 158
       checkpoint  runs/quickstart/version_0/checkpoints/epoch=1-step=158.ckpt
       export      runs/quickstart/version_0/export
       scores      runs/quickstart/version_0/metrics.json
