@@ -36,29 +36,61 @@ from neobert_tasks.model.attention import backend_problem
 BACKENDS = ["sdpa", "sdpa_varlen", "torch_varlen", "flex", "flash_attention_2"]
 
 
-def build(backend: str, layers: int, seed: int = 0) -> NeoBERTModel:
+def build(backend: str, layers: int, device: str, seed: int = 0) -> NeoBERTModel:
     torch.manual_seed(seed)
     config = NeoBERTConfig(num_hidden_layers=layers, attn_implementation=backend)
-    with torch.device("cuda"):  # initialised on the GPU: seconds less per measurement at the base shape
+    with torch.device(device):  # initialised on the GPU: seconds less per measurement at the base shape
         model = NeoBERTModel(config)
     return model.to(torch.bfloat16).eval()
 
 
-def mixed_batch(lengths: list[int], vocab: int = 30522) -> dict[str, torch.Tensor]:
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def reset_peak_memory(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_gib(device: str) -> float:
+    """The GPU's peak allocation since the last reset; NaN on the CPU (``--device cpu`` checks the script)."""
+    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+
+
+def free_cached_memory(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def mixed_batch(lengths: list[int], device: str, vocab: int = 30522) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
     input_ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
     attention_mask = torch.zeros_like(input_ids)
     for row, length in enumerate(lengths):
         input_ids[row, :length] = torch.randint(1, vocab, (length,), generator=generator)
         attention_mask[row, :length] = 1
-    return {"input_ids": input_ids.cuda(), "attention_mask": attention_mask.cuda()}
+    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
 
 
-def packed_batch(documents: list[list[int]], vocab: int = 30522) -> dict[str, torch.Tensor]:
+def packed_batch(documents: list[list[int]], device: str, vocab: int = 30522) -> dict[str, torch.Tensor]:
     """One row per list of document lengths (equal totals), position_ids restarting at each document."""
-    batch = mixed_batch([sum(row) for row in documents], vocab)
+    batch = mixed_batch([sum(row) for row in documents], device, vocab)
     positions = [torch.cat([torch.arange(length) for length in row]) for row in documents]
-    return {"input_ids": batch["input_ids"], "position_ids": torch.stack(positions).cuda()}
+    return {"input_ids": batch["input_ids"], "position_ids": torch.stack(positions).to(device)}
+
+
+def agreement_batches(longest: int, device: str) -> dict[str, dict[str, torch.Tensor]]:
+    """A right-padded batch of mixed lengths up to ``longest`` and two packed rows of ``longest / 2``
+    tokens (at 4096: lengths 512, 300, 77, 4096 and 1000; documents 1000, 700, 300 and 48, and 2048)."""
+    padded = [max(1, longest * share // 4096) for share in (512, 300, 77, 4096, 1000)]
+    half = longest // 2
+    documents = [half * share // 2048 for share in (1000, 700, 300)]
+    return {
+        "padded": mixed_batch(padded, device),
+        "packed": packed_batch([[*documents, half - sum(documents)], [half]], device),
+    }
 
 
 def row_lengths(length: int, rows: int, mixed: bool) -> list[int]:
@@ -75,20 +107,17 @@ def real_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def agreement(backends: list[str], layers: int) -> dict[str, dict[str, float]]:
+def agreement(backends: list[str], layers: int, longest: int, device: str) -> dict[str, dict[str, float]]:
     """Max abs difference to eager on real tokens, per backend and batch, and eager's largest |value|."""
-    batches = {
-        "padded": mixed_batch([512, 300, 77, 4096, 1000]),
-        "packed": packed_batch([[1000, 700, 300, 48], [2048]]),
-    }
-    eager = build("eager", layers)
+    batches = agreement_batches(longest, device)
+    eager = build("eager", layers, device)
     expected = {name: eager(**batch).last_hidden_state.float() for name, batch in batches.items()}
     del eager
     real = {name: real_tokens(batch) for name, batch in batches.items()}
     results = {"scale": {name: expected[name][real[name]].abs().max().item() for name in batches}}
     for backend in backends:
         try:
-            model = build(backend, layers)
+            model = build(backend, layers, device)
             outputs = {name: model(**batch).last_hidden_state.float() for name, batch in batches.items()}
             results[backend] = {
                 name: (outputs[name] - expected[name])[real[name]].abs().max().item() for name in batches
@@ -97,71 +126,71 @@ def agreement(backends: list[str], layers: int) -> dict[str, dict[str, float]]:
             print(f"{backend} failed: {type(error).__name__}: {error}", flush=True)
             results[backend] = {"error": f"{type(error).__name__}: {error}"}
         model = outputs = None
-        torch.cuda.empty_cache()
+        free_cached_memory(device)
     return results
 
 
-def timed(function, steps: int, warmup: int = 3) -> float:
+def timed(function, steps: int, device: str, warmup: int = 3) -> float:
     """Seconds per call of ``function`` after ``warmup`` calls, with the GPU synchronised."""
     for _ in range(warmup):
         function()
-    torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         function()
-    torch.cuda.synchronize()
+    synchronize(device)
     return (time.perf_counter() - start) / steps
 
 
 @torch.no_grad()
-def forward_measurement(backend: str, layers: int, lengths: list[int], steps: int) -> dict:
-    model = build(backend, layers)
-    batch = mixed_batch(lengths)
-    torch.cuda.reset_peak_memory_stats()
-    seconds = timed(lambda: model(**batch), steps)
+def forward_measurement(backend: str, layers: int, lengths: list[int], steps: int, device: str) -> dict:
+    model = build(backend, layers, device)
+    batch = mixed_batch(lengths, device)
+    reset_peak_memory(device)
+    seconds = timed(lambda: model(**batch), steps, device)
     return {
         "tokens_per_second": sum(lengths) / seconds,
         "model_flops_per_second": model_flops(model.config, lengths, training=False) / seconds,
-        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "peak_memory_gib": peak_memory_gib(device),
     }
 
 
-def training_measurement(backend: str, layers: int, lengths: list[int], steps: int) -> dict:
+def training_measurement(backend: str, layers: int, lengths: list[int], steps: int, device: str) -> dict:
     """One optimiser step as fine-tuning runs it: fp32 weights, bf16 autocast, fused AdamW."""
     torch.manual_seed(0)
     config = NeoBERTConfig(num_hidden_layers=layers, attn_implementation=backend, num_labels=2)
-    with torch.device("cuda"):
+    with torch.device(device):
         model = NeoBERTForSequenceClassification(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
-    batch = mixed_batch(lengths)
-    labels = torch.zeros(len(lengths), dtype=torch.long, device="cuda")
+    batch = mixed_batch(lengths, device)
+    labels = torch.zeros(len(lengths), dtype=torch.long, device=device)
 
     def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=torch.bfloat16):
             loss = model(**batch, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    torch.cuda.reset_peak_memory_stats()
-    seconds = timed(step, steps)
+    reset_peak_memory(device)
+    seconds = timed(step, steps, device)
     return {
         "tokens_per_second": sum(lengths) / seconds,
         "model_flops_per_second": model_flops(config, lengths, training=True) / seconds,
-        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "peak_memory_gib": peak_memory_gib(device),
     }
 
 
 def speed_rows(backends: list[str], arguments, peak: float) -> list[dict]:
-    rows = []
+    rows, device = [], arguments.device
     for backend in backends:
         for length in arguments.lengths:
             for mixed in (False, True):
                 lengths = row_lengths(length, max(1, arguments.tokens_per_batch // length), mixed)
-                forward = forward_measurement(backend, arguments.layers, lengths, arguments.steps)
-                torch.cuda.empty_cache()
-                train = training_measurement(backend, arguments.layers, lengths, arguments.steps)
-                torch.cuda.empty_cache()
+                forward = forward_measurement(backend, arguments.layers, lengths, arguments.steps, device)
+                free_cached_memory(device)
+                train = training_measurement(backend, arguments.layers, lengths, arguments.steps, device)
+                free_cached_memory(device)
                 rows.append(
                     {
                         "backend": backend,
@@ -192,9 +221,9 @@ PAPER_A100_TOKENS_PER_SECOND = {512: 24_500, 1024: 22_200, 2048: 20_500, 4096: 1
 DATASHEET_BF16_TFLOPS = {"A100": 312, "H100": 989, "H200": 989}
 
 
-def against_paper(rows: list[dict], peak: float) -> list[dict]:
+def against_paper(rows: list[dict], peak: float, device: str) -> list[dict]:
     """Forward tokens/s on full rows beside the paper's A100 figure scaled to this GPU's peak."""
-    name = torch.cuda.get_device_name()
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     this_gpu = next((tflops for gpu, tflops in DATASHEET_BF16_TFLOPS.items() if gpu in name), peak / 1e12)
     scale = this_gpu / DATASHEET_BF16_TFLOPS["A100"]
     compared = []
@@ -255,14 +284,20 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="largest allowed bf16 difference to eager, × max |eager|",
     )
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default="cuda",
+        help="cpu runs the check's code at a small size (its figures mean nothing): a test, before a GPU day",
+    )
     return parser.parse_args(argv)
 
 
-def runnable(backends: list[str]) -> list[str]:
+def runnable(backends: list[str], device: str) -> list[str]:
     """The backends this machine runs; a line for each of the others."""
     kept = []
     for backend in backends:
-        problem = backend_problem(backend, "cuda", training=True)
+        problem = backend_problem(backend, device, training=True)
         if problem:
             print(f"{backend} left out: {problem}")
         else:
@@ -270,15 +305,17 @@ def runnable(backends: list[str]) -> list[str]:
     return kept
 
 
-def main() -> int:
-    arguments = parse_arguments()
-    if not torch.cuda.is_available():
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    device = arguments.device
+    if device == "cuda" and not torch.cuda.is_available():
         print("No CUDA GPU: bench.gpu_check needs one (on CPU, see bench.backend_agreement).")
         return 2
-    print(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}")
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU (a check of the script)"
+    print(f"Device: {name}  torch {torch.__version__}")
     torch.backends.cuda.matmul.allow_tf32 = True
-    backends = runnable(arguments.backends)
-    differences = agreement(backends, arguments.layers)
+    backends = runnable(arguments.backends, device)
+    differences = agreement(backends, arguments.layers, max(arguments.lengths), device)
     scale = differences["scale"]
     print(
         "max |difference| to eager on real tokens, bf16 (max |eager|: "
@@ -296,8 +333,9 @@ def main() -> int:
         )
         failures += failed
         print(f"  {backend:18s} padded {padded:.4g}  packed {packed:.4g}{'  FAILED' if failed else ''}")
-    peak = matmul_peak(torch.bfloat16, device="cuda", sizes=(8192,))
-    print(f"bf16 matmul peak (8192²): {peak / 1e12:,.0f} TFLOP/s\n")
+    size = 8192 if device == "cuda" else 256
+    peak = matmul_peak(torch.bfloat16, device=device, sizes=(size,))
+    print(f"bf16 matmul peak ({size}²): {peak / 1e12:,.3g} TFLOP/s\n")
     rows = []
     for backend in backends:
         try:
@@ -305,12 +343,12 @@ def main() -> int:
         except Exception as error:
             failures += 1
             print(f"{backend} speed FAILED: {type(error).__name__}: {error}", flush=True)
-            torch.cuda.empty_cache()
+            free_cached_memory(device)
         # Written after each backend: a run cut short (time limit, out of memory) keeps what it measured.
         write_json(arguments.json, {"agreement": differences, "bf16_matmul_peak": peak, "rows": rows})
     print()
     print_table(rows, COLUMNS)
-    paper = against_paper(rows, peak)
+    paper = against_paper(rows, peak, device)
     payload = {"agreement": differences, "bf16_matmul_peak": peak, "rows": rows, "against_paper": paper}
     write_json(arguments.json, payload)
     print("FAILED" if failures else "OK")
