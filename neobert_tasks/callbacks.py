@@ -20,7 +20,7 @@ from neobert_tasks.export.folder import export_model_folder
 from neobert_tasks.export.graph import check_graph_formats
 from neobert_tasks.export.run_facts import card_facts
 from neobert_tasks.model.pooling import POOLING_MODES
-from neobert_tasks.run_directory import predictions_directory, run_directory
+from neobert_tasks.run_directory import predictions_directory, run_directory, run_of_checkpoint
 from neobert_tasks.tasks.lora import ADAPTER_DIRECTORY, is_peft_model, save_adapter
 
 
@@ -156,6 +156,9 @@ class ExportBestModel(L.Callback):
         formats: Graph formats to add to the folder: onnx (``model.onnx``, checked against PyTorch with
             onnxruntime) and/or pt2 (``model.pt2``, a ``torch.export`` program).
         license: Licence written into the model card's metadata (NeoBERT itself is MIT).
+        after_validate: ``validate --ckpt_path <checkpoint>`` also exports that checkpoint, its card giving
+            the scores just computed, into ``<validate folder>/<directory>`` (``<run>/validate/export``): how
+            to ship a checkpoint other than the best.
     """
 
     def __init__(
@@ -165,12 +168,14 @@ class ExportBestModel(L.Callback):
         pooling: str = "mean",
         formats: list[str] | None = None,
         license: str = "mit",
+        after_validate: bool = False,
     ):
         if pooling not in POOLING_MODES:
             raise ConfigError(f"export.pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}.")
         self.formats = list(formats or [])
         check_graph_formats(self.formats)
         self.directory, self.enabled, self.pooling, self.license = directory, enabled, pooling, license
+        self.after_validate = after_validate
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.enabled or trainer.sanity_checking:
@@ -194,15 +199,57 @@ class ExportBestModel(L.Callback):
             "export_dir": str(export_dir),
             "best_metrics": getattr(checkpoint, "best_metrics", {}),
         }
-        datamodule = trainer.datamodule
+        self.write(trainer, pl_module, summary, run_dir / "config.yaml")
+        # Written last: a run folder with metrics.json holds a finished export (the GLUE suite relies on it).
+        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        which = "best" if best_path else "final"
+        rank_zero_info(f"Exported the {which} model to {export_dir}; scores in {run_dir / 'metrics.json'}")
+
+    def export_validated(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """What ``after_validate`` asks of ``validate``: the checkpoint it scored, with those scores."""
+        if not trainer.ckpt_path:
+            rank_zero_warn("export.after_validate: validate scored no checkpoint (--ckpt_path); no export.")
+            return
+        if not trainer.is_global_zero:
+            return
+        # The checkpoint's epoch and step, for the card; mmap reads them without loading the weights again.
+        saved = torch.load(trainer.ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+        progress = saved.get("epoch"), saved.get("global_step")
+        scores = {name: _metric_value(value) for name, value in trainer.callback_metrics.items()}
+        export_dir = run_directory(trainer) / self.directory
+        summary = {  # no monitor: the card's scores are this checkpoint's, not the best of a fit
+            "monitor": None,
+            "best_checkpoint": trainer.ckpt_path,
+            "export_dir": str(export_dir),
+            "best_metrics": {
+                **{name: value for name, value in scores.items() if name.startswith("val/")},
+                **dict(zip(("epoch", "step"), progress, strict=True)),
+            },
+        }
+        run = run_of_checkpoint(trainer.ckpt_path)  # the config that trained it, for a run's checkpoint
+        self.write(trainer, pl_module, summary, (run or run_directory(trainer)) / "config.yaml", progress)
+        rank_zero_info(f"Exported {trainer.ckpt_path} to {export_dir}")
+
+    def write(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        summary: dict[str, Any],
+        config: Path,
+        progress: tuple[int | None, int | None] | None = None,
+    ) -> None:
+        """The model folder of ``pl_module``'s weights into ``summary["export_dir"]``, its card from the run,
+        ``summary``'s scores and ``progress`` (epoch, step; None: the trainer's), a LoRA run's adapter beside
+        it."""
+        export_dir, datamodule = Path(summary["export_dir"]), trainer.datamodule
         differences = export_model_folder(
             pl_module.export_model() if hasattr(pl_module, "export_model") else pl_module.model,
             export_dir,
             tokenizer=getattr(datamodule, "tokenizer", None),
             max_seq_length=getattr(datamodule, "max_length", None),
             **self.sentence_embedding(pl_module, datamodule),
-            card=card_facts(trainer, pl_module, summary, self.license),
-            training_config=run_dir / "config.yaml",
+            card=card_facts(trainer, pl_module, summary, self.license, progress),
+            training_config=config,
             formats=self.formats,
         )
         for name, difference in differences.items():
@@ -212,10 +259,6 @@ class ExportBestModel(L.Callback):
             hparams = pl_module.hparams
             base = hparams.get("pretrained") if hparams.get("model_config") is None else None
             save_adapter(pl_module.model, export_dir / ADAPTER_DIRECTORY, base)
-        # Written last: a run folder with metrics.json holds a finished export (the GLUE suite relies on it).
-        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-        which = "best" if best_path else "final"
-        rank_zero_info(f"Exported the {which} model to {export_dir}; scores in {run_dir / 'metrics.json'}")
 
     def sentence_embedding(self, pl_module: L.LightningModule, datamodule) -> dict[str, Any]:
         """How sentence-transformers should embed with the export: ``export.pooling`` for a task trained for

@@ -174,6 +174,9 @@ class NeoBERTCLI(LightningCLI):
         print_summary(self.trainer, "fit")
 
     def after_validate(self) -> None:
+        exporters = [callback for callback in self.trainer.callbacks if isinstance(callback, ExportBestModel)]
+        if exporters and exporters[0].enabled and exporters[0].after_validate:
+            exporters[0].export_validated(self.trainer, self.model)
         print_summary(self.trainer, "validate")
         writers = [callback for callback in self.trainer.callbacks if isinstance(callback, PredictionWriter)]
         if writers and writers[0].after_validate:

@@ -155,7 +155,8 @@ def card_prose(facts: CardFacts) -> str:
         where = ", ".join(
             f"{key} {facts.best_metrics[key]}" for key in ("epoch", "step") if key in facts.best_metrics
         )
-        chosen = f" (best `{facts.monitor}`, {where})" if facts.monitor else ""
+        # A fit's export is its best checkpoint; `validate --export.after_validate` exports the one it scored.
+        chosen = f" (best `{facts.monitor}`, {where})" if facts.monitor else f" ({where})" if where else ""
         rows = [(f"`val/{name}`", f"{value:.4f}") for name, value in facts.scores.items()]
         sections += [f"## Validation results{chosen}", _table(("metric", "value"), rows)]
     auto_class = AUTO_CLASS_NAMES.get(facts.architecture, "AutoModel")

@@ -73,9 +73,14 @@ def _settings(hparams: Any, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def card_facts(
-    trainer: L.Trainer, pl_module: L.LightningModule, summary: dict[str, Any], license: str
+    trainer: L.Trainer,
+    pl_module: L.LightningModule,
+    summary: dict[str, Any],
+    license: str,
+    progress: tuple[int | None, int | None] | None = None,
 ) -> CardFacts:
-    """The model card's facts for the model ``pl_module`` exports at the end of ``trainer.fit``."""
+    """The model card's facts for the model ``pl_module`` exports at the end of ``trainer.fit``, or after
+    ``validate`` of a checkpoint whose (epoch, step) ``progress`` gives."""
     datamodule = trainer.datamodule
     model = getattr(pl_module, "network", pl_module.model)  # the task's class, not a LoRA wrapper
     hparams = pl_module.hparams
@@ -86,8 +91,9 @@ def card_facts(
     settings = {
         **_settings(hparams, REPORTED_TASK_SETTINGS),
         **_settings(data_hparams, REPORTED_DATA_SETTINGS),
-        "epochs": trainer.current_epoch,  # at the end of fit: the epochs completed
-        "optimizer_steps": trainer.global_step,
+        # At the end of fit: the epochs completed; of a validated checkpoint, its epoch.
+        "epochs": trainer.current_epoch if progress is None else progress[0],
+        "optimizer_steps": trainer.global_step if progress is None else progress[1],
         "precision": trainer.precision,
         "devices": trainer.world_size,
         "seed": os.environ.get("PL_GLOBAL_SEED"),

@@ -13,6 +13,8 @@ import json
 import warnings
 
 import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tests.cli.helpers import build_cli, quickstart_args, read_metrics_csv
 
@@ -108,6 +110,35 @@ def test_predict_classifies_a_text_file_without_training_data(trained_run, tmp_p
         )
         assert float(row["score"]) == pytest.approx(record["score"], abs=1e-8)
         assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_validate_exports_the_checkpoint_it_scored_with_its_scores(trained_run):
+    """``--export.after_validate true``: a checkpoint other than the best (here last.ckpt) becomes an export
+    folder beside the validation's files, its card giving the checkpoint's epoch, step and scores."""
+    run_dir, _, _ = trained_run
+    last = run_dir / "checkpoints" / "last.ckpt"
+    best_export = (run_dir / "export" / "model.safetensors").read_bytes()
+    cli = build_cli(
+        "validate",
+        "--config",
+        run_dir / "config.yaml",
+        "--ckpt_path",
+        last,
+        "--export.after_validate",
+        "true",
+    )
+    export = run_dir / "validate" / "export"
+    model = AutoModelForSequenceClassification.from_pretrained(export, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(export, trust_remote_code=True)
+    batch = tokenizer(NEW_SENTENCES, padding=True, return_tensors="pt", return_token_type_ids=False)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, cli.model.model.eval()(**batch).logits)
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    card = (export / "README.md").read_text()
+    assert f"## Validation results (epoch {saved['epoch']}, step {saved['global_step']})" in card
+    assert f"| `val/accuracy` | {float(cli.trainer.callback_metrics['val/accuracy']):.4f} |" in card
+    assert (run_dir / "export" / "model.safetensors").read_bytes() == best_export  # the fit's stays
+    assert not (run_dir / "validate" / "metrics.json").exists()  # a run's metrics.json means a finished fit
 
 
 def test_a_runs_saved_config_builds_its_classes_from_python(trained_run):
