@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import signal
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -59,6 +58,7 @@ from neobert_tasks.run_directory import (
     RunConfigCallback,
     RunDirectory,
     best_run_checkpoint,
+    check_writable,
     next_version,
     pin_logger_versions,
     repoint_loggers,
@@ -387,15 +387,3 @@ def lacks_training_data(config) -> bool:
     data_dir = config.get("data.init_args.data_dir")
     split = config.get("data.init_args.train_split") or "train"
     return bool(data_dir) and Path(data_dir).is_dir() and not any(Path(data_dir).glob(f"{split}[.-]*"))
-
-
-def check_writable(folder: Path) -> None:
-    """Create ``folder`` and a file in it, or end with one sentence naming it and why it cannot be written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as error:
-        raise StorageError(
-            f"Cannot write the run folder '{folder}' ({describe_storage_fault(error)}): set"
-            " trainer.default_root_dir to a folder you can write."
-        ) from error

@@ -7,12 +7,14 @@ with the order of ``trainer.logger``, and ``fit --ckpt_path last``, which looks 
 ``<default_root_dir>/version_*``, would not find them. The command line instead picks the run folder
 itself (the resumed run's, or the next free ``version_N``), gives it to the TensorBoard and CSV loggers it
 adds and to the checkpoint callback, and records it in a `RunDirectory` callback that the rest reads.
+`check_writable` refuses, in one sentence, a run folder that cannot be written, before anything runs.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
 from neobert_tasks.class_paths import import_class
+from neobert_tasks.errors import StorageError, describe_storage_fault
 
 # Loggers writing into <save_dir>/<name>/<version>, which share the run folder's version.
 VERSIONED_LOGGERS = (TensorBoardLogger, CSVLogger)
@@ -163,3 +166,15 @@ def record_precision_that_runs(config, trainer: L.Trainer) -> None:
     if PRECISION_ALIASES.get(asked, asked) != ran:
         rank_zero_warn(f"trainer.precision {asked} runs as {ran} on this machine; config.yaml records {ran}.")
         trainer_config["precision"] = ran
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and a file in it, or end with one sentence naming it and why it cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise StorageError(
+            f"Cannot write the run folder '{folder}' ({describe_storage_fault(error)}): set"
+            " trainer.default_root_dir to a folder you can write."
+        ) from error
