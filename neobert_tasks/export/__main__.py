@@ -22,6 +22,7 @@ from neobert_tasks.export.sentence_transformers import normalizes
 from neobert_tasks.model import AUTO_CLASSES, NeoBERTConfig, NeoBERTForMaskedLM, NeoBERTModel
 from neobert_tasks.model.loading import SAFETENSORS_WEIGHTS
 from neobert_tasks.model.pooling import POOLING_MODES
+from neobert_tasks.run_directory import run_of_checkpoint
 
 # config.json "architectures" → class; the official checkpoint names its classes NeoBERT and NeoBERTLMHead.
 ARCHITECTURES = {model_class.__name__: model_class for model_class in AUTO_CLASSES.values()} | {
@@ -54,6 +55,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 def export_directory(arguments: argparse.Namespace) -> Path:
     """Load ``model_dir`` with the package's class for its architecture and write the export."""
     source = Path(arguments.model_dir).expanduser()
+    if source.is_file() and source.suffix == ".ckpt":
+        run = run_of_checkpoint(str(source))
+        config = run / "config.yaml" if run is not None else "<the run's config.yaml>"
+        raise UserInputError(
+            f"'{source}' is a training checkpoint, not a model folder: export it with python -m neobert_tasks"
+            f" validate --config {config} --ckpt_path {source} --export.after_validate true."
+        )
     if not (source / "config.json").is_file():
         raise MissingPathError(f"'{source}' is not a model folder: it has no config.json.")
     check_graph_formats(arguments.formats)

@@ -99,6 +99,20 @@ def test_export_command_refuses_a_folder_without_a_model(tmp_path, capsys):
     )
 
 
+def test_export_command_points_a_checkpoint_to_validate(tmp_path, capsys):
+    """A run's .ckpt is not a model folder; the message gives the command that exports it."""
+    checkpoint = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"")
+    (tmp_path / "version_0" / "config.yaml").write_text("seed_everything: 0\n")
+    assert export_main([str(checkpoint)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"neobert_tasks.export: error: '{checkpoint}' is a training checkpoint, not a model folder: export it"
+        f" with python -m neobert_tasks validate --config {tmp_path / 'version_0' / 'config.yaml'}"
+        f" --ckpt_path {checkpoint} --export.after_validate true."
+    )
+
+
 def test_export_command_refuses_pickle_only_weights(tmp_path, capsys):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "pytorch_model.bin").write_bytes(b"")
