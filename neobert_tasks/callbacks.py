@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.export.folder import export_model_folder
 from neobert_tasks.export.graph import check_graph_formats
+from neobert_tasks.export.hub import check_can_push, check_repo_id, push_folder
 from neobert_tasks.export.run_facts import card_facts
 from neobert_tasks.model.pooling import POOLING_MODES
 from neobert_tasks.run_directory import predictions_directory, run_directory, run_of_checkpoint
@@ -159,6 +160,10 @@ class ExportBestModel(L.Callback):
         after_validate: ``validate --ckpt_path <checkpoint>`` also exports that checkpoint, its card giving
             the scores just computed, into ``<validate folder>/<directory>`` (``<run>/validate/export``): how
             to ship a checkpoint other than the best.
+        push_to_hub: Hub repository (``owner/name``) that receives the export, as one commit, once written;
+            the id and a token are checked before training starts.
+        hub_private: Create that repository private (nothing is published by mistake); an existing one keeps
+            its visibility.
     """
 
     def __init__(
@@ -169,6 +174,8 @@ class ExportBestModel(L.Callback):
         formats: list[str] | None = None,
         license: str = "mit",
         after_validate: bool = False,
+        push_to_hub: str | None = None,
+        hub_private: bool = True,
     ):
         if pooling not in POOLING_MODES:
             raise ConfigError(f"export.pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}.")
@@ -176,6 +183,15 @@ class ExportBestModel(L.Callback):
         check_graph_formats(self.formats)
         self.directory, self.enabled, self.pooling, self.license = directory, enabled, pooling, license
         self.after_validate = after_validate
+        if push_to_hub:
+            check_repo_id(push_to_hub, "export.push_to_hub")
+        self.push_to_hub, self.hub_private = push_to_hub, hub_private
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Hours of training must not end in "no token": what the push needs is checked before the first step.
+        exports = stage == TrainerFn.FITTING or (stage == TrainerFn.VALIDATING and self.after_validate)
+        if self.enabled and self.push_to_hub and exports and trainer.is_global_zero:
+            check_can_push(self.push_to_hub, "export.push_to_hub")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.enabled or trainer.sanity_checking:
@@ -204,6 +220,7 @@ class ExportBestModel(L.Callback):
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         which = "best" if best_path else "final"
         rank_zero_info(f"Exported the {which} model to {export_dir}; scores in {run_dir / 'metrics.json'}")
+        self.push(export_dir)
 
     def export_validated(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """What ``after_validate`` asks of ``validate``: the checkpoint it scored, with those scores."""
@@ -229,6 +246,13 @@ class ExportBestModel(L.Callback):
         run = run_of_checkpoint(trainer.ckpt_path)  # the config that trained it, for a run's checkpoint
         self.write(trainer, pl_module, summary, (run or run_directory(trainer)) / "config.yaml", progress)
         rank_zero_info(f"Exported {trainer.ckpt_path} to {export_dir}")
+        self.push(export_dir)
+
+    def push(self, export_dir: Path) -> None:
+        """Upload the written export to ``push_to_hub``, if set (rank zero only, as the export)."""
+        if self.push_to_hub:
+            address = push_folder(export_dir, self.push_to_hub, private=self.hub_private)
+            rank_zero_info(f"Pushed {export_dir} to the hub: {address}")
 
     def write(
         self,

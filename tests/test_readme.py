@@ -18,7 +18,9 @@ README). Their shell blocks are read and each line is sorted into what runs it:
 * the rest of a SLURM script (``#SBATCH`` lines, the requeue line) is shell around a command above.
 A command in a table cell (the README's task table) runs as well, unless a shell block runs the same one.
 A line that fits none of these fails `test_every_command_is_covered`, so a new command needs a test
-before it can land. Python blocks run too, with a local tiny checkpoint standing in for the hub's.
+before it can land. Python blocks run too, with a local tiny checkpoint standing in for the hub's. Commands
+that push to the hub (``push_to_hub``) run against `tests.export.test_hub.fake_hub`, which uploads to a
+local folder.
 The README's Layout block names every part of the package and only paths that exist.
 """
 
@@ -30,15 +32,18 @@ import re
 import shlex
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import yaml
 from transformers import AutoTokenizer
 
+from neobert_tasks.export import hub
 from neobert_tasks.export.__main__ import main as export_main
 from neobert_tasks.export.folder import export_model_folder
 from neobert_tasks.model import NeoBERTConfig, NeoBERTForSequenceClassification, NeoBERTModel
 from tests.cli.helpers import CPU, DEBUG, TINY, build_cli
 from tests.conftest import REPO_ROOT, shared_path, tiny_config_kwargs
+from tests.export.test_hub import fake_hub
 
 README = REPO_ROOT / "README.md"
 # The README, then the documentation that moved out of it; sections of each run in this order.
@@ -323,6 +328,9 @@ def workspace(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(("section", "commands"), cli_commands(), ids=lambda value: str(value)[:40])
 def test_readme_commands_run(section, commands, workspace, monkeypatch, capsys):
     monkeypatch.chdir(workspace)
+    pushes = any("push_to_hub" in argument for arguments in commands for argument in arguments)
+    if pushes:
+        stand_in_for_the_hub(monkeypatch, workspace / "hub" / section)
     for arguments in commands:
         if arguments[0] == EXPORT_COMMAND:
             assert export_main(arguments[1:]) == 0, f"{section}: {' '.join(arguments)}"
@@ -333,6 +341,16 @@ def test_readme_commands_run(section, commands, workspace, monkeypatch, capsys):
             assert exit_info.code in (0, None), f"{section}: {' '.join(arguments)}"
             assert "--print_config" in arguments
         capsys.readouterr()
+    if pushes:
+        assert list((workspace / "hub" / section).rglob("model.safetensors")), f"{section}: nothing pushed"
+
+
+def stand_in_for_the_hub(monkeypatch, remote: Path) -> None:
+    """The hub switched on, a token, and uploads that land in ``remote`` (`fake_hub`)."""
+    monkeypatch.setattr(huggingface_hub, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_token")
+    api = fake_hub(remote)
+    monkeypatch.setattr(hub, "HfApi", lambda: api)
 
 
 @pytest.mark.slow  # an ONNX export, then the blocks load and run it

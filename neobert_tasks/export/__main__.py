@@ -1,9 +1,11 @@
-"""``python -m neobert_tasks.export MODEL_DIR [--output DIR] [--formats onnx pt2] [--pooling mean|cls]``.
+"""``python -m neobert_tasks.export MODEL_DIR [--output DIR] [--formats onnx pt2] [--pooling mean|cls]
+[--push_to_hub REPO]``.
 
 Re-export a model folder as a self-contained one (see `neobert_tasks.export.folder`): an export of an
 earlier neobert_tasks version that lacks the remote code, a folder to which ONNX should be added, or any
 NeoBERT checkpoint directory (the official one included). The model card and training config of the
 folder are kept. ``fit`` writes the same folder at its end (``--export.formats`` and ``--export.pooling``).
+``--push_to_hub`` then uploads the folder to a hub repository (`neobert_tasks.export.hub`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from transformers import AutoTokenizer
 from neobert_tasks.errors import MissingPathError, UserInputError
 from neobert_tasks.export.folder import TRAINING_CONFIG, export_model_folder
 from neobert_tasks.export.graph import GRAPH_FORMATS, check_graph_formats
+from neobert_tasks.export.hub import check_can_push, push_folder
 from neobert_tasks.export.sentence_transformers import normalizes
 from neobert_tasks.model import AUTO_CLASSES, NeoBERTConfig, NeoBERTForMaskedLM, NeoBERTModel
 from neobert_tasks.model.loading import SAFETENSORS_WEIGHTS
@@ -49,6 +52,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="L2-normalise sentence-transformers embeddings; default: as the folder's modules.json says",
     )
     parser.add_argument("--max_seq_length", type=int, help="longest input for sentence-transformers")
+    parser.add_argument("--push_to_hub", metavar="REPO", help="then upload the folder to this hub repository")
+    parser.add_argument(
+        "--hub_private",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="create the hub repository private (default); an existing one keeps its visibility",
+    )
     return parser.parse_args(argv)
 
 
@@ -65,6 +75,8 @@ def export_directory(arguments: argparse.Namespace) -> Path:
     if not (source / "config.json").is_file():
         raise MissingPathError(f"'{source}' is not a model folder: it has no config.json.")
     check_graph_formats(arguments.formats)
+    if arguments.push_to_hub:
+        check_can_push(arguments.push_to_hub, "--push_to_hub")
     config = NeoBERTConfig.from_pretrained(source)
     architecture = (config.architectures or ["NeoBERTModel"])[0]
     if architecture not in ARCHITECTURES:
@@ -96,6 +108,9 @@ def export_directory(arguments: argparse.Namespace) -> Path:
         if difference is not None:
             print(f"{GRAPH_FORMATS[name]}: largest difference to PyTorch {difference:.2e}")
     print(f"Exported {architecture} to {output}")
+    if arguments.push_to_hub:
+        address = push_folder(output, arguments.push_to_hub, private=arguments.hub_private)
+        print(f"Pushed {output} to the hub: {address}")
     return output
 
 
