@@ -47,6 +47,7 @@ from neobert_tasks.errors import (
     storage_fault,
 )
 from neobert_tasks.interrupt import StopOnInterrupt, saved_on_ctrl_c, stopped_by_ctrl_c
+from neobert_tasks.out_of_memory import MemoryFaultPosition, describe_memory_fault, memory_fault
 from neobert_tasks.resume import (
     ResumeCheckpoint,
     latest_run_checkpoint,
@@ -300,6 +301,7 @@ class NeoBERTCLI(LightningCLI):
         # Predicting a run's checkpoint: its files go straight into <run>/predictions.
         predictions = str(run_dir) if evaluated is not None and self.subcommand == "predict" else None
         trainer.callbacks.extend([RunDirectory(str(run_dir), predictions), ResultTable()])
+        trainer.callbacks.append(MemoryFaultPosition())
         if self.subcommand == "fit":
             trainer.callbacks.append(StopOnInterrupt())
         checkpoint = trainer.checkpoint_callback
@@ -353,6 +355,8 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
         user_error = next((link for link in error_chain(error) if isinstance(link, UserInputError)), None)
         if user_error is None and (refusal := trainer_settings_refusal(error, None)) is not None:
             user_error = ConfigError(refusal)  # refused by Lightning once the Trainer was built
+        if user_error is None and (fault := memory_fault(error)) is not None:
+            user_error = ConfigError(describe_memory_fault(fault))  # a batch this device cannot hold
         if user_error is None and (storage := storage_fault(error)) is not None:
             cause = describe_storage_fault(storage)
             user_error = StorageError(f"Could not write '{storage.filename}' ({cause}).")
