@@ -46,6 +46,7 @@ from neobert_tasks.errors import (
     error_chain,
     storage_fault,
 )
+from neobert_tasks.final_validation import ValidateFinalStep
 from neobert_tasks.interrupt import StopOnInterrupt, saved_on_ctrl_c, stopped_by_ctrl_c
 from neobert_tasks.out_of_memory import MemoryFaultPosition, describe_memory_fault, memory_fault
 from neobert_tasks.resume import (
@@ -303,7 +304,7 @@ class NeoBERTCLI(LightningCLI):
         trainer.callbacks.extend([RunDirectory(str(run_dir), predictions), ResultTable()])
         trainer.callbacks.append(MemoryFaultPosition())
         if self.subcommand == "fit":
-            trainer.callbacks.append(StopOnInterrupt())
+            trainer.callbacks.extend([StopOnInterrupt(), ValidateFinalStep()])
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.dirpath is None:
             # The evaluated run's own folder, as its checkpoint recorded it, wherever the results go:

@@ -11,6 +11,10 @@
 * `hide_result_table` sets the running evaluation loop's ``verbose``: ``trainer.validate``/``test`` take it
   as an argument, fixed before the datamodule is set up, so before it is known how many dataloaders (whose
   table misleads, see `neobert_tasks.run_summary.ResultTable`) there are.
+* `ignore_unresumable_loader_warning` silences, by its words, the warning Lightning gives when a fit resumes
+  mid-epoch with a training loader that has no ``state_dict`` (it checks the private ``_Stateful``
+  protocol): "This can cause unreliable results". The datamodules restore the epoch's position from their
+  own state (`neobert_tasks.data.loaders`), which that check does not see; they call it once they have.
 * Behaviour relied on, not called: LightningCLI applies a ``--ckpt_path`` checkpoint's saved hyperparameters
   to the config after ``parse_arguments`` and before ``before_instantiate_classes`` (in its private
   ``_parse_ckpt_path``); `neobert_tasks.cli.NeoBERTCLI` puts back the model options typed on the command
@@ -23,10 +27,22 @@ that skips a validation.
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
-__all__ = ["UnrepeatedDistributedSampler", "hide_result_table", "validation_follows"]
+__all__ = [
+    "UnrepeatedDistributedSampler",
+    "hide_result_table",
+    "ignore_unresumable_loader_warning",
+    "validation_follows",
+]
+
+# The start of Lightning's warning at a mid-epoch resume whose training loader has no state_dict.
+UNRESUMABLE_LOADER_WARNING = (
+    "You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable"
+)
 
 
 def validation_follows(trainer: L.Trainer) -> bool:
@@ -39,3 +55,8 @@ def hide_result_table(trainer: L.Trainer) -> None:
     """Keep the running ``validate`` or ``test`` from printing its table of results at its end."""
     loop = trainer.test_loop if trainer.state.fn == "test" else trainer.validate_loop
     loop.verbose = False
+
+
+def ignore_unresumable_loader_warning() -> None:
+    """Silence Lightning's warning that a mid-epoch resume is unreliable, once the position is restored."""
+    warnings.filterwarnings("ignore", message=UNRESUMABLE_LOADER_WARNING)

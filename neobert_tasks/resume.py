@@ -294,15 +294,26 @@ def latest_run_checkpoint(root_dir: str | Path) -> tuple[Path, int] | None:
 
 @contextlib.contextmanager
 def epoch_end_state(trainer: L.Trainer):
-    """Within the block, the fit loop's epoch counts read as at ``on_train_epoch_end`` of the last epoch
-    (trained, not yet counted complete): the state Lightning resumes into the next epoch. Once ``fit`` has
-    ended the epoch is counted complete too, and a resume from that state would train no batch at all."""
+    """Within the block, the fit loop's epoch counts read as Lightning saves them while the last epoch runs,
+    so that a resume from a checkpoint written once ``fit`` has ended goes on where it stopped:
+
+    * the epoch ran to its end: as at its ``on_train_epoch_end`` (trained, not yet counted complete), which
+      Lightning resumes into the next epoch;
+    * ``max_steps`` stopped it at a batch inside it: as at any of its steps (started, not yet processed),
+      which resumes at the next batch (the datamodule skips the batches done).
+
+    Once ``fit`` has ended Lightning counts the last epoch processed and complete: a resume from that would
+    train none of it, and after an earlier resume inside an epoch, whose restart counts that epoch processed
+    twice, it would start an epoch too far.
+    """
     progress = trainer.fit_loop.epoch_progress
-    finished = int(progress.total.completed == progress.total.processed > 0)  # 1: counted complete
+    inside = trainer.fit_loop.epoch_loop.batch_progress.current.completed < trainer.num_training_batches
+    ended = [(counts.processed, counts.completed) for counts in (progress.total, progress.current)]
     for counts in (progress.total, progress.current):
-        counts.completed -= finished
+        if counts.started > 0:  # the last epoch started is started - 1, counting from 0
+            counts.processed, counts.completed = counts.started - int(inside), counts.started - 1
     try:
         yield
     finally:
-        for counts in (progress.total, progress.current):
-            counts.completed += finished
+        for counts, (processed, completed) in zip((progress.total, progress.current), ended, strict=True):
+            counts.processed, counts.completed = processed, completed

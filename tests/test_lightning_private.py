@@ -19,8 +19,10 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from torch.utils.data import DistributedSampler
 
 from neobert_tasks.lightning_private import (
+    UNRESUMABLE_LOADER_WARNING,
     UnrepeatedDistributedSampler,
     hide_result_table,
+    ignore_unresumable_loader_warning,
     validation_follows,
 )
 from neobert_tasks.run_summary import ResultTable
@@ -133,3 +135,30 @@ def test_checkpoint_hyperparameters_are_applied_between_parse_arguments_and_befo
     with mock.patch.object(sys, "argv", ["cli"]), pytest.raises(Stop):
         HookOrderCLI(Width, args=["validate", "--ckpt_path", str(checkpoint)])
     assert HookOrderCLI.seen == {"parse_arguments": 4, "before_instantiate_classes": 8}
+
+
+class SaveAtStep(L.Callback):
+    def __init__(self, path, step: int):
+        self.path, self.step = path, step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            trainer.save_checkpoint(self.path)
+
+
+@pytest.mark.slow
+def test_lightning_warns_of_a_mid_epoch_resume_in_the_words_that_are_ignored(tmp_path, recwarn):
+    """A plain DataLoader resumed inside an epoch draws Lightning's warning, starting with the words
+    `ignore_unresumable_loader_warning` filters; after that call it is not shown."""
+    checkpoint = tmp_path / "mid_epoch.ckpt"
+    quiet = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    options = dict(default_root_dir=tmp_path, limit_train_batches=4, limit_val_batches=0, **quiet)
+    L.Trainer(max_steps=2, callbacks=[SaveAtStep(checkpoint, 2)], **options).fit(BoringModel())
+    for ignored in (False, True):
+        recwarn.clear()
+        if ignored:
+            ignore_unresumable_loader_warning()
+        L.Trainer(max_steps=3, enable_checkpointing=False, **options).fit(BoringModel(), ckpt_path=checkpoint)
+        warned = [str(warning.message) for warning in recwarn if "not resumable" in str(warning.message)]
+        assert len(warned) == int(not ignored)
+        assert not warned or warned[0].startswith(UNRESUMABLE_LOADER_WARNING)

@@ -9,7 +9,9 @@ which collator: every task batches the same way.
 - Evaluation: every example exactly once over all ranks, never padded with repeats, so metrics equal a
   single-process run; optionally longest first (`LengthSortedEvalSampler`).
 - Resume: Lightning restores its loop counters but not a sampler's position (it would restart the epoch's
-  data from the top), so the position is saved in the datamodule's state (`training_position`).
+  data from the top), so the position is saved in the datamodule's state (`training_position`), with the
+  options that decide which examples the batches already trained hold (`BATCHING_OPTIONS`): a resume that
+  changes them is warned that part of the epoch repeats and part is skipped.
 """
 
 from __future__ import annotations
@@ -29,9 +31,13 @@ from neobert_tasks.data.keys import INPUT_IDS
 from neobert_tasks.data.sampler import LengthSortedEvalSampler, TrainingSampler, UnrepeatedDistributedSampler
 from neobert_tasks.data.sources import DataError
 from neobert_tasks.data.token_budget import ColumnBatchCollator, TokenBudgetSampler
+from neobert_tasks.lightning_private import ignore_unresumable_loader_warning
 
 Collator = Callable[[list[dict[str, Any]]], Any]
 MaxTokens = int | Literal["auto"] | None
+# The datamodule options that, with the number of processes, decide which examples each training batch of
+# an epoch holds: skipping the batches a checkpoint trained skips the same examples only if they are equal.
+BATCHING_OPTIONS = ("batch_size", "max_tokens", "group_by_length", "seed")
 
 
 def dataset_lengths(dataset: datasets.Dataset) -> list[int]:
@@ -199,11 +205,20 @@ class SplitLoaders:
 
     def state_dict(self) -> dict[str, Any]:
         """Where training stands in its epoch, saved in every checkpoint: a resumed run skips what it did."""
-        return training_position(self.trainer)
+        position = training_position(self.trainer)
+        return position and {**position, "batching": self.batching()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "train_epoch" in state_dict:
             self._resume_position = (state_dict["train_epoch"], state_dict["train_batches_done"])
+            if state_dict["train_batches_done"]:
+                warn_if_batching_changed(state_dict, self.batching())
+            ignore_unresumable_loader_warning()  # the position is restored: Lightning cannot see it
+
+    def batching(self) -> dict[str, Any]:
+        """The `BATCHING_OPTIONS` and the number of processes, as they are now."""
+        processes = self.trainer.world_size if self.trainer is not None else 1
+        return {**{name: getattr(self, name) for name in BATCHING_OPTIONS}, "processes": processes}
 
     def _eval_loader(self, dataset: datasets.Dataset) -> DataLoader:
         return evaluation_loader(
@@ -232,3 +247,20 @@ class SplitLoaders:
             return self._eval_loaders(self.predict_split_names)
         present_tests = [name for name in self.test_split_names if name in self.datasets]
         return self._eval_loaders(present_tests or self.validation_split_names)
+
+
+def warn_if_batching_changed(saved: dict[str, Any], batching: dict[str, Any]) -> None:
+    """Warn that a mid-epoch resume skips other examples than the checkpoint trained when the batching
+    options differ from those it saved (a checkpoint of an earlier version saved none: no warning)."""
+    before = saved.get("batching", batching)
+    changed = [name for name in batching if name in before and before[name] != batching[name]]
+    if not changed:
+        return
+    labels = {name: f"data.init_args.{name}" for name in BATCHING_OPTIONS} | {"processes": "processes"}
+    what = ", ".join(f"{labels[name]} {batching[name]} instead of {before[name]}" for name in changed)
+    rank_zero_warn(
+        f"Resuming in the middle of epoch {saved['train_epoch']} with {what}: the rest of the epoch skips the"
+        f" first {saved['train_batches_done']} batches of the new batching, not the examples the checkpoint"
+        " trained, so some are trained twice in this epoch and others not at all; resume with the"
+        " checkpoint's settings to go on exactly."
+    )

@@ -14,6 +14,7 @@ this process: SIGTERM reaches the handler Lightning installs during ``fit`` here
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import pickle
@@ -108,9 +109,8 @@ def uninterrupted(tmp_path_factory) -> Path:
     return root / "runs" / "version_0"
 
 
-def assert_same_run(resumed: Path, reference: Path) -> None:
-    """Same final weights, optimizer state, step, best checkpoint and scores, and metrics.csv history; one
-    last.ckpt."""
+def assert_same_final_state(resumed: Path, reference: Path) -> None:
+    """One last.ckpt, at step 12, with the same weights and optimizer state."""
     assert sorted(path.name for path in (resumed / "checkpoints").glob("last*")) == ["last.ckpt"]
     final, expected = (
         load(resumed / "checkpoints" / "last.ckpt"),
@@ -123,6 +123,12 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
     for key, state in expected_optimizer["state"].items():
         for name, value in state.items():
             torch.testing.assert_close(optimizer["state"][key][name], value, rtol=0, atol=1e-6)
+
+
+def assert_same_run(resumed: Path, reference: Path) -> None:
+    """Same final weights, optimizer state, step, best checkpoint and scores, and metrics.csv history; one
+    last.ckpt."""
+    assert_same_final_state(resumed, reference)
     summary, expected_summary = (
         json.loads((run / "metrics.json").read_text()) for run in (resumed, reference)
     )
@@ -134,7 +140,7 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
         assert history[name] == pytest.approx(values, abs=1e-5), name
 
 
-def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, uninterrupted, caplog):
+def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, uninterrupted, caplog, recwarn):
     fit_until_killed(*interrupted_args(tmp_path, "SIGKILL"))
     run_dir = tmp_path / "runs" / "version_0"
     assert not (run_dir / "metrics.json").exists()  # a killed run is not passed off as a result
@@ -145,6 +151,20 @@ def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, un
     assert f"Resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in caplog.text
     assert not (tmp_path / "runs" / "version_1").exists()  # the resumed run continues in its own folder
     assert_same_run(run_dir, uninterrupted)
+    # Lightning's "your dataloader is not resumable … unreliable results": the datamodule resumed it.
+    assert not [str(warning.message) for warning in recwarn if "resum" in str(warning.message)]
+
+
+def test_a_resume_that_changes_the_batching_says_what_it_costs(tmp_path, recwarn):
+    fit_until_killed(*interrupted_args(tmp_path, "SIGKILL"))
+    fit_in_process(*fit_args(tmp_path), "--ckpt_path", "last", "--data.init_args.batch_size", "8")
+    messages = [str(warning.message) for warning in recwarn if "Resuming" in str(warning.message)]
+    assert messages == [
+        "Resuming in the middle of epoch 1 with data.init_args.batch_size 8 instead of 16: the rest of the"
+        " epoch skips the first 2 batches of the new batching, not the examples the checkpoint trained, so"
+        " some are trained twice in this epoch and others not at all; resume with the checkpoint's settings"
+        " to go on exactly."
+    ]
 
 
 def test_sigterm_saves_a_checkpoint_and_resumes_to_the_same_result(tmp_path, uninterrupted, capsys):
@@ -198,6 +218,33 @@ def test_ctrl_c_then_end_here_exports_the_best_model_without_training(tmp_path):
     assert final["global_step"] == SIGNAL_STEP + 1
     for name, tensor in stopped["state_dict"].items():
         torch.testing.assert_close(final["state_dict"][name], tensor, rtol=0, atol=0, msg=name)
+
+
+def training_position(checkpoint: Path) -> dict:
+    """The datamodule's record of where training stood in its epoch."""
+    saved = load(checkpoint).values()
+    return next(value for value in saved if isinstance(value, dict) and "train_epoch" in value)
+
+
+def test_fits_ended_by_max_steps_inside_epochs_go_on_to_the_same_weights(tmp_path):
+    """``--trainer.max_steps`` ends a fit inside epoch 0 (step 4), a resume ends inside epoch 1 (step 9), a
+    last one trains to the end: the uninterrupted run's weights. A schedule that does not depend on the
+    run's length (``max_steps`` sets it), so that the stages' learning rates are the reference's. Each stop
+    first validates its final weights (`neobert_tasks.final_validation`), which Lightning left unscored."""
+    schedule = ("--model.init_args.lr_schedule", "constant", "--model.init_args.warmup_steps", "2")
+    reference_root, resumed_root = tmp_path / "reference", tmp_path / "resumed"
+    fit_in_process(*fit_args(reference_root), *schedule)
+    run_dir = resumed_root / "runs" / "version_0"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    fit_in_process(*fit_args(resumed_root), *schedule, "--trainer.max_steps", "4")
+    assert (training_position(last)["train_epoch"], training_position(last)["train_batches_done"]) == (0, 4)
+    fit_in_process(*fit_args(resumed_root), *schedule, "--ckpt_path", "last", "--trainer.max_steps", "9")
+    assert (training_position(last)["train_epoch"], training_position(last)["train_batches_done"]) == (1, 3)
+    fit_in_process(*fit_args(resumed_root), *schedule, "--ckpt_path", "last")
+    assert_same_final_state(run_dir, reference_root / "runs" / "version_0")
+    with (run_dir / "metrics.csv").open(newline="") as handle:
+        validations = [int(row["step"]) + 1 for row in csv.DictReader(handle) if row["val/accuracy"]]
+    assert validations == [4, 6, 9, 12]  # the stops', and each epoch's end
 
 
 # Validation runs after step 6 (the end of epoch 0); the signal comes as its second batch starts.

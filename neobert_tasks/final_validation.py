@@ -1,0 +1,23 @@
+"""A fit that ends at ``trainer.max_steps`` in the middle of an epoch validates its final weights first.
+
+Lightning validates at the end of an epoch, every ``val_check_interval`` steps, and when a callback asks the
+fit to stop (``trainer.should_stop``: early stopping, ``max_time``), but not when ``max_steps`` ends the fit
+between two validations. The steps after the last validation then never count: their weights cannot
+become the best checkpoint, the export falls back to an earlier best or, with no validation at all, to
+unscored final weights, and Lightning warns that the monitored metric "could not be found" as if the task
+did not log it. `ValidateFinalStep` asks for the stop itself at the step that reaches ``max_steps``, which
+makes Lightning validate there, as it does for ``max_time``; where a validation is due at that step anyway,
+it runs once.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+
+
+class ValidateFinalStep(L.Callback):
+    """Validate at the step that reaches ``trainer.max_steps`` when it falls inside an epoch."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step and trainer.enable_validation:
+            trainer.should_stop = True
