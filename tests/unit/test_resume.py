@@ -285,33 +285,47 @@ def test_the_newest_last_checkpoint_of_the_run_folders_is_found(tmp_path):
 # --- loop state ----------------------------------------------------------------------------------------
 
 
-def fake_epoch_progress(processed: int, completed: int) -> SimpleNamespace:
+def fake_fit_state(started: int, processed: int, completed: int, batches_done: int) -> SimpleNamespace:
+    """A trainer whose fit ended with these epoch counts, ``batches_done`` batches into an epoch of 6."""
     progress = SimpleNamespace(
-        total=SimpleNamespace(processed=processed, completed=completed),
-        current=SimpleNamespace(processed=processed, completed=completed),
+        total=SimpleNamespace(started=started, processed=processed, completed=completed),
+        current=SimpleNamespace(started=started, processed=processed, completed=completed),
     )
-    return SimpleNamespace(fit_loop=SimpleNamespace(epoch_progress=progress))
+    epoch_loop = SimpleNamespace(batch_progress=SimpleNamespace(current=SimpleNamespace(completed=batches_done)))
+    fit_loop = SimpleNamespace(epoch_progress=progress, epoch_loop=epoch_loop)
+    return SimpleNamespace(fit_loop=fit_loop, num_training_batches=6)
 
 
-def test_epoch_end_state_reads_a_finished_last_epoch_as_not_yet_completed_within_the_block():
-    trainer = fake_epoch_progress(processed=2, completed=2)
+def epoch_counts(trainer: SimpleNamespace) -> list[tuple[int, int]]:
+    """(processed, completed) of the total and the current epoch counts."""
     progress = trainer.fit_loop.epoch_progress
+    return [(counts.processed, counts.completed) for counts in (progress.total, progress.current)]
+
+
+@pytest.mark.parametrize(
+    ("ended", "saved"),
+    [
+        ((2, 2, 2, 6), (2, 1)),  # two epochs to their end: the second trained, not yet counted complete
+        ((3, 4, 3, 6), (3, 2)),  # the same after a resume, whose restart counted an epoch processed twice
+        ((1, 1, 1, 4), (0, 0)),  # max_steps at batch 4 of epoch 0: as at any of its steps
+        ((2, 3, 2, 3), (1, 1)),  # the same inside epoch 1 after a resume inside epoch 0
+    ],
+)
+def test_epoch_end_state_reads_the_ended_fit_as_lightning_saves_the_last_epoch(ended, saved):
+    trainer = fake_fit_state(*ended)
     with epoch_end_state(trainer):
-        assert (progress.total.completed, progress.current.completed) == (1, 1)
-        assert progress.total.processed == 2
-    assert (progress.total.completed, progress.current.completed) == (2, 2)
+        assert epoch_counts(trainer) == [saved, saved]
+    assert epoch_counts(trainer) == [ended[1:3]] * 2
 
     with pytest.raises(RuntimeError), epoch_end_state(trainer):  # restored even when the save fails
         raise RuntimeError
-    assert progress.total.completed == 2
+    assert epoch_counts(trainer) == [ended[1:3]] * 2
 
 
-@pytest.mark.parametrize(("processed", "completed"), [(2, 1), (0, 0)])
-def test_epoch_end_state_leaves_an_unfinished_or_unstarted_epoch_alone(processed, completed):
-    trainer = fake_epoch_progress(processed, completed)
+def test_epoch_end_state_leaves_a_fit_that_started_no_epoch_alone():
+    trainer = fake_fit_state(0, 0, 0, 0)
     with epoch_end_state(trainer):
-        assert trainer.fit_loop.epoch_progress.total.completed == completed
-    assert trainer.fit_loop.epoch_progress.total.completed == completed
+        assert epoch_counts(trainer) == [(0, 0), (0, 0)]
 
 
 def test_an_interrupted_validation_is_marked_as_started_with_no_batch_processed():
