@@ -291,7 +291,8 @@ def fake_fit_state(started: int, processed: int, completed: int, batches_done: i
         total=SimpleNamespace(started=started, processed=processed, completed=completed),
         current=SimpleNamespace(started=started, processed=processed, completed=completed),
     )
-    epoch_loop = SimpleNamespace(batch_progress=SimpleNamespace(current=SimpleNamespace(completed=batches_done)))
+    batches = SimpleNamespace(current=SimpleNamespace(completed=batches_done))
+    epoch_loop = SimpleNamespace(batch_progress=batches)
     fit_loop = SimpleNamespace(epoch_progress=progress, epoch_loop=epoch_loop)
     return SimpleNamespace(fit_loop=fit_loop, num_training_batches=6)
 
