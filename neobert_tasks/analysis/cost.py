@@ -7,7 +7,12 @@ where that is not possible (other systems, restricted ``/proc``) the peak is NaN
 
 Memory freed before the call must leave the resident set first, or the call reuses it without the size
 rising: glibc keeps freed blocks for reuse, so `reset_peak_memory` hands them back (``malloc_trim``)
-before resetting the peak. torch's CPU tensors come from malloc, so they are measured like the rest.
+before resetting the peak. glibc also serves large blocks from such freed memory once its adaptive mmap
+threshold has risen, which made the same call's peak vary by a third from one measurement to the next.
+`measure_call` therefore fixes the threshold at 256 KiB for the rest of the process before its first
+call: every large block is then mapped when allocated and unmapped when freed, the peak repeats to
+0.1 MiB, and every call timed in the process pays for that mapping alike, so their times still compare.
+torch's CPU tensors come from malloc, so they are measured like the rest.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 PROC_STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h): the size from which blocks are mmapped
 
 
 def _status_kib(field: str) -> int:
@@ -52,19 +58,37 @@ def reset_peak_memory() -> bool:
 
 
 def measure_call(function: Callable[[], object], repeats: int = 1, warmup: bool = True) -> dict[str, float]:
-    """Run ``function`` ``repeats`` times; its mean ``seconds`` per call and ``peak_mib``.
+    """Run ``function`` ``repeats`` times; its mean ``seconds`` per call, and the ``peak_mib`` of one more.
 
-    ``peak_mib`` is the largest rise of the resident set size above its level before the timed calls,
-    in MiB (NaN where it cannot be measured). ``warmup`` first calls ``function`` once, untimed, so that
-    one-off costs (kernel selection, lazy allocations that stay) are not charged to the measurement.
+    ``warmup`` first calls ``function`` once, unmeasured, so that one-off costs (kernel selection, lazy
+    allocations that stay) are charged to neither figure. ``peak_mib`` is how far one further call raised
+    the resident set size above its level before, in MiB (NaN where it cannot be measured); it is measured
+    apart from the timed calls because resetting the peak frees the allocator's cache, which they reuse.
     """
+    fix_mmap_threshold()
     if warmup:
         function()
-    measurable = reset_peak_memory()
-    before = _status_kib("VmRSS") if measurable else 0
     start = time.perf_counter()
     for _ in range(repeats):
         function()
     seconds = (time.perf_counter() - start) / repeats
-    peak_mib = (_status_kib("VmHWM") - before) / 1024 if measurable else math.nan
-    return {"seconds": seconds, "peak_mib": peak_mib}
+    return {"seconds": seconds, "peak_mib": peak_memory_of(function)}
+
+
+def peak_memory_of(function: Callable[[], object]) -> float:
+    """How far one call of ``function`` raised the resident set size above its level before, in MiB."""
+    if not reset_peak_memory():
+        return math.nan
+    before = _status_kib("VmRSS")
+    function()
+    return (_status_kib("VmHWM") - before) / 1024
+
+
+@functools.cache
+def fix_mmap_threshold(size: int = 256 << 10) -> bool:
+    """Map every block of ``size`` bytes and more on its own, for the rest of the process (glibc's
+    ``mallopt``), so that peaks repeat; whether the allocator accepted it (other C libraries do not)."""
+    library = _c_library()
+    if library is None or not hasattr(library, "mallopt"):
+        return False
+    return library.mallopt(M_MMAP_THRESHOLD, size) == 1
