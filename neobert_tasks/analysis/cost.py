@@ -12,7 +12,8 @@ threshold has risen, which made the same call's peak vary by a third from one me
 `measure_call` therefore fixes the threshold at 256 KiB for the rest of the process before its first
 call: every large block is then mapped when allocated and unmapped when freed, the peak repeats to
 0.1 MiB, and every call timed in the process pays for that mapping alike, so their times still compare.
-torch's CPU tensors come from malloc, so they are measured like the rest.
+torch's CPU tensors come from malloc, so they are measured like the rest. The resident set is the
+whole process's: memory that other threads allocate during the call counts too.
 """
 
 from __future__ import annotations
