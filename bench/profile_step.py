@@ -2,11 +2,14 @@
 
     python -m bench.profile_step             # neobert_tasks, tiny, SST-2, fp32
     python -m bench.profile_step --route trainer_dynamic --precision bf16 --shape small
+    python -m bench.profile_step --shape base --precision bf16 --batch-size 128   # 4× the config's tokens
 
 Runs one route of ``fine_tuning.py`` alone on the same data sample, skips ``--warmup-steps``, profiles
 ``--steps`` steps, and prints the time per step by kind of work: matmuls, attention, element-wise
 math, dtype casts, the optimiser, the embedding's backward, memory fills, other ATen ops, and what is
-left of the wall time (Python: the loop, hooks, logging, data collation), then the top ops. Writes
+left of the wall time (Python: the loop, hooks, logging, data collation), then the top ops. Compiling a
+new variant of the blocks, when a profiled step brings a new shape class, is reported apart and left out
+of the step's time and the shares. Writes
 ``--trace`` (a Chrome trace) and ``--json`` when given.
 """
 
@@ -77,7 +80,7 @@ class _TrainerProfilerStepper(TrainerCallback):
 
 def profile_route(arguments, work: Path) -> tuple[profile, float]:
     """Train the route with the profiler on; return it and the wall seconds of the profiled steps."""
-    batch_size = BATCH_SIZES[arguments.task]
+    batch_size = arguments.batch_size or BATCH_SIZES[arguments.task]
     total = arguments.warmup_steps + arguments.steps
     settings = RouteSettings(
         task=arguments.task,
@@ -106,19 +109,41 @@ def profile_route(arguments, work: Path) -> tuple[profile, float]:
     return profiler, ends[total - 1] - ends[arguments.warmup_steps - 1]
 
 
+COMPILING = "compiling (torch.compile)"
+
+
+def compiling(event) -> bool:
+    """Whether a profiled op ran inside torch.compile's own work (tracing, guards, code generation)."""
+    while event is not None:
+        if "(dynamo_timed)" in event.name:
+            return True
+        event = event.cpu_parent
+    return False
+
+
 def breakdown(profiler: profile, seconds: float, steps: int) -> tuple[list[dict], list[dict]]:
-    """Milliseconds per step by kind of work, and the top ops by self time."""
-    events = [event for event in profiler.key_averages() if event.self_cpu_time_total > 0]
+    """Milliseconds per step by kind of work, and the top ops by self time.
+
+    A batch of a new shape class (no padding, a length past a kernel's threshold) compiles another variant
+    of the blocks, also inside the profiled steps; that work is its own kind, ``compiling``, and the shares
+    of the others are of the step without it, which is what every later step with such a batch costs.
+    """
     kinds: Counter = Counter()
-    for event in events:
-        kinds[category(event.key)] += event.self_cpu_time_total / 1e3 / steps
+    for event in profiler.events():
+        if event.self_cpu_time_total > 0:
+            kind = COMPILING if compiling(event) else category(event.name)
+            kinds[kind] += event.self_cpu_time_total / 1e3 / steps
     wall = seconds * 1e3 / steps
+    compiled = kinds.pop(COMPILING, 0.0)
+    step = wall - compiled
     rows = [
-        {"kind": kind, "ms_per_step": value, "share": value / wall} for kind, value in kinds.most_common()
+        {"kind": kind, "ms_per_step": value, "share": value / step} for kind, value in kinds.most_common()
     ]
-    rest = wall - sum(kinds.values())
-    rows.append({"kind": "rest of the wall time (Python)", "ms_per_step": rest, "share": rest / wall})
-    rows.append({"kind": "step (wall)", "ms_per_step": wall, "share": 1.0})
+    rest = step - sum(kinds.values())
+    rows.append({"kind": "rest of the wall time (Python)", "ms_per_step": rest, "share": rest / step})
+    rows.append({"kind": "step (wall, less compiling)", "ms_per_step": step, "share": 1.0})
+    rows.append({"kind": COMPILING, "ms_per_step": compiled, "share": compiled / step})
+    events = [event for event in profiler.key_averages() if event.self_cpu_time_total > 0]
     top = sorted(events, key=lambda event: -event.self_cpu_time_total)[:25]
     ops = [
         {
@@ -139,6 +164,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--task", default="sst2", choices=sorted(BATCH_SIZES))
     parser.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the task config's")
     parser.add_argument("--steps", type=int, default=20, help="profiled steps")
     parser.add_argument("--warmup-steps", type=int, default=5)
     parser.add_argument("--max-length", type=int, default=128)
@@ -160,10 +186,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="neobert-profile-") as work:
         profiler, seconds = profile_route(arguments, Path(work))
     rows, ops = breakdown(profiler, seconds, arguments.steps)
-    milliseconds = seconds / arguments.steps * 1e3
+    *kinds, step, compiled = rows
+    batch_size = arguments.batch_size or BATCH_SIZES[arguments.task]
     print(f"{arguments.route}, {arguments.task}, {shape_label(arguments.shape)}, {arguments.precision}, "
-          f"{torch.get_num_threads()} threads: {milliseconds:.1f} ms per step")  # fmt: skip
-    for row in rows:
+          f"batch {batch_size}, {torch.get_num_threads()} threads: {step['ms_per_step']:.1f} ms per step "
+          f"(+{compiled['ms_per_step']:.1f} ms compiling)")  # fmt: skip
+    for row in [*kinds, step]:
         print(f"  {row['kind']:32s} {row['ms_per_step']:8.2f} ms  {row['share']:6.1%}")
     print("top ops (self time)")
     for op in ops:
