@@ -9,8 +9,7 @@ Runs one route of ``fine_tuning.py`` alone on the same data sample, skips ``--wa
 math, dtype casts, the optimiser, the embedding's backward, memory fills, other ATen ops, and what is
 left of the wall time (Python: the loop, hooks, logging, data collation), then the top ops. Compiling a
 new variant of the blocks, when a profiled step brings a new shape class, is reported apart and left out
-of the step's time and the shares. Writes
-``--trace`` (a Chrome trace) and ``--json`` when given.
+of the step's time and the shares. Writes ``--trace`` (a Chrome trace) and ``--json`` when given.
 """
 
 from __future__ import annotations
@@ -124,7 +123,7 @@ def compiling(event) -> bool:
 def breakdown(profiler: profile, seconds: float, steps: int) -> tuple[list[dict], list[dict]]:
     """Milliseconds per step by kind of work, and the top ops by self time.
 
-    A batch of a new shape class (no padding, a length past a kernel's threshold) compiles another variant
+    A batch of a new shape class (a length on the other side of a kernel's threshold) compiles a variant
     of the blocks, also inside the profiled steps; that work is its own kind, ``compiling``, and the shares
     of the others are of the step without it, which is what every later step with such a batch costs.
     """
