@@ -55,11 +55,11 @@ def datasets_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tmp_path_factory.mktemp("hf_datasets_cache"))
 
 
-@pytest.fixture(scope="session")
-def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A lowercase WordPiece tokenizer over a few dozen words, saved like a hub tokenizer."""
+def save_wordpiece_tokenizer(words: list[str], directory: Path, **options) -> str:
+    """Save a lowercase BERT-style WordPiece tokenizer over ``words`` (``##`` pieces allowed) and the five
+    special tokens into ``directory``, like a hub tokenizer; ``options`` go to the tokenizer."""
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocabulary = {token: index for index, token in enumerate([*special, *TINY_WORDS, ".", ",", "!", "?"])}
+    vocabulary = {token: index for index, token in enumerate([*special, *words])}
     backend = Tokenizer(models.WordPiece(vocabulary, unk_token="[UNK]"))
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -68,18 +68,44 @@ def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", vocabulary["[CLS]"]), ("[SEP]", vocabulary["[SEP]"])],
     )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=512,
-    )
-    directory = tmp_path_factory.mktemp("tiny_tokenizer")
-    tokenizer.save_pretrained(directory)
+    names = {f"{name}_token": f"[{name.upper()}]" for name in ("pad", "unk", "cls", "sep", "mask")}
+    PreTrainedTokenizerFast(tokenizer_object=backend, **names, **options).save_pretrained(directory)
     return str(directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A lowercase WordPiece tokenizer over a few dozen words, saved like a hub tokenizer."""
+    words = [*TINY_WORDS, ".", ",", "!", "?"]
+    return save_wordpiece_tokenizer(words, tmp_path_factory.mktemp("tiny_tokenizer"), model_max_length=512)
+
+
+@pytest.fixture(scope="session")
+def wordpiece_tokenizer() -> Callable[..., str]:
+    """`save_wordpiece_tokenizer`, for tests with a vocabulary of their own."""
+    return save_wordpiece_tokenizer
+
+
+@pytest.fixture
+def tokenizer_calls(monkeypatch: pytest.MonkeyPatch) -> Callable[[object], list[int]]:
+    """Count the calls of a tokenizer's class from now on: returns the list that grows by one per call.
+
+    Patched on the class, so the tokenizer instance (and with it a datasets cache fingerprint) is unchanged.
+    """
+
+    def count(tokenizer: object) -> list[int]:
+        tokenizer_class = type(tokenizer)
+        original_call = tokenizer_class.__call__
+        calls: list[int] = []
+
+        def counting_call(self, *args, **kwargs):
+            calls.append(1)
+            return original_call(self, *args, **kwargs)
+
+        monkeypatch.setattr(tokenizer_class, "__call__", counting_call)
+        return calls
+
+    return count
 
 
 def tiny_sentences(count: int, offset: int = 0) -> list[str]:

@@ -167,22 +167,13 @@ def test_missing_train_split_lists_splits_found(write_split, sentences, tiny_tok
 
 
 def test_second_setup_reuses_the_tokenized_cache(
-    write_split, sentences, tiny_tokenizer_dir, tmp_path, monkeypatch
+    write_split, sentences, tiny_tokenizer_dir, tmp_path, tokenizer_calls
 ):
     path = write_cola(write_split, sentences)
     write_cola(write_split, sentences, split="validation")
     cache_dir = str(tmp_path / "cache")
     first = make_glue("cola", tiny_tokenizer_dir, path.parent, cache_dir)
-    tokenizer_class = type(first.tokenizer)
-    original_call = tokenizer_class.__call__
-    calls: list[int] = []
-
-    def counting_call(self, *args, **kwargs):
-        calls.append(1)
-        return original_call(self, *args, **kwargs)
-
-    # Patched on the class, so the tokenizer instance (and with it the cache fingerprint) is unchanged.
-    monkeypatch.setattr(tokenizer_class, "__call__", counting_call)
+    calls = tokenizer_calls(first.tokenizer)
     first.prepare_data()
     assert calls, "the first run must tokenize"
     calls.clear()

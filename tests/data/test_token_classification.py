@@ -12,8 +12,6 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
 
 from neobert_tasks.data import DataError, MissingDataError, TokenClassificationDataModule
 from neobert_tasks.data.conll import load_word_splits
@@ -42,29 +40,9 @@ PIECES = ["john", "##son", "un", "##believ", "##able", "."]
 
 
 @pytest.fixture(scope="module")
-def piece_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+def piece_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, wordpiece_tokenizer) -> str:
     """A lowercase WordPiece tokenizer whose vocabulary splits some words into several pieces."""
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocabulary = {token: index for index, token in enumerate([*special, *SINGLE_PIECE_WORDS, *PIECES])}
-    backend = Tokenizer(models.WordPiece(vocabulary, unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocabulary["[CLS]"]), ("[SEP]", vocabulary["[SEP]"])],
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
-    directory = tmp_path_factory.mktemp("piece_tokenizer")
-    tokenizer.save_pretrained(directory)
-    return str(directory)
+    return wordpiece_tokenizer([*SINGLE_PIECE_WORDS, *PIECES], tmp_path_factory.mktemp("piece_tokenizer"))
 
 
 def make_module(data_dir, tokenizer: str, cache_dir: str, **overrides) -> TokenClassificationDataModule:
@@ -338,23 +316,14 @@ def test_dataset_predict_examples_join_tokens(write_split, piece_tokenizer_dir, 
 # Caching.
 
 
-def test_second_setup_reuses_the_tokenized_cache(tmp_path, piece_tokenizer_dir, monkeypatch):
+def test_second_setup_reuses_the_tokenized_cache(tmp_path, piece_tokenizer_dir, tokenizer_calls):
     data_dir = tmp_path / "conll"
     data_dir.mkdir()
     (data_dir / "train.conll").write_text(CONLL_TEXT)
     (data_dir / "validation.conll").write_text(CONLL_TEXT)
     cache_dir = str(tmp_path / "cache")
     first = make_module(data_dir, piece_tokenizer_dir, cache_dir)
-    tokenizer_class = type(first.tokenizer)
-    original_call = tokenizer_class.__call__
-    calls: list[int] = []
-
-    def counting_call(self, *args, **kwargs):
-        calls.append(1)
-        return original_call(self, *args, **kwargs)
-
-    # Patched on the class, so the tokenizer instance (and with it the cache fingerprint) is unchanged.
-    monkeypatch.setattr(tokenizer_class, "__call__", counting_call)
+    calls = tokenizer_calls(first.tokenizer)
     first.prepare_data()
     assert calls, "the first run must tokenize"
     calls.clear()
