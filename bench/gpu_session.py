@@ -5,10 +5,11 @@
 
 The lent machine reaches no package index and receives the working tree only (``../shared`` stays here),
 and its image has torch, Lightning, transformers, torchmetrics and pyarrow but not datasets, jsonargparse
-or omegaconf. ``prepare`` therefore downloads the wheels of those (the versions installed here) and copies
-the tokenizer and the SST-2 data into ``.gpu_carry/`` (git-ignored, about 6 MB). ``run`` installs the
-wheels without an index, then runs, each under its own time limit so that one overrun leaves time for the
-other, and writes its JSON and log into ``$OUT`` as it goes:
+or omegaconf. ``prepare`` therefore downloads the wheels of those (the versions installed here), and
+pyarrow's in case the image's is older than datasets requires, and copies the tokenizer and the SST-2 data
+into ``.gpu_carry/`` (git-ignored, about 56 MB of the 64 MiB a device call takes). ``run`` installs the
+wheels without an index (pyarrow only where needed), then runs, each under its own time limit so that one
+overrun leaves time for the other, and writes its JSON and log into ``$OUT`` as it goes:
 
 1. ``bench.gpu_check``: every attention backend against eager, then forward and training tokens/s, MFU
    and peak memory at 512 and 4096 tokens;
@@ -24,11 +25,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CARRY = REPOSITORY / ".gpu_carry"
@@ -39,6 +44,10 @@ MISSING_PACKAGES = (
 )  # fmt: skip
 # omegaconf's parser runtime is published as a source archive only: built into a wheel here.
 SOURCE_ONLY = ("antlr4-python3-runtime",)
+# In the image, but in a version not read there: carried too, and installed only where the image's is older
+# than the carried packages require (datasets asks for a recent pyarrow). About 50 MB of the 64 MiB a call.
+IF_TOO_OLD = ("pyarrow",)
+IF_TOO_OLD_WHEELS = CARRY / "if_too_old"
 FIT_ROUTES = ("neobert_tasks", "neobert_tasks_torch_varlen", "trainer_dynamic")
 
 
@@ -54,10 +63,46 @@ def prepare() -> None:
     pip = [sys.executable, "-m", "pip"]
     subprocess.run([*pip, "download", "-q", "--no-deps", *target, "-d", str(wheels), *binary], check=True)
     subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(wheels), *source], check=True)
+    # The newer manylinux tag too: recent pyarrow wheels carry only that one.
+    newer = [*target[:2], "--platform", "manylinux_2_28_x86_64", *target[2:]]
+    replacements = [f"{name}=={importlib.metadata.version(name)}" for name in IF_TOO_OLD]
+    command = [*pip, "download", "-q", "--no-deps", *newer, "-d", str(IF_TOO_OLD_WHEELS), *replacements]
+    subprocess.run(command, check=True)
+    (IF_TOO_OLD_WHEELS / "requirements.json").write_text(json.dumps(carried_requirements(IF_TOO_OLD)))
     shutil.copytree(SHARED / "tokenizers" / "bert-base-uncased", CARRY / "tokenizer")
     shutil.copytree(SHARED / "data" / "glue" / "sst2", CARRY / "glue" / "sst2")
     size = sum(path.stat().st_size for path in CARRY.rglob("*") if path.is_file())
-    print(f"{CARRY}: {size / 2**20:.1f} MiB; on the GPU machine: python3 -m bench.gpu_session run")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPOSITORY, capture_output=True, text=True).stdout
+    tree = sum((REPOSITORY / name).stat().st_size for name in tracked.split("\0") if name)
+    total = (size + tree) / 2**20
+    print(f"{CARRY}: {size / 2**20:.1f} MiB, with the tracked files {total:.1f} MiB of the 64 MiB a device")
+    print("call takes; on the GPU machine: python3 -m bench.gpu_session run")
+
+
+def carried_requirements(names: tuple[str, ...]) -> dict[str, str]:
+    """What the carried packages require of each of ``names``: ``{"pyarrow": ">=24.0.0"}``."""
+    requirements = {}
+    for package in (*MISSING_PACKAGES, *SOURCE_ONLY):
+        for line in importlib.metadata.requires(package) or []:
+            requirement = Requirement(line)
+            if requirement.name in names and requirement.marker is None and requirement.specifier:
+                specifier = requirement.specifier & requirements.get(requirement.name, "")
+                requirements[requirement.name] = str(specifier)
+    return requirements
+
+
+def too_old(requirements: dict[str, str]) -> list[str]:
+    """The names in ``requirements`` that this Python lacks, or has in a version they exclude."""
+    names = []
+    for name, specifier in requirements.items():
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        if installed is None or not SpecifierSet(specifier).contains(installed, prereleases=True):
+            print(f"{name} {installed or 'absent'} here, {specifier} required: installing the carried one")
+            names.append(name)
+    return names
 
 
 def step(name: str, command: list[str], seconds: int, out: Path) -> int:
@@ -79,12 +124,15 @@ def run(arguments: argparse.Namespace) -> int:
     out = Path(os.environ.get("OUT", REPOSITORY / "runs" / "gpu_session"))
     out.mkdir(parents=True, exist_ok=True)
     wheels = sorted(str(path) for path in (CARRY / "wheels").glob("*.whl"))
-    if not wheels:
+    requirements = IF_TOO_OLD_WHEELS / "requirements.json"
+    if not wheels or not requirements.exists():
         print(f"No wheels in {CARRY}: run `python -m bench.gpu_session prepare` here, and carry it.")
         return 2
     # Into a folder of their own rather than the image's environment, which stays as it is.
     site = CARRY / "site"
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target", str(site)]
+    for name in too_old(json.loads(requirements.read_text())):
+        wheels += sorted(str(path) for path in IF_TOO_OLD_WHEELS.glob(f"{name}-*.whl"))
     subprocess.run([*pip, *wheels], check=True)
     path = os.pathsep.join(filter(None, [str(site), str(REPOSITORY), os.environ.get("PYTHONPATH")]))
     os.environ.update(PYTHONPATH=path, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")

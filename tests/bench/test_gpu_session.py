@@ -22,7 +22,11 @@ def recorded_run(tmp_path, monkeypatch):
     carry = tmp_path / "carry"
     (carry / "wheels").mkdir(parents=True)
     (carry / "wheels" / "omegaconf-2.3.0-py3-none-any.whl").write_bytes(b"")
+    (carry / "if_too_old").mkdir()
+    (carry / "if_too_old" / "pyarrow-99.0.0-cp312-cp312-manylinux_2_28_x86_64.whl").write_bytes(b"")
+    (carry / "if_too_old" / "requirements.json").write_text('{"pyarrow": ">=1.0"}')  # met here
     monkeypatch.setattr(gpu_session, "CARRY", carry)
+    monkeypatch.setattr(gpu_session, "IF_TOO_OLD_WHEELS", carry / "if_too_old")
     monkeypatch.setenv("OUT", str(tmp_path / "out"))
     monkeypatch.setenv("PYTHONPATH", "")  # run() extends it; monkeypatch restores it
     installs: list[list[str]] = []
@@ -49,6 +53,7 @@ def test_run_installs_the_carried_wheels_without_an_index_then_runs_both_steps(r
     assert status == 0
     (install,) = installs
     assert "--no-index" in install and install[-1].endswith("omegaconf-2.3.0-py3-none-any.whl")
+    assert not any("pyarrow" in argument for argument in install)  # the installed one is recent enough
     assert install[install.index("--target") + 1] == str(carry / "site")
     assert list(steps) == ["gpu_check", "fine_tuning"]
     # Both limits together leave the machine's start (1-2 min) inside the device tool's 15 minutes.
@@ -63,6 +68,16 @@ def test_the_commands_run_parse_with_their_scripts_parsers(recorded_run):
     assert fit.device == "cuda" and fit.shapes == ["base"] and fit.precisions == ["bf16"]
     assert fit.steps == 200 and set(fit.routes) == set(gpu_session.FIT_ROUTES)
     assert fit.data == carry / "glue" and fit.tokenizer == str(carry / "tokenizer")
+
+
+def test_a_package_older_than_the_carried_ones_require_is_replaced(capsys):
+    requirements = gpu_session.carried_requirements(("pyarrow",))
+    assert requirements["pyarrow"].startswith(">=")  # what this datasets asks of pyarrow
+    assert gpu_session.too_old(requirements) == []  # this machine's pyarrow meets it
+    needed = {"pyarrow": ">=999", "no-such-package": ">=1"}
+    assert gpu_session.too_old(needed) == ["pyarrow", "no-such-package"]
+    printed = capsys.readouterr().out
+    assert "pyarrow " in printed and ">=999 required" in printed and "no-such-package absent here" in printed
 
 
 def test_run_without_carried_wheels_says_what_to_run_first(tmp_path, monkeypatch, capsys):
