@@ -83,7 +83,11 @@ def carried_requirements(names: tuple[str, ...]) -> dict[str, str]:
     """What the carried packages require of each of ``names``: ``{"pyarrow": ">=24.0.0"}``."""
     requirements = {}
     for package in (*MISSING_PACKAGES, *SOURCE_ONLY):
-        for line in importlib.metadata.requires(package) or []:
+        try:
+            lines = importlib.metadata.requires(package) or []
+        except importlib.metadata.PackageNotFoundError:  # not installed here, so not carried either
+            continue
+        for line in lines:
             requirement = Requirement(line)
             if requirement.name in names and requirement.marker is None and requirement.specifier:
                 specifier = requirement.specifier & requirements.get(requirement.name, "")

@@ -14,7 +14,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
 
-import httpx2
 import huggingface_hub
 import pytest
 from huggingface_hub import HfApi
@@ -25,6 +24,11 @@ from neobert_tasks.export import hub
 from neobert_tasks.export.__main__ import main as export_main
 from neobert_tasks.model import NeoBERTConfig, NeoBERTForSequenceClassification
 from tests.conftest import tiny_config_kwargs
+
+try:  # what huggingface_hub 2 talks to the hub with; 1.x uses httpx (as neobert_tasks/export/hub.py knows)
+    import httpx2 as http_client
+except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
+    import httpx as http_client
 
 REPO = "someone/sst2-neobert"
 
@@ -44,8 +48,8 @@ def fake_hub(remote: Path, refusal: Exception | None = None) -> mock.NonCallable
 
 
 def http_refusal(status: int) -> HfHubHTTPError:
-    request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
-    return HfHubHTTPError(f"{status} refused", response=httpx2.Response(status, request=request))
+    request = http_client.Request("POST", "https://huggingface.co/api/repos/create")
+    return HfHubHTTPError(f"{status} refused", response=http_client.Response(status, request=request))
 
 
 @pytest.fixture
@@ -82,7 +86,7 @@ def test_a_public_repository_when_asked(export_folder, tmp_path):
     [
         (http_refusal(401), "the hub did not accept the token (run `hf auth login` or set HF_TOKEN)"),
         (http_refusal(403), f"the token may not write to {REPO}"),
-        (httpx2.ConnectError("[Errno -2] Name or service not known"), "Could not reach the hub"),
+        (http_client.ConnectError("[Errno -2] Name or service not known"), "Could not reach the hub"),
     ],
 )
 def test_a_refused_push_says_why_and_how_to_push_the_intact_folder(export_folder, tmp_path, refusal, reason):
