@@ -39,7 +39,7 @@ from neobert_tasks.data.predict_text import WORDS_COLUMN, join_words, load_text_
 from neobert_tasks.data.sources import DataError
 from neobert_tasks.data.splits import PREDICT_SPLIT
 from neobert_tasks.data.token_alignment import continuation_labels, encode_word_windows
-from neobert_tasks.data.word_tags import check_tags, check_words, tag_names_from_split
+from neobert_tasks.data.word_tags import check_tags, check_words, tag_index_map, tag_names_from_split
 
 
 class TokenClassificationDataModule(HubOrLocalSource, TokenizedDataModule):
@@ -183,8 +183,8 @@ class TokenClassificationDataModule(HubOrLocalSource, TokenizedDataModule):
             )
         from_text = split_name == PREDICT_SPLIT and self.predict_file is not None
         labelled = not from_text and self.tags_column in dataset.column_names
-        string_tags = labelled and label_kind(dataset.features[self.tags_column]) == "list_str"
-        tag_to_index = {name: index for index, name in enumerate(self._label_names)} if string_tags else None
+        features = dataset.features
+        tag_to_index = tag_index_map(features[self.tags_column], self._label_names) if labelled else None
         return functools.partial(
             encode_word_windows,
             tokenizer=tokenizer,
@@ -225,8 +225,11 @@ class TokenClassificationDataModule(HubOrLocalSource, TokenizedDataModule):
         examples = self.raw_examples.get(split_name)
         if examples is None or self.tags_column not in examples.column_names:
             return None
-        as_names = label_kind(examples.features[self.tags_column]) == "list_str"
-        names, rows = self._label_names, examples[self.tags_column]
+        feature = examples.features[self.tags_column]
+        as_names = label_kind(feature) == "list_str"
+        # ClassLabel ids are named by the data's own names (`check_tags` allows another order in label_names).
+        names = feature.feature.names if label_kind(feature) == "list_class_label" else self._label_names
+        rows = examples[self.tags_column]
         return {row: list(tags) if as_names else [names[t] for t in tags] for row, tags in enumerate(rows)}
 
     def predict_examples(self, split_name: str | None = None) -> dict[int, dict[str, Any]]:

@@ -40,6 +40,19 @@ def tag_names_from_split(dataset: datasets.Dataset, column: str, origin: str) ->
     raise DataError(f"Tag column '{column}' of {origin} must hold lists of tags, not {feature}.")
 
 
+def tag_index_map(feature: datasets.Features, label_names: Sequence[str]) -> dict | None:
+    """How a tag column's values become indices into `label_names`: string tags by name, `ClassLabel` ids
+    by their names when those are not `label_names` in the same order; None when the ids already are."""
+    kind = label_kind(feature)
+    if kind == "list_str":
+        return {name: index for index, name in enumerate(label_names)}
+    if kind == "list_class_label" and list(feature.feature.names) != list(label_names):
+        index_of = {name: index for index, name in enumerate(label_names)}
+        # Tags a ClassLabel declares but label_names lacks map nowhere; `check_tags` refuses them first.
+        return {i: index_of[name] for i, name in enumerate(feature.feature.names) if name in index_of}
+    return None
+
+
 def first_row(mask: pa.ChunkedArray | pa.Array) -> int:
     """Index of the first true value of a boolean array, -1 when there is none."""
     return pc.index(pc.fill_null(mask, False), True).as_py()
@@ -80,6 +93,8 @@ def check_tags(
             f" '{tags_column}' for {word_counts[bad_row].as_py()} words in column '{tokens_column}'."
         )
     values = pc.list_flatten(tags)
+    if kind == "list_class_label":
+        check_class_label_names(dataset.features[tags_column].feature.names, tags_column, label_names, origin)
     if kind == "list_str":
         invalid = pc.invert(pc.is_in(values, value_set=pa.array(list(label_names), type=values.type)))
     else:
@@ -90,4 +105,17 @@ def check_tags(
             f"Tag {values[bad_value].as_py()!r} in row {row} of {origin} (column '{tags_column}') is not"
             f" one of the {len(label_names)} label names {list(label_names)}"
             f"{' (ids 0 to ' + str(len(label_names) - 1) + ')' if kind != 'list_str' else ''}."
+        )
+
+
+def check_class_label_names(
+    names: Sequence[str], tags_column: str, label_names: Sequence[str], origin: str
+) -> None:
+    """Tag ids with `ClassLabel` names are read by name: each name needs a place in `label_names` (ids
+    taken by position under other names would train, score and export every such tag as another)."""
+    if unknown := [name for name in names if name not in label_names]:
+        raise DataError(
+            f"Column '{tags_column}' of {origin} names its tag ids {list(names)}, and '{unknown[0]}' is not"
+            f" one of label_names {list(label_names)}: add it, or leave label_names unset to use the data's"
+            " names."
         )

@@ -398,3 +398,44 @@ def test_a_conll_split_without_sentences_is_named(tmp_path, content):
     assert str(refusal.value) == (
         f"Split 'validation' file(s) ['{tmp_path / 'validation.conll'}'] hold no sentences."
     )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Tag ids with ClassLabel names against label_names given in another order.
+
+CLASS_LABEL_NAMES = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+REORDERED_NAMES = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+
+
+def write_class_label_split(directory: Path, split: str, names: list[str]) -> None:
+    """A parquet split whose tag column is a `Sequence(ClassLabel)`, as the hub's CoNLL-2003 is."""
+    import datasets
+
+    features = datasets.Features(
+        {"tokens": datasets.Sequence(datasets.Value("string")),
+         "ner_tags": datasets.Sequence(datasets.ClassLabel(names=names))}
+    )  # fmt: skip
+    rows = {"tokens": [["peter", "lives", "in", "new", "york"]], "ner_tags": [[1, 0, 0, 3, 4]]}
+    directory.mkdir(parents=True, exist_ok=True)
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(directory / f"{split}.parquet"))
+
+
+def test_class_label_ids_are_read_by_name_not_position(tmp_path, piece_tokenizer_dir, datasets_cache):
+    """Ids were taken by position: with label_names in another order, every PER trained as LOC."""
+    for split in ("train", "validation"):
+        write_class_label_split(tmp_path, split, CLASS_LABEL_NAMES)
+    datamodule = make_module(tmp_path, piece_tokenizer_dir, datasets_cache, label_names=REORDERED_NAMES)
+    datamodule.setup("validate")
+    words = scored_words(datamodule.datasets["validation"])[0]
+    assert [REORDERED_NAMES[label] for _, _, label in sorted(words)] == ["B-PER", "O", "O", "B-LOC", "I-LOC"]
+    assert datamodule.gold_tags("validation") == {0: ["B-PER", "O", "O", "B-LOC", "I-LOC"]}
+
+
+def test_class_label_name_missing_from_label_names_is_refused(tmp_path, piece_tokenizer_dir, datasets_cache):
+    for split in ("train", "validation"):
+        write_class_label_split(tmp_path, split, CLASS_LABEL_NAMES)
+    datamodule = make_module(
+        tmp_path, piece_tokenizer_dir, datasets_cache, label_names=["O", "B-PER", "I-PER", "B-GPE", "I-GPE"]
+    )
+    with pytest.raises(DataError, match=r"names its tag ids .* and 'B-LOC' is not one of label_names"):
+        datamodule.setup("validate")
