@@ -36,24 +36,61 @@ EXAMPLE_INPUTS = {
 }
 
 
-# Extractive QA without a pipeline: transformers 5 removed the question-answering one. The best span of
-# context tokens whose end is not before its start, at most 30 tokens, as the SQuAD post-processing picks.
+# Extractive QA without a pipeline: transformers 5 removed the question-answering one. The card's code
+# picks what `predict` picks (tasks/qa_postprocessing.py): windows of the context as the datamodule cuts
+# them, in each the `n_best_size` highest starts and ends, spans inside the context at most
+# `max_answer_length` tokens long, the best over all windows; for SQuAD v2.0 "" when the smallest [CLS]
+# score of the windows beats that span by more than the threshold. {placeholders} are the run's settings.
 ANSWER_SPAN_EXAMPLE = """import torch
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 folder = "path/to/folder"
 tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
 model = AutoModelForQuestionAnswering.from_pretrained(folder, trust_remote_code=True).eval()
-question, context = "Who wrote it?", "The note was written by Ada."
-inputs = tokenizer(question, context, return_tensors="pt", return_offsets_mapping=True)
-offsets = inputs.pop("offset_mapping")[0]
-with torch.no_grad():
-    output = model(**inputs)
-in_context = torch.tensor([part == 1 for part in inputs.sequence_ids(0)])
-spans = output.start_logits[0][:, None] + output.end_logits[0][None, :]  # (start, end)
-allowed = in_context[:, None] & in_context[None, :] & torch.ones_like(spans, dtype=torch.bool).triu().tril(29)
-start, end = divmod(int(spans.masked_fill(~allowed, -torch.inf).argmax()), spans.shape[1])
-print(context[offsets[start][0] : offsets[end][1]])"""
+
+
+def answer(question, context, max_length={max_length}, doc_stride={doc_stride},
+           max_answer_length={max_answer_length}, n_best_size={n_best_size}, null_threshold={null_threshold}):
+    \"\"\"The best span over windows of the context; "" (no answer) when null_threshold is set (SQuAD v2.0)
+    and the [CLS] score beats the span's by more than it.\"\"\"
+    inputs = tokenizer(question.lstrip(), context, truncation="only_second", max_length=max_length,
+                       stride=doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True,
+                       padding=True, return_tensors="pt")
+    offsets = inputs.pop("offset_mapping")
+    with torch.no_grad():
+        output = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    best, text, null = -torch.inf, "", torch.inf
+    for window in range(len(offsets)):
+        real = inputs["attention_mask"][window].bool()
+        starts = output.start_logits[window].masked_fill(~real, -torch.inf)
+        ends = output.end_logits[window].masked_fill(~real, -torch.inf)
+        null = min(null, float(starts[0] + ends[0]))
+        in_context = torch.tensor([part == 1 for part in inputs.sequence_ids(window)])
+        count = min(n_best_size, int(real.sum()))
+        top_starts = torch.zeros_like(in_context).index_fill(0, starts.topk(count).indices, True)
+        top_ends = torch.zeros_like(in_context).index_fill(0, ends.topk(count).indices, True)
+        spans = starts[:, None] + ends[None, :]  # (start, end)
+        allowed = (in_context & top_starts)[:, None] & (in_context & top_ends)[None, :]
+        allowed &= torch.ones_like(allowed).triu().tril(max_answer_length - 1)
+        score, position = spans.masked_fill(~allowed, -torch.inf).flatten().max(0)
+        if score > best:
+            start, end = divmod(int(position), spans.shape[1])
+            best, text = float(score), context[offsets[window][start][0] : offsets[window][end][1]]
+    return "" if null_threshold is not None and null - best > null_threshold else text
+
+
+print(answer("Who wrote it?", "The note was written by Ada."))"""
+# What the recipe assumes where the run did not record a setting: the QA task's and datamodule's defaults.
+ANSWER_DEFAULTS = {"max_length": 384, "doc_stride": 128, "max_answer_length": 30, "n_best_size": 20}
+
+
+def answer_span_example(settings: dict[str, Any]) -> str:
+    """The QA card's code with the run's windowing and span settings as the function's defaults."""
+    values = {**ANSWER_DEFAULTS, **{key: value for key, value in settings.items() if value is not None}}
+    threshold = values.get("null_score_diff_threshold") if settings.get("version_2") else None
+    return ANSWER_SPAN_EXAMPLE.format(
+        **{key: values[key] for key in ANSWER_DEFAULTS}, null_threshold=threshold
+    )
 
 
 @dataclass
@@ -73,6 +110,9 @@ class CardFacts:
         monitor: The metric the best checkpoint was chosen on.
         hyperparameters: Training settings worth reporting, name → value.
         max_length: Longest input in tokens the model was trained with.
+        answer_settings: Question answering: the windowing and span settings `predict` used (``max_length``,
+            ``doc_stride``, ``max_answer_length``, ``n_best_size``, ``version_2``,
+            ``null_score_diff_threshold``).
         command: The command that reproduces the run.
         license: Licence identifier for the metadata.
     """
@@ -89,6 +129,7 @@ class CardFacts:
     monitor: str | None = None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     max_length: int | None = None
+    answer_settings: dict[str, Any] = field(default_factory=dict)
     command: str | None = None
     license: str = "mit"
 
@@ -167,7 +208,7 @@ def card_prose(facts: CardFacts) -> str:
             f"{EXAMPLE_INPUTS[facts.pipeline_tag]}"
         )
     else:  # transformers 5 has no question-answering pipeline (4.x has)
-        example = ANSWER_SPAN_EXAMPLE
+        example = answer_span_example(facts.answer_settings)
     sections += [
         "## Use it",
         f"```python\n{example}\n```",

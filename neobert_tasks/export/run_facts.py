@@ -21,6 +21,9 @@ REPORTED_TASK_SETTINGS = (
     "final_lr_fraction", "classifier_dropout", "mlm_probability",
 )  # fmt: skip
 REPORTED_DATA_SETTINGS = ("batch_size", "max_length", "max_tokens", "stride", "doc_stride")
+# What a QA card's code needs to answer as `predict` does (empty for the other heads).
+ANSWER_DATA_SETTINGS = ("max_length", "doc_stride")
+ANSWER_TASK_SETTINGS = ("max_answer_length", "n_best_size", "version_2", "null_score_diff_threshold")
 
 
 def _hub_dataset(datamodule: Any) -> tuple[str | None, str | None]:
@@ -98,6 +101,12 @@ def card_facts(
         "devices": trainer.world_size,
         "seed": os.environ.get("PL_GLOBAL_SEED"),
     }
+    is_qa = type(model).__name__ == "NeoBERTForQuestionAnswering"
+    answer_settings = (
+        {**_settings(data_hparams, ANSWER_DATA_SETTINGS), **_settings(hparams, ANSWER_TASK_SETTINGS)}
+        if is_qa
+        else {}
+    )
     return CardFacts(
         model_name=f"neobert-{_data_name(datamodule, dataset, dataset_config)}".lower(),
         architecture=type(model).__name__,
@@ -111,6 +120,7 @@ def card_facts(
         monitor=summary.get("monitor"),
         hyperparameters={key: value for key, value in settings.items() if value is not None},
         max_length=data_hparams.get("max_length") if data_hparams else None,
+        answer_settings=answer_settings,
         command="python -m neobert_tasks fit --config training_config.yaml",
         license=license,
     )

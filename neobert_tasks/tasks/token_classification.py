@@ -222,6 +222,7 @@ def check_tag_names(label_names: list[str], metric_mode: str) -> None:
         if name != "O" and not (len(name) > 2 and name[0] in prefixes and name[1] == "-"):
             examples = ", ".join(f"{prefix}-PER" for prefix in prefixes)
             raise ConfigError(
-                f"Label {name!r} of the data is not an entity tag that metric_mode {metric_mode} reads"
-                f" (O, or a prefix and a type: {examples})."
+                f"Tag {name!r} (of data.init_args.label_names, or else of the training split's tags column)"
+                f" is not an entity tag that metric_mode {metric_mode} reads (O, or a prefix and a type:"
+                f" {examples})."
             )

@@ -29,6 +29,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from neobert_tasks.data.keys import EXAMPLE_INDEX
+from neobert_tasks.data.squad_windows import encode_question_windows
 from neobert_tasks.export.folder import export_model_folder
 from neobert_tasks.model import (
     NeoBERTConfig,
@@ -323,36 +325,62 @@ def test_fill_mask_pipeline_agrees_with_predict(exports, outside):
                 assert abs(mine["score"] - pipe["score"]) <= 1e-5
 
 
+# A context of about 300 tokens: three windows at the QA run's max_length 128 and doc_stride 32.
+LONG_CONTEXT = " ".join(f"in {1900 + i} the council of town {i} met near the old bridge ." for i in range(30))
+QA_CASES = [*qa_pairs(), ["who met near the bridge in 1917 ?", LONG_CONTEXT], ["what is old ?", LONG_CONTEXT]]
+
+
+def package_answers(export: Path, cases: list[list[str]], threshold: float | None) -> list[str]:
+    """What `predict` answers: the datamodule's windows, the model on each, the SQuAD post-processing."""
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    rows = list(range(len(cases)))
+    batch = {"question": [question for question, _ in cases], "context": [c for _, c in cases], "id": rows}
+    features = encode_question_windows(
+        batch, rows, tokenizer=tokenizer, max_length=128, doc_stride=32, labelled=False, evaluation=True
+    )
+    model = NeoBERTForQuestionAnswering.from_pretrained(export).eval()
+    starts, ends = [], []
+    with torch.no_grad():
+        for input_ids in features["input_ids"]:
+            output = model(input_ids=torch.tensor([input_ids]))
+            starts.append(output.start_logits[0].numpy())
+            ends.append(output.end_logits[0].numpy())
+    return postprocess_predictions(
+        batch["context"], features[EXAMPLE_INDEX], features["offset_mapping"], starts, ends,
+        version_2=threshold is not None, null_score_diff_threshold=threshold or 0.0,
+    ).answers  # fmt: skip
+
+
 def test_qa_model_cards_code_answers_as_the_package_does(exports, tmp_path):
     """transformers 5 has no question-answering pipeline, so a QA card shows the span search instead: run
-    as a user would (a fresh process, nothing of the repository on the path), it prints the answer that
-    the package's SQuAD post-processing picks from the same logits."""
+    as a user would (a fresh process, nothing of the repository on the path), its ``answer`` gives what the
+    package's windows and SQuAD post-processing give, over several windows of a long context and, with a
+    no-answer threshold as SQuAD v2.0 runs have, answering "" where the package does."""
     export = exports["qa"].export
     card = (export / "README.md").read_text()
     code = card.split("## Use it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    assert "pipeline(" not in code
-    (tmp_path / "use_it.py").write_text(code.replace("path/to/folder", str(export)))
+    assert "pipeline(" not in code and "max_length=128, doc_stride=32," in code  # the run's settings
+    assert "null_threshold=None)" in code  # a v1.1 run: always a span
+    thresholds = [None, -3.0, 0.0, 3.0]
+    cases = [[question, context, threshold] for threshold in thresholds for question, context in QA_CASES]
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    asking = (
+        "\nimport json\n"
+        "print(json.dumps([answer(q, c, null_threshold=t) for q, c, t in json.load(open('cases.json'))]))\n"
+    )
+    (tmp_path / "use_it.py").write_text(code.replace("path/to/folder", str(export)) + asking)
     environment = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
     completed = subprocess.run(
         [sys.executable, "use_it.py"], cwd=tmp_path, env=environment, capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-4000:]
-    printed = completed.stdout.strip().splitlines()[-1]
-    question, context = "Who wrote it?", "The note was written by Ada."
-    assert f'question, context = "{question}", "{context}"' in code
-    tokenizer = AutoTokenizer.from_pretrained(export)
-    inputs = tokenizer(question, context, return_tensors="pt", return_offsets_mapping=True)
-    offsets = [
-        tuple(pair) if part == 1 else None
-        for pair, part in zip(inputs.pop("offset_mapping")[0].tolist(), inputs.sequence_ids(0), strict=True)
-    ]
-    with torch.no_grad():
-        output = NeoBERTForQuestionAnswering.from_pretrained(export).eval()(**inputs)
-    expected = postprocess_predictions(
-        [context], [0], [offsets], [output.start_logits[0].numpy()], [output.end_logits[0].numpy()]
-    ).answers[0]
-    assert printed == expected and printed in context
+    printed = completed.stdout.strip().splitlines()
+    assert printed[0] in "The note was written by Ada."  # the card's own example runs
+    answered = json.loads(printed[-1])
+    expected = [answer for threshold in thresholds for answer in package_answers(export, QA_CASES, threshold)]
+    assert answered == expected
+    assert any(answered) and "" in answered[len(QA_CASES) :]  # spans, and "no answer" at some threshold
 
 
 @pytest.mark.parametrize("name", ["sequence", "token", "qa", "mlm"])

@@ -55,9 +55,10 @@ def test_labels_that_are_not_entity_tags_are_refused_in_one_sentence():
             label_names=labels, metric_mode=mode, pretrained=None, model_config=tiny_config_kwargs()
         )
 
-    with pytest.raises(ConfigError, match=r"Label 'PER' of the data is not an entity tag"):
+    where = r"\(of data.init_args.label_names, or else of the training split's tags column\)"
+    with pytest.raises(ConfigError, match=rf"Tag 'PER' {where} is not an entity tag"):
         task(["O", "PER", "LOC"])
-    with pytest.raises(ConfigError, match=r"Label 'S-PER' .* metric_mode strict reads \(O, or a prefix"):
+    with pytest.raises(ConfigError, match=r"Tag 'S-PER' .* metric_mode strict reads \(O, or a prefix"):
         task(["O", "B-PER", "I-PER", "S-PER"], mode="strict")
     # IOBES data is scored in conlleval mode; strict IOB2 scoring, which knows no S- or E-, is left out.
     iobes = task(["O", "B-PER", "I-PER", "E-PER", "S-PER"])

@@ -1,0 +1,26 @@
+"""The model card's code for question answering carries the run's windowing, span and no-answer settings
+(that it answers as `predict` does is tested in test_outside_package.py, on a fine-tuned export)."""
+
+from __future__ import annotations
+
+from neobert_tasks.export.model_card import CardFacts, answer_span_example, card_prose
+
+
+def test_qa_card_code_takes_the_runs_settings():
+    settings = {"max_length": 256, "doc_stride": 64, "max_answer_length": 12, "n_best_size": 5,
+                "version_2": True, "null_score_diff_threshold": -1.5}  # fmt: skip
+    code = answer_span_example(settings)
+    assert "max_length=256, doc_stride=64," in code
+    assert "max_answer_length=12, n_best_size=5, null_threshold=-1.5)" in code
+    assert "null_threshold=None)" in answer_span_example({**settings, "version_2": False})
+    assert "max_length=384, doc_stride=128," in answer_span_example({})  # the defaults of a fit
+    compile(code, "card", "exec")
+
+
+def test_a_qa_card_shows_the_answer_function_other_heads_a_pipeline():
+    qa = card_prose(
+        CardFacts("neobert-squad", "NeoBERTForQuestionAnswering", answer_settings={"max_answer_length": 7})
+    )
+    assert "def answer(" in qa and "max_answer_length=7," in qa
+    classifier = card_prose(CardFacts("neobert-sst2", "NeoBERTForSequenceClassification"))
+    assert "def answer(" not in classifier and 'pipeline("text-classification"' in classifier
