@@ -52,7 +52,9 @@ def export_model_folder(
         pooling: How sentence-transformers pools token states into a sentence embedding: mean or cls.
         normalize: Also L2-normalise the embeddings there (a model trained as an embedding model).
         prompts: Prompts sentence-transformers puts before inputs, by name (``query``, ``document``).
-        max_seq_length: Longest input sentence-transformers feeds the model; the model's own by default.
+        max_seq_length: Longest input sentence-transformers feeds the model and the saved tokenizer's
+            ``model_max_length`` (the run's ``max_length``); by default the model's own, and for the tokenizer
+            at most that.
         card: Facts for the model card; without them no ``README.md`` is written.
         training_config: The run's resolved config, copied as ``training_config.yaml``.
         formats: Graph formats to add: ``onnx`` and/or ``pt2``.
@@ -69,7 +71,10 @@ def export_model_folder(
         model.save_pretrained(directory)
     write_remote_code(directory)
     if tokenizer is not None:
-        save_portable_tokenizer(tokenizer, directory)
+        # The longest input a pipeline's `truncation=True` keeps: the run's (what `predict` cut at), else at
+        # most what the model accepts, not bert-base-uncased's 512 (a longer run would be cut short).
+        longest = max_seq_length or min(tokenizer.model_max_length, model.config.max_length)
+        save_portable_tokenizer(tokenizer, directory, longest)
     write_sentence_transformers_files(
         directory,
         model.config.hidden_size,
@@ -97,8 +102,11 @@ def export_model_folder(
     return differences
 
 
-def save_portable_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
-    """``tokenizer.save_pretrained(directory)``, writing a ``tokenizer_config.json`` transformers 4 reads.
+def save_portable_tokenizer(
+    tokenizer: PreTrainedTokenizerBase, directory: Path, model_max_length: int | None = None
+) -> None:
+    """``tokenizer.save_pretrained(directory)``, writing a ``tokenizer_config.json`` transformers 4 reads,
+    with ``model_max_length`` (where truncation cuts) when given.
 
     transformers 5 names the class of any tokenizer backed by a ``tokenizer.json`` ``TokenizersBackend``, a
     name transformers 4 does not know ("Tokenizer class TokenizersBackend does not exist"); both know it
@@ -112,4 +120,6 @@ def save_portable_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: Path)
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
     for key in LOAD_TIME_KEYS:
         config.pop(key, None)
+    if model_max_length is not None:
+        config["model_max_length"] = int(model_max_length)
     path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")

@@ -113,6 +113,7 @@ class CardFacts:
         answer_settings: Question answering: the windowing and span settings `predict` used (``max_length``,
             ``doc_stride``, ``max_answer_length``, ``n_best_size``, ``version_2``,
             ``null_score_diff_threshold``).
+        long_inputs: What becomes of an input longer than ``max_length``, when it is not simply cut there.
         command: The command that reproduces the run.
         license: Licence identifier for the metadata.
     """
@@ -130,6 +131,7 @@ class CardFacts:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     max_length: int | None = None
     answer_settings: dict[str, Any] = field(default_factory=dict)
+    long_inputs: str | None = None
     command: str | None = None
     license: str = "mit"
 
@@ -227,9 +229,10 @@ def card_prose(facts: CardFacts) -> str:
             f"```bash\n{facts.command}\n```",
         ]
     longest = f"{facts.max_length} tokens" if facts.max_length else "the length it was trained with"
+    cut = facts.long_inputs or f"inputs are cut at {longest} (`truncation=True` in a pipeline does the same)"
     limits = [
         f"- For English {facts.pipeline_tag} inputs like the training data; the bert-base-uncased tokenizer "
-        f"lowercases text, and inputs are cut at {longest}.",
+        f"lowercases text, and {cut}.",
         "- The scores above are on the validation split that also chose the best checkpoint, so they are "
         "optimistic for new data; evaluate on your own held-out data before relying on the model.",
         "- The model inherits the biases of NeoBERT's pretraining corpus and of the fine-tuning data, and "

@@ -55,6 +55,25 @@ def _data_description(datamodule: Any, dataset: str | None, dataset_config: str 
     return f"the local data in `{data_dir}`" if data_dir else "local data"
 
 
+def _long_inputs(data_hparams: Any) -> str | None:
+    """What becomes of an input longer than the run's ``max_length``, when ``predict`` does more than cut it
+    (windows, a head and a tail), in words for the card; None when it is cut there."""
+    length = data_hparams.get("max_length")
+    if length is None:
+        return None
+    if "doc_stride" in data_hparams:
+        return f"the `answer` function above reads a longer context in overlapping windows of {length} tokens"
+    pipeline_sees = f"a pipeline or the Auto class sees its first {length} tokens (`truncation=True`)"
+    overflow = data_hparams.get("overflow")
+    if overflow == "chunk":
+        return f"`predict` reads a longer document in overlapping windows and averages them; {pipeline_sees}"
+    if overflow == "head_tail":
+        return f"`predict` keeps the head and the tail of a longer document; {pipeline_sees}"
+    if overflow is None and "stride" in data_hparams:
+        return f"`predict` tags a longer input in overlapping windows; {pipeline_sees}"
+    return None
+
+
 def _initialisation(hparams: Any) -> str:
     """What the weights started from: a checkpoint, or a random model of the given size."""
     model_config = hparams.get("model_config")
@@ -121,6 +140,7 @@ def card_facts(
         hyperparameters={key: value for key, value in settings.items() if value is not None},
         max_length=data_hparams.get("max_length") if data_hparams else None,
         answer_settings=answer_settings,
+        long_inputs=_long_inputs(data_hparams),
         command="python -m neobert_tasks fit --config training_config.yaml",
         license=license,
     )

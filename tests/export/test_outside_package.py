@@ -60,6 +60,8 @@ TEXTS = [
     "the plot is thin but the actors carry it with real warmth and wit for two long hours",
     "dull .",
 ]
+# About 300 tokens: longer than the quickstart's max_length of 128.
+LONG_REVIEW = " ".join(["a gripping film with fine actors , though far too long ."] * 25)
 # Every word is one token of bert-base-uncased, so sub-token and word predictions are the same thing.
 WHOLE_WORD_TEXTS = [
     "john smith went to paris with the united nations in june .",
@@ -188,7 +190,12 @@ def request_for(runs: dict[str, SimpleNamespace]) -> dict:
             "sentence_transformers": name != "qa", "onnx": name != "backbone", "pipelines": [],
         }  # fmt: skip
     request["sequence"]["pipelines"] = [
-        {"task": "text-classification", "inputs": validation_texts(), "kwargs": {"top_k": None}}
+        {"task": "text-classification", "inputs": validation_texts(), "kwargs": {"top_k": None}},
+        {
+            "task": "text-classification",
+            "inputs": [LONG_REVIEW],
+            "kwargs": {"top_k": None, "truncation": True},
+        },
     ]
     request["token"]["pipelines"] = [
         {"task": "token-classification", "inputs": WHOLE_WORD_TEXTS,
@@ -292,6 +299,25 @@ def test_text_classification_pipeline_agrees_with_predict(exports, outside):
         assert abs(best["score"] - record["score"]) <= 1e-5
         for item in scores:
             assert abs(item["score"] - record["probabilities"][item["label"]]) <= 1e-5
+
+
+def test_pipeline_truncation_cuts_where_the_run_did(exports, outside):
+    """The exported tokenizer's model_max_length was bert-base-uncased's 512, so a pipeline's
+    ``truncation=True`` let a 300-token review through to a model that refuses more than 128 tokens."""
+    export = exports["sequence"].export
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    assert tokenizer.model_max_length == 128  # the quickstart's data.max_length
+    batch = tokenizer([LONG_REVIEW], truncation=True, return_tensors="pt")
+    assert batch["input_ids"].shape[1] == 128
+    with torch.no_grad():
+        probabilities = NeoBERTForSequenceClassification.from_pretrained(export)(**batch).logits.softmax(-1)[
+            0
+        ]
+    (piped,) = outside["sequence"]["pipelines"][1]
+    labels = NeoBERTConfig.from_pretrained(export).id2label
+    for item in piped:
+        label_id = next(index for index, name in labels.items() if name == item["label"])
+        assert abs(item["score"] - float(probabilities[label_id])) <= 1e-5
 
 
 def entity_spans(entities: list[dict], type_key: str) -> list[tuple]:
