@@ -66,7 +66,7 @@ def _long_inputs(data_hparams: Any) -> str | None:
     pipeline_sees = f"a pipeline or the Auto class sees its first {length} tokens (`truncation=True`)"
     overflow = data_hparams.get("overflow")
     if overflow == "chunk":
-        return f"`predict` reads a longer document in overlapping windows and averages them; {pipeline_sees}"
+        return f"`predict` pools the logits of overlapping windows of a longer document; {pipeline_sees}"
     if overflow == "head_tail":
         return f"`predict` keeps the head and the tail of a longer document; {pipeline_sees}"
     if overflow is None and "stride" in data_hparams:
