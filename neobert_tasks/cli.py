@@ -24,7 +24,7 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from neobert_tasks.argument_parser import NeoBERTArgumentParser
@@ -34,12 +34,12 @@ from neobert_tasks.callbacks import (
     PredictionWriter,
     write_validation_predictions,
 )
+from neobert_tasks.checkpoint_paths import resolve_checkpoint_path
 from neobert_tasks.class_paths import check_checkpoint_class
 from neobert_tasks.console import CompactModelSummary, quiet_libraries
 from neobert_tasks.data.base import TokenizedDataModule
 from neobert_tasks.errors import (
     ConfigError,
-    MissingPathError,
     StorageError,
     UserInputError,
     describe_storage_fault,
@@ -51,7 +51,6 @@ from neobert_tasks.interrupt import StopOnInterrupt, saved_on_ctrl_c, stopped_by
 from neobert_tasks.out_of_memory import MemoryFaultPosition, describe_memory_fault, memory_fault
 from neobert_tasks.resume import (
     ResumeCheckpoint,
-    latest_run_checkpoint,
     load_checkpoint_file,
     use_atomic_checkpoints,
 )
@@ -59,7 +58,6 @@ from neobert_tasks.run_directory import (
     EVALUATION_FOLDERS,
     RunConfigCallback,
     RunDirectory,
-    best_run_checkpoint,
     check_writable,
     next_version,
     pin_logger_versions,
@@ -253,38 +251,8 @@ class NeoBERTCLI(LightningCLI):
     _resume_version: int | None = None
 
     def _resolve_checkpoint_path(self, config) -> None:
-        """Turn ``--ckpt_path last`` into the newest ``last.ckpt`` under ``trainer.default_root_dir`` (and
-        remember its run folder), and, for validate, test and predict, ``best`` into the best checkpoint of
-        the newest finished run there."""
-        ckpt_path, root = config.get("ckpt_path"), config.trainer.default_root_dir or "runs"
-        if ckpt_path == "best" and self.config.subcommand != "fit":
-            # Lightning's "best" means the fit of this same process; here, the newest finished run's.
-            best = best_run_checkpoint(root)
-            if best is None:
-                raise MissingPathError(
-                    f"--ckpt_path best: no finished run (metrics.json naming a best checkpoint) under"
-                    f" '{root}/version_*'; run fit first or give the path of a checkpoint."
-                )
-            config.ckpt_path = str(best)
-            return
-        if ckpt_path == "last":
-            found = latest_run_checkpoint(root)
-            if found is None and self.config.subcommand != "fit":
-                # Scoring or predicting with a random model would pass for a result.
-                raise MissingPathError(
-                    f"--ckpt_path last: no last.ckpt under '{root}/version_*/checkpoints' to"
-                    f" {self.config.subcommand}; run fit first or give the path of a checkpoint."
-                )
-            if found is None:
-                # Not an error: a job script can pass `--ckpt_path last` on its first start as well.
-                rank_zero_warn(f"No last.ckpt under '{root}/version_*/checkpoints': starting from scratch.")
-                config.ckpt_path = None
-                return
-            path, version = found
-            if self.config.subcommand == "fit":  # validate/predict write a folder of their own
-                self._resume_version = version
-            config.ckpt_path = str(path)
-            rank_zero_info(f"Resuming from {path}")
+        """``best`` and ``last`` as paths (`resolve_checkpoint_path`); the run folder ``fit`` continues."""
+        self._resume_version = resolve_checkpoint_path(config, self.config.subcommand, self._command_line)
 
     def instantiate_trainer(self, **kwargs):
         try:

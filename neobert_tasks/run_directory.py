@@ -80,13 +80,43 @@ def run_of_checkpoint(ckpt_path: str | None) -> Path | None:
     return folder.parent
 
 
+def run_of_config(command_line: list[str]) -> Path | None:
+    """The run folder whose saved ``config.yaml`` a ``--config`` of the command line names (the last such;
+    beside it its ``checkpoints/`` or ``metrics.json``), whatever presets follow; None without one."""
+    configs = [
+        argument.split("=", 1)[1] if argument.startswith("--config=") else command_line[index + 1]
+        for index, argument in enumerate(command_line)
+        if argument.startswith("--config=") or (argument == "--config" and index + 1 < len(command_line))
+    ]
+    for config in reversed(configs):
+        folder = Path(config).expanduser().resolve().parent
+        is_run = (folder / "checkpoints").is_dir() or (folder / "metrics.json").is_file()
+        if Path(config).name == "config.yaml" and is_run:
+            return folder
+    return None
+
+
+def best_checkpoint_of_run(run: Path) -> Path | None:
+    """The best checkpoint a finished run's metrics.json names, when the file is still there."""
+    summary = run / "metrics.json"
+    best = json.loads(summary.read_text()).get("best_checkpoint") if summary.is_file() else None
+    return Path(best) if best and Path(best).is_file() else None
+
+
+def last_checkpoint_of_run(run: Path) -> Path | None:
+    """The newest ``last*.ckpt`` of a run (``last-v1.ckpt`` where Lightning kept an older one)."""
+    found = [
+        (path.stat().st_mtime, path) for path in (run / "checkpoints").glob("last*.ckpt") if path.is_file()
+    ]
+    return max(found)[1] if found else None
+
+
 def best_run_checkpoint(root_dir: str | Path) -> Path | None:
     """The best checkpoint that the newest finished run under ``root_dir`` names in its metrics.json."""
     found = []
     for summary in Path(root_dir).glob("*/metrics.json"):
-        best = json.loads(summary.read_text()).get("best_checkpoint")
-        if best and Path(best).is_file():
-            found.append((summary.stat().st_mtime, Path(best)))
+        if (best := best_checkpoint_of_run(summary.parent)) is not None:
+            found.append((summary.stat().st_mtime, best))
     return max(found)[1] if found else None
 
 

@@ -1,0 +1,90 @@
+"""``--ckpt_path best`` and ``--ckpt_path last`` as checkpoint files, before Lightning reads them.
+
+Lightning's ``best`` means the fit of the same process and it has no ``last``; here they name a run's files:
+* with a run's own ``config.yaml`` (``--config runs/x/version_3/config.yaml``), that run's best
+  checkpoint (its ``metrics.json`` names it) or its ``last.ckpt``, whatever newer runs lie beside it;
+* otherwise, under ``trainer.default_root_dir``, the best checkpoint of the newest finished run, or the
+  newest ``last.ckpt``.
+
+``fit --ckpt_path last`` continues the folder of the run it resumes, and starts from scratch, with a
+warning, where there is no ``last.ckpt`` yet (a job script may pass it on its first start). ``validate``,
+``test`` and ``predict`` refuse to go on without a checkpoint: a random model's scores would pass for a
+result.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from neobert_tasks.errors import MissingPathError
+from neobert_tasks.resume import latest_run_checkpoint
+from neobert_tasks.run_directory import (
+    best_checkpoint_of_run,
+    best_run_checkpoint,
+    last_checkpoint_of_run,
+    run_of_config,
+)
+
+
+def resolve_checkpoint_path(config: Any, subcommand: str, command_line: list[str]) -> int | None:
+    """Replace ``config.ckpt_path`` ``best`` or ``last`` by a checkpoint's path (None: start from scratch);
+    return the version of the run folder a ``fit`` resumes into, if any."""
+    ckpt_path, fits = config.get("ckpt_path"), subcommand == "fit"
+    if ckpt_path == "last" or (ckpt_path == "best" and not fits):
+        run = run_of_config(command_line)
+        if run is not None:
+            return resolve_in_run(config, subcommand, run)
+    root = config.trainer.default_root_dir or "runs"
+    if ckpt_path == "best" and not fits:
+        best = best_run_checkpoint(root)
+        if best is None:
+            raise MissingPathError(
+                f"--ckpt_path best: no finished run (metrics.json naming a best checkpoint) under"
+                f" '{root}/version_*'; run fit first, or give --ckpt_path last (a run without validation"
+                " keeps no best checkpoint) or the path of a checkpoint."
+            )
+        config.ckpt_path = str(best)
+    elif ckpt_path == "last":
+        found = latest_run_checkpoint(root)
+        if found is None:
+            return no_last_checkpoint(config, subcommand, f"under '{root}/version_*/checkpoints'")
+        path, version = found
+        config.ckpt_path = str(path)
+        rank_zero_info(f"Resuming from {path}")
+        return version if fits else None  # validate/predict write a folder of their own
+    return None
+
+
+def resolve_in_run(config: Any, subcommand: str, run: Path) -> int | None:
+    """``best`` or ``last`` of the run whose ``config.yaml`` was given; the run's version for ``fit``."""
+    which = config.get("ckpt_path")
+    found = best_checkpoint_of_run(run) if which == "best" else last_checkpoint_of_run(run)
+    if found is None and which == "best":
+        raise MissingPathError(
+            f"--ckpt_path best: run '{run}' names no best checkpoint in its metrics.json (it had no"
+            " validation score, or has not finished); give --ckpt_path last or the path of a checkpoint."
+        )
+    if found is None:
+        return no_last_checkpoint(config, subcommand, f"in '{run / 'checkpoints'}'")
+    config.ckpt_path = str(found)
+    if subcommand != "fit":
+        return None
+    rank_zero_info(f"Resuming from {found}")
+    version = re.fullmatch(r"version_(\d+)", run.name)
+    root = Path(config.trainer.default_root_dir or "runs").expanduser().resolve()
+    return int(version.group(1)) if version and run.parent == root else None
+
+
+def no_last_checkpoint(config: Any, subcommand: str, where: str) -> None:
+    """``fit`` starts from scratch with a warning; the other commands refuse in one sentence."""
+    if subcommand != "fit":
+        raise MissingPathError(
+            f"--ckpt_path last: no last.ckpt {where} to {subcommand}; run fit first or give the path of a"
+            " checkpoint."
+        )
+    rank_zero_warn(f"No last.ckpt {where}: starting from scratch.")
+    config.ckpt_path = None

@@ -1,0 +1,100 @@
+"""``--ckpt_path best|last``: with a run's own config.yaml, that run's checkpoints; otherwise the newest run's
+under ``trainer.default_root_dir`` (found once as ``validate --config runs/x/version_0/config.yaml
+--ckpt_path best`` scoring, and writing into, version_1)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from jsonargparse import Namespace
+
+from neobert_tasks.checkpoint_paths import resolve_checkpoint_path
+from neobert_tasks.errors import MissingPathError
+from neobert_tasks.run_directory import run_of_config
+
+
+def make_run(root: Path, version: int, mtime: float, best: bool = True, last: bool = True) -> Path:
+    """A finished run folder: config.yaml, checkpoints/ and metrics.json naming its best checkpoint."""
+    run = root / f"version_{version}"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("seed_everything: 0\n")
+    best_path = run / "checkpoints" / "epoch=0-step=7.ckpt"
+    if best:
+        best_path.touch()
+    if last:
+        (run / "checkpoints" / "last.ckpt").touch()
+    for path in [*run.rglob("*.ckpt"), run / "metrics.json"]:
+        if path.name == "metrics.json":
+            path.write_text(json.dumps({"best_checkpoint": str(best_path) if best else None}))
+        os.utime(path, (mtime, mtime))
+    return run
+
+
+def config_for(root: Path, ckpt_path: str) -> Namespace:
+    return Namespace(ckpt_path=ckpt_path, trainer=Namespace(default_root_dir=str(root)))
+
+
+@pytest.fixture
+def runs(tmp_path) -> tuple[Path, Path, Path]:
+    root = tmp_path / "runs"
+    return root, make_run(root, 0, 100), make_run(root, 1, 200)
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_best_is_the_given_runs_not_the_newest(runs, subcommand):
+    root, older, newer = runs
+    config = config_for(root, "best")
+    assert resolve_checkpoint_path(config, subcommand, ["--config", str(older / "config.yaml")]) is None
+    assert config.ckpt_path == str(older / "checkpoints" / "epoch=0-step=7.ckpt")
+    config = config_for(root, "best")  # a task's config: the newest finished run under the root
+    resolve_checkpoint_path(config, subcommand, ["--config", "configs/quickstart.yaml"])
+    assert config.ckpt_path == str(newer / "checkpoints" / "epoch=0-step=7.ckpt")
+
+
+def test_last_is_the_given_runs_and_fit_continues_its_folder(runs):
+    root, older, newer = runs
+    config = config_for(root, "last")
+    assert resolve_checkpoint_path(config, "fit", [f"--config={older / 'config.yaml'}"]) == 0
+    assert config.ckpt_path == str(older / "checkpoints" / "last.ckpt")
+    config = config_for(root, "last")
+    assert resolve_checkpoint_path(config, "predict", ["--config", str(older / "config.yaml")]) is None
+    assert config.ckpt_path == str(older / "checkpoints" / "last.ckpt")
+    config = config_for(root, "last")
+    assert resolve_checkpoint_path(config, "fit", []) == 1
+    assert config.ckpt_path == str(newer / "checkpoints" / "last.ckpt")
+
+
+def test_a_run_without_a_best_checkpoint_points_to_last(tmp_path):
+    run = make_run(tmp_path / "runs", 0, 100, best=False)  # trained without validation
+    config = config_for(tmp_path / "runs", "best")
+    with pytest.raises(MissingPathError, match=r"names no best checkpoint .* give --ckpt_path last"):
+        resolve_checkpoint_path(config, "predict", ["--config", str(run / "config.yaml")])
+    with pytest.raises(MissingPathError, match=r"no finished run .* give --ckpt_path last"):
+        resolve_checkpoint_path(config, "predict", [])
+
+
+def test_a_run_without_last_starts_fit_from_scratch_and_refuses_predict(tmp_path):
+    run = make_run(tmp_path / "runs", 0, 100, last=False)
+    arguments = ["--config", str(run / "config.yaml")]
+    config = config_for(tmp_path / "runs", "last")
+    with pytest.warns(UserWarning, match="No last.ckpt in .*: starting from scratch"):
+        assert resolve_checkpoint_path(config, "fit", arguments) is None
+    assert config.ckpt_path is None
+    with pytest.raises(MissingPathError, match=r"no last.ckpt in .* to predict"):
+        resolve_checkpoint_path(config_for(tmp_path / "runs", "last"), "predict", arguments)
+
+
+def test_only_a_run_folders_config_yaml_is_a_run(runs, tmp_path):
+    _, older, _ = runs
+    assert run_of_config(["--config", "a.yaml", "--config", str(older / "config.yaml")]) == older
+    assert (
+        run_of_config(["--config", str(older / "config.yaml"), "--config", "configs/presets/cpu.yaml"])
+        == older
+    )
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "config.yaml").write_text("{}\n")
+    assert run_of_config(["--config", str(tmp_path / "elsewhere" / "config.yaml")]) is None
+    assert run_of_config(["--trainer.max_epochs", "1"]) is None
