@@ -22,6 +22,7 @@ from neobert_tasks.model.attention import backend_problem, settle_backend
 from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT, build_model
 from neobert_tasks.tasks.compatibility import (
     check_checkpoint_fits,
+    check_checkpoint_labels,
     check_max_length_fits,
     check_tokenizer_fits,
     model_source,
@@ -307,6 +308,7 @@ class NeoBERTTask(L.LightningModule):
         # Lightning loads the weights right after this hook; weights of other shapes are refused here.
         path = getattr(self.trainer, "ckpt_path", None) if self._trainer is not None else None
         check_checkpoint_fits(self, checkpoint, path, getattr(self.hparams, "num_labels", None))
+        check_checkpoint_labels(checkpoint, path, getattr(self.hparams, "label_names", None))
         if is_peft_model(self.model):
             check_lora_checkpoint(self, checkpoint, f"Checkpoint '{path}'" if path else "The checkpoint")
         self._step_seed_base = checkpoint.get("step_seed_base")

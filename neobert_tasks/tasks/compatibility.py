@@ -73,3 +73,21 @@ def check_checkpoint_fits(
         f"{where} does not fit the model: '{name}' has shape {saved_shape} there but {current_shape} here"
         f" ({len(mismatched)} weights differ)."
     )
+
+
+def check_checkpoint_labels(checkpoint: dict[str, Any], path: str | None, label_names: Any) -> None:
+    """Refuse a checkpoint trained with other label names (or another order of them) than the data's: its
+    class ids would be read as other labels, and scores and predictions would be silently wrong."""
+    saved = checkpoint.get("hyper_parameters", {}).get("label_names")
+    if saved is None or label_names is None or list(saved) == list(label_names):
+        return
+    where = f"Checkpoint '{path}'" if path else "The checkpoint"
+    advice = (
+        "set data.init_args.label_names to the checkpoint's, in its order"
+        if sorted(saved) == sorted(label_names)
+        else "use a checkpoint trained on these labels, or data with the checkpoint's"
+    )
+    raise ConfigError(
+        f"{where} was trained with label_names {list(saved)} but the data's are {list(label_names)}, so its"
+        f" class ids would name other labels; {advice}."
+    )

@@ -188,6 +188,26 @@ def test_checkpoint_trained_with_another_number_of_labels(capsys, tmp_path):
         str(three_classes), "--ckpt_path", str(checkpoint), tmp_path=tmp_path / "validate",
     )  # fmt: skip
     assert message.startswith(f"Checkpoint '{checkpoint}' was trained with num_labels 2 but the data has 3")
+    # As many labels under other names (or in another order): their ids were read as the checkpoint's.
+    other_names = tmp_path / "other_names"
+    other_names.mkdir()
+    rows = pd.DataFrame({"sentence": ["good", "bad"], "label": ["positive", "awful"]})
+    for split in ("train", "validation"):
+        rows.to_csv(other_names / f"{split}.csv", index=False)
+    message = command_error(
+        capsys, "validate", *quickstart_args(tmp_path / "renamed"), "--data.init_args.data_dir",
+        str(other_names), "--ckpt_path", str(checkpoint), tmp_path=tmp_path / "renamed",
+    )  # fmt: skip
+    assert message == (
+        f"Checkpoint '{checkpoint}' was trained with label_names ['negative', 'positive'] but the data's are"
+        " ['awful', 'positive'], so its class ids would name other labels; use a checkpoint trained on these"
+        " labels, or data with the checkpoint's."
+    )
+    message = command_error(
+        capsys, "validate", *quickstart_args(tmp_path / "reordered"), "--ckpt_path", str(checkpoint),
+        "--data.init_args.label_names", "[positive, negative]", tmp_path=tmp_path / "reordered",
+    )  # fmt: skip
+    assert message.endswith("set data.init_args.label_names to the checkpoint's, in its order.")
 
 
 def test_mnli_export_starts_rte_with_a_new_classifier(tmp_path):
