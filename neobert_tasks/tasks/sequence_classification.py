@@ -13,10 +13,12 @@ import json
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 
 from neobert_tasks.data.keys import EXAMPLE_INDEX, PREDICTION_INDEX_COLUMN
+from neobert_tasks.data.sources import DataError
 from neobert_tasks.data.splits import PREDICT_SPLIT
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.metrics import (
@@ -194,9 +196,19 @@ class SequenceClassificationTask(NeoBERTTask):
     # Evaluation: metrics per split, logged once per epoch from the synced torchmetrics states.
 
     def evaluation_step(self, stage: str, batch, batch_index: int, dataloader_idx: int) -> None:
+        split = self.split_names[stage][dataloader_idx]
+        if "labels" not in batch:  # a test split may come without labels, for predict
+            raise DataError(
+                f"Split '{split}' has no label column, so {stage} has nothing to score; label it by predict."
+            )
         labels = batch["labels"]
         if stage == "test" and self.task_name is not None and bool((labels == -1).all()):
-            return  # GLUE test splits hide their labels (-1): predict, don't score
+            if batch_index == 0:
+                rank_zero_warn(
+                    f"Split '{split}' hides its labels (-1, as GLUE's test sets do): {stage} has nothing to"
+                    " score; predict writes the submission files."
+                )
+            return
         outputs = self.model(**self.model_inputs(batch))
         self.losses[f"{stage}/{dataloader_idx}"].update(outputs.loss.detach(), weight=labels.shape[0])
         predictions = predictions_from_logits(outputs.logits, self.problem_type)

@@ -210,6 +210,23 @@ def test_checkpoint_trained_with_another_number_of_labels(capsys, tmp_path):
     assert message.endswith("set data.init_args.label_names to the checkpoint's, in its order.")
 
 
+def test_test_of_a_split_without_labels_says_to_predict(capsys, tmp_path):
+    """A test split without its label column (kept for predict) ended `test` in a KeyError traceback."""
+    data = tmp_path / "data"
+    data.mkdir()
+    labelled = pd.DataFrame({"sentence": ["good", "bad"] * 8, "label": ["positive", "negative"] * 8})
+    for split in ("train", "validation"):
+        labelled.to_csv(data / f"{split}.csv", index=False)
+    labelled[["sentence"]].to_csv(data / "test.csv", index=False)
+    quick = ["--data.init_args.data_dir", str(data), "--trainer.limit_train_batches", "1"]
+    run_dir = run_cli("fit", *quickstart_args(tmp_path / "fit"), *quick, tmp_path=tmp_path / "fit")
+    message = command_error(
+        capsys, "test", *quickstart_args(tmp_path / "test"), "--data.init_args.data_dir", str(data),
+        "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt"), tmp_path=tmp_path / "test",
+    )  # fmt: skip
+    assert message == "Split 'test' has no label column, so test has nothing to score; label it by predict."
+
+
 def test_mnli_export_starts_rte_with_a_new_classifier(tmp_path):
     """The NeoBERT paper's transfer: MNLI's 3-class model fine-tunes on RTE's 2 classes, new head only."""
     torch.set_num_threads(1)
