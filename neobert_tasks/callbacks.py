@@ -91,21 +91,33 @@ class BestModelCheckpoint(ModelCheckpoint):
         super().setup(trainer, pl_module, stage)
         self._trainer = trainer  # state_dict (called while a checkpoint is written) reads its metrics
 
+    _unscored = False  # the last validation left the monitor unscored: no top-k save until the next one
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._check_monitor_logged(trainer)
+        self._unscored = not self._monitor_logged(trainer, pl_module)
+        if self._unscored:
+            return  # no score to keep a checkpoint by; training goes on (last.ckpt is saved as always)
         super().on_validation_end(trainer, pl_module)
         self._remember_best_metrics(trainer)
 
-    def _check_monitor_logged(self, trainer: L.Trainer) -> None:
-        """Refuse a monitor that a whole validation did not log (a typo, or an evaluation set that
-        trainer.limit_val_batches left unscored) in one sentence; Lightning refuses it a little later with a
-        traceback and a hint meant for whoever wrote the LightningModule."""
+    def _monitor_logged(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+        """Whether the validation logged the monitor. A monitor of an evaluation set that
+        trainer.limit_val_batches left unscored (a debug run of an embedding config) is warned about, and the
+        run goes on to export its final weights; any other is refused in one sentence (Lightning refuses it a
+        little later with a traceback and a hint meant for whoever wrote the LightningModule)."""
         if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
-            return  # validate and test save no checkpoint; a sanity check runs a few batches only
+            return True  # validate and test save no checkpoint; a sanity check runs a few batches only
         if not self.monitor or self.monitor in trainer.callback_metrics:
-            return
-        logged = ", ".join(sorted(name for name in trainer.callback_metrics if name.startswith("val/")))
+            return True
         limit = trainer.limit_val_batches
+        if any(self.monitor.startswith(prefix) for prefix in getattr(pl_module, "unscored_prefixes", ())):
+            rank_zero_warn(
+                f"checkpoint.monitor {self.monitor!r} was not logged by the validation at step"
+                f" {trainer.global_step}: trainer.limit_val_batches {limit} ended it early; no best"
+                " checkpoint from it."
+            )
+            return False
+        logged = ", ".join(sorted(name for name in trainer.callback_metrics if name.startswith("val/")))
         cut = f", perhaps because trainer.limit_val_batches {limit} ended it early" if limit != 1.0 else ""
         raise ConfigError(
             f"checkpoint.monitor {self.monitor!r} is not among the metrics the validation at step"
@@ -114,6 +126,8 @@ class BestModelCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # With one validation per epoch (the default) ModelCheckpoint saves here, after validation ended.
+        if self._unscored:
+            return
         super().on_train_epoch_end(trainer, pl_module)
         self._remember_best_metrics(trainer)
 

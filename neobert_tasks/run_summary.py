@@ -76,7 +76,13 @@ def fit_lines(trainer: L.Trainer, main: str) -> tuple[str, dict[str, object]]:
     epoch, step = best.pop("epoch", None), best.pop("step", None)
     main = getattr(checkpoint, "monitor", None) or main
     where = f" at epoch {epoch}, step {step}" if epoch is not None else ""
-    head = f"Best {format_scores(best, main)}{where}" if best else "No validation score (no validation ran)"
+    # Without a validation split `fit` turns validation off (trainer.limit_val_batches 0).
+    missing = (
+        "No validation score (no validation ran)"
+        if trainer.limit_val_batches == 0
+        else f"No {main} score (no validation logged it)"
+    )
+    head = f"Best {format_scores(best, main)}{where}" if best else missing
     run_dir = run_directory(trainer)
     best_path = getattr(checkpoint, "best_model_path", "") or getattr(checkpoint, "last_model_path", "")
     return head, {"checkpoint": best_path, "export": run_dir / "export", "scores": run_dir / "metrics.json"}

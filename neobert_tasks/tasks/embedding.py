@@ -147,8 +147,12 @@ class EmbeddingTask(NeoBERTTask):
         else:
             rows.append((batch[EXAMPLE_INDEX].cpu(), self.embed(batch).float().cpu()))
 
+    # Metric name prefixes (``val/squad_dev/``) of the evaluation sets the last validation left unscored.
+    unscored_prefixes: tuple[str, ...] = ()
+
     def log_scores(self, stage: str, prefix: str) -> None:
         collected, self._collected = self._collected, {}
+        unscored = []
         datamodule = self._trainer.datamodule
         # The datamodule's evaluation sets of ``stage`` (the first dataloaders, in order).
         sets = datamodule.evaluation_sets_for(stage) if hasattr(datamodule, "evaluation_sets_for") else []
@@ -161,6 +165,7 @@ class EmbeddingTask(NeoBERTTask):
             evaluation_set = sets[position]
             embeddings = gathered_in_order(collected[position], len(evaluation_set.texts))
             if embeddings is None:  # a partial pass: no score to report
+                unscored.append(f"{prefix}/{name}/")
                 if not self._trainer.sanity_checking:
                     rank_zero_warn(
                         f"{evaluation_set.name} is not scored: trainer.limit_{prefix}_batches stopped before"
@@ -173,6 +178,7 @@ class EmbeddingTask(NeoBERTTask):
                 on_bar = position == 0 and key == evaluation_set.main_metric
                 # The same numbers on every rank (gathered), so no sync is needed.
                 self.log(f"{prefix}/{name}/{key}", float(value), prog_bar=on_bar)
+        self.unscored_prefixes = tuple(unscored)
 
     def log_pair_loss(self, name: str, parts: list[tuple[torch.Tensor, torch.Tensor]], on_bar: bool) -> None:
         """The mean loss per row over the batches of every rank."""

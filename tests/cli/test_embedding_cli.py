@@ -124,3 +124,22 @@ def test_squad_retrieval_config_trains_on_question_paragraph_pairs(tmp_path):
     assert cli.trainer.callback_metrics["val/squad_dev/bm25/ndcg@10"] > 0.5  # BM25 finds most paragraphs
     exported = SentenceTransformer(str(tmp_path / "runs" / "version_0" / "export"), trust_remote_code=True)
     assert exported.prompts == {"query": "query: ", "document": "passage: "}
+
+
+def test_a_monitored_set_cut_short_by_limit_val_batches_keeps_the_run(tmp_path, capsys):
+    """The squad_retrieval config with the debug preset stopped at its first validation (the monitored
+    retrieval set was not embedded whole within limit_val_batches) and lost the run; it now trains on, keeps
+    last.ckpt and exports the final weights."""
+    squad = shared_path("data", "squad")
+    unscored = r"'val/squad_dev/ndcg@10' was not logged .*: trainer.limit_val_batches 1 ended"
+    with pytest.warns(UserWarning, match=unscored):
+        cli = build_cli(
+            "fit", *embedding_args(tmp_path, "squad_retrieval.yaml"), "--data.init_args.data_dir", str(squad),
+            "--data.init_args.eval_sets", json.dumps([str(squad / "validation.parquet")]),
+            "--trainer.limit_val_batches", "1",
+        )  # fmt: skip
+    run_dir = tmp_path / "runs" / "version_0"
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["best_checkpoint"] is None and (run_dir / "export" / "model.safetensors").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and cli.trainer.global_step > 0
+    assert capsys.readouterr().out.startswith("No val/squad_dev/ndcg@10 score (no validation logged it)")

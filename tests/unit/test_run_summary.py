@@ -38,6 +38,7 @@ def fitted_trainer(run_dir, best_path):
         callbacks=[RunDirectory(str(run_dir))],
         checkpoint_callback=checkpoint,
         datamodule=SimpleNamespace(main_metric="accuracy"),
+        limit_val_batches=1.0,
     )
 
 
