@@ -83,7 +83,8 @@ def _read_run(output_dir: Path, run_dir: Path, task: str, point: str | None, see
     scores = {
         name.removeprefix("val/"): 100.0 * float(value)
         for name, value in (summary.get("best_metrics") or {}).items()
-        if name.startswith("val/") and not name.endswith("loss")
+        # val/loss, and MNLI's val/loss_mismatched, are losses, not scores to put in percent
+        if name.startswith("val/") and not name.rsplit("/", 1)[-1].startswith("loss")
     }
     monitor = summary.get("monitor") or ""
     metric = monitor.removeprefix("val/") if monitor.startswith("val/") else MAIN_METRIC.get(task, "accuracy")
