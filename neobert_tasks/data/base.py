@@ -235,6 +235,12 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         require_splits(list(raw), required, self.data_source, any_of=any_of)
         if stage == "fit" and not self.split_names_for("fit"):  # none configured, or none exists
             rank_zero_warn(f"No validation split in {self.data_source}; training runs without validation.")
+        elif stage == "fit" and (missing := [n for n in self.configured_validation_splits if n not in raw]):
+            # Others validate (evaluation sets, MNLI's other split): a misspelt name would pass unnoticed.
+            rank_zero_warn(
+                f"No validation split '{missing[0]}' in {self.data_source}; validation runs on"
+                f" {', '.join(self.split_names_for('fit'))} only."
+            )
         used = [name for name in raw if stage != "predict" or name in self.predict_split_names]
         for name in used:
             self.datasets[name] = self._process_split(name, raw[name], origins[name])

@@ -91,6 +91,20 @@ def test_validation_runs_the_sets_then_the_pair_split(
     assert datamodule.split_names_for("test") == ["tiny_beir", "pairs"]  # no test_sets: the eval sets
 
 
+def test_a_misspelt_validation_split_is_named_when_sets_still_validate(
+    write_split, sentences, sts_file, tiny_tokenizer_dir, datasets_cache
+):
+    """With evaluation sets to validate on, a validation_split without files went unnoticed."""
+    datamodule = pair_data(
+        write_split, sentences, tokenizer=tiny_tokenizer_dir, cache_dir=datasets_cache,
+        eval_sets=[str(sts_file)], validation_split="valid",
+    )  # fmt: skip
+    with pytest.warns(
+        UserWarning, match=r"No validation split 'valid' in directory .*; validation runs on pairs only"
+    ):
+        datamodule.setup("fit")
+
+
 def test_sets_alone_validate_and_test_without_a_pair_split(
     write_split, sentences, sts_file, beir_dir, tiny_tokenizer_dir, datasets_cache
 ):
