@@ -41,6 +41,7 @@ from neobert_tasks.tasks.lora import (
 from neobert_tasks.tasks.optim import (
     build_optimizer,
     check_optimizer_options,
+    check_optimizer_settings,
     half_precision_weights_warning,
     warmup_decay_schedule,
 )
@@ -118,6 +119,7 @@ class NeoBERTTask(L.LightningModule):
             "model.init_args.", learning_rate, weight_decay, betas, eps, warmup_fraction, warmup_steps,
             final_lr_fraction, lr_schedule,
         )  # fmt: skip
+        check_optimizer_settings(self.hparams.get("optimizer"), "model.init_args.")
         self.model = build_model(
             self.head_class,
             pretrained,

@@ -7,8 +7,11 @@ weight decay on matrices only, and :func:`warmup_decay_schedule` with
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -170,6 +173,31 @@ def check_optimizer_options(
             raise ConfigError(f"{prefix}{name} must be {expected}, got {value}.")
     if lr_schedule not in SCHEDULES:
         raise ConfigError(f"{prefix}lr_schedule {lr_schedule!r} is not one of {', '.join(SCHEDULES)}.")
+
+
+# Options of a user's optimiser that every parameter group sets again, from the task's own options.
+GROUP_OPTIONS = {"lr": "learning_rate", "weight_decay": "weight_decay"}
+
+
+def check_optimizer_settings(optimizer: dict[str, Any] | None, prefix: str) -> None:
+    """Refuse an optimiser's ``lr`` or ``weight_decay`` set away from its default: the parameter groups carry
+    the task's ``learning_rate`` (with the schedule and layer decay) and ``weight_decay``, which win, so the
+    value would be recorded in config.yaml but never used. ``optimizer`` is the config's class_path dict."""
+    if not optimizer or not isinstance(optimizer, dict) or "class_path" not in optimizer:
+        return
+    module, _, name = str(optimizer["class_path"]).rpartition(".")
+    try:
+        parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return  # jsonargparse has refused a class it cannot import before this runs
+    for option, task_option in GROUP_OPTIONS.items():
+        value = (optimizer.get("init_args") or {}).get(option)
+        default = parameters[option].default if option in parameters else inspect.Parameter.empty
+        if value is not None and default is not inspect.Parameter.empty and value != default:
+            raise ConfigError(
+                f"{prefix}optimizer.init_args.{option} ({value}) would not be used: every parameter group"
+                f" takes {prefix}{task_option}; set that instead."
+            )
 
 
 def build_optimizer(

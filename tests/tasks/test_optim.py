@@ -12,6 +12,7 @@ from neobert_tasks.errors import ConfigError
 from neobert_tasks.tasks.optim import (
     build_optimizer,
     check_optimizer_options,
+    check_optimizer_settings,
     half_precision_weights_warning,
     parameter_groups,
     too_small_to_change,
@@ -346,3 +347,14 @@ def test_half_precision_weights_are_warned_about_at_fine_tuning_rates():
     share = int(message.split("rounds away on ")[1].split("%")[0])
     assert 60 <= share <= 80  # about 70% of N(0, 0.02) weights are above 2^9 × 2e-5
     assert half_precision_weights_warning(layer, 1e-3, "bf16-true") is None  # large enough steps
+
+
+def test_an_optimizers_own_rate_and_decay_are_refused_not_ignored() -> None:
+    """The groups' rate and decay won: SGD's lr 0.5 was recorded in config.yaml and trained at 1e-3."""
+    sgd = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.001, "momentum": 0.9, "weight_decay": 0.0}}
+    check_optimizer_settings(sgd, "model.init_args.")  # defaults and other options: fine
+    check_optimizer_settings(None, "model.init_args.")
+    with pytest.raises(ConfigError, match=r"^model.init_args.optimizer.init_args.lr \(0.5\) would not"):
+        check_optimizer_settings({**sgd, "init_args": {**sgd["init_args"], "lr": 0.5}}, "model.init_args.")
+    with pytest.raises(ConfigError, match=r"takes model.init_args.weight_decay; set that instead"):
+        check_optimizer_settings({**sgd, "init_args": {"weight_decay": 0.1}}, "model.init_args.")
