@@ -54,8 +54,10 @@ def resolve_checkpoint_path(config: Any, subcommand: str, command_line: list[str
             return no_last_checkpoint(config, subcommand, f"under '{root}/version_*/checkpoints'")
         path, version = found
         config.ckpt_path = str(path)
+        if not fits:
+            return None  # validate/predict write a folder of their own
         rank_zero_info(f"Resuming from {path}")
-        return version if fits else None  # validate/predict write a folder of their own
+        return version
     return None
 
 
