@@ -61,6 +61,7 @@ from neobert_tasks.run_directory import (
     check_writable,
     next_version,
     pin_logger_versions,
+    remove_if_empty,
     repoint_loggers,
     run_of_checkpoint,
 )
@@ -266,6 +267,8 @@ class NeoBERTCLI(LightningCLI):
         use_atomic_checkpoints(trainer)
         run_dir, evaluated = self._run_dir, self._evaluated_run
         if trainer.is_global_zero:
+            if not run_dir.exists():
+                FRESH_RUN_FOLDERS.append(run_dir)
             check_writable(run_dir)
         # Predicting a run's checkpoint: its files go straight into <run>/predictions.
         predictions = str(run_dir) if evaluated is not None and self.subcommand == "predict" else None
@@ -281,6 +284,10 @@ class NeoBERTCLI(LightningCLI):
         return trainer
 
 
+# Run folders that this process created (each command's `instantiate_trainer`).
+FRESH_RUN_FOLDERS: list[Path] = []
+
+
 def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
     """Entry point of ``python -m neobert_tasks`` and of ``neobert-tasks``; ``args`` for use from Python.
 
@@ -288,6 +295,7 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
     write the disk refused with one naming the path and status 74; SIGTERM ends it, after saving
     ``last.ckpt``, with status 143; the first Ctrl-C of a fit the same way, with status 130.
     """
+    FRESH_RUN_FOLDERS.clear()
     try:
         return NeoBERTCLI(
             NeoBERTTask,
@@ -331,6 +339,9 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
             user_error = StorageError(f"Could not write '{storage.filename}' ({cause}).")
         if user_error is None:
             raise
+        # A run folder this command created and left empty would only push the next run to version_N+1.
+        for folder in FRESH_RUN_FOLDERS:
+            remove_if_empty(folder)
         # One line even when the message quotes a library's multi-line explanation.
         print(f"neobert_tasks: error: {' '.join(str(user_error).split())}", file=sys.stderr)
         raise SystemExit(EX_IOERR if isinstance(user_error, StorageError) else 2) from None

@@ -12,6 +12,7 @@ adds and to the checkpoint callback, and records it in a `RunDirectory` callback
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import tempfile
@@ -208,3 +209,9 @@ def check_writable(folder: Path) -> None:
             f"Cannot write the run folder '{folder}' ({describe_storage_fault(error)}): set"
             " trainer.default_root_dir to a folder you can write."
         ) from error
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` when nothing was written into it (a command that failed before its first file)."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # refuses a folder that holds anything

@@ -175,6 +175,15 @@ class LongDocumentDataModule(TextClassificationDataModule):
         """The document's text: an empty title alone does not make a document empty."""
         return (self.text_column,)
 
+    def check_split(self, split_name: str, dataset: datasets.Dataset, origin: str) -> None:
+        if self.title_column is not None and self.title_column not in dataset.column_names:
+            # The config's default names a 'title' column that many document collections lack.
+            raise DataError(
+                f"Column '{self.title_column}' (data.init_args.title_column) is missing from {origin}; set"
+                " data.init_args.title_column to null for documents without titles."
+            )
+        super().check_split(split_name, dataset, origin)
+
     @property
     def body_length(self) -> int:
         """Tokens per window without the special tokens ([CLS] and [SEP] for BERT-style tokenizers)."""

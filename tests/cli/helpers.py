@@ -131,6 +131,8 @@ def command_error(capsys, *args: str, tmp_path: Path) -> str:
     message = error.strip().splitlines()[-1]
     assert message.startswith("neobert_tasks: error: ")
     assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("export"))
+    # Nor an empty run folder, which would make the next run version_N+1.
+    assert not [path for path in tmp_path.rglob("version_*") if path.is_dir() and not any(path.iterdir())]
     return message.removeprefix("neobert_tasks: error: ")
 
 

@@ -138,6 +138,15 @@ def test_head_tail_datamodule_gives_one_window_per_document(tiny_tokenizer_dir, 
     assert rows[0][0][1:-1] == tokens[:4] + tokens[-10:]
 
 
+def test_a_missing_title_column_says_how_to_go_without(tiny_tokenizer_dir, write_split, tmp_path):
+    """The config names a 'title' column that many document collections lack."""
+    folder = write_split("train", text=["one two three"] * 2, label=[0, 1]).parent
+    write_split("validation", text=["one two"] * 2, label=[0, 1])
+    with pytest.raises(DataError, match=r"Column 'title' \(data.init_args.title_column\) is missing from .*"
+                       r"set data.init_args.title_column to null for documents without titles"):  # fmt: skip
+        datamodule(tiny_tokenizer_dir, folder, tmp_path, title_column="title")
+
+
 def test_bad_windowing_settings_are_refused(tiny_tokenizer_dir, document_dir, tmp_path):
     with pytest.raises(DataError, match="overflow"):
         datamodule(tiny_tokenizer_dir, document_dir, tmp_path, overflow="sliding")
