@@ -137,4 +137,6 @@ class GLUEDataModule(LabelledTextDataModule):
                 f" {self.label_names}."
             )
         is_test = split_name in self.task.test_splits
-        check_labels(dataset, "label", encoding, self.label_names, split_name, allow_unlabeled=is_test)
+        check_labels(
+            dataset, "label", encoding, self.label_names, split_name, allow_unlabeled=is_test, origin=origin
+        )

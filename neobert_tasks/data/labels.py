@@ -95,43 +95,57 @@ def check_labels(
     label_names: Sequence[str],
     split: str,
     allow_unlabeled: bool,
+    origin: str | None = None,
+    names_source: str | None = None,
 ) -> None:
-    """Raise `DataError` naming the split, the value and the valid range for the first invalid label.
+    """Raise `DataError` naming the split, its file (``origin``), the first bad row, the value and the valid
+    range for the first invalid label.
 
-    `allow_unlabeled` accepts -1 (or None), the placeholder of unlabelled test splits such as GLUE's.
+    `allow_unlabeled` accepts -1 (or None), the placeholder of unlabelled test splits such as GLUE's;
+    `names_source` says where the label names came from, for a label another split lacks.
     """
-    values = dataset.with_format("arrow")[column]
+    where = f"split '{split}'" + (f" ({origin})" if origin else "")
+    values = original = dataset.with_format("arrow")[column]
     if values.null_count:
         if not allow_unlabeled:
-            raise DataError(f"Split '{split}' has {values.null_count} missing labels in column '{column}'.")
+            row = pc.index(pc.is_null(values), True).as_py()
+            raise DataError(
+                f"Row {row} (counting from 0) of {where} has no label in column '{column}'"
+                f" ({values.null_count} rows without one)."
+            )
         values = pc.drop_null(values)
     # A null inside a label list (pandas writes a NaN in a float list as null) has no target to encode.
     flat = pc.list_flatten(values) if encoding.startswith("multi_hot") else values
     missing = flat.null_count if flat is not values else 0
     if missing:
-        raise DataError(f"Split '{split}' has {missing} null items in the label lists of column '{column}'.")
+        raise DataError(f"S{where[1:]} has {missing} null items in the label lists of column '{column}'.")
+    cause = f"; the label names come from {names_source}" if names_source else ""
     if encoding in ("class_index", "multi_hot_indices"):
         numbers = flat.to_numpy(zero_copy_only=False)
         valid = (numbers >= 0) & (numbers < len(label_names))
         if allow_unlabeled and encoding == "class_index":
             valid |= numbers == -1
         if not valid.all():
+            # Rows are counted in the file: only where no unlabelled row was dropped before.
+            exact = encoding == "class_index" and not original.null_count
+            row = f"row {int(np.flatnonzero(~valid)[0])} of " if exact else ""
             raise DataError(
-                f"Label {numbers[~valid][0]} in split '{split}' is outside the valid range"
-                f" [0, {len(label_names)}){' (or -1 for unlabelled rows)' if allow_unlabeled else ''}."
+                f"Label {numbers[~valid][0]} in {row}{where} is outside the valid range"
+                f" [0, {len(label_names)}){' (or -1 for unlabelled rows)' if allow_unlabeled else ''}{cause}."
             )
     elif encoding in ("class_name", "multi_hot_names"):
         unknown = sorted(set(pc.unique(pc.drop_null(flat)).to_pylist()) - set(label_names))
         if unknown:
+            row = f"row {pc.index(original, unknown[0]).as_py()} of " if encoding == "class_name" else ""
             raise DataError(
-                f"Label '{unknown[0]}' in split '{split}' is not one of the label names {list(label_names)}."
+                f"Label '{unknown[0]}' in {row}{where} is not one of the label names"
+                f" {list(label_names)}{cause}."
             )
     elif encoding == "multi_hot_vector":
         sizes = set(pc.unique(pc.list_value_length(values)).to_pylist())
         if sizes != {len(label_names)}:
             raise DataError(
-                f"Multi-hot labels in split '{split}' have sizes {sorted(sizes)}, expected"
-                f" {len(label_names)}."
+                f"Multi-hot labels in {where} have sizes {sorted(sizes)}, expected {len(label_names)}."
             )
 
 

@@ -201,6 +201,8 @@ class TextClassificationDataModule(LabelledTextDataModule):
         self.label_column, self.train_split_name = label_column, train_split
         self.validation_split, self.test_split = validation_split, test_split
         self.label_schema = self._resolve_label_schema(problem_type, num_labels, label_names)
+        given = label_names or num_labels
+        self.label_names_source = "data.init_args.label_names" if given else "the training split's labels"
         # Record the resolved schema over the given (often None) values that `save_hyperparameters()` saved:
         # the CLI links it into the model's hparams, and Lightning refuses to log a key that holds different
         # values in the two.
@@ -262,4 +264,14 @@ class TextClassificationDataModule(LabelledTextDataModule):
         check_text_columns(dataset, self.text_columns, origin)
         if labelled:
             encoding = label_encoding(self.problem_type, dataset.features[column], column, origin)
-            check_labels(dataset, column, encoding, self.label_names, split_name, allow_unlabeled=is_test)
+            check_labels(
+                dataset,
+                column,
+                encoding,
+                self.label_names,
+                split_name,
+                allow_unlabeled=is_test,
+                origin=origin,
+                # A label of another split that training lacks: the model has no output for it.
+                names_source=None if split_name == self.train_split_name else self.label_names_source,
+            )

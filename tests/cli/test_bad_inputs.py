@@ -156,7 +156,9 @@ def test_empty_split(capsys, tmp_path):
 def test_label_outside_the_model_range(capsys, tmp_path):
     rows = sst2_rows(label=[1, 0, 5, 0])
     message = fit_error_on_data(capsys, tmp_path, {"train": rows, "validation": sst2_rows()})
-    assert "Label 5 in split 'train' is outside the valid range [0, 2)" in message
+    assert (
+        "Label 5 in row 2 of split 'train' (" in message and "is outside the valid range [0, 2)." in message
+    )
 
 
 def test_float_labels_for_classification(capsys, tmp_path):
@@ -169,7 +171,22 @@ def test_float_labels_for_classification(capsys, tmp_path):
 def test_unknown_label_names(capsys, tmp_path):
     rows = sst2_rows(label=["positive", "negative", "good", "negative"])
     message = fit_error_on_data(capsys, tmp_path, {"train": rows, "validation": sst2_rows()})
-    assert "Label 'good' in split 'train' is not one of the label names ['negative', 'positive']" in message
+    assert "Label 'good' in row 2 of split 'train' (" in message
+    assert message.endswith("train.parquet) is not one of the label names ['negative', 'positive'].")
+
+
+def test_a_label_only_validation_has_is_named_with_its_file(capsys, tmp_path):
+    rows = sst2_rows(label=["positive", "negative", "neutral", "negative"])
+    message = fit_error_on_data(capsys, tmp_path, {"train": sst2_rows(), "validation": rows})
+    assert message.startswith("Label 'neutral' in row 2 of split 'validation' (")
+    assert message.endswith("validation.parquet) is not one of the label names ['negative', 'positive'].")
+
+
+def test_a_missing_label_is_named_with_its_row_and_file(capsys, tmp_path):
+    rows = sst2_rows(label=["positive", None, "negative", None])
+    message = fit_error_on_data(capsys, tmp_path, {"train": rows, "validation": sst2_rows()})
+    assert message.startswith("Row 1 (counting from 0) of split 'train' (")
+    assert message.endswith("train.parquet) has no label in column 'label' (2 rows without one).")
 
 
 def test_text_labels_for_regression(capsys, tmp_path):

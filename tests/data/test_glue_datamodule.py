@@ -133,7 +133,7 @@ def test_label_out_of_range_names_split_value_and_range(
 ):
     path = write_cola(write_split, sentences, label=[0, 1, 5, 0] * 3)
     datamodule = make_glue("cola", tiny_tokenizer_dir, path.parent, datasets_cache)
-    with pytest.raises(DataError, match=r"Label 5 in split 'train' .*\[0, 2\)"):
+    with pytest.raises(DataError, match=r"Label 5 in row \d+ of split 'train' .*\[0, 2\)"):
         datamodule.setup("fit")
 
 
@@ -146,7 +146,7 @@ def test_negative_label_only_allowed_in_test_splits(
     datamodule.setup("predict")  # test labels of -1 are placeholders
     assert datamodule.split_names_for("predict") == ["test"]
     assert first_batch(datamodule.predict_dataloader())["labels"].tolist() == [-1] * 12
-    with pytest.raises(DataError, match=r"Label -1 in split 'validation'"):
+    with pytest.raises(DataError, match=r"Label -1 in row 0 of split 'validation'"):
         datamodule.setup("validate")
 
 

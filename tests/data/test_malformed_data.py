@@ -197,7 +197,7 @@ def test_multi_hot_vectors_with_nan_or_null(tmp_path, tiny_tokenizer_dir, datase
         tokenizer=tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache
     )
     with pytest.raises(
-        DataError, match="Split 'train' has 1 null items in the label lists of column 'label'"
+        DataError, match=r"Split 'train' \(.*\) has 1 null items in the label lists of column 'label'"
     ):
         datamodule.setup("fit")
 
@@ -213,3 +213,25 @@ def test_missing_class_id_in_csv_is_explained(tmp_path, tiny_tokenizer_dir, data
         DataError, match=r"does not fit .* \(one empty label makes a CSV column of class ids float\)"
     ):
         datamodule.setup("fit")
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_a_label_training_lacks_is_named_with_where_the_names_come_from(
+    given, tmp_path, tiny_tokenizer_dir, datasets_cache
+):
+    directory = tmp_path / "data"
+    write_table(directory / "train.parquet", text=["good", "bad"], label=["pos", "neg"])
+    write_table(
+        directory / "validation.parquet", text=["good", "meh", "bad"], label=["pos", "neutral", "neg"]
+    )
+    names = {"label_names": ["neg", "pos"]} if given else {}
+    datamodule = TextClassificationDataModule(
+        tokenizer=tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache, **names
+    )
+    source = "data.init_args.label_names" if given else "the training split's labels"
+    with pytest.raises(DataError) as refusal:
+        datamodule.setup("fit")
+    assert str(refusal.value) == (
+        f"Label 'neutral' in row 1 of split 'validation' ({directory / 'validation.parquet'}) is not one of"
+        f" the label names ['neg', 'pos']; the label names come from {source}."
+    )

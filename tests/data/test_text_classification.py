@@ -111,7 +111,9 @@ def test_invalid_labels_at_setup(write_split, sentences, tiny_tokenizer_dir, dat
     path = write_split("train", text=sentences(4), label=["pos", "neg", "pos", "neg"])
     write_split("validation", text=sentences(2), label=["pos", "maybe"])
     datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache)
-    with pytest.raises(DataError, match=r"'maybe' in split 'validation' is not one of .*\['neg', 'pos'\]"):
+    with pytest.raises(
+        DataError, match=r"'maybe' in row 1 of split 'validation' .* is not one of .*\['neg', 'pos'\]"
+    ):
         datamodule.setup("fit")
 
 
