@@ -81,6 +81,8 @@ def load_text_file(
     try:
         dataset = read_files(builder, PREDICT_SPLIT, [file], cache_dir, **options)
     except (ValueError, OSError, datasets.exceptions.DatasetGenerationError) as error:
+        if "corresponds to no data" in str(error):  # datasets' words for a split without rows
+            raise DataError(f"Predict file '{path}' has no rows (a header alone?).") from error
         raise DataError(f"Could not read predict file '{path}': {error.__cause__ or error}") from error
     [only_column] = dataset.column_names if len(dataset.column_names) == 1 else [None]
     if len(text_columns) == 1 and only_column not in (None, text_columns[0]):

@@ -88,3 +88,14 @@ def test_a_missing_text_column_is_named(tmp_path, tiny_tokenizer_dir, glue_dir):
     )  # fmt: skip
     with pytest.raises(DataError, match=r"'sentence2' is missing from predict file .*pairs\.csv"):
         datamodule.setup("predict")
+
+
+def test_a_predict_file_with_a_header_alone_is_named(tmp_path):
+    """datasets' own words were "Instruction "predict" corresponds to no data!"."""
+    from neobert_tasks.data.predict_text import load_text_file  # noqa: PLC0415
+
+    header_only = tmp_path / "texts.csv"
+    header_only.write_text("review\n")
+    with pytest.raises(DataError) as refusal:
+        load_text_file(str(header_only), str(tmp_path / "cache"))
+    assert str(refusal.value) == f"Predict file '{header_only}' has no rows (a header alone?)."
