@@ -84,7 +84,10 @@ def setting_text(value: Any) -> str:
     """A setting as the user wrote it: strings quoted, a strategy object by its class name."""
     if value is None or isinstance(value, (str, int, float, list)):
         return repr(value)
-    return type(value).__name__
+    class_path = getattr(value, "class_path", None)  # a strategy given as class_path (a preset's FSDP)
+    if class_path is None and isinstance(value, Mapping):
+        class_path = value.get("class_path")
+    return str(class_path).rsplit(".", 1)[-1] if class_path else type(value).__name__
 
 
 def no_gpu_reason() -> str:

@@ -9,7 +9,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from neobert_tasks.errors import ConfigError
-from neobert_tasks.trainer_settings import check_trainer_counts, trainer_settings_refusal
+from neobert_tasks.trainer_settings import check_trainer_counts, setting_text, trainer_settings_refusal
 
 CPU = {"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1, "precision": "32-true"}
 
@@ -84,3 +84,12 @@ def test_counts_lightning_divides_by_unchecked_are_refused_first(key, value, all
         check_trainer_counts({**CPU, key: value})
     assert str(refusal.value) == f"trainer.{key} must be {allowed}, got {value}."
     check_trainer_counts({**CPU, key: None if key != "accumulate_grad_batches" else 1})
+
+
+def test_a_strategy_given_by_class_path_is_named_by_its_class():
+    """configs/presets/fsdp.yaml gives the strategy as a class_path: the refusal said 'strategy Namespace'."""
+    from jsonargparse import Namespace  # noqa: PLC0415
+
+    assert setting_text(Namespace(class_path="lightning.pytorch.strategies.FSDPStrategy")) == "FSDPStrategy"
+    assert setting_text({"class_path": "lightning.pytorch.strategies.DDPStrategy"}) == "DDPStrategy"
+    assert setting_text("ddp") == "'ddp'" and setting_text(None) == "None"
