@@ -154,6 +154,13 @@ class NeoBERTTask(L.LightningModule):
             self.strict_loading = False
         else:
             freeze(self.model, num_layers, freeze_embeddings, freeze_layers, freeze_backbone)
+            if not any(parameter.requires_grad for parameter in self.model.parameters()):
+                # An embedding task is its backbone: frozen, nothing is left to train.
+                raise ConfigError(
+                    f"model.init_args.freeze_backbone (or freeze_embeddings with every layer frozen) leaves"
+                    f" {type(self).__name__} nothing to train, for it has no head outside the backbone;"
+                    " freeze fewer layers, or train adapters with peft."
+                )
 
     @property
     def network(self) -> PreTrainedModel:

@@ -92,3 +92,12 @@ def test_another_optimizer_gets_the_groups_rates_and_decay():
         (1e-2, 0.05, 0.9),
         (1e-2, 0.0, 0.9),
     ]
+
+
+def test_freezing_a_task_without_a_head_is_refused():
+    """An embedding task is its backbone: freeze_backbone froze it all, and the optimiser said only that the
+    model had no trainable parameters, naming no option."""
+    from neobert_tasks.tasks import EmbeddingTask  # noqa: PLC0415
+
+    with pytest.raises(ConfigError, match=r"^model.init_args.freeze_backbone .* leaves EmbeddingTask"):
+        EmbeddingTask(pretrained=None, model_config={**TINY, "vocab_size": 50}, freeze_backbone=True)
