@@ -46,6 +46,10 @@ def lora_options(peft: dict[str, Any]) -> dict[str, Any]:
     options = {**LORA_DEFAULTS, **peft}
     if not isinstance(options["r"], int) or options["r"] < 1:
         raise ConfigError(f"model.init_args.peft.r must be a positive integer, got {options['r']!r}.")
+    alpha = options["alpha"]
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        # alpha / r scales the update: 0 silences the adapters, a negative value reverses them.
+        raise ConfigError(f"model.init_args.peft.alpha must be a positive number, got {alpha!r}.")
     if not 0 <= options["dropout"] < 1:
         raise ConfigError(f"model.init_args.peft.dropout must be in [0, 1), got {options['dropout']!r}.")
     wrong = [name for name in options["target_modules"] if name not in TARGET_MODULES]

@@ -55,6 +55,8 @@ def test_defaults_and_description():
         ({"rank": 8}, "unknown key(s) rank; it takes r, alpha, dropout, target_modules"),
         ({"r": 0}, "peft.r must be a positive integer, got 0"),
         ({"dropout": 1.0}, "peft.dropout must be in [0, 1)"),
+        ({"alpha": -1}, "peft.alpha must be a positive number, got -1"),  # was accepted
+        ({"alpha": 0}, "peft.alpha must be a positive number, got 0"),
         (
             {"target_modules": ["query"]},
             "target_modules ['query'] must name one or more of NeoBERT's projections",
