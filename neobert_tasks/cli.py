@@ -138,6 +138,7 @@ class NeoBERTCLI(LightningCLI):
             trainer.logger = [
                 {"class_path": name, "init_args": {"save_dir": root, "name": ""}} for name in LOGGER_CLASSES
             ]
+        self._added_csv_logger = add_csv_logger(trainer, root) if not self._default_loggers else False
         # `fit --ckpt_path last` continues the resumed run's folder rather than starting version_N+1.
         version = self._resume_version if self._resume_version is not None else next_version(root)
         # validate/test/predict of a run's checkpoint write into that run (<run>/validate, …), unless the
@@ -170,6 +171,8 @@ class NeoBERTCLI(LightningCLI):
         config.trainer.default_root_dir = self._typed_root  # config.yaml records the root as given
         if self._default_loggers:
             config.trainer.logger = None
+        elif self._added_csv_logger:
+            config.trainer.logger = config.trainer.logger[:-1]  # as configured
 
     def after_fit(self) -> None:
         print_summary(self.trainer, "fit")
@@ -282,6 +285,23 @@ class NeoBERTCLI(LightningCLI):
             # Lightning drops the restored best score (with a warning) when the folder differs.
             checkpoint.dirpath = str((self._checkpoint_run or run_dir) / "checkpoints")
         return trainer
+
+
+def add_csv_logger(trainer, root: str) -> bool:
+    """Append a CSV logger to the trainer's own list of loggers that has none (a tracker with TensorBoard,
+    say): every run folder keeps its metrics.csv, which the analysis helpers and `validate` read."""
+    if trainer.logger is False:
+        return False  # no loggers asked for
+    entries = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+    paths = [
+        entry.get("class_path") if isinstance(entry, dict) else getattr(entry, "class_path", "")
+        for entry in entries
+    ]
+    if any(str(path).endswith("CSVLogger") for path in paths):
+        return False
+    csv = {"class_path": LOGGER_CLASSES[1], "init_args": {"save_dir": root, "name": ""}}
+    trainer.logger = [*entries, csv]
+    return True
 
 
 # Run folders that this process created (each command's `instantiate_trainer`).

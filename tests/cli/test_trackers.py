@@ -54,6 +54,7 @@ def test_a_tracker_first_keeps_the_run_folder_and_resumes(tracker, tmp_path, mon
         "export/config.json",
         "export/README.md",
         "checkpoints/last.ckpt",
+        "metrics.csv",  # a CSV logger joins the configured ones
     ):
         assert (run_dir / name).is_file(), name
     assert sorted(path.name for path in root.iterdir()) == ["version_0"]
@@ -77,3 +78,20 @@ def test_a_tracker_first_keeps_the_run_folder_and_resumes(tracker, tmp_path, mon
         runs = client.search_runs([experiment.experiment_id])
         assert any("val/accuracy" in run.data.metrics for run in runs)
         assert Path(tmp_path / "mlruns").is_dir()
+
+
+def test_configured_loggers_without_a_csv_logger_still_write_metrics_csv(tmp_path):
+    """With its own list of loggers (TensorBoard alone here, a tracker beside it in practice) a run folder
+    had no metrics.csv, which the analysis helpers read; config.yaml still records the list as configured."""
+    root = tmp_path / "runs"
+    tensorboard = {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": str(root), "name": ""},
+    }
+    loggers = tmp_path / "loggers.yaml"
+    loggers.write_text(yaml.safe_dump({"trainer": {"logger": [tensorboard]}}))
+    build_cli("fit", *quickstart_args(tmp_path), "--config", loggers, "--trainer.default_root_dir", root)
+    run_dir = root / "version_0"
+    assert "val/accuracy" in (run_dir / "metrics.csv").read_text().splitlines()[0]
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["logger"]
+    assert [entry["class_path"] for entry in saved] == ["lightning.pytorch.loggers.TensorBoardLogger"]
