@@ -106,6 +106,10 @@ def require_finite(dataset: datasets.Dataset, column: str, split: str, origin: s
     )
 
 
+# The skipped-rows warnings given in this process.
+SKIPPED_ROWS_WARNED: set[str] = set()
+
+
 def skip_empty_texts(
     dataset: datasets.Dataset,
     columns: Sequence[str],
@@ -126,17 +130,21 @@ def skip_empty_texts(
     if policy == "error":
         column, rows = min(empty.items(), key=lambda item: item[1][0])
         raise DataError(
-            f"Row {rows[0]} of split '{split}' ({origin}) has an empty or null text in column '{column}';"
+            f"Row {rows[0]} (counting from 0) of split '{split}' ({origin}) has an empty or null text in"
+            f" column '{column}';"
             " fix the data, or set data.init_args.empty_texts to skip to drop such rows."
         )
     bad = np.unique(np.concatenate(list(empty.values())))
     if len(bad) == len(dataset):
         raise DataError(f"Every row of split '{split}' ({origin}) has an empty or null text.")
-    rank_zero_warn(
+    warning = (
         f"Skipped {len(bad)} of {len(dataset)} rows of split '{split}' with an empty or null text in"
         f" column(s) {', '.join(sorted(empty))} ({origin}); set data.init_args.empty_texts to error to"
         " refuse them."
     )
+    if warning not in SKIPPED_ROWS_WARNED:  # prepare_data and setup both read a split: say it once
+        SKIPPED_ROWS_WARNED.add(warning)
+        rank_zero_warn(warning)
     if keep_row_numbers and SOURCE_INDEX_COLUMN not in dataset.column_names:
         dataset = dataset.add_column(EXAMPLE_INDEX, np.arange(len(dataset)))
     # `select` with the kept row numbers gets a deterministic fingerprint, so tokenization stays cached.

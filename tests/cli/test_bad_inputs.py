@@ -274,8 +274,8 @@ def test_empty_texts_are_refused_with_their_row(capsys, tmp_path):
     message = quickstart_error(capsys, tmp_path, splits, "--data.init_args.empty_texts", "error")
     origin = tmp_path / "data" / "validation.parquet"
     assert message == (
-        f"Row 1 of split 'validation' ({origin}) has an empty or null text in column 'sentence'; fix the"
-        " data, or set data.init_args.empty_texts to skip to drop such rows."
+        f"Row 1 (counting from 0) of split 'validation' ({origin}) has an empty or null text in column"
+        " 'sentence'; fix the data, or set data.init_args.empty_texts to skip to drop such rows."
     )
 
 
@@ -285,8 +285,10 @@ def test_empty_texts_are_skipped_with_a_warning(tmp_path):
     arguments = [*quickstart_args(tmp_path), "--data.init_args.data_dir", str(data_dir)]
     with pytest.warns(
         UserWarning, match=r"Skipped 2 of 6 rows of split 'validation' with an empty or null text"
-    ):
+    ) as warned:
         cli = build_cli("validate", *arguments)
+    # Once, though prepare_data and setup both read the split.
+    assert sum("Skipped 2 of 6 rows" in str(warning.message) for warning in warned) == 1
     # The rows kept keep their row numbers in the file, which predictions are written by.
     assert cli.datamodule.datasets["validation"]["example_index"] == [0, 2, 4, 5]
     assert "val/accuracy" in cli.trainer.callback_metrics
