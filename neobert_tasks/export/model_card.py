@@ -35,6 +35,8 @@ EXAMPLE_INPUTS = {
     "feature-extraction": 'pipe("Any sentence.")',
 }
 
+# A model trained on sentence pairs (MNLI, STS-B, a text_pair_column) reads a pair.
+PAIR_EXAMPLE_INPUT = 'pipe({"text": "A man is playing a guitar.", "text_pair": "Someone plays music."})'
 
 # Extractive QA without a pipeline: transformers 5 removed the question-answering one. The card's code
 # picks what `predict` picks (tasks/qa_postprocessing.py): windows of the context as the datamodule cuts
@@ -114,6 +116,7 @@ class CardFacts:
             ``doc_stride``, ``max_answer_length``, ``n_best_size``, ``version_2``,
             ``null_score_diff_threshold``).
         long_inputs: What becomes of an input longer than ``max_length``, when it is not simply cut there.
+        text_pairs: Whether the model classifies pairs of texts (its example then passes a pair).
         command: The command that reproduces the run.
         license: Licence identifier for the metadata.
     """
@@ -132,6 +135,7 @@ class CardFacts:
     max_length: int | None = None
     answer_settings: dict[str, Any] = field(default_factory=dict)
     long_inputs: str | None = None
+    text_pairs: bool = False
     command: str | None = None
     license: str = "mit"
 
@@ -204,10 +208,12 @@ def card_prose(facts: CardFacts) -> str:
         sections += [f"## Validation results{chosen}", _table(("metric", "value"), rows)]
     auto_class = AUTO_CLASS_NAMES.get(facts.architecture, "AutoModel")
     if facts.pipeline_tag in EXAMPLE_INPUTS:
+        pairs = facts.text_pairs and facts.pipeline_tag == "text-classification"
+        call = PAIR_EXAMPLE_INPUT if pairs else EXAMPLE_INPUTS[facts.pipeline_tag]
         example = (
             "from transformers import pipeline\n\n"
             f'pipe = pipeline("{facts.pipeline_tag}", model="path/to/folder", trust_remote_code=True)\n'
-            f"{EXAMPLE_INPUTS[facts.pipeline_tag]}"
+            f"{call}"
         )
     else:  # transformers 5 has no question-answering pipeline (4.x has)
         example = answer_span_example(facts.answer_settings)

@@ -141,6 +141,9 @@ def card_facts(
         max_length=data_hparams.get("max_length") if data_hparams else None,
         answer_settings=answer_settings,
         long_inputs=_long_inputs(data_hparams),
+        # Two text columns make a pair, except a long document's title and text.
+        text_pairs=len(getattr(datamodule, "text_columns", ())) == 2
+        and getattr(datamodule, "title_column", None) is None,
         command="python -m neobert_tasks fit --config training_config.yaml",
         license=license,
     )

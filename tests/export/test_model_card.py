@@ -24,3 +24,11 @@ def test_a_qa_card_shows_the_answer_function_other_heads_a_pipeline():
     assert "def answer(" in qa and "max_answer_length=7," in qa
     classifier = card_prose(CardFacts("neobert-sst2", "NeoBERTForSequenceClassification"))
     assert "def answer(" not in classifier and 'pipeline("text-classification"' in classifier
+
+
+def test_a_pair_classifiers_card_passes_a_pair():
+    """An STS-B or MNLI model's card called the pipeline with one sentence."""
+    pairs = card_prose(CardFacts("neobert-stsb", "NeoBERTForSequenceClassification", text_pairs=True))
+    assert 'pipe({"text": "A man is playing a guitar.", "text_pair": "Someone plays music."})' in pairs
+    single = card_prose(CardFacts("neobert-sst2", "NeoBERTForSequenceClassification"))
+    assert '"text_pair"' not in single
