@@ -152,4 +152,6 @@ def check_question_columns(dataset: datasets.Dataset, origin: str) -> None:
             raise DataError(f"Column '{column}' of {origin} must hold text, not {dataset.features[column]}.")
         missing = pc.index(pc.is_null(table[column]), True).as_py()
         if missing >= 0:
-            raise DataError(f"Row {missing} of {origin} has no value (null) in column '{column}'.")
+            # Ids are optional as a column (rows are numbered without one), not row by row.
+            either = "; give every row an id, or drop the column to number the rows" if column == "id" else ""
+            raise DataError(f"Row {missing} of {origin} has no value (null) in column '{column}'{either}.")

@@ -41,9 +41,9 @@ def check_question_lengths(
     longest = int(np.argmax(lengths)) if lengths else 0
     if lengths and room - lengths[longest] <= doc_stride:
         raise DataError(
-            f"Question '{ids[longest]}' has {lengths[longest]} tokens, which leaves {room - lengths[longest]}"
-            f" of max_length {max_length} for the context, not more than doc_stride {doc_stride}; raise"
-            " max_length or lower doc_stride."
+            f"Question '{ids[longest]}' has {lengths[longest]} tokens, which leaves"
+            f" {max(room - lengths[longest], 0)} of max_length {max_length} for the context, not more than"
+            f" doc_stride {doc_stride}; raise max_length or lower doc_stride."
         )
 
 

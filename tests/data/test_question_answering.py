@@ -250,6 +250,11 @@ def test_data_errors_name_file_column_and_question(write_split, tmp_path, tiny_t
         make_module(
             long_question.parent, tiny_tokenizer_dir, datasets_cache, max_length=16, doc_stride=1
         ).setup("fit")
+    # A question longer than max_length leaves nothing, not a negative count.
+    with pytest.raises(DataError, match=r"Question 'wordy' has 12 tokens, which leaves 0 of max_length 8"):
+        make_module(
+            long_question.parent, tiny_tokenizer_dir, datasets_cache, max_length=8, doc_stride=1
+        ).setup("fit")
     with pytest.raises(DataError, match=r"doc_stride \(16\) must be at least 0 and below max_length \(16\)"):
         make_module(path.parent, tiny_tokenizer_dir, datasets_cache, max_length=16, doc_stride=16)
 
@@ -358,3 +363,18 @@ def test_predict_file_questions_with_or_without_ids(tmp_path, tiny_tokenizer_dir
         DataError, match=r"Column 'context' is missing from predict file '.*no_context.jsonl'"
     ):
         make(predict_file=str(tmp_path / "no_context.jsonl")).setup("predict")
+
+
+def test_ids_on_some_rows_only_say_how_to_go_either_way():
+    """Ids are optional as a column: a file with some rows unnamed was refused without saying so."""
+    import datasets  # noqa: PLC0415
+
+    from neobert_tasks.data.squad_json import check_question_columns  # noqa: PLC0415
+
+    rows = datasets.Dataset.from_dict({"id": ["a", None], "context": ["c", "c"], "question": ["q", "q"]})
+    with pytest.raises(DataError) as refusal:
+        check_question_columns(rows, "predict file 'questions.jsonl'")
+    assert str(refusal.value) == (
+        "Row 1 of predict file 'questions.jsonl' has no value (null) in column 'id'; give every row an id, or"
+        " drop the column to number the rows."
+    )
