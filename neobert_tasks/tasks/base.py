@@ -149,6 +149,12 @@ class NeoBERTTask(L.LightningModule):
                     "model.init_args.peft trains the adapters and the head only: leave freeze_embeddings,"
                     " freeze_layers and freeze_backbone unset with it."
                 )
+            if self.hparams.get("model_config") is not None:
+                rank_zero_warn(
+                    "model.init_args.peft trains adapters over a randomly initialised backbone"
+                    " (model.init_args.model_config is set): frozen random weights leave them little to"
+                    " learn; give a pretrained model, or train without peft."
+                )
             self.model = add_lora(self.model, peft, self.head_modules)
             # The checkpoint lacks the frozen weights: `on_load_checkpoint` checks what it holds instead.
             self.strict_loading = False
