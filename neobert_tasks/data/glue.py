@@ -15,7 +15,7 @@ import datasets
 
 from neobert_tasks.data.checks import check_text_columns, require_columns
 from neobert_tasks.data.labels import REGRESSION, SINGLE_LABEL, LabelSchema, check_labels, label_encoding
-from neobert_tasks.data.sources import DataError
+from neobert_tasks.data.sources import DataError, MissingDataError, find_split_files
 from neobert_tasks.data.splits import PREDICT_SPLIT
 from neobert_tasks.data.text_classification import LabelledTextDataModule
 
@@ -99,6 +99,12 @@ class GLUEDataModule(LabelledTextDataModule):
         task_subdirectory = Path(data_dir) / task_name
         if task_subdirectory.is_dir() and not any(Path(data_dir).glob("train.*")):
             return str(task_subdirectory)
+        if Path(data_dir).is_dir() and not find_split_files(data_dir):
+            # Neither layout: say so before anything else is read (or warned about) from it.
+            raise MissingDataError(
+                f"Data directory '{data_dir}' holds neither a GLUE root's '{task_name}/' folder nor"
+                f" {task_name}'s own split files (train.parquet, validation.parquet, …)."
+            )
         return data_dir
 
     # ----------------------------------------------------------------------------------------------------

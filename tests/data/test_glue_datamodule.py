@@ -79,6 +79,18 @@ def test_unknown_task_lists_valid_names():
         GLUEDataModule("sst3", tokenizer="unused")
 
 
+def test_a_folder_of_neither_glue_layout_is_named_first(tmp_path):
+    """A folder without sst2/ or split files warned that there was no validation split, then said only that
+    it had no files for the splits."""
+    (tmp_path / "README.md").write_text("other data\n")
+    with pytest.raises(DataError) as refusal:
+        GLUEDataModule("sst2", tokenizer="unused", data_dir=str(tmp_path))
+    assert str(refusal.value) == (
+        f"Data directory '{tmp_path}' holds neither a GLUE root's 'sst2/' folder nor sst2's own split files"
+        " (train.parquet, validation.parquet, …)."
+    )
+
+
 def test_missing_tokenizer_directory_is_named(tmp_path):
     missing = str(tmp_path / "no_tokenizer_here")
     with pytest.raises(MissingDataError, match="no_tokenizer_here"):
