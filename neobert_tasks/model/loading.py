@@ -14,9 +14,11 @@ the task's ``allow_pickle_weights`` opts in.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -90,9 +92,10 @@ def load_pretrained(
     safetensors_only = {} if allow_pickle_weights else {"use_safetensors": True}
     try:
         new_head = needs_new_head(path, pretrained, config_overrides.get("num_labels"))
-        return model_class.from_pretrained(
-            path, ignore_mismatched_sizes=new_head, **safetensors_only, **config_overrides
-        )
+        with load_report_quiet(new_head):
+            return model_class.from_pretrained(
+                path, ignore_mismatched_sizes=new_head, **safetensors_only, **config_overrides
+            )
     except OSError as error:
         if safetensors_only and "safetensors" in str(error):  # transformers found no model.safetensors
             raise ConfigError(
@@ -120,6 +123,21 @@ def check_no_pickle_only(path: str, pretrained: str) -> None:
         f' neobert_tasks.model.loading import convert_pickle_weights; convert_pickle_weights({path!r})", or,'
         " if you trust the folder, set model.init_args.allow_pickle_weights true."
     )
+
+
+@contextlib.contextmanager
+def load_report_quiet(quiet: bool):
+    """Within the block, transformers' warnings (its load report, a table of every weight it re-initialised,
+    and a note that num_labels does not fit id2label) are not printed when ``quiet``: for a new classifier,
+    `needs_new_head` has said so in one warning."""
+    report = logging.getLogger("transformers")
+    level = report.level
+    if quiet:
+        report.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        report.setLevel(level)
 
 
 def convert_pickle_weights(folder: str | os.PathLike) -> Path:

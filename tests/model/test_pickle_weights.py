@@ -4,6 +4,7 @@ the command that converts them, unless ``allow_pickle_weights`` opts in; the con
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,21 @@ def test_conversion_of_shared_tensors_and_shards(tmp_path):
     assert converted.keys() == {*first, *second}
     for name, tensor in {**first, **second}.items():
         assert torch.equal(converted[name], tensor), name
+
+
+def test_a_new_classifier_is_one_warning_not_transformers_load_report(tmp_path):
+    """An MNLI export fine-tuned on RTE (3 labels to 2) printed transformers' table of every mismatched
+    weight under the package's own warning, which says the same in one sentence."""
+    three = NeoBERTForSequenceClassification(NeoBERTConfig(**tiny_config_kwargs(), num_labels=3))
+    three.save_pretrained(tmp_path / "three")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # transformers' loggers do not propagate to pytest's
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        with pytest.warns(UserWarning, match=r"has a classifier for 3 labels .* but the data has 2"):
+            two = build_model(NeoBERTForSequenceClassification, str(tmp_path / "three"), None, num_labels=2)
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert two.config.num_labels == 2
+    assert [record.getMessage() for record in records if record.levelno >= logging.WARNING] == []
