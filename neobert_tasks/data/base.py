@@ -261,7 +261,10 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         dataset = self._limited(dataset, None if name == PREDICT_SPLIT else limit)
         keep_row_numbers = not is_train and indexing == "row"
         columns = self.empty_text_columns()
-        dataset = skip_empty_texts(dataset, columns, self.empty_texts, name, origin, keep_row_numbers)
+        warned = self.__dict__.setdefault("_skip_warnings", set())  # each said once per datamodule
+        dataset = skip_empty_texts(
+            dataset, columns, self.empty_texts, name, origin, keep_row_numbers, warned=warned
+        )
         self.check_split(name, dataset, origin)
         if not is_train:
             self.raw_examples[name] = dataset

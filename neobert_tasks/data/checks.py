@@ -106,10 +106,6 @@ def require_finite(dataset: datasets.Dataset, column: str, split: str, origin: s
     )
 
 
-# The skipped-rows warnings given in this process.
-SKIPPED_ROWS_WARNED: set[str] = set()
-
-
 def skip_empty_texts(
     dataset: datasets.Dataset,
     columns: Sequence[str],
@@ -117,12 +113,15 @@ def skip_empty_texts(
     split: str,
     origin: str,
     keep_row_numbers: bool = False,
+    warned: set[str] | None = None,
 ) -> datasets.Dataset:
     """Drop the rows with an empty or null text in `columns` (`policy` skip, with a warning giving their
     count) or raise `DataError` naming the first one (`error`); a split without any comes back unchanged.
 
     With `keep_row_numbers`, the rows kept get an `example_index` column (unless the data has its own
     index column) holding their row number in the file, so predictions written by index match its rows.
+    A warning already in `warned` (the datamodule's: prepare_data and setup both read a split) is not
+    given again.
     """
     empty = empty_text_rows(dataset, columns) if columns else {}
     if not empty:
@@ -142,9 +141,10 @@ def skip_empty_texts(
         f" column(s) {', '.join(sorted(empty))} ({origin}); set data.init_args.empty_texts to error to"
         " refuse them."
     )
-    if warning not in SKIPPED_ROWS_WARNED:  # prepare_data and setup both read a split: say it once
-        SKIPPED_ROWS_WARNED.add(warning)
+    if warned is None or warning not in warned:
         rank_zero_warn(warning)
+    if warned is not None:
+        warned.add(warning)
     if keep_row_numbers and SOURCE_INDEX_COLUMN not in dataset.column_names:
         dataset = dataset.add_column(EXAMPLE_INDEX, np.arange(len(dataset)))
     # `select` with the kept row numbers gets a deterministic fingerprint, so tokenization stays cached.
