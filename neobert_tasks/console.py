@@ -59,6 +59,9 @@ DROPPED_INFO = (
 LIBRARY_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"Metric `SpearmanCorrcoef` will save all targets and predictions in the buffer",
+    # Every run has a folder of its own: a non-empty checkpoints/ is the run resumed (--ckpt_path last)
+    # or the run whose checkpoint validate scores, where its files belong.
+    r"Checkpoint directory .* exists and is not empty",
 )
 
 
