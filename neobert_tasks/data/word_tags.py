@@ -101,9 +101,12 @@ def check_tags(
         invalid = pc.or_(pc.less(values, 0), pc.greater_equal(values, len(label_names)))
     if (bad_value := first_row(invalid)) >= 0:
         row = pc.list_parent_indices(tags)[bad_value].as_py()
+        # A CoNLL file has sentences and no named columns: its rows are its sentences, in order.
+        conll = origin.endswith((".conll", ".txt"))
+        where = f"sentence {row} (counting from 0) of {origin}" if conll else f"row {row} of {origin}"
         raise DataError(
-            f"Tag {values[bad_value].as_py()!r} in row {row} of {origin} (column '{tags_column}') is not"
-            f" one of the {len(label_names)} label names {list(label_names)}"
+            f"Tag {values[bad_value].as_py()!r} in {where}{'' if conll else f' (column {tags_column!r})'} is"
+            f" not one of the {len(label_names)} label names {list(label_names)}"
             f"{' (ids 0 to ' + str(len(label_names) - 1) + ')' if kind != 'list_str' else ''}."
         )
 

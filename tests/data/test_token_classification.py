@@ -202,6 +202,21 @@ def test_conll_files_are_read_and_tag_names_inferred(tmp_path, piece_tokenizer_d
     assert by_part_of_speech.label_names == ["JJ", "NN", "NNP", "VBZ"]
 
 
+def test_an_unknown_conll_tag_is_named_by_its_sentence(
+    tmp_path, piece_tokenizer_dir, datasets_cache
+):
+    """A CoNLL file has sentences, not rows, and no 'ner_tags' column: the message said both."""
+    data_dir = tmp_path / "conll"
+    data_dir.mkdir()
+    (data_dir / "train.conll").write_text("peter B-PER\nlives O\n\n")
+    (data_dir / "validation.conll").write_text("mary B-PER\n\njohn B-EVENT\nmet O\n\n")
+    with pytest.raises(DataError) as refusal:
+        make_module(data_dir, piece_tokenizer_dir, datasets_cache).setup("fit")
+    assert str(refusal.value).startswith(
+        f"Tag 'B-EVENT' in sentence 1 (counting from 0) of {data_dir / 'validation.conll'} is not one of"
+    )
+
+
 def test_conll_line_without_tag_is_named(tmp_path, piece_tokenizer_dir, datasets_cache):
     data_dir = tmp_path / "conll"
     data_dir.mkdir()
