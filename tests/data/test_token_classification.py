@@ -202,9 +202,7 @@ def test_conll_files_are_read_and_tag_names_inferred(tmp_path, piece_tokenizer_d
     assert by_part_of_speech.label_names == ["JJ", "NN", "NNP", "VBZ"]
 
 
-def test_an_unknown_conll_tag_is_named_by_its_sentence(
-    tmp_path, piece_tokenizer_dir, datasets_cache
-):
+def test_an_unknown_conll_tag_is_named_by_its_sentence(tmp_path, piece_tokenizer_dir, datasets_cache):
     """A CoNLL file has sentences, not rows, and no 'ner_tags' column: the message said both."""
     data_dir = tmp_path / "conll"
     data_dir.mkdir()
