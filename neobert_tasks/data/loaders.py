@@ -48,7 +48,9 @@ def dataset_lengths(dataset: datasets.Dataset) -> list[int]:
 def check_max_tokens(max_tokens: MaxTokens) -> None:
     """Refuse a token budget that is neither `auto`, None nor a positive token count."""
     if max_tokens not in (None, "auto") and (isinstance(max_tokens, str) or max_tokens < 1):
-        raise DataError(f"data.max_tokens must be auto, null or a positive token count, got {max_tokens!r}.")
+        raise DataError(
+            f"data.init_args.max_tokens must be auto, null or a positive token count, got {max_tokens!r}."
+        )
 
 
 def resolved_max_tokens(
@@ -122,8 +124,8 @@ def training_loader(
     too_long = sum(padded_length(length, pad_to_multiple_of) > budget for length in lengths)
     if too_long:
         rank_zero_warn(
-            f"{too_long} training examples have more tokens than data.max_tokens ({budget});"
-            " each is trained in a batch of its own."
+            f"{too_long} training examples have more tokens than data.init_args.max_tokens ({budget}); each"
+            " is trained in a batch of its own."
         )
     budget_sampler = TokenBudgetSampler(lengths, budget, seed, pad_to_multiple_of, **distributed)
     return batch_sampler_loader(dataset, budget_sampler, collate_fn, trainer, num_workers, resume_at)

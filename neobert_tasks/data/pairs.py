@@ -66,8 +66,8 @@ def pair_training_loader(
         budget = resolved_max_tokens(max_tokens, costs, batch_size, pad_to_multiple_of)
         if (too_long := int((costs > budget).sum())) > 0:
             rank_zero_warn(
-                f"{too_long} training rows have more tokens than data.max_tokens ({budget}) once each role"
-                " is padded to their longest text; each gets a batch of its own on its rank."
+                f"{too_long} training rows have more tokens than data.init_args.max_tokens ({budget}) once"
+                " each role is padded to their longest text; each gets a batch of its own on its rank."
             )
     distributed = distributed_kwargs(trainer) or {"num_replicas": 1, "rank": 0}
     sampler = UniqueTextBatchSampler(

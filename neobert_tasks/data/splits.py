@@ -76,7 +76,7 @@ class SplitBookkeeping(ABC):
         if split_name == PREDICT_SPLIT and self.predict_file is not None:
             return f"predict file '{self.predict_file}'"
         if split_name == self.predict_split:
-            return f"split '{split_name}' (data.predict_split)"
+            return f"split '{split_name}' (data.init_args.predict_split)"
         if split_name in self.test_split_names:
             return f"test split '{split_name}'"
         return f"validation split '{split_name}' (the data has no test split)"

@@ -102,11 +102,18 @@ class TextDataModule(HubOrLocalSource, TokenizedDataModule):
         super().__init__(tokenizer=tokenizer, empty_texts="skip", **kwargs)  # packed text has no empty rows
         only_predicting = predict_file is not None and dataset is None and data_dir is None
         if (dataset is None) == (data_dir is None) and not only_predicting:
-            raise DataError("Set exactly one of data.dataset (a hub id) and data.data_dir (a local folder).")
+            raise DataError(
+                "Set exactly one of data.init_args.dataset (a hub id) and data.init_args.data_dir (a local"
+                " folder)."
+            )
         if streaming and data_dir is not None:
-            raise DataError("data.streaming applies to hub datasets only; unset it for data.data_dir.")
+            raise DataError(
+                "data.init_args.streaming applies to hub datasets only; unset it for data.init_args.data_dir."
+            )
         if streaming and self.max_tokens is not None:
-            raise DataError("data.max_tokens needs an indexed dataset; unset it for data.streaming.")
+            raise DataError(
+                "data.init_args.max_tokens needs an indexed dataset; unset it for data.init_args.streaming."
+            )
         if not 0.0 <= validation_fraction < 1.0:
             raise DataError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
         self.set_data_source(dataset, dataset_config, data_dir, required=False)  # checked just above
@@ -145,7 +152,10 @@ class TextDataModule(HubOrLocalSource, TokenizedDataModule):
 
     @staticmethod
     def _no_tokenizer():
-        raise DataError("data.tokenizer is null and data.train_tokenizer is false: no tokenizer to use.")
+        raise DataError(
+            "data.init_args.tokenizer is null and data.init_args.train_tokenizer is false: no tokenizer to"
+            " use."
+        )
 
     def _train_tokenizer(self) -> PreTrainedTokenizerFast:
         raw, _ = self.load_raw_splits([self.train_split_name])
@@ -210,15 +220,15 @@ class TextDataModule(HubOrLocalSource, TokenizedDataModule):
         without_mask = sum(self.tokenizer.mask_token not in text for text in texts["text"])
         if without_mask:
             rank_zero_warn(
-                f"{without_mask} of {len(texts)} texts of predict file '{self.predict_file}' hold no "
-                f"{self.tokenizer.mask_token} token: nothing is predicted for them."
+                f"{without_mask} of {len(texts)} texts of predict file '{self.predict_file}' hold no"
+                f" {self.tokenizer.mask_token} token: nothing is predicted for them."
             )
         return texts
 
     def predict_texts(self) -> list[str]:
         """The predict file's texts, in ``example_index`` order (after ``setup("predict")``)."""
         if PREDICT_SPLIT not in self.raw_examples:
-            raise DataError("No predict file is loaded; set data.predict_file and run predict.")
+            raise DataError("No predict file is loaded; set data.init_args.predict_file and run predict.")
         return list(self.raw_examples[PREDICT_SPLIT]["text"])
 
     # ----------------------------------------------------------------------------------------------------

@@ -67,10 +67,13 @@ def build_model(
         try:
             config = NeoBERTConfig(**{**model_config, **config_overrides})
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"model.model_config: {error}") from None
+            raise ConfigError(f"model.init_args.model_config: {error}") from None
         return model_class(config)
     if pretrained is None:
-        raise ConfigError("Set model.pretrained (a checkpoint directory or hub id) or model.model_config.")
+        raise ConfigError(
+            "Set model.init_args.pretrained (a checkpoint directory or hub id) or"
+            " model.init_args.model_config."
+        )
     return load_pretrained(model_class, pretrained, allow_pickle_weights, config_overrides)
 
 
@@ -85,7 +88,9 @@ def load_pretrained(
     # A hub id is "name" or "org/name"; anything else can only be a directory on this machine.
     looks_local = pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1
     if looks_local and not os.path.isdir(path):
-        raise MissingPathError(f"model.pretrained: the checkpoint directory {pretrained!r} does not exist.")
+        raise MissingPathError(
+            f"model.init_args.pretrained: the checkpoint directory {pretrained!r} does not exist."
+        )
     if not allow_pickle_weights:
         check_no_pickle_only(path, pretrained)
     # use_safetensors=True: transformers would otherwise fall back to pytorch_model.bin, a pickle.
@@ -99,13 +104,14 @@ def load_pretrained(
     except OSError as error:
         if safetensors_only and "safetensors" in str(error):  # transformers found no model.safetensors
             raise ConfigError(
-                f"model.pretrained {pretrained!r} has no safetensors weights (model.safetensors or its"
-                " shards); a pickle (pytorch_model.bin) loads only with model.init_args.allow_pickle_weights"
-                " true, since it can run code."
+                f"model.init_args.pretrained {pretrained!r} has no safetensors weights (model.safetensors or"
+                " its shards); a pickle (pytorch_model.bin) loads only with"
+                " model.init_args.allow_pickle_weights true, since it can run code."
             ) from None
         raise MissingPathError(
-            f"model.pretrained: could not load {pretrained!r} as a local directory or from the Hugging Face "
-            f"hub ({error.__class__.__name__}); check the path, or the network and HF_HUB_OFFLINE."
+            f"model.init_args.pretrained: could not load {pretrained!r} as a local directory or from the"
+            f" Hugging Face hub ({error.__class__.__name__}); check the path, or the network and"
+            " HF_HUB_OFFLINE."
         ) from error
 
 
@@ -118,8 +124,8 @@ def check_no_pickle_only(path: str, pretrained: str) -> None:
     if not pickles or files & set(SAFETENSORS_WEIGHTS):
         return
     raise ConfigError(
-        f"model.pretrained {pretrained!r} holds only pickle weights ({', '.join(pickles)}), which can run"
-        ' code when loaded; convert them once to model.safetensors with python -c "from'
+        f"model.init_args.pretrained {pretrained!r} holds only pickle weights ({', '.join(pickles)}), which"
+        ' can run code when loaded; convert them once to model.safetensors with python -c "from'
         f' neobert_tasks.model.loading import convert_pickle_weights; convert_pickle_weights({path!r})", or,'
         " if you trust the folder, set model.init_args.allow_pickle_weights true."
     )
@@ -168,14 +174,14 @@ def check_config_fields(model_config: dict[str, Any]) -> None:
     for name in model_config:
         if name == "attn_implementation":  # a task option, not a config field: say where it goes
             raise ConfigError(
-                "model.model_config has a field 'attn_implementation'; the attention backend is chosen with"
-                " model.init_args.attn_implementation instead."
+                "model.init_args.model_config has a field 'attn_implementation'; the attention backend is"
+                " chosen with model.init_args.attn_implementation instead."
             )
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; NeoBERTConfig fields are {known}."
             raise ConfigError(
-                f"model.model_config has a field '{name}' that NeoBERTConfig does not know{hint}"
+                f"model.init_args.model_config has a field '{name}' that NeoBERTConfig does not know{hint}"
             )
 
 
@@ -193,9 +199,9 @@ def needs_new_head(path: str, pretrained: str, num_labels: int | None) -> bool:
         return False
     names = f" ({', '.join(map(str, saved.id2label.values()))})" if saved.id2label else ""
     warnings.warn(
-        f"model.pretrained {pretrained!r} has a classifier for {saved.num_labels} labels{names} but the data"
-        f" has {num_labels}: the classifier starts from random weights, the rest of the model from the"
-        " checkpoint.",
+        f"model.init_args.pretrained {pretrained!r} has a classifier for {saved.num_labels} labels{names} but"
+        f" the data has {num_labels}: the classifier starts from random weights, the rest of the model from"
+        " the checkpoint.",
         stacklevel=3,
     )
     return True

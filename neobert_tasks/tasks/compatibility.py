@@ -28,8 +28,8 @@ def check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     if len(tokenizer) > vocab_size:
         raise ConfigError(
             f"The tokenizer '{tokenizer.name_or_path}' has {len(tokenizer)} tokens but {source} has a"
-            f" vocabulary of {vocab_size}; use the model's own tokenizer, or set model_config.vocab_size"
-            " for a model trained from scratch."
+            f" vocabulary of {vocab_size}; use the model's own tokenizer, or set model_config.vocab_size for"
+            " a model trained from scratch."
         )
 
 
@@ -38,8 +38,8 @@ def check_max_length_fits(model: PreTrainedModel, max_length: int | None, source
     model_max_length = getattr(model.config, "max_length", None)
     if max_length is not None and model_max_length is not None and max_length > model_max_length:
         raise ConfigError(
-            f"data.max_length ({max_length}) exceeds the model's max_length ({model_max_length}), the longest"
-            f" input {source} takes; set data.init_args.max_length to {model_max_length} or less."
+            f"data.init_args.max_length ({max_length}) exceeds the model's max_length ({model_max_length}),"
+            f" the longest input {source} takes; set data.init_args.max_length to {model_max_length} or less."
         )
 
 
@@ -64,8 +64,8 @@ def check_checkpoint_fits(
     saved_labels = checkpoint.get("hyper_parameters", {}).get("num_labels")
     if saved_labels is not None and num_labels is not None and saved_labels != num_labels:
         raise ConfigError(
-            f"{where} was trained with num_labels {saved_labels} but the data has {num_labels} labels;"
-            " use a checkpoint of this task, or start a new fit from that run's export with"
+            f"{where} was trained with num_labels {saved_labels} but the data has {num_labels} labels; use a"
+            " checkpoint of this task, or start a new fit from that run's export with"
             " --model.init_args.pretrained <run>/export (its classifier is then re-initialised)."
         )
     name, saved_shape, current_shape = mismatched[0]

@@ -90,7 +90,8 @@ class EmbeddingTask(NeoBERTTask):
         width = self.model.config.hidden_size
         if matryoshka_dims and max(matryoshka_dims) > width:
             raise ConfigError(
-                f"model.matryoshka_dims {matryoshka_dims} holds a size above the model's width ({width})."
+                f"model.init_args.matryoshka_dims {matryoshka_dims} holds a size above the model's width"
+                f" ({width})."
             )
         self._collected: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
@@ -255,16 +256,19 @@ def check_embedding_options(
 ) -> None:
     """One sentence naming the option, for each value `EmbeddingTask` cannot use."""
     if pooling not in POOLING_MODES:
-        raise ConfigError(f"model.pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}.")
+        raise ConfigError(f"model.init_args.pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}.")
     if not temperature > 0:
-        raise ConfigError(f"model.temperature must be positive; it is {temperature}.")
+        raise ConfigError(f"model.init_args.temperature must be positive; it is {temperature}.")
     if matryoshka_dims is not None and (not matryoshka_dims or min(matryoshka_dims) < 1):
-        raise ConfigError(f"model.matryoshka_dims must list positive sizes; it is {matryoshka_dims}.")
+        raise ConfigError(
+            f"model.init_args.matryoshka_dims must list positive sizes; it is {matryoshka_dims}."
+        )
     if grad_cache_chunk_size is not None and grad_cache_chunk_size < 1:
         raise ConfigError(
-            f"model.grad_cache_chunk_size must be positive or null; it is {grad_cache_chunk_size}."
+            f"model.init_args.grad_cache_chunk_size must be positive or null; it is {grad_cache_chunk_size}."
         )
     if embedding_format not in EMBEDDING_FORMATS:
         raise ConfigError(
-            f"model.embedding_format {embedding_format!r} is not one of {', '.join(EMBEDDING_FORMATS)}."
+            f"model.init_args.embedding_format {embedding_format!r} is not one of"
+            f" {', '.join(EMBEDDING_FORMATS)}."
         )

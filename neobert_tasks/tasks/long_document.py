@@ -54,9 +54,13 @@ class LongDocumentClassificationTask(SequenceClassificationTask):
 
     def __init__(self, pooling: str = "mean", **kwargs: Any):
         if pooling not in POOLING_MODES:
-            raise ConfigError(f"model.pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}.")
+            raise ConfigError(
+                f"model.init_args.pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}."
+            )
         if kwargs.get("task_name") is not None:
-            raise ConfigError("model.task_name is for GLUE tasks; long documents use generic metrics.")
+            raise ConfigError(
+                "model.init_args.task_name is for GLUE tasks; long documents use generic metrics."
+            )
         self.pooling = pooling
         super().__init__(**kwargs)
 

@@ -40,8 +40,8 @@ def lora_options(peft: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(peft) - set(LORA_DEFAULTS))
     if unknown:
         raise ConfigError(
-            f"model.init_args.peft has unknown key(s) {', '.join(unknown)};"
-            f" it takes {', '.join(LORA_DEFAULTS)}."
+            f"model.init_args.peft has unknown key(s) {', '.join(unknown)}; it takes"
+            f" {', '.join(LORA_DEFAULTS)}."
         )
     options = {**LORA_DEFAULTS, **peft}
     if not isinstance(options["r"], int) or options["r"] < 1:
@@ -132,8 +132,8 @@ def check_lora_checkpoint(module: torch.nn.Module, checkpoint: dict[str, Any], w
     missing = [name for name in trainable if name not in saved]
     if missing:
         raise ConfigError(
-            f"{where} has no weights for {len(missing)} of the adapter's tensors (first: '{missing[0]}'):"
-            " it was trained without model.init_args.peft or with other target_modules."
+            f"{where} has no weights for {len(missing)} of the adapter's tensors (first: '{missing[0]}'): it"
+            " was trained without model.init_args.peft or with other target_modules."
         )
     expected = checkpoint.get(FINGERPRINT_KEY)
     if expected is None:
@@ -143,6 +143,7 @@ def check_lora_checkpoint(module: torch.nn.Module, checkpoint: dict[str, Any], w
         abs(a - b) > 1e-6 * max(1.0, abs(b)) for a, b in zip(current[1:], expected[1:], strict=True)
     ):
         raise ConfigError(
-            f"{where} was trained over other frozen weights than the model built now (model.pretrained or"
-            " model.model_config and seed differ): its adapters only fit the backbone they were trained on."
+            f"{where} was trained over other frozen weights than the model built now"
+            " (model.init_args.pretrained or model.init_args.model_config and seed differ): its adapters"
+            " only fit the backbone they were trained on."
         )

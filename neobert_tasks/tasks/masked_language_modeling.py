@@ -111,9 +111,11 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         **kwargs: Any,
     ):
         if predict_top_k < 1:
-            raise ConfigError(f"model.predict_top_k must be a positive number, got {predict_top_k}.")
+            raise ConfigError(
+                f"model.init_args.predict_top_k must be a positive number, got {predict_top_k}."
+            )
         if not 0.0 < mlm_probability < 1.0:
-            raise ConfigError(f"model.mlm_probability must be in (0, 1), got {mlm_probability}.")
+            raise ConfigError(f"model.init_args.mlm_probability must be in (0, 1), got {mlm_probability}.")
         if min(mask_replace_probability, random_replace_probability) < 0 or (
             mask_replace_probability + random_replace_probability > 1.0 + 1e-9
         ):
@@ -133,8 +135,8 @@ class MaskedLanguageModelingTask(NeoBERTTask):
     def _require_tokens(self) -> tuple[torch.Tensor, int, int]:
         if self.mask_token_id is None or self.special_token_ids is None:
             raise ConfigError(
-                "model.mask_token_id and model.special_token_ids are unset; they come from the datamodule "
-                "(data.mask_token_id, data.special_token_ids) or must be given."
+                "model.init_args.mask_token_id and model.init_args.special_token_ids are unset; they come"
+                " from the datamodule (data.mask_token_id, data.special_token_ids) or must be given."
             )
         vocab_size = self.vocab_size or self.network.config.vocab_size
         return torch.tensor(self.special_token_ids), self.mask_token_id, vocab_size

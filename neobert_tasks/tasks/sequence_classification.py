@@ -87,20 +87,20 @@ class SequenceClassificationTask(NeoBERTTask):
     ):
         if num_labels is None or num_labels < 1:
             raise ConfigError(
-                f"model.num_labels is {num_labels}: it comes from the datamodule (data.num_labels) "
-                "or must be set to a positive number."
+                f"model.init_args.num_labels is {num_labels}: it comes from the datamodule"
+                " (data.init_args.num_labels) or must be set to a positive number."
             )
         if problem_type not in PROBLEM_TYPES:
             raise ConfigError(
-                f"model.problem_type {problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}."
+                f"model.init_args.problem_type {problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}."
             )
         if task_name is not None and task_name not in GLUE_MAIN_METRIC:
             raise ConfigError(
-                f"model.task_name {task_name!r} is not a GLUE task ({', '.join(GLUE_MAIN_METRIC)})."
+                f"model.init_args.task_name {task_name!r} is not a GLUE task ({', '.join(GLUE_MAIN_METRIC)})."
             )
         if label_names is not None and problem_type != "regression" and len(label_names) != num_labels:
             raise ConfigError(
-                f"model.label_names has {len(label_names)} names but num_labels is {num_labels}."
+                f"model.init_args.label_names has {len(label_names)} names but num_labels is {num_labels}."
             )
         check_loss_options(problem_type, class_weights, label_smoothing, pos_weight)
         self.num_labels, self.problem_type = num_labels, problem_type

@@ -65,12 +65,14 @@ class TokenClassificationTask(NeoBERTTask):
     ):
         if not label_names or (num_labels is not None and num_labels != len(label_names)):
             raise ConfigError(
-                f"model.label_names ({label_names}) must list the {num_labels} tag names; they come from "
-                "the datamodule (data.label_names)."
+                f"model.init_args.label_names ({label_names}) must list the {num_labels} tag names; they come"
+                " from the datamodule (data.init_args.label_names)."
             )
         check_loss_options("token_classification", class_weights, label_smoothing)
         if metric_mode not in MODES:
-            raise ConfigError(f"model.metric_mode {metric_mode!r} is not one of {', '.join(MODES)}.")
+            raise ConfigError(
+                f"model.init_args.metric_mode {metric_mode!r} is not one of {', '.join(MODES)}."
+            )
         self.label_names, self.num_labels = list(label_names), len(label_names)
         self.metric_mode, self.classifier_dropout = metric_mode, classifier_dropout
         super().__init__(learning_rate=learning_rate, **kwargs)

@@ -101,7 +101,7 @@ def test_config_file_that_does_not_exist(capsys, tmp_path):
 def test_model_config_field_that_does_not_exist(capsys, tmp_path):
     message = quickstart_error(capsys, tmp_path, "--model.init_args.model_config.hiden_size", "32")
     assert message == (
-        "model.model_config has a field 'hiden_size' that NeoBERTConfig does not know; did you mean"
+        "model.init_args.model_config has a field 'hiden_size' that NeoBERTConfig does not know; did you mean"
         " 'hidden_size'?"
     )
 
@@ -151,7 +151,7 @@ def test_tokenizer_larger_than_the_vocabulary_of_a_pretrained_model(capsys, tmp_
 
 def test_data_longer_than_the_model_accepts(capsys, tmp_path):
     message = quickstart_error(capsys, tmp_path, "--data.init_args.max_length", "256")
-    assert message.startswith("data.max_length (256) exceeds the model's max_length (128)")
+    assert message.startswith("data.init_args.max_length (256) exceeds the model's max_length (128)")
 
 
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "predict"])
@@ -171,7 +171,7 @@ def test_pretrained_directory_that_does_not_exist(capsys, tmp_path):
         "--model.init_args.model_config",
         "null",
     )
-    assert message == f"model.pretrained: the checkpoint directory '{missing}' does not exist."
+    assert message == f"model.init_args.pretrained: the checkpoint directory '{missing}' does not exist."
 
 
 def test_checkpoint_trained_with_another_number_of_labels(capsys, tmp_path):
@@ -355,7 +355,8 @@ def test_pretrained_folder_with_only_pickle_weights_says_how_to_convert(capsys, 
         "--model.init_args.model_config", "null",
     )  # fmt: skip
     assert message.startswith(
-        f"model.pretrained '{pickled}' holds only pickle weights (pytorch_model.bin), which can run code"
+        f"model.init_args.pretrained '{pickled}' holds only pickle weights (pytorch_model.bin), which can"
+        " run code"
     )
     assert "convert_pickle_weights(" in message and "model.init_args.allow_pickle_weights true" in message
 

@@ -161,7 +161,7 @@ def test_predict_split_chooses_the_split_predict_labels(trained_run, split, capl
     with (run_dir / "predictions" / f"{split}.tsv").open(newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     assert [int(row["index"]) for row in rows] == list(range(64))  # the debug preset's limit_eval_samples
-    assert f"Predictions of split '{split}' (data.predict_split)" in caplog.text
+    assert f"Predictions of split '{split}' (data.init_args.predict_split)" in caplog.text
 
 
 def test_validate_writes_its_predictions_on_request(trained_run):

@@ -163,4 +163,4 @@ def test_windows_longer_than_the_model_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_cli("validate", *args, "--data.init_args.max_length", "8192", tmp_path=tmp_path)
     assert exit_info.value.code == 2
-    assert "data.max_length (8192) exceeds the model's max_length (4096)" in capsys.readouterr().err
+    assert "data.init_args.max_length (8192) exceeds the model's max_length (4096)" in capsys.readouterr().err

@@ -114,7 +114,7 @@ def test_batches_hold_whole_documents(tiny_tokenizer_dir, document_dir, tmp_path
     assert sum(batch["input_ids"].shape[0] for batch in training) == sum(windows_per_document)
 
 
-@pytest.mark.filterwarnings("ignore:3 training examples have more tokens than data.max_tokens")
+@pytest.mark.filterwarnings("ignore:3 training examples have more tokens than data.init_args.max_tokens")
 def test_token_budget_counts_windows_and_keeps_documents_whole(tiny_tokenizer_dir, document_dir, tmp_path):
     module = datamodule(tiny_tokenizer_dir, document_dir, tmp_path, max_tokens=48)
     windows = [len(row) for row in module.datasets["train"]["input_ids"]]

@@ -108,7 +108,7 @@ def test_token_budget_on_unpacked_rows_and_refused_for_streams(tokenizer, tmp_pa
     assert all(batch["input_ids"].numel() <= 64 for batch in batches)
     rows = sum(batch["input_ids"].shape[0] for batch in batches)
     assert rows == len(module.datasets["train"]) and set(batches[0]) == {"input_ids", "attention_mask"}
-    with pytest.raises(DataError, match="data.max_tokens needs an indexed dataset"):
+    with pytest.raises(DataError, match="data.init_args.max_tokens needs an indexed dataset"):
         TextDataModule(tokenizer=str(tmp_path / "new_tokenizer"), dataset="some/hub", streaming=True,
                        max_tokens=64)  # fmt: skip
 

@@ -202,7 +202,8 @@ def test_datamodule_resumes_mid_epoch(cola_dir, tiny_tokenizer_dir, datasets_cac
 
 def test_examples_longer_than_the_budget_are_trained_alone(cola_dir, tiny_tokenizer_dir, datasets_cache):
     datamodule = cola(cola_dir, tiny_tokenizer_dir, datasets_cache, max_tokens=16)
-    with pytest.warns(UserWarning, match=r"training examples have more tokens than data.max_tokens \(16\)"):
+    too_long = r"training examples have more tokens than data.init_args.max_tokens \(16\)"
+    with pytest.warns(UserWarning, match=too_long):
         batches = list(datamodule.train_dataloader())
     assert sum(batch["labels"].numel() for batch in batches) == 120
     assert all(batch["input_ids"].shape[0] == 1 for batch in batches if batch["input_ids"].shape[1] > 16)
@@ -210,5 +211,5 @@ def test_examples_longer_than_the_budget_are_trained_alone(cola_dir, tiny_tokeni
 
 @pytest.mark.parametrize("value", [0, -5, "many"])
 def test_invalid_max_tokens_is_named(value):
-    with pytest.raises(DataError, match=r"data.max_tokens must be auto, null or a positive token count"):
+    with pytest.raises(DataError, match=r"data.init_args.max_tokens must be auto, null or a positive token"):
         GLUEDataModule("cola", tokenizer="tokenizer-not-loaded", max_tokens=value)

@@ -44,8 +44,8 @@ def test_pickle_only_folder_is_refused_with_the_conversion_command(tmp_path):
     with pytest.raises(ConfigError) as error:
         build_model(NeoBERTForSequenceClassification, str(tmp_path), None, num_labels=2)
     assert str(error.value) == (
-        f"model.pretrained '{tmp_path}' holds only pickle weights (pytorch_model.bin), which can run code"
-        ' when loaded; convert them once to model.safetensors with python -c "from'
+        f"model.init_args.pretrained '{tmp_path}' holds only pickle weights (pytorch_model.bin), which can"
+        ' run code when loaded; convert them once to model.safetensors with python -c "from'
         " neobert_tasks.model.loading import convert_pickle_weights;"
         f" convert_pickle_weights('{tmp_path}')\", or, if you trust the folder, set"
         " model.init_args.allow_pickle_weights true."
@@ -69,7 +69,7 @@ def test_folder_without_weights_says_safetensors_are_missing(tmp_path):
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(ConfigError) as error:
         build_model(NeoBERTForSequenceClassification, str(tmp_path), None, num_labels=2)
-    assert str(error.value).startswith(f"model.pretrained '{tmp_path}' has no safetensors weights")
+    assert str(error.value).startswith(f"model.init_args.pretrained '{tmp_path}' has no safetensors weights")
 
 
 def test_the_command_of_the_message_converts_the_folder(tmp_path):
