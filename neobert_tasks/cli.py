@@ -61,7 +61,7 @@ from neobert_tasks.run_directory import (
     check_writable,
     next_version,
     pin_logger_versions,
-    remove_if_empty,
+    remove_unused_run_folder,
     repoint_loggers,
     run_of_checkpoint,
 )
@@ -361,7 +361,7 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
             raise
         # A run folder this command created and left empty would only push the next run to version_N+1.
         for folder in FRESH_RUN_FOLDERS:
-            remove_if_empty(folder)
+            remove_unused_run_folder(folder)
         # One line even when the message quotes a library's multi-line explanation.
         print(f"neobert_tasks: error: {' '.join(str(user_error).split())}", file=sys.stderr)
         raise SystemExit(EX_IOERR if isinstance(user_error, StorageError) else 2) from None

@@ -12,9 +12,9 @@ adds and to the checkpoint callback, and records it in a `RunDirectory` callback
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -211,7 +211,14 @@ def check_writable(folder: Path) -> None:
         ) from error
 
 
-def remove_if_empty(folder: Path) -> None:
-    """Remove ``folder`` when nothing was written into it (a command that failed before its first file)."""
-    with contextlib.suppress(OSError):
-        folder.rmdir()  # refuses a folder that holds anything
+# What only a run that trained holds: a checkpoint, the closing scores, an export, predictions.
+RUN_RESULTS = ("checkpoints/*.ckpt", "metrics.json", "export", "predictions", "validate", "test")
+
+
+def remove_unused_run_folder(folder: Path) -> None:
+    """Remove ``folder``, which this command created, when it holds no result of a run: a command refused
+    before training left at most its config.yaml and the loggers' first files there, and the next run would
+    otherwise be version_N+1."""
+    if not folder.is_dir() or any(next(folder.glob(pattern), None) for pattern in RUN_RESULTS):
+        return
+    shutil.rmtree(folder, ignore_errors=True)

@@ -15,6 +15,7 @@ from unittest import mock
 import pytest
 
 from neobert_tasks.cli import NeoBERTCLI, main
+from neobert_tasks.run_directory import RUN_RESULTS
 from tests.conftest import REPO_ROOT, shared_path
 
 CONFIGS = REPO_ROOT / "configs"
@@ -131,8 +132,13 @@ def command_error(capsys, *args: str, tmp_path: Path) -> str:
     message = error.strip().splitlines()[-1]
     assert message.startswith("neobert_tasks: error: ")
     assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("export"))
-    # Nor an empty run folder, which would make the next run version_N+1.
-    assert not [path for path in tmp_path.rglob("version_*") if path.is_dir() and not any(path.iterdir())]
+    # Nor a run folder without results (a config.yaml, the loggers' first files), which would make the next
+    # run version_N+1.
+    leftovers = [
+        path for path in tmp_path.rglob("version_*")
+        if path.is_dir() and not any(next(path.glob(pattern), None) for pattern in RUN_RESULTS)
+    ]  # fmt: skip
+    assert not leftovers, leftovers
     return message.removeprefix("neobert_tasks: error: ")
 
 
