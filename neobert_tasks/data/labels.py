@@ -88,6 +88,20 @@ def encode_labels(
     }
 
 
+def shortened(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters, for a message that quotes a value."""
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+def names_text(label_names: Sequence[str], column: str, shown: int = 5) -> str:
+    """The label names for a message: all of a few; of many (a text column read as labels), the first ones,
+    their count and the likely cause."""
+    if len(label_names) <= 2 * shown:
+        return str(list(label_names))
+    first = ", ".join(repr(shortened(name, 30)) for name in label_names[:shown])
+    return f"[{first}, …] ({len(label_names)} names: does column '{column}' hold labels?)"
+
+
 def check_labels(
     dataset: datasets.Dataset,
     column: str,
@@ -138,8 +152,8 @@ def check_labels(
         if unknown:
             row = f"row {pc.index(original, unknown[0]).as_py()} of " if encoding == "class_name" else ""
             raise DataError(
-                f"Label '{unknown[0]}' in {row}{where} is not one of the label names"
-                f" {list(label_names)}{cause}."
+                f"Label {shortened(unknown[0])!r} in {row}{where} is not one of the label names"
+                f" {names_text(label_names, column)}{cause}."
             )
     elif encoding == "multi_hot_vector":
         sizes = set(pc.unique(pc.list_value_length(values)).to_pylist())

@@ -235,3 +235,18 @@ def test_a_label_training_lacks_is_named_with_where_the_names_come_from(
         f"Label 'neutral' in row 1 of split 'validation' ({directory / 'validation.parquet'}) is not one of"
         f" the label names ['neg', 'pos']; the label names come from {source}."
     )
+
+
+def test_a_text_column_read_as_labels_gets_a_short_message(tmp_path, tiny_tokenizer_dir, datasets_cache):
+    """label_column pointing at the text printed every training sentence as a label name: 130 KB."""
+    directory = tmp_path / "data"
+    sentences = [f"sentence number {index} of a long review" for index in range(40)]
+    write_table(directory / "train.parquet", text=sentences, label=["pos", "neg"] * 20)
+    write_table(directory / "validation.parquet", text=["another review"], label=["pos"])
+    datamodule = TextClassificationDataModule(
+        tokenizer=tiny_tokenizer_dir, data_dir=str(directory), cache_dir=datasets_cache, label_column="text"
+    )
+    with pytest.raises(DataError) as refusal:
+        datamodule.setup("fit")
+    message = str(refusal.value)
+    assert "(40 names: does column 'text' hold labels?)" in message and len(message) < 600
