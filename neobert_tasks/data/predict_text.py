@@ -13,6 +13,7 @@ from pathlib import Path
 
 import datasets
 import pyarrow.compute as pc
+from lightning.pytorch.utilities import rank_zero_warn
 from transformers import PreTrainedTokenizerBase
 
 from neobert_tasks.data.checks import require_columns
@@ -86,6 +87,12 @@ def load_text_file(
         raise DataError(f"Could not read predict file '{path}': {error.__cause__ or error}") from error
     [only_column] = dataset.column_names if len(dataset.column_names) == 1 else [None]
     if len(text_columns) == 1 and only_column not in (None, text_columns[0]):
+        if file.suffix in (".csv", ".tsv") and " " in only_column.strip():
+            # A header of words is most likely the first text of a file without a header: it would be lost.
+            rank_zero_warn(
+                f"Predict file '{path}' has one column, headed {only_column!r}: that first line is read as"
+                f" the header, not predicted; give the file a header line ({text_columns[0]}) if it is text."
+            )
         dataset = dataset.rename_column(only_column, text_columns[0])
     origin = f"predict file '{path}'"
     require_columns(dataset, list(text_columns), origin)

@@ -99,3 +99,17 @@ def test_a_predict_file_with_a_header_alone_is_named(tmp_path):
     with pytest.raises(DataError) as refusal:
         load_text_file(str(header_only), str(tmp_path / "cache"))
     assert str(refusal.value) == f"Predict file '{header_only}' has no rows (a header alone?)."
+
+
+def test_a_one_column_csv_without_a_header_warns_that_its_first_text_is_the_header(tmp_path):
+    """A header-less list of sentences lost its first sentence to the header, without a word."""
+    from neobert_tasks.data.predict_text import load_text_file  # noqa: PLC0415
+
+    texts = tmp_path / "texts.csv"
+    texts.write_text("great movie\nterrible boring movie\nfine\n")
+    with pytest.warns(UserWarning, match=r"one column, headed 'great movie': that first line is read as"):
+        loaded = load_text_file(str(texts), str(tmp_path / "cache"), ("sentence",))
+    assert loaded["sentence"] == ["terrible boring movie", "fine"]
+    (tmp_path / "named.csv").write_text("review\ngreat movie\n")  # a header of one word: read as one
+    named = load_text_file(str(tmp_path / "named.csv"), str(tmp_path / "cache"), ("sentence",))
+    assert named["sentence"] == ["great movie"]
