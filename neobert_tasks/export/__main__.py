@@ -36,7 +36,10 @@ ARCHITECTURES = {model_class.__name__: model_class for model_class in AUTO_CLASS
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m neobert_tasks.export", description=__doc__.splitlines()[0]
+        prog="python -m neobert_tasks.export",
+        description="Re-export a NeoBERT model folder as a self-contained one (modelling code, tokenizer,"
+        " sentence-transformers files, card), optionally adding ONNX or torch.export graphs and uploading"
+        " it to the hub.",
     )
     parser.add_argument("model_dir", help="the model folder to export (config.json and model.safetensors)")
     parser.add_argument("--output", help="where to write the folder; default: MODEL_DIR itself")
@@ -62,6 +65,27 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_paths(source: Path, output: str | None) -> None:
+    """One sentence for a model folder that is missing, a file, or a run folder, and for an output that is
+    a file."""
+    if not source.exists():
+        raise MissingPathError(f"Model folder '{source}' does not exist.")
+    if source.is_file():
+        raise MissingPathError(
+            f"'{source}' is a file; give the model folder that holds it ('{source.parent}')."
+        )
+    if not (source / "config.json").is_file():
+        # A run folder (runs/x/version_0) holds its model in export/.
+        hint = (
+            f"; the run's model is in '{source / 'export'}'"
+            if (source / "export" / "config.json").is_file()
+            else ""
+        )
+        raise MissingPathError(f"'{source}' is not a model folder: it has no config.json{hint}.")
+    if output is not None and Path(output).expanduser().is_file():
+        raise UserInputError(f"--output '{output}' is a file; give a folder to write the export into.")
+
+
 def export_directory(arguments: argparse.Namespace) -> Path:
     """Load ``model_dir`` with the package's class for its architecture and write the export."""
     source = Path(arguments.model_dir).expanduser()
@@ -72,12 +96,16 @@ def export_directory(arguments: argparse.Namespace) -> Path:
             f"'{source}' is a training checkpoint, not a model folder: export it with python -m neobert_tasks"
             f" validate --config {config} --ckpt_path {source} --export.after_validate true."
         )
-    if not (source / "config.json").is_file():
-        raise MissingPathError(f"'{source}' is not a model folder: it has no config.json.")
+    check_paths(source, arguments.output)
     check_graph_formats(arguments.formats)
     if arguments.push_to_hub:
         check_can_push(arguments.push_to_hub, "--push_to_hub")
     config = NeoBERTConfig.from_pretrained(source)
+    longest = arguments.max_seq_length
+    if longest is not None and not 0 < longest <= config.max_length:
+        raise UserInputError(
+            f"--max_seq_length must be in [1, {config.max_length}] (the model's max_length), got {longest}."
+        )
     architecture = (config.architectures or ["NeoBERTModel"])[0]
     if architecture not in ARCHITECTURES:
         raise UserInputError(

@@ -99,6 +99,22 @@ def test_export_command_refuses_a_folder_without_a_model(tmp_path, capsys):
     )
 
 
+def test_export_command_names_a_wrong_path_and_its_likely_meaning(tmp_path, capsys):
+    """A missing folder and config.json itself were both 'not a model folder: it has no config.json';
+    a run folder got no hint that its model is in export/; an --output file ended in a traceback."""
+    assert export_main([str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"Model folder '{tmp_path / 'nope'}' does not exist.")
+    (tmp_path / "run" / "export").mkdir(parents=True)
+    (tmp_path / "run" / "export" / "config.json").write_text("{}")
+    assert export_main([str(tmp_path / "run" / "export" / "config.json")]) == 2
+    assert "is a file; give the model folder that holds it" in capsys.readouterr().err
+    assert export_main([str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"the run's model is in '{tmp_path / 'run' / 'export'}'.")
+    (tmp_path / "notes.txt").write_text("x")
+    assert export_main([str(tmp_path / "run" / "export"), "--output", str(tmp_path / "notes.txt")]) == 2
+    assert "--output" in capsys.readouterr().err
+
+
 def test_export_command_points_a_checkpoint_to_validate(tmp_path, capsys):
     """A run's .ckpt is not a model folder; the message gives the command that exports it."""
     checkpoint = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
@@ -136,3 +152,18 @@ def test_console_command_exits_with_status_0(tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-2000:]
+
+
+@pytest.mark.parametrize("length", [0, 100_000])
+def test_export_command_refuses_a_max_seq_length_the_model_cannot_take(length, tmp_path, capsys):
+    """0 was ignored and 100,000 written into sentence_bert_config.json, for a model of max_length 64."""
+    from neobert_tasks.model import NeoBERTModel  # noqa: PLC0415
+    from tests.conftest import tiny_config_kwargs  # noqa: PLC0415
+
+    NeoBERTModel(NeoBERTConfig(**{**tiny_config_kwargs(), "max_length": 64})).save_pretrained(tmp_path / "m")
+    assert export_main([str(tmp_path / "m"), "--max_seq_length", str(length)]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(f"--max_seq_length must be in [1, 64] (the model's max_length), got {length}.")
+    )
