@@ -231,7 +231,8 @@ def card_prose(facts: CardFacts) -> str:
         sections += ["## Training", _table(("setting", "value"), rows)]
     if facts.command:
         sections += [
-            "Reproduce the run (needs `pip install neobert_tasks` and the data):",
+            "Reproduce the run (needs `pip install neobert_tasks` and the data; run it from the folder it was"
+            " trained in, since the config's relative paths start there):",
             f"```bash\n{facts.command}\n```",
         ]
     longest = f"{facts.max_length} tokens" if facts.max_length else "the length it was trained with"
