@@ -52,7 +52,7 @@ def build_model(
 
     Args:
         model_class: A NeoBERT head class (``NeoBERTForSequenceClassification``, …).
-        pretrained: A local checkpoint directory or a hub id; ignored when ``model_config`` is given.
+        pretrained: A local checkpoint directory or a hub id; None with ``model_config``.
         model_config: ``NeoBERTConfig`` fields of a randomly initialised model (any size).
         allow_pickle_weights: Also load ``pytorch_model.bin`` (pickle) weights; safetensors only otherwise.
         config_overrides: Task fields set on the config either way (``num_labels``, ``id2label``, …).
@@ -62,6 +62,14 @@ def build_model(
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     if problem := backend_problem(config_overrides.get("attn_implementation"), device_type):
         raise ConfigError(problem)
+    if model_config is not None and pretrained is not None:
+        # One of them would be silently ignored (a preset composed before a task config, a fine-tuning
+        # command that forgot model_config null), and config.yaml would record a checkpoint never loaded.
+        raise ConfigError(
+            f"model.init_args.pretrained ({pretrained!r}) and model.init_args.model_config are both set:"
+            " set model_config to null to start from the checkpoint, or pretrained to null for a randomly"
+            " initialised model."
+        )
     if model_config is not None:
         check_config_fields(model_config)
         try:

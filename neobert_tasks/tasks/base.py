@@ -51,9 +51,9 @@ class NeoBERTTask(L.LightningModule):
     """Base of the task modules.
 
     Args:
-        pretrained: Checkpoint to start from: a local directory or a hub id (ignored when
-            ``model_config`` is set).
-        model_config: NeoBERTConfig fields of a randomly initialised model of any size, e.g.
+        pretrained: Checkpoint to start from: a local directory or a hub id (null with ``model_config``).
+        model_config: NeoBERTConfig fields of a randomly initialised model of any size (null with
+            ``pretrained``), e.g.
             ``{hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 96}``.
         attn_implementation: Attention backend: ``auto`` (the fastest for the device and precision), ``sdpa``,
             ``eager``, ``sdpa_varlen``, ``torch_varlen``, ``flash_attention_2`` or ``flex`` (docs/model.md).

@@ -118,3 +118,10 @@ def test_a_new_classifier_is_one_warning_not_transformers_load_report(tmp_path):
         logging.getLogger("transformers").removeHandler(handler)
     assert two.config.num_labels == 2
     assert [record.getMessage() for record in records if record.levelno >= logging.WARNING] == []
+
+
+def test_a_checkpoint_and_a_random_model_config_together_are_refused():
+    """model_config won silently: a fine-tuning command that forgot `model_config null`, or the tiny preset
+    composed before a task config, trained a random model and recorded the checkpoint in config.yaml."""
+    with pytest.raises(ConfigError, match=r"^model.init_args.pretrained \('runs/x/export'\) and .* both set"):
+        build_model(NeoBERTForSequenceClassification, "runs/x/export", tiny_config_kwargs(), num_labels=2)
