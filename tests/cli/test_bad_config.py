@@ -178,26 +178,23 @@ def test_checkpoint_trained_with_another_number_of_labels(capsys, tmp_path):
     quick = ["--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]
     run_dir = run_cli("fit", *quickstart_args(tmp_path / "fit"), *quick, tmp_path=tmp_path / "fit")
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    three_classes = tmp_path / "three_classes"
-    three_classes.mkdir()
-    rows = pd.DataFrame({"sentence": ["good", "fine", "bad"], "label": ["positive", "neutral", "negative"]})
-    for split in ("train", "validation"):
-        rows.to_csv(three_classes / f"{split}.csv", index=False)
-    message = command_error(
-        capsys, "validate", *quickstart_args(tmp_path / "validate"), "--data.init_args.data_dir",
-        str(three_classes), "--ckpt_path", str(checkpoint), tmp_path=tmp_path / "validate",
-    )  # fmt: skip
+
+    def validate_on(name: str, labels: list[str]) -> str:
+        """The refusal of validating the checkpoint on a folder of one sentence per label."""
+        data = tmp_path / name
+        data.mkdir()
+        rows = pd.DataFrame({"sentence": ["good", "fine", "bad"][: len(labels)], "label": labels})
+        for split in ("train", "validation"):
+            rows.to_csv(data / f"{split}.csv", index=False)
+        return command_error(
+            capsys, "validate", *quickstart_args(tmp_path / f"{name}_run"), "--data.init_args.data_dir",
+            str(data), "--ckpt_path", str(checkpoint), tmp_path=tmp_path / f"{name}_run",
+        )  # fmt: skip
+
+    message = validate_on("three_classes", ["positive", "neutral", "negative"])
     assert message.startswith(f"Checkpoint '{checkpoint}' was trained with num_labels 2 but the data has 3")
     # As many labels under other names (or in another order): their ids were read as the checkpoint's.
-    other_names = tmp_path / "other_names"
-    other_names.mkdir()
-    rows = pd.DataFrame({"sentence": ["good", "bad"], "label": ["positive", "awful"]})
-    for split in ("train", "validation"):
-        rows.to_csv(other_names / f"{split}.csv", index=False)
-    message = command_error(
-        capsys, "validate", *quickstart_args(tmp_path / "renamed"), "--data.init_args.data_dir",
-        str(other_names), "--ckpt_path", str(checkpoint), tmp_path=tmp_path / "renamed",
-    )  # fmt: skip
+    message = validate_on("other_names", ["positive", "awful"])
     assert message == (
         f"Checkpoint '{checkpoint}' was trained with label_names ['negative', 'positive'] but the data's are"
         " ['awful', 'positive'], so its class ids would name other labels; use a checkpoint trained on these"
