@@ -359,7 +359,7 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
             user_error = StorageError(f"Could not write '{storage.filename}' ({cause}).")
         if user_error is None:
             raise
-        # A run folder this command created and left empty would only push the next run to version_N+1.
+        # A run folder this command created without results would only push the next run to version_N+1.
         for folder in FRESH_RUN_FOLDERS:
             remove_unused_run_folder(folder)
         # One line even when the message quotes a library's multi-line explanation.

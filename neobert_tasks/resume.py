@@ -45,6 +45,7 @@ from neobert_tasks.errors import (
 from neobert_tasks.interrupt import report_ctrl_c_stop, stopped_by_ctrl_c
 from neobert_tasks.lightning_private import validation_follows
 from neobert_tasks.metric_history import flush_rows, read_rows, restore_rows
+from neobert_tasks.run_directory import last_checkpoint_of_run
 
 
 class CheckpointError(UserInputError):
@@ -285,9 +286,9 @@ def mark_validation_unfinished(trainer: L.Trainer) -> None:
 def latest_run_checkpoint(root_dir: str | Path) -> tuple[Path, int] | None:
     """The newest ``<root_dir>/version_N/checkpoints/last*.ckpt`` and its N, or None when there is none."""
     candidates = []
-    for path in Path(root_dir).glob("version_*/checkpoints/last*.ckpt"):
-        version = re.fullmatch(r"version_(\d+)", path.parent.parent.name)
-        if version and path.is_file():
+    for run in Path(root_dir).glob("version_*"):
+        version = re.fullmatch(r"version_(\d+)", run.name)
+        if version and (path := last_checkpoint_of_run(run)) is not None:
             candidates.append((path.stat().st_mtime, path, int(version.group(1))))
     return max(candidates)[1:] if candidates else None
 

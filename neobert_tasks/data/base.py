@@ -120,6 +120,7 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         self.limit_train_samples, self.limit_eval_samples = limit_train_samples, limit_eval_samples
         self.cache_dir, self.predict_split = cache_dir, predict_split
         self.datasets: dict[str, datasets.Dataset] = {}  # tokenized splits, by name
+        self._skip_warnings: set[str] = set()  # each skipped-rows warning is said once (prepare_data, setup)
         self.raw_examples: dict[str, datasets.Dataset] = {}  # their raw rows (eval splits), as tokenized
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._collator: Callable | None = None
@@ -261,9 +262,8 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         dataset = self._limited(dataset, None if name == PREDICT_SPLIT else limit)
         keep_row_numbers = not is_train and indexing == "row"
         columns = self.empty_text_columns()
-        warned = self.__dict__.setdefault("_skip_warnings", set())  # each said once per datamodule
         dataset = skip_empty_texts(
-            dataset, columns, self.empty_texts, name, origin, keep_row_numbers, warned=warned
+            dataset, columns, self.empty_texts, name, origin, keep_row_numbers, warned=self._skip_warnings
         )
         self.check_split(name, dataset, origin)
         if not is_train:
