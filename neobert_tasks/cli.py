@@ -47,7 +47,7 @@ from neobert_tasks.errors import (
     storage_fault,
 )
 from neobert_tasks.final_validation import ValidateFinalStep
-from neobert_tasks.interrupt import StopOnInterrupt, saved_on_ctrl_c, stopped_by_ctrl_c
+from neobert_tasks.interrupt import StopOnInterrupt, report_stop
 from neobert_tasks.out_of_memory import MemoryFaultPosition, describe_memory_fault, memory_fault
 from neobert_tasks.resume import (
     ResumeCheckpoint,
@@ -277,8 +277,9 @@ class NeoBERTCLI(LightningCLI):
         predictions = str(run_dir) if evaluated is not None and self.subcommand == "predict" else None
         trainer.callbacks.extend([RunDirectory(str(run_dir), predictions), ResultTable()])
         trainer.callbacks.append(MemoryFaultPosition())
+        trainer.callbacks.append(StopOnInterrupt())
         if self.subcommand == "fit":
-            trainer.callbacks.extend([StopOnInterrupt(), ValidateFinalStep()])
+            trainer.callbacks.append(ValidateFinalStep())
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.dirpath is None:
             # The evaluated run's own folder, as its checkpoint recorded it, wherever the results go:
@@ -332,14 +333,8 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
             auto_configure_optimizers=False,
         )
     except SIGTERMException:
-        # Pre-empted, or Ctrl-C, after ResumeCheckpoint saved last.ckpt; 128 + the signal's number tells a
-        # scheduler or shell which signal it was.
-        if stopped_by_ctrl_c():
-            if saved_on_ctrl_c() is None:  # in the sanity check: nothing trained, nothing saved
-                print("neobert_tasks: interrupted before the first step; nothing to save.", file=sys.stderr)
-            raise SystemExit(128 + signal.SIGINT) from None
-        print("neobert_tasks: stopped by SIGTERM; resume with `fit ... --ckpt_path last`.", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGTERM) from None
+        # Pre-empted, or Ctrl-C in a fit (neobert_tasks.interrupt), after saving what a fit can resume from.
+        raise SystemExit(report_stop()) from None
     except KeyboardInterrupt:
         # Ctrl-C while the command starts (reading configs, loading a model); inside a fit see
         # neobert_tasks.interrupt. Nothing has trained, so nothing is lost.

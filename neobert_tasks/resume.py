@@ -231,6 +231,8 @@ class ResumeCheckpoint(ModelCheckpoint):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException):
         if not (self.save_on_sigterm and isinstance(exception, SIGTERMException)) or self.dirpath is None:
             return
+        if trainer.state.fn != "fit":
+            return  # validate, test, predict: nothing trained; saving would replace the run's last.ckpt
         if trainer.sanity_checking:
             return  # nothing trained yet in this process: the last.ckpt on disk, if any, is still right
         # Lightning raises SIGTERMException between two batches, so the state is that of a finished step,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import lightning as L
 
@@ -28,6 +29,45 @@ class SignalAtStep(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             send(self.signal_name)
+
+
+class SignalRanksAtStep(L.Callback):
+    """From rank 0, send ``signal_name`` to every process of the run (its process group) when the optimizer
+    step ``step`` starts there, as SLURM and a terminal's Ctrl-C do: each rank gets it wherever it is.
+
+    Args:
+        step: Global step (optimizer steps done) at which rank 0 sends the signal, before its batch runs.
+        signal_name: ``SIGTERM`` or ``SIGINT`` (Ctrl-C).
+    """
+
+    def __init__(self, step: int, signal_name: str = "SIGTERM"):
+        self.step, self.signal_name = step, signal_name
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.is_global_zero and trainer.global_step == self.step:
+            os.killpg(os.getpgrp(), getattr(signal, self.signal_name))
+
+
+class SignalRanksInEvaluation(L.Callback):
+    """From rank 0, send ``signal_name`` to every process of a ``validate`` or ``predict`` run as its
+    evaluation batch ``batch`` starts; every rank pauses ``pause_s`` before each batch, so that none has
+    finished its share (and waits for the others) when the signal lands.
+
+    Args:
+        batch: Index of the batch at whose start rank 0 sends the signal.
+        signal_name: ``SIGTERM``.
+        pause_s: Seconds every rank sleeps before each batch.
+    """
+
+    def __init__(self, batch: int = 1, signal_name: str = "SIGTERM", pause_s: float = 0.2):
+        self.batch, self.signal_name, self.pause_s = batch, signal_name, pause_s
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        time.sleep(self.pause_s)
+        if trainer.is_global_zero and batch_idx == self.batch:
+            os.killpg(os.getpgrp(), getattr(signal, self.signal_name))
+
+    on_predict_batch_start = on_validation_batch_start
 
 
 class SignalInValidation(L.Callback):

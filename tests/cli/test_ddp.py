@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tests.cli.helpers import CONFIGS, glue_args, read_metrics_csv, run_cli
 from tests.conftest import REPO_ROOT, shared_path
@@ -58,8 +59,9 @@ def run_args(root: Path, cache: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def run_two_processes(subcommand: str, *args: str, root: Path) -> tuple[Path, str]:
-    """Run ``python -m neobert_tasks <subcommand> …`` with the two-process CPU preset last.
+def run_two_processes(subcommand: str, *args: str, root: Path, status: int = 0) -> tuple[Path, str]:
+    """Run ``python -m neobert_tasks <subcommand> …`` with the two-process CPU preset last; check that it
+    ends with exit status ``status``.
 
     Returns the run directory (``<root>/version_0``) and both ranks' output (rank 1 inherits rank 0's).
     """
@@ -86,7 +88,8 @@ def run_two_processes(subcommand: str, *args: str, root: Path) -> tuple[Path, st
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
         pytest.fail(f"two-process {subcommand} did not finish in {RUN_TIMEOUT_S} s:\n{output[-5000:]}")
-    assert process.returncode == 0, f"two-process {subcommand} failed:\n{output[-5000:]}"
+    ended = f"two-process {subcommand} ended with exit status {process.returncode}"
+    assert process.returncode == status, f"{ended}:\n{output[-5000:]}"
     return root / "version_0", output
 
 
@@ -205,3 +208,66 @@ def test_predict_two_processes_each_index_once_in_order(workdir, best_checkpoint
     two = pd.read_csv(two_file, sep="\t")
     assert two["index"].tolist() == validation_rows()["idx"].tolist()
     assert two_file.read_text() == one_process_predictions.read_text()
+
+
+# Rank 0 signals both ranks as optimizer step SIGNAL_STEP starts (of the debug preset's 8).
+SIGNAL_STEP = 4
+
+
+def signalled_fit(workdir: Path, name: str, signal_name: str, status: int) -> tuple[Path, str]:
+    return run_two_processes(
+        "fit",
+        *run_args(workdir, workdir / "datasets_cache"),
+        "--trainer.callbacks+=tests.cli.interrupt.SignalRanksAtStep",
+        f"--trainer.callbacks.step={SIGNAL_STEP}",
+        f"--trainer.callbacks.signal_name={signal_name}",
+        root=workdir / name,
+        status=status,
+    )  # fmt: skip
+
+
+def saved_step(run_dir: Path) -> int:
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return checkpoint["global_step"]
+
+
+def test_sigterm_to_every_rank_stops_both_at_one_step_and_resumes_to_the_same_weights(workdir, ddp_fit):
+    """Lightning 2.6 alone hangs here: its handler broadcasts wherever the signal lands on each rank."""
+    run_dir, output = signalled_fit(workdir, "sigterm", "SIGTERM", 128 + signal.SIGTERM)
+    # Both ranks finish the step that was running on rank 0 and save it, once; one closing line.
+    assert saved_step(run_dir) == SIGNAL_STEP + 1
+    assert output.count("Received SIGTERM: saved") == 1
+    assert output.count("neobert_tasks: stopped by SIGTERM") == 1
+    assert "Traceback" not in output
+    resumed, _ = run_two_processes(
+        "fit", *run_args(workdir, workdir / "datasets_cache"), "--ckpt_path", "last", root=workdir / "sigterm"
+    )
+    assert resumed == run_dir
+    expected = load_file(ddp_fit[0] / "export" / "model.safetensors")
+    final = load_file(run_dir / "export" / "model.safetensors")
+    assert final.keys() == expected.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(final[name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+def test_ctrl_c_to_every_rank_saves_the_step_and_says_how_to_go_on(workdir):
+    run_dir, output = signalled_fit(workdir, "ctrl_c", "SIGINT", 128 + signal.SIGINT)
+    assert saved_step(run_dir) == SIGNAL_STEP + 1
+    assert output.count("Ctrl-C: stopping after this step") == 1
+    assert f"Stopped by Ctrl-C at step {SIGNAL_STEP + 1}" in output
+    assert "Received SIGTERM" not in output
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "predict"])
+def test_sigterm_to_every_rank_ends_an_evaluation_at_once(workdir, best_checkpoint, subcommand):
+    """Nothing to save: each rank stops where it is, rank 0 passes the signal on, none hangs or crashes."""
+    _, output = run_two_processes(
+        subcommand,
+        *run_args(workdir, workdir / "datasets_cache"),
+        "--ckpt_path", best_checkpoint,
+        "--trainer.callbacks+=tests.cli.interrupt.SignalRanksInEvaluation",
+        root=workdir / f"{subcommand}_sigterm",
+        status=128 + signal.SIGTERM,
+    )  # fmt: skip
+    assert output.count(f"neobert_tasks: {subcommand} stopped by SIGTERM; nothing was written") == 1
+    assert "Traceback" not in output and "Received SIGTERM" not in output

@@ -261,6 +261,19 @@ def test_sigterm_during_validation_resumes_into_that_validation(tmp_path, uninte
     assert_same_run(run_dir, uninterrupted)
 
 
+def test_sigterm_during_a_validate_command_leaves_the_run_checkpoint_alone(tmp_path, uninterrupted, capsys):
+    """It used to save the validate's state over the evaluated run's last.ckpt: step 0, no optimizer."""
+    checkpoint = uninterrupted / "checkpoints" / "last.ckpt"
+    before = checkpoint.read_bytes()
+    # A validate command counts no steps: its trainer's global_step is 0, whatever the checkpoint's.
+    arguments = interrupted_args(tmp_path, "SIGTERM", "SignalInValidation", step=0)
+    with pytest.raises(SystemExit) as exit_info:
+        build_cli("validate", *arguments, "--ckpt_path", str(checkpoint))
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert checkpoint.read_bytes() == before
+    assert "validate stopped by SIGTERM; nothing was written" in capsys.readouterr().err
+
+
 def test_sigkill_during_validation_resumes_to_the_same_result(tmp_path, uninterrupted):
     arguments = interrupted_args(tmp_path, "SIGKILL", "SignalInValidation", VALIDATION_STEP)
     fit_until_killed(*arguments)
