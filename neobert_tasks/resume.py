@@ -254,6 +254,19 @@ class ResumeCheckpoint(ModelCheckpoint):
     _csv_history: dict[str, list[list[str]]] = {}
     _trainer: L.Trainer | None = None
 
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's key holds every_n_train_steps, so a resume that changed it would not find this
+        # state (the step metrics.csv is cut at) and Lightning would warn that a callback is missing.
+        return type(self).__qualname__
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        # Checkpoints written before the key above hold the state under ModelCheckpoint's key.
+        states = checkpoint.get("callbacks") or {}
+        older = [key for key in states if isinstance(key, str) and key.startswith(self.state_key + "{")]
+        if self.state_key not in states and older:
+            self.load_state_dict(states[older[0]])
+
     def state_dict(self) -> dict[str, Any]:
         # Lightning asks for it as it builds every checkpoint: flush metrics.csv so that no row logged
         # before this checkpoint is lost to a kill, and record the step the rows are cut at on a resume

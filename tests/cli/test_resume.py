@@ -155,6 +155,16 @@ def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, un
     assert not [str(warning.message) for warning in recwarn if "resum" in str(warning.message)]
 
 
+def test_a_resume_that_saves_at_other_steps_keeps_the_history_quietly(tmp_path, uninterrupted, recwarn):
+    """The step checkpoint's state is found whatever its every_n_train_steps: Lightning looked it up under
+    a key holding the setting, so a resume that changed it lost the step where metrics.csv is cut."""
+    fit_until_killed(*interrupted_args(tmp_path, "SIGKILL"))
+    fit_in_process(*fit_args(tmp_path), "--ckpt_path", "last", "--resume_checkpoint.every_n_train_steps", "3")
+    assert_same_run(tmp_path / "runs" / "version_0", uninterrupted)
+    messages = [str(warning.message) for warning in recwarn]
+    assert not [message for message in messages if "callbacks used to create" in message]
+
+
 def test_a_resume_that_changes_the_batching_says_what_it_costs(tmp_path, recwarn):
     fit_until_killed(*interrupted_args(tmp_path, "SIGKILL"))
     fit_in_process(*fit_args(tmp_path), "--ckpt_path", "last", "--data.init_args.batch_size", "8")

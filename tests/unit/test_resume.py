@@ -45,6 +45,9 @@ from tests.unit.tiny_training import (
     tiny_trainer,
 )
 
+# The state of a trainer inside `fit`, for the stand-in trainers below.
+FITTING = SimpleNamespace(fn="fit")
+
 pytestmark = [
     # Expected in these runs: a resumed run's folders exist, a run without validation has no val/loss, and
     # the tiny module's loader is not resumable (its training rows follow the step instead).
@@ -548,7 +551,9 @@ def test_sigterm_saves_last_checkpoint_after_the_batch_it_arrived_in(tmp_path):
 
 
 def test_sigterm_is_not_saved_when_turned_off_or_during_the_sanity_check(tmp_path):
-    trainer = SimpleNamespace(sanity_checking=False, validating=False, save_checkpoint=mock.Mock())
+    trainer = SimpleNamespace(
+        sanity_checking=False, validating=False, save_checkpoint=mock.Mock(), state=FITTING
+    )
     ResumeCheckpoint(save_on_sigterm=False).on_exception(trainer, None, SIGTERMException())
     resume = ResumeCheckpoint()
     resume.dirpath = str(tmp_path)
@@ -563,7 +568,7 @@ def test_sigterm_is_not_saved_when_turned_off_or_during_the_sanity_check(tmp_pat
 
 
 def test_sigterm_in_a_validation_marks_it_to_run_again_before_saving(tmp_path):
-    trainer = SimpleNamespace(sanity_checking=False, validating=True)
+    trainer = SimpleNamespace(sanity_checking=False, validating=True, state=FITTING)
     progress = SimpleNamespace(
         total=SimpleNamespace(ready=3, started=3, processed=2, completed=2),
         current=SimpleNamespace(ready=3, started=3, processed=2, completed=2),
@@ -577,3 +582,17 @@ def test_sigterm_in_a_validation_marks_it_to_run_again_before_saving(tmp_path):
     resume.dirpath = str(tmp_path)
     resume.on_exception(trainer, None, SIGTERMException())
     assert saved == [{"ready": 1, "started": 1, "processed": 0, "completed": 0}]
+
+
+def test_the_step_checkpoint_state_is_found_under_its_old_key_too():
+    """Checkpoints written before ResumeCheckpoint had a key of its own hold its state under
+    ModelCheckpoint's, which names every_n_train_steps."""
+    callback = ResumeCheckpoint(every_n_train_steps=2)
+    assert callback.state_key == "ResumeCheckpoint" == ResumeCheckpoint(every_n_train_steps=7).state_key
+    old_key = "ResumeCheckpoint{'monitor': None, 'mode': 'min', 'every_n_train_steps': 500}"
+    callback.on_load_checkpoint(None, None, {"callbacks": {old_key: {"dirpath": "x", "global_step": 8}}})
+    assert callback._checkpoint_step == 8
+    # A checkpoint with the new key is Lightning's to restore (through load_state_dict).
+    fresh = ResumeCheckpoint()
+    fresh.on_load_checkpoint(None, None, {"callbacks": {"ResumeCheckpoint": {"global_step": 3}, old_key: {}}})
+    assert fresh._checkpoint_step is None
