@@ -32,7 +32,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from neobert_tasks.errors import (
@@ -209,6 +209,13 @@ class ResumeCheckpoint(ModelCheckpoint):
         # reaches; Lightning has restored this callback's state (the checkpoint's step) by now.
         if trainer.ckpt_path:  # resumed: keep the CSV rows logged up to the checkpoint, drop those redone
             restore_rows(trainer, self._csv_history, self._checkpoint_step)
+        step = self._checkpoint_step
+        if trainer.ckpt_path and step is not None and 0 <= trainer.max_steps < step:
+            # Lightning would only say "max_steps reached": steps are never undone.
+            rank_zero_warn(
+                f"The checkpoint {trainer.ckpt_path} is at step {step}, past trainer.max_steps"
+                f" {trainer.max_steps}: nothing is trained and the run ends with the weights of step {step}."
+            )
 
     def on_train_batch_end(self, trainer: L.Trainer, *args, **kwargs) -> None:
         # A checkpoint taken just before a validation resumes past it: Lightning counts that validation as

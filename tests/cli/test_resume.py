@@ -261,6 +261,13 @@ def test_fits_ended_by_max_steps_inside_epochs_go_on_to_the_same_weights(tmp_pat
 VALIDATION_STEP = 6
 
 
+def test_a_resume_past_max_steps_says_that_nothing_is_trained(tmp_path):
+    fit_in_process(*fit_args(tmp_path))
+    with pytest.warns(UserWarning, match=r"is at step 12, past trainer.max_steps 3: nothing is trained"):
+        fit_in_process(*fit_args(tmp_path), "--ckpt_path", "last", "--trainer.max_steps", "3")
+    assert load(tmp_path / "runs" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 12
+
+
 def test_sigterm_during_validation_resumes_into_that_validation(tmp_path, uninterrupted):
     """The GLUE configs' EarlyStopping needs that validation's score, and the best model may be its."""
     arguments = interrupted_args(tmp_path, "SIGTERM", "SignalInValidation", VALIDATION_STEP)
