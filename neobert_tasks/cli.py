@@ -44,6 +44,7 @@ from neobert_tasks.errors import (
     UserInputError,
     describe_storage_fault,
     error_chain,
+    missing_requirement,
     storage_fault,
 )
 from neobert_tasks.final_validation import ValidateFinalStep
@@ -352,6 +353,8 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
         if user_error is None and (storage := storage_fault(error)) is not None:
             cause = describe_storage_fault(storage)
             user_error = StorageError(f"Could not write '{storage.filename}' ({cause}).")
+        if user_error is None and (missing := missing_requirement(error)) is not None:
+            user_error = ConfigError(missing)  # a tracker's logger without its package
         if user_error is None:
             raise
         # A run folder this command created without results would only push the next run to version_N+1.

@@ -90,7 +90,7 @@ def check_config_files(arguments: Sequence[str]) -> None:
             continue
         if isinstance(inline, (list, int, float, bool)):
             raise ConfigError(f"A --config value must be a YAML mapping of keys to values, not {value!r}.")
-        raise MissingPathError(f"Config file '{value}' does not exist.")
+        raise MissingPathError(f"Config file '{value}' does not exist.{where_configs_are(path)}")
 
 
 def read_yaml(value: str, from_file: bool = False) -> Any:
@@ -125,3 +125,13 @@ def where(key: str, arguments: Sequence[str]) -> str:
         if any(has_key(content, spelling.split(".")) for spelling in spellings):
             return f" in config file '{path}'"
     return ""
+
+
+def where_configs_are(path: Path) -> str:
+    """For a missing ``configs/…`` file where there is no configs folder: where the configs come from."""
+    if path.parts[:1] != ("configs",) or Path("configs").is_dir():
+        return ""
+    return (
+        " The configs/ folder comes with the source repository, not with an installed package: run from a"
+        " clone of it (README.md), or give the file's full path."
+    )

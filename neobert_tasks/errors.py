@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Iterator
 
 
@@ -57,3 +58,24 @@ def describe_storage_fault(error: OSError) -> str:
     if error.errno is None:
         return str(error)
     return f"{os.strerror(error.errno).lower()} [{errno.errorcode.get(error.errno, error.errno)}]"
+
+
+# Lightning's classes with an optional dependency (a tracker's logger) raise ModuleNotFoundError("Requirement
+# 'wandb>=0.12.10' not met. HINT: …"), which jsonargparse folds into the text of its own error.
+MISSING_REQUIREMENT = re.compile(r"Requirement '([A-Za-z0-9_.\-]+)([^']*)' not met")
+# Packages that one of this project's extras installs (pyproject.toml), by extra.
+EXTRA_OF_PACKAGE = {"wandb": "wandb", "mlflow": "mlflow", "peft": "peft", "onnx": "export"}
+
+
+def missing_requirement(error: BaseException) -> str | None:
+    """The sentence saying which package to install when ``error`` is a class's missing dependency."""
+    for link in error_chain(error, context=True):
+        if found := MISSING_REQUIREMENT.search(str(link)):
+            package = found[1]
+            extra = EXTRA_OF_PACKAGE.get(package)
+            install = f"neobert_tasks[{extra}]" if extra else package + found[2]
+            return (
+                f"A class in this config needs the {package} package, which is not installed:"
+                f" pip install '{install}'."
+            )
+    return None

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from neobert_tasks.console import ignore_library_warnings
 from neobert_tasks.errors import MissingPathError, UserInputError
 from neobert_tasks.export.folder import TRAINING_CONFIG, export_model_folder
 from neobert_tasks.export.graph import GRAPH_FORMATS, check_graph_formats
@@ -143,6 +144,7 @@ def export_directory(arguments: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    ignore_library_warnings()  # as the training command does: torch's own deprecations, not the user's
     try:
         export_directory(parse_arguments(argv))
     except UserInputError as error:

@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid", help="YAML grid of values to try; configs/suite/glue_grid.yaml is the paper's."
     )
     glue.add_argument(
-        "--mnli_init", type=boolean, default=True, help="Start RTE, STS-B, MRPC, QNLI from the best MNLI run."
+        "--mnli_init",
+        type=boolean,
+        default=True,
+        help="Start RTE, STS-B, MRPC, QNLI from the best MNLI run (default: true; it adds the MNLI run).",
     )
     glue.add_argument("--data_dir", help="GLUE folder with one <task>/ per task; default: the hub dataset.")
     glue.add_argument(

@@ -160,6 +160,12 @@ def check_paths(options: SuiteOptions) -> None:
         if not config.is_file():
             raise MissingPathError(f"--config: the file '{config}' does not exist.")
     for task in options.tasks:
+        if not options.task_config_dir.is_dir():
+            raise MissingPathError(
+                f"--task_config_dir: the folder '{options.task_config_dir}' does not exist; the GLUE configs"
+                " come with the source repository, not with an installed package: pass --task_config_dir"
+                " <clone>/configs/glue."
+            )
         if not (options.task_config_dir / f"{task}.yaml").is_file():
             raise MissingPathError(
                 f"--task_config_dir: '{options.task_config_dir}' has no {task}.yaml (see configs/glue)."

@@ -103,6 +103,16 @@ def test_config_file_that_does_not_exist(tmp_path):
         check_config_files(["fit", "--config", str(missing)])
 
 
+def test_a_missing_repository_config_says_where_the_configs_come_from(tmp_path, monkeypatch):
+    """Run outside a clone (a wheel install), configs/… names a folder that is not there."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingPathError, match=r"comes with the source repository, not with an installed"):
+        check_config_files(["fit", "--config", "configs/glue/sst2.yaml"])
+    (tmp_path / "configs").mkdir()  # in a clone, a misspelt name is only that
+    with pytest.raises(MissingPathError, match=r"^Config file 'configs/glue/sst2\.yaml' does not exist\.$"):
+        check_config_files(["fit", "--config", "configs/glue/sst2.yaml"])
+
+
 def test_config_folder(tmp_path):
     with pytest.raises(ConfigError, match=rf"^Config file '{tmp_path}' is a directory; give a YAML file\.$"):
         check_config_files([f"--config={tmp_path}"])

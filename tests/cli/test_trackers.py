@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from lightning.fabric.utilities.imports import RequirementCache
 
 from neobert_tasks.run_directory import run_directory
-from tests.cli.helpers import build_cli, quickstart_args
+from tests.cli.helpers import build_cli, command_error, quickstart_args
 
 pytestmark = pytest.mark.slow  # runs the command line end to end
 
@@ -95,3 +96,31 @@ def test_configured_loggers_without_a_csv_logger_still_write_metrics_csv(tmp_pat
     assert "val/accuracy" in (run_dir / "metrics.csv").read_text().splitlines()[0]
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["logger"]
     assert [entry["class_path"] for entry in saved] == ["lightning.pytorch.loggers.TensorBoardLogger"]
+
+
+# Where Lightning's logger classes record whether their package is there (private: a test-only stand-in
+# for an environment without the package).
+AVAILABILITY = {
+    "wandb": ("lightning.pytorch.loggers.wandb", "_WANDB_AVAILABLE"),
+    "mlflow": ("lightning.pytorch.loggers.mlflow", "_MLFLOW_AVAILABLE"),
+}
+
+
+@pytest.mark.parametrize("tracker", list(TRACKERS))
+def test_a_tracker_without_its_package_is_one_sentence_naming_the_extra(
+    tracker, tmp_path, capsys, monkeypatch
+):
+    module, name = AVAILABILITY[tracker]
+    monkeypatch.setattr(f"{module}.{name}", RequirementCache(f"{tracker}>=999"))
+    logger = json.dumps(TRACKERS[tracker](tmp_path))
+    args = [
+        *quickstart_args(tmp_path),
+        "--trainer.logger",
+        logger,
+        "--trainer.default_root_dir",
+        tmp_path / "runs",
+    ]
+    message = command_error(capsys, "fit", *args, tmp_path=tmp_path)
+    assert message.endswith(
+        f"needs the {tracker} package, which is not installed: pip install 'neobert_tasks[{tracker}]'."
+    )

@@ -11,7 +11,7 @@ import pytest
 
 from neobert_tasks.errors import ConfigError, MissingPathError
 from neobert_tasks.suite.grid import load_grid
-from neobert_tasks.suite.plan import SuiteOptions, plan_runs, resolve_tasks, run_arguments
+from neobert_tasks.suite.plan import SuiteOptions, check_paths, plan_runs, resolve_tasks, run_arguments
 from tests.conftest import REPO_ROOT
 from tests.suite.helpers import TINY_GRID, run_suite
 
@@ -160,3 +160,11 @@ def test_tasks_without_data_are_named(tmp_path, capsys):
     )
     assert status == 0 and "Skipping tasks without data: qqp has no validation split" in output
     assert "1 runs (rte × seeds 0" in output
+
+
+def test_a_task_config_folder_that_is_not_there_says_where_the_configs_come_from(tmp_path):
+    """A wheel install has no configs/glue beside the package, where the default points."""
+    missing = tmp_path / "site-packages" / "configs" / "glue"
+    options = SuiteOptions(tasks=["sst2"], seeds=[0], output_dir=tmp_path, task_config_dir=missing)
+    with pytest.raises(MissingPathError, match=r"come with the source repository.*--task_config_dir"):
+        check_paths(options)
