@@ -98,10 +98,16 @@ def run_of_config(command_line: list[str]) -> Path | None:
 
 
 def best_checkpoint_of_run(run: Path) -> Path | None:
-    """The best checkpoint a finished run's metrics.json names, when the file is still there."""
+    """The best checkpoint a finished run's metrics.json names, when the file is still there: where it
+    names it, or in the run's own checkpoints/ (a run folder copied or moved elsewhere)."""
     summary = run / "metrics.json"
     best = json.loads(summary.read_text()).get("best_checkpoint") if summary.is_file() else None
-    return Path(best) if best and Path(best).is_file() else None
+    if not best:
+        return None
+    for path in (Path(best), run / "checkpoints" / Path(best).name):
+        if path.is_file():
+            return path
+    return None
 
 
 def last_checkpoint_of_run(run: Path) -> Path | None:

@@ -6,7 +6,12 @@ import json
 import os
 from types import SimpleNamespace
 
-from neobert_tasks.run_directory import RunDirectory, best_run_checkpoint, run_of_checkpoint
+from neobert_tasks.run_directory import (
+    RunDirectory,
+    best_checkpoint_of_run,
+    best_run_checkpoint,
+    run_of_checkpoint,
+)
 from neobert_tasks.run_summary import SHOWN_SCORES, format_scores, summary_lines
 
 
@@ -80,3 +85,14 @@ def test_best_is_the_newest_finished_runs_best_checkpoint(tmp_path):
         os.utime(summary, (mtime, mtime))
     assert best_run_checkpoint(tmp_path) == tmp_path / "version_1" / "checkpoints" / "best.ckpt"
     assert best_run_checkpoint(tmp_path / "nothing") is None
+
+
+def test_a_moved_run_finds_its_best_checkpoint_in_its_own_folder(tmp_path):
+    """metrics.json records the absolute path of the machine that trained the run."""
+    moved = tmp_path / "copied" / "version_0"
+    (moved / "checkpoints").mkdir(parents=True)
+    (moved / "checkpoints" / "epoch=1-step=8.ckpt").touch()
+    trained_at = "/elsewhere/runs/version_0/checkpoints/epoch=1-step=8.ckpt"
+    (moved / "metrics.json").write_text(json.dumps({"best_checkpoint": trained_at}))
+    assert best_checkpoint_of_run(moved) == moved / "checkpoints" / "epoch=1-step=8.ckpt"
+    assert best_run_checkpoint(tmp_path / "copied") == moved / "checkpoints" / "epoch=1-step=8.ckpt"
