@@ -101,7 +101,11 @@ def training_position(trainer: L.Trainer | None) -> dict[str, int]:
     if trainer is None or not trainer.training:
         return {}
     batches_done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-    return {"train_epoch": trainer.current_epoch, "train_batches_done": batches_done}
+    return {
+        "train_epoch": trainer.current_epoch,
+        "train_batches_done": batches_done,
+        "train_batches_in_epoch": trainer.num_training_batches,
+    }
 
 
 def training_loader(
@@ -213,7 +217,10 @@ class SplitLoaders:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "train_epoch" in state_dict:
             self._resume_position = (state_dict["train_epoch"], state_dict["train_batches_done"])
-            if state_dict["train_batches_done"]:
+            done = state_dict["train_batches_done"]
+            # Only a fit trains the rest of the epoch; one that had ended resumes at the next epoch's start.
+            inside = 0 < done < state_dict.get("train_batches_in_epoch", float("inf"))
+            if inside and self.trainer is not None and self.trainer.state.fn == "fit":
                 warn_if_batching_changed(state_dict, self.batching())
             ignore_unresumable_loader_warning()  # the position is restored: Lightning cannot see it
 

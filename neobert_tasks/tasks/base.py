@@ -26,6 +26,7 @@ from neobert_tasks.tasks.compatibility import (
     check_max_length_fits,
     check_tokenizer_fits,
     model_source,
+    warn_if_schedule_changed,
 )
 from neobert_tasks.tasks.layers import freeze, parameter_counts
 from neobert_tasks.tasks.lora import (
@@ -229,9 +230,12 @@ class NeoBERTTask(L.LightningModule):
             layer_decay=hparams.get("layer_decay"),
             num_layers=self.network.config.num_hidden_layers,
         )
+        total_steps = self.trainer.estimated_stepping_batches  # inf for an unbounded run: refused in words
+        warn_if_schedule_changed(self._resumed_from, total_steps, self.trainer.ckpt_path)
+        self._schedule_total_steps = int(total_steps) if total_steps != float("inf") else None
         scheduler = warmup_decay_schedule(
             optimizer,
-            self.trainer.estimated_stepping_batches,  # inf for an unbounded run, which it refuses in words
+            total_steps,
             warmup_fraction=hparams.warmup_fraction,
             warmup_steps=hparams.warmup_steps,
             final_lr_fraction=hparams.final_lr_fraction,
@@ -313,8 +317,14 @@ class NeoBERTTask(L.LightningModule):
         if self.device.type != "cpu":
             torch.get_device_module(self.device.type).manual_seed(seed)
 
+    # The steps this fit's schedule spans, and the checkpoint it resumed (read in configure_optimizers, which
+    # Lightning calls after on_load_checkpoint), to tell a resume that re-plans the schedule.
+    _schedule_total_steps: int | None = None
+    _resumed_from: dict[str, Any] | None = None
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["step_seed_base"] = self._step_seed_base
+        checkpoint["schedule_total_steps"] = self._schedule_total_steps
         if is_peft_model(self.model):  # the frozen backbone is rebuilt from model.pretrained: not saved
             checkpoint["state_dict"] = trainable_state_dict(self, checkpoint["state_dict"])
             checkpoint[FINGERPRINT_KEY] = frozen_fingerprint(self)
@@ -327,3 +337,4 @@ class NeoBERTTask(L.LightningModule):
         if is_peft_model(self.model):
             check_lora_checkpoint(self, checkpoint, f"Checkpoint '{path}'" if path else "The checkpoint")
         self._step_seed_base = checkpoint.get("step_seed_base")
+        self._resumed_from = {key: checkpoint.get(key) for key in ("schedule_total_steps", "global_step")}

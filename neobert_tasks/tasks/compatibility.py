@@ -7,9 +7,11 @@ embedding, an input the model refuses halfway through an epoch, or a wall of ``s
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from neobert_tasks.errors import ConfigError
@@ -90,4 +92,21 @@ def check_checkpoint_labels(checkpoint: dict[str, Any], path: str | None, label_
     raise ConfigError(
         f"{where} was trained with label_names {list(saved)} but the data's are {list(label_names)}, so its"
         f" class ids would name other labels; {advice}."
+    )
+
+
+def warn_if_schedule_changed(checkpoint: dict[str, Any] | None, total_steps: float, path: str | None) -> None:
+    """Warn when a resumed fit lays its learning-rate schedule out over other steps than the run that wrote
+    ``checkpoint`` did (``schedule_total_steps``, saved by the task): the rate jumps and warmup and decay
+    end elsewhere. Nothing when the checkpoint is already past the new end (nothing is trained)."""
+    planned = (checkpoint or {}).get("schedule_total_steps")
+    if planned is None or not math.isfinite(total_steps) or int(total_steps) == planned:
+        return
+    step = checkpoint.get("global_step", 0)
+    if step >= total_steps:
+        return
+    rank_zero_warn(
+        f"The learning-rate schedule now spans {int(total_steps)} optimizer steps where the run of checkpoint"
+        f" '{path}' planned {planned} (trainer.max_epochs, trainer.max_steps, the batching or the number of"
+        f" processes changed): from step {step} the rate follows the new plan, not the interrupted run's."
     )

@@ -167,6 +167,17 @@ def test_a_resume_that_saves_at_other_steps_keeps_the_history_quietly(tmp_path, 
 
 def test_a_resume_that_changes_the_batching_says_what_it_costs(tmp_path, recwarn):
     fit_until_killed(*interrupted_args(tmp_path, "SIGKILL"))
+    # validate trains nothing: the same checkpoint with other batching is no cause for the warning.
+    last = tmp_path / "runs" / "version_0" / "checkpoints" / "last.ckpt"
+    build_cli(
+        "validate",
+        *fit_args(tmp_path / "validate"),
+        "--ckpt_path",
+        str(last),
+        "--data.init_args.batch_size",
+        "8",
+    )
+    assert not [warning for warning in recwarn if "Resuming" in str(warning.message)]
     fit_in_process(*fit_args(tmp_path), "--ckpt_path", "last", "--data.init_args.batch_size", "8")
     messages = [str(warning.message) for warning in recwarn if "Resuming" in str(warning.message)]
     assert messages == [
@@ -266,6 +277,16 @@ def test_a_resume_past_max_steps_says_that_nothing_is_trained(tmp_path):
     with pytest.warns(UserWarning, match=r"is at step 12, past trainer.max_steps 3: nothing is trained"):
         fit_in_process(*fit_args(tmp_path), "--ckpt_path", "last", "--trainer.max_steps", "3")
     assert load(tmp_path / "runs" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 12
+
+
+def test_a_resume_with_more_epochs_says_that_the_schedule_is_planned_anew(tmp_path, recwarn):
+    fit_in_process(*fit_args(tmp_path))
+    assert not [warning for warning in recwarn if "schedule" in str(warning.message)]
+    fit_in_process(*fit_args(tmp_path), "--ckpt_path", "last", "--trainer.max_epochs", "3")
+    messages = [str(warning.message) for warning in recwarn if "schedule" in str(warning.message)]
+    assert len(messages) == 1
+    assert messages[0].startswith("The learning-rate schedule now spans 18 optimizer steps where the run of")
+    assert "planned 12" in messages[0] and "from step 12 the rate follows the new plan" in messages[0]
 
 
 def test_sigterm_during_validation_resumes_into_that_validation(tmp_path, uninterrupted):
