@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from neobert_tasks.data.keys import EXAMPLE_INDEX
 from neobert_tasks.tasks.masked_language_modeling import IGNORE_INDEX, MaskedLanguageModelingTask, mask_tokens
 from tests.conftest import tiny_config_kwargs
 
@@ -82,13 +83,36 @@ def test_validation_masks_are_fixed_and_metrics_are_token_weighted():
     torch.manual_seed(0)
     task = tiny_task().eval()
     input_ids, attention_mask = random_batch(rows=4, length=32)
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-    first = task.mlm_loss(batch, task._validation_generator(0, 0))[0]
-    second = task.mlm_loss(batch, task._validation_generator(0, 0))[0]
-    assert first == second
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, EXAMPLE_INDEX: torch.arange(4)}
+    inputs, labels = task.evaluation_masked_batch(batch, 0, 0)
+    again = task.evaluation_masked_batch(batch, 5, 0)
+    assert torch.equal(labels, again[1]) and torch.equal(inputs["input_ids"], again[0]["input_ids"])
+    logits, targets = task.masked_logits(inputs, labels)
+    loss = torch.nn.functional.cross_entropy(logits, targets)
     task.log = lambda *args, **kwargs: None
     task.validation_step(batch, 0)
-    assert task.val_loss.compute() == pytest.approx(float(first.detach()), rel=1e-5)
+    assert task.val_loss.compute() == pytest.approx(float(loss.detach()), rel=1e-5)
+
+
+def test_an_examples_validation_masks_do_not_depend_on_its_batch():
+    """Other batch sizes, padding or DDP shards put an example beside other rows: its masks stay."""
+    task = tiny_task().eval()
+    input_ids, attention_mask = random_batch(rows=6, length=48)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, EXAMPLE_INDEX: torch.arange(10, 16)}
+    _, labels = task.evaluation_masked_batch(batch, 0, 0)
+    for row in range(6):
+        size = int(attention_mask[row].sum())
+        alone = {  # the example alone in its batch, without padding, at another batch index
+            "input_ids": input_ids[row : row + 1, :size],
+            "attention_mask": attention_mask[row : row + 1, :size],
+            EXAMPLE_INDEX: torch.tensor([10 + row]),
+        }
+        _, labels_alone = task.evaluation_masked_batch(alone, 7, 0)
+        assert torch.equal(labels_alone[0], labels[row, :size])
+        assert (labels[row, size:] == IGNORE_INDEX).all()
+    assert (labels != IGNORE_INDEX).any()
+    # Another evaluation set masks the same example index elsewhere.
+    assert not torch.equal(task.evaluation_masked_batch(batch, 0, 1)[1], labels)
 
 
 def test_scratch_model_takes_the_tokenizer_vocabulary():
