@@ -50,6 +50,7 @@ from neobert_tasks.errors import (
 from neobert_tasks.final_validation import ValidateFinalStep
 from neobert_tasks.interrupt import StopOnInterrupt, report_stop
 from neobert_tasks.out_of_memory import MemoryFaultPosition, describe_memory_fault, memory_fault
+from neobert_tasks.partial_evaluation import PartialEvaluationWarning
 from neobert_tasks.resume import (
     ResumeCheckpoint,
     load_checkpoint_file,
@@ -277,7 +278,7 @@ class NeoBERTCLI(LightningCLI):
         # Predicting a run's checkpoint: its files go straight into <run>/predictions.
         predictions = str(run_dir) if evaluated is not None and self.subcommand == "predict" else None
         trainer.callbacks.extend([RunDirectory(str(run_dir), predictions), ResultTable()])
-        trainer.callbacks.append(MemoryFaultPosition())
+        trainer.callbacks.extend([MemoryFaultPosition(), PartialEvaluationWarning()])
         trainer.callbacks.append(StopOnInterrupt())
         if self.subcommand == "fit":
             trainer.callbacks.append(ValidateFinalStep())

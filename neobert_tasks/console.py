@@ -13,8 +13,9 @@ Every command printed lines that say nothing about the run at hand; each is drop
   keeps the model, its parameters and its size.
 * torch's FutureWarning that ``isinstance(treespec, LeafSpec)`` is deprecated (`ignore_library_warnings`):
   raised by Lightning's own code (``lightning/pytorch/utilities/_pytree.py``), which we cannot change;
-  and torchmetrics' note that Spearman's correlation buffers every prediction, which a rank correlation
-  must (STS-B's and the STS sets' few thousand pairs take kilobytes).
+  torchmetrics' note that Spearman's correlation buffers every prediction, which a rank correlation
+  must (STS-B's and the STS sets' few thousand pairs take kilobytes); and Lightning's advice, under DDP, to
+  log epoch scores with ``sync_dist``, which the tasks' scores need not (see `LIBRARY_WARNINGS`).
 * The file, line and source line Python prints with a warning, for the package's own warnings
   (`format_own_warning`): they read ``neobert_tasks: warning: <message>``, as errors read
   ``neobert_tasks: error: <message>``.
@@ -62,6 +63,9 @@ LIBRARY_WARNINGS = (
     # Every run has a folder of its own: a non-empty checkpoints/ is the run resumed (--ckpt_path last)
     # or the run whose checkpoint validate scores, where its files belong.
     r"Checkpoint directory .* exists and is not empty",
+    # Under DDP, once per logged score: the tasks log epoch scores computed over every rank's examples
+    # (torchmetrics' synced states, or predictions gathered before scoring), which sync_dist would average.
+    r"It is recommended to use `self.log\(.*sync_dist=True\)` when logging on epoch level",
 )
 
 

@@ -37,7 +37,7 @@ from neobert_tasks.run_directory import run_directory
 
 # The last command's stage, what stopped it ("Ctrl-C" once the first one arrived) and the checkpoint saved
 # then, if any (read by `neobert_tasks.cli.main`).
-_stopped: dict[str, str | None] = {"stage": None, "by": None, "saved": None}
+_stopped: dict[str, str | None] = {"stage": None, "by": None, "saved": None, "config": None}
 
 # The signals a rank has noted and the ranks agree on, in this order.
 NOTED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -61,7 +61,9 @@ def report_stop() -> int:
             tell("neobert_tasks: interrupted before the first step; nothing to save.")
         return 128 + signal.SIGINT
     if _stopped["stage"] in (None, "fit"):
-        tell("neobert_tasks: stopped by SIGTERM; resume with `fit ... --ckpt_path last`.")
+        config = _stopped["config"] or "..."
+        command = f"python -m neobert_tasks fit --config {config} --ckpt_path last"
+        tell(f"neobert_tasks: stopped by SIGTERM; resume with `{command}`.")
     else:
         tell(f"neobert_tasks: {_stopped['stage']} stopped by SIGTERM; nothing was written: run it again.")
     return 128 + signal.SIGTERM
@@ -85,7 +87,7 @@ class StopOnInterrupt(L.Callback):
         self._rank_zero = True
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        _stopped.update(stage=getattr(stage, "value", stage), by=None, saved=None)
+        _stopped.update(stage=getattr(stage, "value", stage), by=None, saved=None, config=None)
         self._noted, self._stopping = [0] * len(NOTED_SIGNALS), False
 
     # Lightning registers its SIGTERM handler after on_fit_start, before the sanity check and training.
@@ -209,6 +211,11 @@ class StopOnInterrupt(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         self.restore()
+
+
+def record_sigterm_stop(trainer: L.Trainer, saved: str) -> None:
+    """Record that SIGTERM stopped the run with ``saved`` written, for the closing line's resume command."""
+    _stopped.update(saved=saved, config=str(run_directory(trainer) / "config.yaml"))
 
 
 def report_ctrl_c_stop(trainer: L.Trainer, saved: str) -> str:

@@ -42,7 +42,7 @@ from neobert_tasks.errors import (
     describe_storage_fault,
     storage_fault,
 )
-from neobert_tasks.interrupt import report_ctrl_c_stop, stopped_by_ctrl_c
+from neobert_tasks.interrupt import record_sigterm_stop, report_ctrl_c_stop, stopped_by_ctrl_c
 from neobert_tasks.lightning_private import validation_follows
 from neobert_tasks.metric_history import flush_rows, read_rows, restore_rows
 from neobert_tasks.run_directory import last_checkpoint_of_run
@@ -250,7 +250,8 @@ class ResumeCheckpoint(ModelCheckpoint):
         if stopped_by_ctrl_c():  # the first Ctrl-C of a fit comes here too (neobert_tasks.interrupt)
             rank_zero_info(report_ctrl_c_stop(trainer, path))
         else:
-            rank_zero_info(f"Received SIGTERM: saved {path}; resume with `fit --ckpt_path last`.")
+            rank_zero_info(f"Received SIGTERM at step {trainer.global_step}: saved {path}.")
+            record_sigterm_stop(trainer, path)  # the closing line gives the command that resumes it
 
     def _save_last_file(self, trainer: L.Trainer) -> str:
         path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)

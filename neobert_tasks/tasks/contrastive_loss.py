@@ -18,7 +18,6 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.distributed.nn.functional import all_gather as all_gather_with_grad
 
 
 def world() -> tuple[int, int]:
@@ -32,12 +31,31 @@ def gather_across_ranks(embeddings: torch.Tensor, ranks: int) -> torch.Tensor:
     """Every rank's ``(batch, dim)`` rows, rank 0 first: ``(ranks × batch, dim)``; the backward pass sums the
     gradients that every rank's loss sends to a row and hands them to the rank that encoded it.
 
-    Ranks must hold batches of the same size (`PairDataModule`'s sampler pads the last global batch so);
-    ``torch.distributed.nn``'s all-gather is the one of the public collectives that is differentiable.
+    Ranks must hold batches of the same size (`PairDataModule`'s sampler pads the last global batch so).
     """
     if ranks == 1:
         return embeddings
-    return torch.cat(all_gather_with_grad(embeddings.contiguous()), dim=0)
+    return GatherWithGradient.apply(embeddings.contiguous(), ranks)
+
+
+class GatherWithGradient(torch.autograd.Function):
+    """A differentiable all-gather over public collectives. torch's own (``torch.distributed.nn``) is
+    deprecated in favour of a private module; gloo (CPU) and NCCL both run these two."""
+
+    @staticmethod
+    def forward(ctx, embeddings: torch.Tensor, ranks: int) -> torch.Tensor:
+        gathered = embeddings.new_empty((ranks * embeddings.shape[0], *embeddings.shape[1:]))
+        dist.all_gather_into_tensor(gathered, embeddings)
+        ctx.rows, ctx.rank = embeddings.shape[0], dist.get_rank()
+        return gathered
+
+    @staticmethod
+    def backward(ctx, gradient: torch.Tensor) -> tuple[torch.Tensor, None]:
+        # Each rank's loss sends gradients to every rank's rows: summed over ranks, each keeps its own rows.
+        summed = gradient.contiguous().clone()
+        dist.all_reduce(summed)
+        start = ctx.rank * ctx.rows
+        return summed[start : start + ctx.rows], None
 
 
 def info_nce(

@@ -236,7 +236,7 @@ def test_sigterm_to_every_rank_stops_both_at_one_step_and_resumes_to_the_same_we
     run_dir, output = signalled_fit(workdir, "sigterm", "SIGTERM", 128 + signal.SIGTERM)
     # Both ranks finish the step that was running on rank 0 and save it, once; one closing line.
     assert saved_step(run_dir) == SIGNAL_STEP + 1
-    assert output.count("Received SIGTERM: saved") == 1
+    assert output.count(f"Received SIGTERM at step {SIGNAL_STEP + 1}: saved") == 1
     assert output.count("neobert_tasks: stopped by SIGTERM") == 1
     assert "Traceback" not in output
     resumed, _ = run_two_processes(

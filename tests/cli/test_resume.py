@@ -190,8 +190,9 @@ def test_a_resume_that_changes_the_batching_says_what_it_costs(tmp_path, recwarn
 
 def test_sigterm_saves_a_checkpoint_and_resumes_to_the_same_result(tmp_path, uninterrupted, capsys):
     fit_in_process(*interrupted_args(tmp_path, "SIGTERM"), expected_status=143)
-    assert "stopped by SIGTERM" in capsys.readouterr().err
     run_dir = tmp_path / "runs" / "version_0"
+    command = f"python -m neobert_tasks fit --config {run_dir / 'config.yaml'} --ckpt_path last"
+    assert f"neobert_tasks: stopped by SIGTERM; resume with `{command}`." in capsys.readouterr().err
     # SIGTERM arrives as step 9 starts; Lightning finishes that batch, then the checkpoint is written.
     assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == SIGNAL_STEP + 1
 

@@ -120,7 +120,16 @@ def test_the_leafspec_deprecation_is_ignored_and_other_deprecations_are_not():
         warnings.warn(message, FutureWarning, stacklevel=1)
         warnings.warn("`LeafSpec` is deprecated", FutureWarning, stacklevel=1)
         torchmetrics.SpearmanCorrCoef()  # "will save all targets and predictions in the buffer"
-    assert [str(warning.message) for warning in caught] == ["`LeafSpec` is deprecated"]
+        warnings.warn(  # Lightning's, once per score under DDP (the rank-0 text of its warning)
+            "It is recommended to use `self.log('val/f1', ..., sync_dist=True)` when logging on epoch level"
+            " in distributed setting to accumulate the metric across devices.",
+            stacklevel=1,
+        )
+        warnings.warn("It is recommended to use `self.log` with care", stacklevel=1)
+    assert [str(warning.message) for warning in caught] == [
+        "`LeafSpec` is deprecated",
+        "It is recommended to use `self.log` with care",
+    ]
 
 
 def test_the_packages_own_warnings_read_as_one_line_and_others_as_before():

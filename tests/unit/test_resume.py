@@ -550,9 +550,10 @@ def test_sigterm_saves_last_checkpoint_after_the_batch_it_arrived_in(tmp_path):
     assert load(checkpoints(tmp_path) / "last.ckpt")["global_step"] == 6
 
 
-def test_sigterm_is_not_saved_when_turned_off_or_during_the_sanity_check(tmp_path):
+@mock.patch("neobert_tasks.resume.record_sigterm_stop")  # for the closing line; needs a real run folder
+def test_sigterm_is_not_saved_when_turned_off_or_during_the_sanity_check(record, tmp_path):
     trainer = SimpleNamespace(
-        sanity_checking=False, validating=False, save_checkpoint=mock.Mock(), state=FITTING
+        sanity_checking=False, validating=False, save_checkpoint=mock.Mock(), state=FITTING, global_step=3
     )
     ResumeCheckpoint(save_on_sigterm=False).on_exception(trainer, None, SIGTERMException())
     resume = ResumeCheckpoint()
@@ -565,10 +566,12 @@ def test_sigterm_is_not_saved_when_turned_off_or_during_the_sanity_check(tmp_pat
     trainer.sanity_checking = False
     resume.on_exception(trainer, None, SIGTERMException())
     trainer.save_checkpoint.assert_called_once_with(str(tmp_path / "last.ckpt"), weights_only=False)
+    record.assert_called_once_with(trainer, str(tmp_path / "last.ckpt"))
 
 
-def test_sigterm_in_a_validation_marks_it_to_run_again_before_saving(tmp_path):
-    trainer = SimpleNamespace(sanity_checking=False, validating=True, state=FITTING)
+@mock.patch("neobert_tasks.resume.record_sigterm_stop")
+def test_sigterm_in_a_validation_marks_it_to_run_again_before_saving(record, tmp_path):
+    trainer = SimpleNamespace(sanity_checking=False, validating=True, state=FITTING, global_step=3)
     progress = SimpleNamespace(
         total=SimpleNamespace(ready=3, started=3, processed=2, completed=2),
         current=SimpleNamespace(ready=3, started=3, processed=2, completed=2),

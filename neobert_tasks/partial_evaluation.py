@@ -1,0 +1,63 @@
+"""A warning when ``validate``, ``test`` or ``predict`` leaves part of its examples out.
+
+``trainer.limit_val_batches`` (``limit_test_batches``, ``limit_predict_batches``) cuts an evaluation short.
+The debug preset sets them, and a run's ``config.yaml`` keeps what its fit used, so ``validate --config
+<run>/config.yaml`` scores part of the set unless told otherwise; an integer limit counts batches per
+process, so that part also changes with the number of processes. The scores and prediction files do not
+show it, so `PartialEvaluationWarning` says so once per command. A ``fit``'s validations are left alone:
+limiting them is a training choice, and the best-model checkpoint warns where a cut set is monitored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
+
+# Per command: the Trainer attributes of its batch counts (after the limit) and loaders, its limit option,
+# and what it produces.
+STAGES = {
+    "validate": ("num_val_batches", "val_dataloaders", "limit_val_batches", "scores"),
+    "test": ("num_test_batches", "test_dataloaders", "limit_test_batches", "scores"),
+    "predict": ("num_predict_batches", "predict_dataloaders", "limit_predict_batches", "predictions"),
+}
+
+
+def batch_counts(trainer: L.Trainer, stage: str) -> tuple[int, int]:
+    """(batches the command runs, batches its loaders hold) on this process, over all its loaders."""
+    counts_name, loaders_name, _, _ = STAGES[stage]
+    counts, loaders = getattr(trainer, counts_name), getattr(trainer, loaders_name)
+    loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+    try:
+        sizes = [len(loader) for loader in loaders]
+    except TypeError:  # a loader without a length (an iterable dataset): nothing to compare with
+        return 0, 0
+    return int(sum(min(count, size) for count, size in zip(counts, sizes, strict=True))), sum(sizes)
+
+
+class PartialEvaluationWarning(L.Callback):
+    """Warn once when a ``validate``, ``test`` or ``predict`` command's batch limit leaves batches out."""
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "validate":
+            warn_if_partial(trainer, "validate")
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        warn_if_partial(trainer, "test")
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        warn_if_partial(trainer, "predict")
+
+
+def warn_if_partial(trainer: L.Trainer, stage: str) -> None:
+    run, held = batch_counts(trainer, stage)
+    if run >= held:
+        return
+    _, _, limit_name, produced = STAGES[stage]
+    limit: Any = getattr(trainer, limit_name)
+    per_process = " per process" if isinstance(limit, int) and trainer.world_size > 1 else ""
+    rank_zero_warn(
+        f"{stage} runs {run} of the {held} batches of its examples{per_process} (trainer.{limit_name}"
+        f" {limit}): its {produced} cover part of the set; set --trainer.{limit_name} 1.0 for all of it."
+    )

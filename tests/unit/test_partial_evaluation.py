@@ -1,0 +1,45 @@
+"""The warning of a validate, test or predict command that a batch limit leaves examples out."""
+
+from __future__ import annotations
+
+import warnings
+from types import SimpleNamespace
+
+import pytest
+
+from neobert_tasks.partial_evaluation import warn_if_partial
+
+
+def trainer(stage: str, counts: list, sizes: list[int], limit, world_size: int = 1) -> SimpleNamespace:
+    names = {"validate": "val", "test": "test", "predict": "predict"}
+    short = names[stage]
+    return SimpleNamespace(
+        **{f"num_{short}_batches": counts, f"{short}_dataloaders": [range(size) for size in sizes]},
+        **{f"limit_{short}_batches": limit},
+        world_size=world_size,
+    )
+
+
+def test_a_cut_validation_says_how_much_it_scored_and_how_to_score_all():
+    with pytest.warns(UserWarning) as caught:
+        warn_if_partial(trainer("validate", [4, 4], [9, 5], 4), "validate")
+    assert str(caught[0].message) == (
+        "validate runs 8 of the 14 batches of its examples (trainer.limit_val_batches 4): its scores cover"
+        " part of the set; set --trainer.limit_val_batches 1.0 for all of it."
+    )
+
+
+def test_an_integer_limit_under_ddp_is_per_process_and_predictions_are_named():
+    with pytest.warns(
+        UserWarning,
+        match=r"predict runs 2 of the 3 batches of its examples per process .*"
+        r"its predictions cover part of the set",
+    ):
+        warn_if_partial(trainer("predict", [2], [3], 2, world_size=2), "predict")
+
+
+@pytest.mark.parametrize(("counts", "limit"), [([9.0], 1.0), ([12], 12), ([float("inf")], 1.0)])
+def test_no_warning_when_every_batch_runs(counts, limit):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_partial(trainer("test", counts, [9], limit), "test")
