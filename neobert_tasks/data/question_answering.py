@@ -42,6 +42,7 @@ from neobert_tasks.data.squad_json import (
     QUESTION_COLUMNS,
     check_answers,
     check_question_columns,
+    check_unique_ids,
     is_official_squad_json,
     is_text,
     load_official_squad,
@@ -142,6 +143,8 @@ class QuestionAnsweringDataModule(HubOrLocalSource, TokenizedDataModule):
         labelled = split_name not in unlabelled or ANSWERS_COLUMN in dataset.column_names
         require_columns(dataset, [*QUESTION_COLUMNS, ANSWERS_COLUMN if labelled else None], origin)
         check_question_columns(dataset, origin)
+        if split_name != self.train_split_name:  # training keys nothing by id
+            check_unique_ids(dataset, origin)
         if labelled:
             check_answers(dataset, origin, self.version_2)
 

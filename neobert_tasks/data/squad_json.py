@@ -155,3 +155,18 @@ def check_question_columns(dataset: datasets.Dataset, origin: str) -> None:
             # Ids are optional as a column (rows are numbered without one), not row by row.
             either = "; give every row an id, or drop the column to number the rows" if column == "id" else ""
             raise DataError(f"Row {missing} of {origin} has no value (null) in column '{column}'{either}.")
+
+
+def check_unique_ids(dataset: datasets.Dataset, origin: str) -> None:
+    """Question ids must be unique where they key predictions and scores (evaluation and predict splits):
+    SQuAD's post-processing keeps one answer per id, so a repeated id drops a question without a word."""
+    if "id" not in dataset.column_names:
+        return
+    first_row: dict[Any, int] = {}
+    for row, question_id in enumerate(dataset.with_format("arrow")["id"].to_pylist()):
+        if question_id in first_row:
+            raise DataError(
+                f"Question id {question_id!r} of {origin} is in rows {first_row[question_id]} and {row}; each"
+                " question needs an id of its own, which keys its prediction and score."
+            )
+        first_row[question_id] = row

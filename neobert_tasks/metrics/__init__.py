@@ -1,5 +1,8 @@
 """Evaluation metrics: official GLUE metrics, generic classification/regression metrics, NER entity F1."""
 
+# The data package first: its embedding evaluation imports `embedding_sets`, whose own import of
+# `neobert_tasks.data.sources` would otherwise start the data package while `embedding_sets` is half loaded.
+import neobert_tasks.data  # noqa: F401  (isort: keep first)
 from neobert_tasks.metrics.entities import EntityF1, extract_entities
 from neobert_tasks.metrics.glue import (
     GLUE_MAIN_METRIC,

@@ -26,6 +26,7 @@ qrels score above 0.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -267,7 +268,36 @@ def load_beir_set(directory: str, split: str = "test", name: str | None = None) 
     for query, document, score in zip(*columns, _numbers(qrels, "score", qrels_file), strict=True):
         if score > 0:
             relevant.setdefault(query, set()).add(document)
+    warn_of_unknown_ids(relevant, queries, corpus, qrels_file, queries_file, corpus_file)
     return RetrievalSet(name or _named(folder.resolve().name, split), queries, corpus, relevant)
+
+
+def warn_of_unknown_ids(
+    relevant: dict[str, set[str]],
+    queries: dict,
+    corpus: dict,
+    qrels: Path,
+    queries_file: Path,
+    corpus_file: Path,
+) -> None:
+    """Warn of judgements that name a document the corpus lacks (no ranking can retrieve it, so recall and
+    nDCG count it as missed, as sentence-transformers' evaluator does) or a query the queries file lacks
+    (not evaluated): both are usually files of different versions of a collection."""
+    judged = [(query, document) for query, documents in relevant.items() for document in sorted(documents)]
+    absent_documents = [document for _, document in judged if document not in corpus]
+    if absent_documents:
+        warnings.warn(
+            f"{len(absent_documents)} of the {len(judged)} relevant documents in {qrels} are not in"
+            f" {corpus_file} (e.g. {absent_documents[0]!r}); they count as never retrieved.",
+            stacklevel=3,
+        )
+    absent_queries = sorted(query for query in relevant if query not in queries)
+    if absent_queries:
+        warnings.warn(
+            f"{len(absent_queries)} of the {len(relevant)} judged queries in {qrels} are not in"
+            f" {queries_file} (e.g. {absent_queries[0]!r}); they are not evaluated.",
+            stacklevel=3,
+        )
 
 
 def load_squad_retrieval_set(path: str, name: str = "squad_dev") -> RetrievalSet:

@@ -378,3 +378,16 @@ def test_ids_on_some_rows_only_say_how_to_go_either_way():
         "Row 1 of predict file 'questions.jsonl' has no value (null) in column 'id'; give every row an id, or"
         " drop the column to number the rows."
     )
+
+
+def test_a_repeated_question_id_of_an_evaluated_split_is_refused(
+    write_split, tiny_tokenizer_dir, datasets_cache
+):
+    """SQuAD's post-processing keys answers by id: the second question was dropped from scores and
+    predictions without a word."""
+    context = "the cat sat on the mat"
+    rows = [row(name, context, {"text": ["cat"], "answer_start": [4]}) for name in ("a", "b", "a")]
+    write_rows(write_split, "train", rows)
+    path = write_rows(write_split, "validation", rows)
+    with pytest.raises(DataError, match=r"^Question id 'a' of .*validation.parquet is in rows 0 and 2; each"):
+        make_module(path.parent, tiny_tokenizer_dir, datasets_cache).setup("fit")

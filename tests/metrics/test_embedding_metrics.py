@@ -250,6 +250,27 @@ def test_beir_jsonl_layout(tmp_path):
     assert collection.texts == ["q one", "Title Body.", "Only text."]
 
 
+def test_judgements_of_documents_or_queries_the_files_lack_are_warned_of(tmp_path):
+    (tmp_path / "qrels").mkdir()
+    pd.DataFrame([{"_id": "d1", "text": "Body."}]).to_json(
+        tmp_path / "corpus.jsonl", orient="records", lines=True
+    )
+    pd.DataFrame([{"_id": "q1", "text": "q"}]).to_json(
+        tmp_path / "queries.jsonl", orient="records", lines=True
+    )
+    judgements = "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td9\t1\nq7\td1\t1\n"
+    (tmp_path / "qrels" / "test.tsv").write_text(judgements)
+    with pytest.warns(UserWarning) as caught:
+        collection = load_beir_set(str(tmp_path))
+    assert [str(warning.message) for warning in caught] == [
+        f"1 of the 3 relevant documents in {tmp_path / 'qrels' / 'test.tsv'} are not in"
+        f" {tmp_path / 'corpus.jsonl'} (e.g. 'd9'); they count as never retrieved.",
+        f"1 of the 2 judged queries in {tmp_path / 'qrels' / 'test.tsv'} are not in"
+        f" {tmp_path / 'queries.jsonl'} (e.g. 'q7'); they are not evaluated.",
+    ]
+    assert collection.query_ids == ["q1"] and collection.relevant["q1"] == {"d1", "d9"}
+
+
 def test_missing_files_and_columns_are_named(tmp_path):
     path = tmp_path / "pairs.csv"
     pd.DataFrame({"sentence1": ["a", "b"], "score": [1.0, 2.0]}).to_csv(path, index=False)
