@@ -68,8 +68,19 @@ def check_words(dataset: datasets.Dataset, column: str, origin: str) -> None:
     words = dataset.with_format("arrow")[column]
     if (missing_row := first_row(pc.is_null(words))) >= 0:
         raise DataError(f"Row {missing_row} of {origin} has no words (null) in column '{column}'.")
-    if pc.list_flatten(words).null_count:
+    flat = pc.list_flatten(words)
+    if flat.null_count:
         raise DataError(f"Column '{column}' of {origin} has null words inside its word lists.")
+    # The tokenizer makes no token of an empty or all-space word, so its tag could never be predicted.
+    blank = pc.or_(pc.equal(pc.utf8_length(flat), 0), pc.utf8_is_space(flat))
+    if (first := first_row(blank)) >= 0:
+        lists = words.combine_chunks()
+        row = pc.list_parent_indices(lists)[first].as_py()
+        position = first - lists.offsets[row].as_py()
+        raise DataError(
+            f"Word {position} of row {row} of {origin} (column '{column}') is {flat[first].as_py()!r}: a word"
+            " needs text other than spaces, or the model can never tag it."
+        )
 
 
 def check_tags(

@@ -9,6 +9,7 @@ itself, so windows of one document may sit in different batches or on different 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import torch
@@ -180,11 +181,14 @@ def predicted_tags(word_count: int, word_predictions: dict, label_names: list[st
 def conll_columns(
     examples: dict[int, dict], words_by_example: dict, label_names: list[str], gold: dict | None
 ) -> str:
-    """CoNLL column text: ``word [gold] predicted`` per line, space-separated, a blank line between inputs."""
+    """CoNLL column text: ``word [gold] predicted`` per line, space-separated (spaces inside a word become
+    ``_``), a blank line between inputs."""
     blocks = []
     for index in sorted(examples):
         words = examples[index]["words"]
         tags = predicted_tags(len(words), words_by_example.get(index, {}), label_names)
+        # Columns are split on spaces: a word with spaces inside (possible in JSON data) keeps one column.
+        words = [re.sub(r"\s+", "_", word) for word in words]
         columns = [words, gold[index], tags] if gold is not None else [words, tags]
         blocks.append("".join(" ".join(row) + "\n" for row in zip(*columns, strict=True)))
     return "\n".join(blocks)

@@ -452,3 +452,24 @@ def test_class_label_name_missing_from_label_names_is_refused(tmp_path, piece_to
     )
     with pytest.raises(DataError, match=r"names its tag ids .* and 'B-LOC' is not one of label_names"):
         datamodule.setup("validate")
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_an_empty_or_all_space_word_is_named_by_row_and_position(
+    blank, write_split, piece_tokenizer_dir, datasets_cache
+):
+    """The tokenizer makes no token of it: its tag could never be predicted, and the written .conll
+    would lose a column."""
+    words = [["peter", "met"], ["mary", blank, "the"]]
+    path = write_split("train", ".jsonl", tokens=words, ner_tags=[["B-PER", "O"], ["B-PER", "O", "O"]])
+    expected = rf"^Word 1 of row 1 of .*train\.jsonl \(column 'tokens'\) is '{blank}': a word needs text"
+    with pytest.raises(DataError, match=expected):
+        make_module(path.parent, piece_tokenizer_dir, datasets_cache).setup("fit")
+
+
+def test_a_word_with_spaces_inside_keeps_one_conll_column():
+    from neobert_tasks.tasks.token_classification import conll_columns  # noqa: PLC0415
+
+    examples = {0: {"words": ["San Francisco", "is"]}}
+    text = conll_columns(examples, {0: {0: (1, 0.9), 1: (0, 0.8)}}, ["O", "B-LOC"], {0: ["B-LOC", "O"]})
+    assert text == "San_Francisco B-LOC B-LOC\nis O O\n"
