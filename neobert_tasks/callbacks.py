@@ -141,7 +141,8 @@ class BestModelCheckpoint(ModelCheckpoint):
                 for name, value in trainer.callback_metrics.items()
                 if name.startswith("val/")
             }
-            if metrics:  # no validation split: nothing to remember
+            # No validation split, or one that left the monitor unscored: no score to report as the best.
+            if metrics and (self.monitor is None or self.monitor in metrics):
                 self.best_metrics = {**metrics, "epoch": trainer.current_epoch, "step": trainer.global_step}
                 self._best_metrics_path = self.best_model_path
 

@@ -303,3 +303,17 @@ def test_other_ranks_write_no_prediction_file(tmp_path):
         writer_trainer(["test"], tmp_path, is_global_zero=False), FilesPerSplit(), predictions, None
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_validation_without_the_monitor_is_not_reported_as_the_best():
+    """An embedding run whose monitored set was cut short logged only its pair loss: the closing line called
+    that loss the best score, of the final epoch counted from 1."""
+    best = BestModelCheckpoint(monitor="val/sts/spearman", mode="max")
+    trainer = SimpleNamespace(
+        sanity_checking=False, callback_metrics={"val/validation/loss": 2.33}, current_epoch=1, global_step=8
+    )
+    best._remember_best_metrics(trainer)
+    assert best.best_metrics == {}
+    trainer.callback_metrics["val/sts/spearman"] = 0.5
+    best._remember_best_metrics(trainer)
+    assert best.best_metrics["val/sts/spearman"] == pytest.approx(0.5)
