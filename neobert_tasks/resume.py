@@ -46,6 +46,7 @@ from neobert_tasks.interrupt import record_sigterm_stop, report_ctrl_c_stop, sto
 from neobert_tasks.lightning_private import validation_follows
 from neobert_tasks.metric_history import flush_rows, read_rows, restore_rows
 from neobert_tasks.run_directory import last_checkpoint_of_run
+from neobert_tasks.run_summary import early_stop_reason
 
 
 class CheckpointError(UserInputError):
@@ -224,6 +225,17 @@ class ResumeCheckpoint(ModelCheckpoint):
         due = self.every_n_steps and trainer.global_step % self.every_n_steps == 0
         if due and not validation_follows(trainer):
             super().on_train_batch_end(trainer, *args, **kwargs)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning saves why early stopping stopped a run but not that the fit stopped: a resume of the
+        # finished run would train another epoch (or step) and stop again. (Here, not in on_fit_start:
+        # some strategies restore the callbacks after it.)
+        if trainer.ckpt_path and (reason := early_stop_reason(trainer)) is not None:
+            trainer.should_stop = True
+            rank_zero_warn(
+                f"The run of checkpoint {trainer.ckpt_path} was ended by early stopping ({reason}): it is"
+                " finished, so nothing is trained."
+            )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # last.ckpt holds the final state, whatever the last save before it (a step save, or a validation

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
 from neobert_tasks.lightning_private import hide_result_table
 from neobert_tasks.run_directory import run_directory
@@ -69,6 +70,15 @@ def main_first(names: Iterable[str], main: str | None) -> list[str]:
     return sorted(names, key=lambda name: (name != main, name.count("_") + name.count("/"), name))
 
 
+def early_stop_reason(trainer: L.Trainer) -> str | None:
+    """Why early stopping ended the fit (Lightning's words), or None when it did not."""
+    for callback in trainer.early_stopping_callbacks:
+        if callback.stopping_reason != EarlyStoppingReason.NOT_STOPPED:
+            message = callback.stopping_reason_message or callback.stopping_reason.name.lower()
+            return message.replace(" Signaling Trainer to stop.", "").rstrip(".")
+    return None
+
+
 def fit_lines(trainer: L.Trainer, main: str) -> tuple[str, dict[str, object]]:
     """The best validation's scores, epoch and step, and the run's checkpoint, export and metrics.json."""
     checkpoint = trainer.checkpoint_callback
@@ -83,6 +93,8 @@ def fit_lines(trainer: L.Trainer, main: str) -> tuple[str, dict[str, object]]:
         else f"No {main} score (no validation logged it)"
     )
     head = f"Best {format_scores(best, main)}{where}" if best else missing
+    if (reason := early_stop_reason(trainer)) is not None:
+        head += f"\nStopped early: {reason}."
     run_dir = run_directory(trainer)
     best_path = getattr(checkpoint, "best_model_path", "") or getattr(checkpoint, "last_model_path", "")
     return head, {"checkpoint": best_path, "export": run_dir / "export", "scores": run_dir / "metrics.json"}

@@ -290,6 +290,33 @@ def test_a_resume_with_more_epochs_says_that_the_schedule_is_planned_anew(tmp_pa
     assert "planned 12" in messages[0] and "from step 12 the rate follows the new plan" in messages[0]
 
 
+def test_a_run_ended_by_early_stopping_is_finished_for_a_resume(tmp_path, capsys):
+    """Lightning does not save that early stopping ended the fit: `fit --ckpt_path last`, which job scripts
+    always pass, trained another epoch each time, with new rows in metrics.csv and a new last.ckpt."""
+    # A learning rate too small to move the accuracy: SST-2's patience of 3 validations ends it at epoch 3.
+    args = [*fit_args(tmp_path), "--trainer.max_epochs", "10", "--model.init_args.learning_rate", "1e-9"]
+    fit_in_process(*args)
+    assert (
+        "Stopped early: Monitored metric val/accuracy did not improve in the last 3 records"
+        in capsys.readouterr().out
+    )
+    run_dir = tmp_path / "runs" / "version_0"
+    files = [
+        run_dir / "metrics.csv",
+        run_dir / "checkpoints" / "last.ckpt",
+        run_dir / "export" / "model.safetensors",
+    ]
+    before = [path.read_bytes() for path in files[:2]]
+    steps = load(files[1])["global_step"]
+    assert steps < 10 * 6
+    with pytest.warns(
+        UserWarning, match=r"was ended by early stopping \(Monitored metric val/accuracy .*\): it is finished"
+    ):
+        fit_in_process(*args, "--ckpt_path", "last")
+    assert load(files[1])["global_step"] == steps
+    assert files[0].read_bytes() == before[0]
+
+
 def test_sigterm_during_validation_resumes_into_that_validation(tmp_path, uninterrupted):
     """The GLUE configs' EarlyStopping needs that validation's score, and the best model may be its."""
     arguments = interrupted_args(tmp_path, "SIGTERM", "SignalInValidation", VALIDATION_STEP)
