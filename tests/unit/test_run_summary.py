@@ -6,6 +6,9 @@ import json
 import os
 from types import SimpleNamespace
 
+from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+
 from neobert_tasks.run_directory import (
     RunDirectory,
     best_checkpoint_of_run,
@@ -44,6 +47,7 @@ def fitted_trainer(run_dir, best_path):
         checkpoint_callback=checkpoint,
         datamodule=SimpleNamespace(main_metric="accuracy"),
         limit_val_batches=1.0,
+        early_stopping_callbacks=[EarlyStopping(monitor="val/accuracy", mode="max")],
     )
 
 
@@ -96,3 +100,17 @@ def test_a_moved_run_finds_its_best_checkpoint_in_its_own_folder(tmp_path):
     (moved / "metrics.json").write_text(json.dumps({"best_checkpoint": trained_at}))
     assert best_checkpoint_of_run(moved) == moved / "checkpoints" / "epoch=1-step=8.ckpt"
     assert best_run_checkpoint(tmp_path / "copied") == moved / "checkpoints" / "epoch=1-step=8.ckpt"
+
+
+def test_fit_lines_say_why_early_stopping_ended_the_fit(tmp_path):
+    trainer = fitted_trainer(tmp_path / "version_0", tmp_path / "best.ckpt")
+    stopper = trainer.early_stopping_callbacks[0]
+    stopper.stopping_reason = EarlyStoppingReason.PATIENCE_EXHAUSTED
+    stopper.stopping_reason_message = (
+        "Monitored metric val/accuracy did not improve in the last 3 records. Best score: 0.718. Signaling"
+        " Trainer to stop."
+    )
+    assert summary_lines(trainer, "fit")[0].splitlines()[1] == (
+        "Stopped early: Monitored metric val/accuracy did not improve in the last 3 records."
+        " Best score: 0.718."
+    )
