@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import shlex
 import shutil
 import subprocess
@@ -32,6 +33,8 @@ from neobert_tasks.suite.results import collect_runs, select_point, summarize
 from neobert_tasks.suite.tables import markdown_table, write_tables
 
 FINISHED_FILE = "metrics.json"
+# The command line a run was started with, written into its folder (compared when it is skipped).
+COMMAND_FILE = "suite_command.json"
 LAUNCHERS = ("subprocess", "in_process")
 # The exit status of neobert_tasks for a user's mistake: the same mistake would stop every other run.
 USER_ERROR_STATUS = 2
@@ -125,6 +128,7 @@ def run_suite(options: SuiteOptions, launcher: str = "subprocess", dry_run: bool
             _print_command(run, options, prefix)
         elif (run.run_dir / FINISHED_FILE).is_file():
             print(f"{prefix}: skipped, finished before ({run.run_dir / FINISHED_FILE} exists)")
+            _warn_if_trained_otherwise(run, options, prefix)
             outcome.skipped.append(run)
         else:
             reason = _train(run, options, launch, prefix)
@@ -162,6 +166,8 @@ def _train(
         print(f"{prefix}: clearing {run.run_dir}, left unfinished by an earlier invocation")
         shutil.rmtree(run.run_dir)
     print(f"{prefix}: training in {run.run_dir}" + (f", starting from {pretrained}" if pretrained else ""))
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    (run.run_dir / COMMAND_FILE).write_text(json.dumps(arguments, indent=1) + "\n")
     status = launch(arguments)
     if status in STOP_STATUSES:
         raise SuiteStopped(run.label, status)
@@ -173,6 +179,38 @@ def _train(
     if status != 0 or not (run.run_dir / FINISHED_FILE).is_file():
         return f"exit status {status}, no {FINISHED_FILE}"
     return None
+
+
+def _warn_if_trained_otherwise(run: PlannedRun, options: SuiteOptions, prefix: str) -> None:
+    """Say when a finished run's recorded command differs from the one this suite would start: its result
+    is reused in the table all the same (a changed --override or --config would otherwise pass unseen)."""
+    recorded = run.run_dir / COMMAND_FILE
+    if not recorded.is_file():
+        return  # trained before the suite recorded commands
+    from_mnli = options.mnli_init and run.task in MNLI_INIT_TASKS
+    pretrained = best_mnli_export(options.output_dir, run.seed) if from_mnli else None
+    then, now = (
+        option_values(json.loads(recorded.read_text())),
+        option_values(run_arguments(run, options, pretrained)),
+    )
+    changed = sorted(key for key in then.keys() | now.keys() if then.get(key) != now.get(key))
+    if changed:
+        shown = ", ".join(
+            f"{key} {then.get(key, '(unset)')} then, {now.get(key, '(unset)')} now" for key in changed[:3]
+        )
+        print(
+            f"{prefix}: warning: trained with other settings ({shown}); its result is reused: delete"
+            f" {run.run_dir} to train it with this suite's."
+        )
+
+
+def option_values(arguments: list[str]) -> dict[str, str]:
+    """A command line's ``--key value`` pairs, by key; a repeated key (``--config``) joins its values."""
+    values: dict[str, list[str]] = {}
+    for key, value in zip(arguments, arguments[1:], strict=False):
+        if key.startswith("--"):
+            values.setdefault(key, []).append(value)
+    return {key: " ".join(parts) for key, parts in values.items()}
 
 
 def _resumed(run: PlannedRun, arguments: list[str], launch: Callable[[list[str]], int], prefix: str) -> bool:

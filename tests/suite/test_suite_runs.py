@@ -70,6 +70,12 @@ def test_a_second_invocation_skips_finished_runs(finished_suite):
     assert output.count("skipped, finished before") == 4
     assert "0 runs trained, 4 skipped, 0 failed." in output and "training in" not in output
     assert [path.stat().st_mtime_ns for path in metrics_files] == before
+    assert "trained with other settings" not in output
+    # Other settings than those the finished runs were trained with: their results are reused, not silently.
+    status, output = run_suite([*finished_suite.argv, "--override", "model.init_args.learning_rate=0.5"])
+    assert status == 0 and output.count("skipped, finished before") == 4
+    assert output.count("warning: trained with other settings (--model.init_args.learning_rate") == 4
+    assert "(unset) then, 0.5 now); its result is reused: delete" in output
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(finished_suite):
