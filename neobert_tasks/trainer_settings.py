@@ -62,6 +62,8 @@ def named_arguments(message: str) -> list[str]:
     the name has an underscore (``limit_val_batches``; a bare "strategy" is just a word)."""
     names = re.findall(r"`(\w+)[=`]|Trainer\((\w+)=|\b(\w+_\w+)\b", message)
     found = [name for match in names for name in match if name in TRAINER_ARGUMENTS]
+    if "Timer(duration=" in message:  # the Timer callback that trainer.max_time becomes
+        found.append("max_time")
     return list(dict.fromkeys(found))
 
 
@@ -75,6 +77,7 @@ def as_key(name: str, value: str | None = None) -> str | None:
 def reworded(message: str) -> str:
     """Lightning's message with the Python API's argument names written as config keys."""
     message = re.sub(r"`(\w+)` argument of `Trainer`", r"trainer.\1", message)
+    message = re.sub(r"`Timer\(duration=([^)]*)\)`", r"trainer.max_time \1", message)
     message = re.sub(r"`?Trainer\((\w+)=([^)]*)\)`?", r"trainer.\1 \2", message)
     message = re.sub(r"`(\w+)(?:=([^`]*))?`", lambda match: as_key(match[1], match[2]) or match[0], message)
     return re.sub(r"(?<![.\w])(\w+_\w+)\b", lambda match: as_key(match[1]) or match[0], message)

@@ -55,6 +55,14 @@ def test_a_refusal_of_other_settings_names_those_keys_only():
     )
 
 
+def test_a_refused_max_time_is_named_as_such():
+    """Lightning refuses it as the Timer callback it becomes; the hardware keys used to be named instead."""
+    message = refusal_of(**CPU, max_time="5s")
+    assert message.startswith(
+        "Lightning cannot run the trainer settings trainer.max_time '5s': trainer.max_time"
+    )
+
+
 def test_once_the_trainer_is_built_a_refusal_must_name_a_trainer_argument():
     """Refusals raised while ``fit`` runs come without the config: Lightning's message gives the values."""
     try:
