@@ -7,16 +7,28 @@ become the best checkpoint, the export falls back to an earlier best or, with no
 unscored final weights, and Lightning warns that the monitored metric "could not be found" as if the task
 did not log it. `ValidateFinalStep` asks for the stop itself at the step that reaches ``max_steps``, which
 makes Lightning validate there, as it does for ``max_time``; where a validation is due at that step anyway,
-it runs once.
+it runs once. Epochs after the last that ``check_val_every_n_epoch`` validates get a warning instead:
+Lightning validates no other epoch, even when asked to stop.
 """
 
 from __future__ import annotations
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 
 
 class ValidateFinalStep(L.Callback):
     """Validate at the step that reaches ``trainer.max_steps`` when it falls inside an epoch."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning validates only the epochs check_val_every_n_epoch divides, whatever ends the fit.
+        every, epochs = trainer.check_val_every_n_epoch, trainer.max_epochs
+        if trainer.enable_validation and every and every > 1 and epochs and epochs > 0 and epochs % every:
+            rank_zero_warn(
+                f"trainer.max_epochs {epochs} is not a multiple of trainer.check_val_every_n_epoch {every}:"
+                f" the last {epochs % every} epoch(s) train without a validation, so their weights can never"
+                " be the best checkpoint; make max_epochs a multiple of it."
+            )
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if 0 < trainer.max_steps <= trainer.global_step and trainer.enable_validation:

@@ -317,6 +317,18 @@ def test_a_run_ended_by_early_stopping_is_finished_for_a_resume(tmp_path, capsys
     assert files[0].read_bytes() == before[0]
 
 
+def test_epochs_that_check_val_every_n_epoch_never_validates_are_warned_of(tmp_path, recwarn):
+    fit_in_process(*fit_args(tmp_path), "--trainer.max_epochs", "3", "--trainer.check_val_every_n_epoch", "2")
+    messages = [
+        str(warning.message) for warning in recwarn if "check_val_every_n_epoch" in str(warning.message)
+    ]
+    assert messages == [
+        "trainer.max_epochs 3 is not a multiple of trainer.check_val_every_n_epoch 2: the last 1 epoch(s)"
+        " train without a validation, so their weights can never be the best checkpoint; make max_epochs a"
+        " multiple of it."
+    ]
+
+
 def test_sigterm_during_validation_resumes_into_that_validation(tmp_path, uninterrupted):
     """The GLUE configs' EarlyStopping needs that validation's score, and the best model may be its."""
     arguments = interrupted_args(tmp_path, "SIGTERM", "SignalInValidation", VALIDATION_STEP)
