@@ -22,7 +22,7 @@ from neobert_tasks.errors import MissingPathError, UserInputError
 from neobert_tasks.export.folder import TRAINING_CONFIG, export_model_folder
 from neobert_tasks.export.graph import GRAPH_FORMATS, check_graph_formats
 from neobert_tasks.export.hub import check_can_push, push_folder
-from neobert_tasks.export.sentence_transformers import normalizes
+from neobert_tasks.export.sentence_transformers import exported_settings
 from neobert_tasks.model import AUTO_CLASSES, NeoBERTConfig, NeoBERTForMaskedLM, NeoBERTModel
 from neobert_tasks.model.loading import SAFETENSORS_WEIGHTS
 from neobert_tasks.model.pooling import POOLING_MODES
@@ -48,14 +48,20 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--formats", nargs="*", default=[], choices=sorted(GRAPH_FORMATS), help="graphs to add"
     )
     parser.add_argument(
-        "--pooling", default="mean", choices=POOLING_MODES, help="sentence-transformers pooling"
+        "--pooling",
+        choices=POOLING_MODES,
+        help="sentence-transformers pooling; default: the folder's, else mean",
     )
     parser.add_argument(
         "--normalize",
         action=argparse.BooleanOptionalAction,
         help="L2-normalise sentence-transformers embeddings; default: as the folder's modules.json says",
     )
-    parser.add_argument("--max_seq_length", type=int, help="longest input for sentence-transformers")
+    parser.add_argument(
+        "--max_seq_length",
+        type=int,
+        help="longest input for sentence-transformers; default: the folder's, else the model's max_length",
+    )
     parser.add_argument("--push_to_hub", metavar="REPO", help="then upload the folder to this hub repository")
     parser.add_argument(
         "--hub_private",
@@ -127,10 +133,14 @@ def export_directory(arguments: argparse.Namespace) -> Path:
     for kept in ("README.md", TRAINING_CONFIG):  # the card and the config describe the same model
         if (source / kept).is_file() and output.resolve() != source.resolve():
             shutil.copyfile(source / kept, output / kept)
-    normalize = normalizes(source) if arguments.normalize is None else arguments.normalize
+    # The folder's sentence-transformers settings (pooling, normalisation, a query prompt, the trained
+    # input length) are what its embeddings were scored with: kept unless the command line says otherwise.
+    kept = exported_settings(source)
+    normalize = kept["normalize"] if arguments.normalize is None else arguments.normalize
     differences = export_model_folder(
-        model, output, tokenizer=tokenizer, pooling=arguments.pooling, normalize=normalize,
-        max_seq_length=arguments.max_seq_length, formats=arguments.formats,
+        model, output, tokenizer=tokenizer, pooling=arguments.pooling or kept.get("pooling", "mean"),
+        normalize=normalize, prompts=kept.get("prompts"),
+        max_seq_length=arguments.max_seq_length or kept.get("max_seq_length"), formats=arguments.formats,
         remove_other_graphs=output.resolve() != source.resolve(),  # in place: the same weights
     )  # fmt: skip
     for name, difference in differences.items():

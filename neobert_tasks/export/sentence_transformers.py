@@ -22,15 +22,43 @@ from neobert_tasks.model.pooling import POOLING_MODES
 POOLING_DIRECTORY = "1_Pooling"
 NORMALIZE_DIRECTORY = "2_Normalize"
 NORMALIZE_TYPE = "sentence_transformers.models.Normalize"
+# The pooling config's key of each pooling mode (pooling_mode_<key>).
+POOLING_KEYS = {"mean": "mean_tokens", "cls": "cls_token"}
 
 
 def normalizes(directory: str | Path) -> bool:
     """Whether the export in ``directory`` already ends with a ``Normalize`` module (a re-export keeps it)."""
-    path = Path(directory) / "modules.json"
+    modules = read_json(Path(directory) / "modules.json")
+    return isinstance(modules, list) and any(
+        isinstance(module, dict) and module.get("type") == NORMALIZE_TYPE for module in modules
+    )
+
+
+def exported_settings(directory: str | Path) -> dict:
+    """The sentence-transformers settings an export in ``directory`` holds, that a re-export keeps unless
+    told otherwise: ``pooling``, ``normalize``, ``prompts`` and ``max_seq_length`` (those it has)."""
+    folder = Path(directory)
+    settings: dict = {"normalize": normalizes(folder)}
+    pooling = read_json(folder / POOLING_DIRECTORY / "config.json")
+    if isinstance(pooling, dict):
+        modes = [mode for mode in POOLING_MODES if pooling.get(f"pooling_mode_{POOLING_KEYS[mode]}")]
+        if len(modes) == 1:
+            settings["pooling"] = modes[0]
+    prompts = (read_json(folder / "config_sentence_transformers.json") or {}).get("prompts")
+    if isinstance(prompts, dict) and prompts:
+        settings["prompts"] = prompts
+    longest = (read_json(folder / "sentence_bert_config.json") or {}).get("max_seq_length")
+    if isinstance(longest, int) and longest > 0:
+        settings["max_seq_length"] = longest
+    return settings
+
+
+def read_json(path: Path):
+    """The JSON content of ``path``; None when it is missing or unreadable (an export of another tool)."""
     try:
-        return any(module.get("type") == NORMALIZE_TYPE for module in json.loads(path.read_text()))
-    except (OSError, ValueError, AttributeError):
-        return False
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def write_sentence_transformers_files(

@@ -167,3 +167,28 @@ def test_export_command_refuses_a_max_seq_length_the_model_cannot_take(length, t
         .err.strip()
         .endswith(f"--max_seq_length must be in [1, 64] (the model's max_length), got {length}.")
     )
+
+
+def test_a_reexport_keeps_the_folders_sentence_transformers_settings(tmp_path):
+    """It dropped an embedding model's query prompt, set pooling back to mean and raised max_seq_length to
+    the model's max_length: encode_query and long inputs then embedded otherwise than the run scored."""
+    from neobert_tasks.export.folder import export_model_folder  # noqa: PLC0415
+    from neobert_tasks.model import NeoBERTModel  # noqa: PLC0415
+    from tests.conftest import tiny_config_kwargs  # noqa: PLC0415
+
+    model = NeoBERTModel(NeoBERTConfig(**{**tiny_config_kwargs(), "max_length": 64}))
+    export_model_folder(model, tmp_path / "run", pooling="cls", normalize=True, prompts={"query": "query: "},
+                        max_seq_length=32)  # fmt: skip
+    files = ["config_sentence_transformers.json", "sentence_bert_config.json", "1_Pooling/config.json",
+             "modules.json"]  # fmt: skip
+    expected = {name: (tmp_path / "run" / name).read_text() for name in files}
+    assert export_main([str(tmp_path / "run"), "--output", str(tmp_path / "again")]) == 0
+    assert {name: (tmp_path / "again" / name).read_text() for name in files} == expected
+    assert export_main([str(tmp_path / "run")]) == 0  # in place
+    assert {name: (tmp_path / "run" / name).read_text() for name in files} == expected
+    # The command line still wins.
+    assert export_main([str(tmp_path / "run"), "--pooling", "mean", "--max_seq_length", "48"]) == 0
+    assert json.loads((tmp_path / "run" / "sentence_bert_config.json").read_text())["max_seq_length"] == 48
+    assert json.loads((tmp_path / "run" / "1_Pooling" / "config.json").read_text())[
+        "pooling_mode_mean_tokens"
+    ]
