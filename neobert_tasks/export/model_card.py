@@ -32,8 +32,18 @@ EXAMPLE_INPUTS = {
     "text-classification": 'pipe("A gripping, beautifully shot film.")',
     "token-classification": 'pipe("Ada Lovelace worked with Charles Babbage in London.")',
     "fill-mask": 'pipe("Paris is the [MASK] of France.")',
-    "feature-extraction": 'pipe("Any sentence.")',
 }
+# The pipeline's options that make it read the model as `predict` does: a word's tag is its first token's.
+PIPELINE_OPTIONS = {"token-classification": ', aggregation_strategy="first"'}
+# A long document trained with titles read "title, blank line, text" (data/long_document.py).
+TITLED_EXAMPLE_INPUT = 'pipe("The headline\\n\\nThe text of the article.")'
+# An embedding model: sentence-transformers pools, normalises and adds the run's query prompt.
+EMBEDDING_EXAMPLE = """from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("path/to/folder", trust_remote_code=True)
+queries = model.encode_query(["What is NeoBERT?"])  # with the run's query prompt, if it has one
+documents = model.encode_document(["NeoBERT is an encoder for English text."])
+print(model.similarity(queries, documents))"""
 
 # A model trained on sentence pairs (MNLI, STS-B, a text_pair_column) reads a pair.
 PAIR_EXAMPLE_INPUT = 'pipe({"text": "A man is playing a guitar.", "text_pair": "Someone plays music."})'
@@ -117,6 +127,7 @@ class CardFacts:
             ``null_score_diff_threshold``).
         long_inputs: What becomes of an input longer than ``max_length``, when it is not simply cut there.
         text_pairs: Whether the model classifies pairs of texts (its example then passes a pair).
+        titled: Whether each input was a title, a blank line, then the text (long documents with titles).
         command: The command that reproduces the run.
         license: Licence identifier for the metadata.
     """
@@ -136,6 +147,7 @@ class CardFacts:
     answer_settings: dict[str, Any] = field(default_factory=dict)
     long_inputs: str | None = None
     text_pairs: bool = False
+    titled: bool = False
     command: str | None = None
     license: str = "mit"
 
@@ -210,11 +222,16 @@ def card_prose(facts: CardFacts) -> str:
     if facts.pipeline_tag in EXAMPLE_INPUTS:
         pairs = facts.text_pairs and facts.pipeline_tag == "text-classification"
         call = PAIR_EXAMPLE_INPUT if pairs else EXAMPLE_INPUTS[facts.pipeline_tag]
+        call = TITLED_EXAMPLE_INPUT if facts.titled else call
+        options = PIPELINE_OPTIONS.get(facts.pipeline_tag, "")
         example = (
             "from transformers import pipeline\n\n"
-            f'pipe = pipeline("{facts.pipeline_tag}", model="path/to/folder", trust_remote_code=True)\n'
+            f'pipe = pipeline("{facts.pipeline_tag}", model="path/to/folder", trust_remote_code=True'
+            f"{options})\n"
             f"{call}"
         )
+    elif facts.pipeline_tag == "feature-extraction":
+        example = EMBEDDING_EXAMPLE
     else:  # transformers 5 has no question-answering pipeline (4.x has)
         example = answer_span_example(facts.answer_settings)
     sections += [

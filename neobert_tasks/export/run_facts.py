@@ -144,6 +144,7 @@ def card_facts(
         # Two text columns make a pair, except a long document's title and text.
         text_pairs=len(getattr(datamodule, "text_columns", ())) == 2
         and getattr(datamodule, "title_column", None) is None,
+        titled=getattr(datamodule, "title_column", None) is not None,
         command="python -m neobert_tasks fit --config training_config.yaml",
         license=license,
     )

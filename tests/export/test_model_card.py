@@ -32,3 +32,16 @@ def test_a_pair_classifiers_card_passes_a_pair():
     assert 'pipe({"text": "A man is playing a guitar.", "text_pair": "Someone plays music."})' in pairs
     single = card_prose(CardFacts("neobert-sst2", "NeoBERTForSequenceClassification"))
     assert '"text_pair"' not in single
+
+
+def test_cards_show_the_call_that_reads_the_model_as_predict_does():
+    """NER needs the first token's tag per word, a titled long document its title first, and an
+    embedding model sentence-transformers (pooling, normalisation, the query prompt)."""
+    ner = card_prose(CardFacts("neobert-conll2003", "NeoBERTForTokenClassification"))
+    assert 'trust_remote_code=True, aggregation_strategy="first")' in ner
+    titled = card_prose(CardFacts("neobert-hyperpartisan", "NeoBERTForSequenceClassification", titled=True))
+    assert 'pipe("The headline\\n\\nThe text of the article.")' in titled
+    embeddings = card_prose(CardFacts("neobert-nli", "NeoBERTModel"))
+    code = embeddings.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "model.encode_query(" in code and "pipeline(" not in code
+    compile(code, "card", "exec")

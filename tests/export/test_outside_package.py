@@ -260,6 +260,24 @@ def test_auto_class_gives_the_package_outputs(name, backend, exports, outside):
         assert max_difference(ours[key], theirs) <= 1e-5, (name, key)
 
 
+def test_an_embedding_models_card_code_runs_outside_the_package(exports, tmp_path):
+    """Its code was a feature-extraction pipeline, whose token states are not the model's embeddings."""
+    from neobert_tasks.export.model_card import CardFacts, card_prose  # noqa: PLC0415
+
+    export = exports["backbone"].export  # a backbone export without a card: the code of an embedding run's
+    card = card_prose(CardFacts("neobert-nli", "NeoBERTModel"))
+    code = card.split("## Use it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert "SentenceTransformer(" in code and "encode_query" in code
+    (tmp_path / "use_it.py").write_text(code.replace("path/to/folder", str(export)))
+    environment = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    completed = subprocess.run(
+        [sys.executable, "use_it.py"], cwd=tmp_path, env=environment, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert "tensor([[" in completed.stdout  # the similarity of the query and the document
+
+
 @pytest.mark.parametrize("name", ["sequence", "token", "qa", "mlm"])
 def test_onnx_gives_the_package_outputs(name, exports, outside):
     ours = package_outputs(name, exports[name].export, "sdpa")
