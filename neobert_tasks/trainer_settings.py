@@ -35,6 +35,8 @@ UNCHECKED_COUNTS = {
     "check_val_every_n_epoch": "a positive integer (or null: validate by val_check_interval alone)",
     "val_check_interval": "a fraction of an epoch in (0, 1] or a positive number of batches",
 }
+# Trainer arguments Lightning takes unchecked where a negative value means nothing (and does nothing).
+UNCHECKED_MAGNITUDES = {"gradient_clip_val": "a non-negative number (0 or null: no clipping)"}
 # EarlyStopping's RuntimeError for a monitor no validation logged, with the metrics that were logged.
 EARLY_STOPPING_REFUSAL = re.compile(
     r"Early stopping conditioned on metric `([^`]*)` which is not available\..*: (.*)$"
@@ -47,6 +49,10 @@ def check_trainer_counts(trainer: Mapping[str, Any]) -> None:
     for key, allowed in UNCHECKED_COUNTS.items():
         value = trainer.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+            raise ConfigError(f"trainer.{key} must be {allowed}, got {value}.")
+    for key, allowed in UNCHECKED_MAGNITUDES.items():
+        value = trainer.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
             raise ConfigError(f"trainer.{key} must be {allowed}, got {value}.")
 
 

@@ -94,6 +94,14 @@ def test_counts_lightning_divides_by_unchecked_are_refused_first(key, value, all
     check_trainer_counts({**CPU, key: None if key != "accumulate_grad_batches" else 1})
 
 
+def test_a_negative_gradient_clip_val_is_refused_and_zero_is_no_clipping():
+    """Lightning took -1 without a word and clipped nothing."""
+    with pytest.raises(ConfigError, match=r"^trainer.gradient_clip_val must be a non-negative number"):
+        check_trainer_counts({**CPU, "gradient_clip_val": -1.0})
+    for value in (0, 0.0, 1.0, None):
+        check_trainer_counts({**CPU, "gradient_clip_val": value})
+
+
 def test_a_strategy_given_by_class_path_is_named_by_its_class():
     """configs/presets/fsdp.yaml gives the strategy as a class_path: the refusal said 'strategy Namespace'."""
     from jsonargparse import Namespace  # noqa: PLC0415
