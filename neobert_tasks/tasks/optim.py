@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.tasks.layers import layer_index, layer_scales
@@ -126,6 +127,11 @@ def warmup_decay_schedule(
     # Capped rather than rejected so that short debugging runs (fast_dev_run, limit_train_batches) work
     # with the warmup of the full configuration.
     warmup = min(int(warmup_steps), total_steps)
+    if int(warmup_steps) > total_steps:
+        rank_zero_warn(
+            f"model.init_args.warmup_steps {warmup_steps} is more than the run's {total_steps} optimizer"
+            " steps: warmup is cut to them, so the learning rate rises for the whole run and never decays."
+        )
 
     def lr_lambda(step: int) -> float:
         """The multiplier of the peak rate at optimiser step ``step`` (0 for the first)."""

@@ -216,7 +216,8 @@ def test_no_warmup_starts_at_peak() -> None:
 
 
 def test_warmup_longer_than_run_is_capped() -> None:
-    lrs = _lrs(_scheduler(4, warmup_steps=1000), 5)
+    with pytest.warns(UserWarning, match=r"warmup_steps 1000 is more than the run's 4 optimizer steps"):
+        lrs = _lrs(_scheduler(4, warmup_steps=1000), 5)
     assert lrs == pytest.approx([0.0, PEAK_LR / 4, PEAK_LR / 2, 3 * PEAK_LR / 4, PEAK_LR])
 
 
