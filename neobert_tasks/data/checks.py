@@ -19,11 +19,16 @@ from neobert_tasks.data.labels import label_kind
 from neobert_tasks.data.sources import DataError, MissingDataError
 
 
-def check_text_columns(dataset: datasets.Dataset, columns: Sequence[str], origin: str) -> None:
-    """Text columns must hold strings without missing values (the tokenizer cannot encode None)."""
+def check_text_columns(
+    dataset: datasets.Dataset, columns: Sequence[str], origin: str, optional: Sequence[str] = ()
+) -> None:
+    """Text columns must hold strings without missing values (the tokenizer cannot encode None), except
+    the ``optional`` ones (a long document's title), whose missing values the encoder leaves out."""
     for column in columns:
         if label_kind(dataset.features[column]) != "str":
             raise DataError(f"Column '{column}' of {origin} must hold text, not {dataset.features[column]}.")
+        if column in optional:
+            continue
         if missing := dataset.with_format("arrow")[column].null_count:
             raise DataError(f"Column '{column}' of {origin} has {missing} empty (null) values.")
 

@@ -92,7 +92,11 @@ def encode_documents(
     (`label_options`: the arguments of `encode_labels`)."""
     texts = batch[text_column]
     if title_column is not None:
-        texts = [f"{title}\n\n{text}" for title, text in zip(batch[title_column], texts, strict=True)]
+        # A missing or empty title leaves the text alone (BERT's tokenizer reads "\n\n" as nothing anyway).
+        texts = [
+            f"{title}\n\n{text}" if title else text
+            for title, text in zip(batch[title_column], texts, strict=True)
+        ]
     # No truncation here: the windows below decide what is kept. verbose=False silences the tokenizer's
     # warning about sequences longer than its own model_max_length, which is expected for documents.
     encoded = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)
@@ -170,6 +174,11 @@ class LongDocumentDataModule(TextClassificationDataModule):
         # The title is checked like the text (strings, no missing values).
         self.text_columns = (self.text_column,) if title_column is None else (self.text_column, title_column)
         self.overflow, self.stride, self.head_tokens = overflow, stride, head_tokens
+
+    @property
+    def optional_text_columns(self) -> tuple[str, ...]:
+        """The title: a document without one is its text alone."""
+        return (self.title_column,) if self.title_column is not None else ()
 
     def empty_text_columns(self) -> Sequence[str]:
         """The document's text: an empty title alone does not make a document empty."""

@@ -76,6 +76,8 @@ class LabelledTextDataModule(HubOrLocalSource, TokenizedDataModule):
 
     sort_eval_by_length = True  # predictions are written back by example index
     text_columns: tuple[str, ...]
+    # Text columns whose missing values the encoder leaves out instead of refusing (a long document's title).
+    optional_text_columns: tuple[str, ...] = ()
     label_column: str
     label_schema: LabelSchema
 
@@ -261,7 +263,7 @@ class TextClassificationDataModule(LabelledTextDataModule):
         column = self.label_column
         labelled = not is_test or column in dataset.column_names
         require_columns(dataset, [*self.text_columns, column if labelled else None], origin)
-        check_text_columns(dataset, self.text_columns, origin)
+        check_text_columns(dataset, self.text_columns, origin, optional=self.optional_text_columns)
         if labelled:
             encoding = label_encoding(self.problem_type, dataset.features[column], column, origin)
             check_labels(

@@ -183,3 +183,20 @@ def test_task_trains_on_pooled_document_logits(pooling):
     loss = task.document_loss(logits, batch["labels"])
     loss.backward()
     assert all(parameter.grad is not None for parameter in task.model.parameters() if parameter.requires_grad)
+
+
+def test_a_document_without_a_title_is_its_text_alone(tiny_tokenizer_dir, write_split, tmp_path):
+    """A null title was refused for the whole file, without a row; an empty one is no title either."""
+    columns = {
+        "title": ["story 0", None, ""],
+        "text": [long_text(12, index) for index in range(3)],
+        "label": [0, 1, 0],
+    }
+    write_split("train", **columns)
+    folder = write_split("validation", **columns).parent
+    module = datamodule(tiny_tokenizer_dir, folder, tmp_path, title_column="title")
+    tokenizer = module.tokenizer
+    for index, prefix in ((0, "story 0\n\n"), (1, ""), (2, "")):
+        tokens = tokenizer(prefix + long_text(12, index), add_special_tokens=False)["input_ids"]
+        windows = module.datasets["validation"][index]["input_ids"]
+        assert [token for window in windows for token in window[1:-1]][: len(tokens)] == tokens
