@@ -18,8 +18,11 @@ from neobert_tasks.export.model_card import CardFacts
 # Task and datamodule hyper-parameters a reader of the card needs to judge and repeat the run.
 REPORTED_TASK_SETTINGS = (
     "learning_rate", "weight_decay", "betas", "warmup_fraction", "warmup_steps", "lr_schedule",
-    "final_lr_fraction", "classifier_dropout", "mlm_probability",
+    "final_lr_fraction", "classifier_dropout", "mlm_probability", "layer_decay",
 )  # fmt: skip
+# Settings reported only where they differ from their no-op default (not frozen, no accumulation or clipping).
+REPORTED_TASK_CHANGES = {"freeze_layers": 0, "freeze_backbone": False}
+REPORTED_TRAINER_CHANGES = {"accumulate_grad_batches": 1, "gradient_clip_val": None}
 REPORTED_DATA_SETTINGS = ("batch_size", "max_length", "max_tokens", "stride", "doc_stride")
 # What a QA card's code needs to answer as `predict` does (empty for the other heads).
 ANSWER_DATA_SETTINGS = ("max_length", "doc_stride")
@@ -119,6 +122,14 @@ def card_facts(
         "precision": trainer.precision,
         "devices": trainer.world_size,
         "seed": os.environ.get("PL_GLOBAL_SEED"),
+    }
+    settings |= {
+        name: hparams[name] for name, off in REPORTED_TASK_CHANGES.items() if hparams.get(name, off) != off
+    }
+    settings |= {
+        name: value
+        for name, off in REPORTED_TRAINER_CHANGES.items()
+        if (value := getattr(trainer, name, off)) not in (off, 0)
     }
     is_qa = type(model).__name__ == "NeoBERTForQuestionAnswering"
     answer_settings = (
