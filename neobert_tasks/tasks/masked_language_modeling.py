@@ -3,14 +3,15 @@
 Tokens are masked on the fly in the module, so every epoch sees new masks; special tokens and padding
 are never selected. The 30522-way ``decoder`` runs on the masked positions only (a gather of their hidden
 states), which saves most of the head's compute and memory compared with the head's full forward.
-Validation (and test) masks each example with a seed of its own (its index in the split), over its own
-tokens, so validation losses of different epochs and runs compare the same masked positions whatever
-the batch size, the padding or the number of processes.
+Validation (and test) masks each row with a seed of its own (from its tokens), over those tokens, so
+validation losses of different epochs and runs compare the same masked positions whatever the batch size,
+the padding or the number of processes.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 import torch
@@ -23,9 +24,9 @@ from neobert_tasks.model import NeoBERTForMaskedLM
 from neobert_tasks.tasks.base import NeoBERTTask
 
 IGNORE_INDEX = -100
-# Seed of the validation masks (plus the example's index): the same positions are masked every epoch.
+# Seed of the validation masks (plus a checksum of the row's tokens): the same positions every epoch.
 VALIDATION_MASK_SEED = 1234
-# Spacing of the seeds of the evaluation sets (dataloader_idx), beyond any split's number of examples.
+# Spacing of the seeds of the evaluation sets (dataloader_idx), beyond any 32-bit checksum.
 SEED_STRIDE_OF_SET = 1_000_000_007
 
 
@@ -175,38 +176,32 @@ class MaskedLanguageModelingTask(NeoBERTTask):
         return loss
 
     def evaluation_masked_batch(
-        self, batch: dict[str, torch.Tensor], batch_index: int, dataloader_idx: int
+        self, batch: dict[str, torch.Tensor], dataloader_idx: int = 0
     ) -> tuple[dict, torch.Tensor]:
-        """`masked_batch` with each row masked by a generator of its own, seeded from its example index,
-        over its own tokens only: a row's masks do not depend on the rows batched with it, the padding,
-        the batch size or how the split is shared between DDP ranks."""
+        """`masked_batch` with each row masked by a generator of its own, seeded from the row's tokens (its
+        contents: packed rows have no example index), over those tokens only: a row's masks do not depend on
+        the rows batched with it, the padding, the batch size or how the split is shared between ranks."""
         special, mask_id, vocab_size = self._require_tokens()
         input_ids, hparams = batch["input_ids"], self.hparams
         rows, length = input_ids.shape
         # Right padding (the collator's): a row's tokens are its first `lengths[row]` positions.
         mask = batch.get("attention_mask")
         lengths = mask.sum(1).tolist() if mask is not None else [length] * rows
-        # Rows without their example index (a batch built by hand) fall back on their place in the split.
-        keys = (
-            batch[EXAMPLE_INDEX].tolist()
-            if EXAMPLE_INDEX in batch
-            else [batch_index * rows + row for row in range(rows)]
-        )
         corrupted, labels = input_ids.clone(), torch.full_like(input_ids, IGNORE_INDEX)
-        for row, (key, size) in enumerate(zip(keys, lengths, strict=True)):
-            seed = VALIDATION_MASK_SEED + SEED_STRIDE_OF_SET * dataloader_idx + int(key)
+        for row, size in enumerate(lengths):
+            tokens = input_ids[row : row + 1, :size]
+            key = zlib.crc32(tokens.to("cpu", torch.int64).numpy().tobytes())
+            seed = VALIDATION_MASK_SEED + SEED_STRIDE_OF_SET * dataloader_idx + key
             generator = torch.Generator(device=self.device).manual_seed(seed)
             corrupted[row, :size], labels[row, :size] = mask_tokens(
-                input_ids[row : row + 1, :size], None, special, mask_id, vocab_size, self.mlm_probability,
+                tokens, None, special, mask_id, vocab_size, self.mlm_probability,
                 hparams.mask_replace_probability, hparams.random_replace_probability, generator=generator,
             )  # fmt: skip
         inputs = {key: batch[key] for key in ("attention_mask", "position_ids") if key in batch}
         return {"input_ids": corrupted, **inputs}, labels
 
     def evaluation_step(self, stage: str, batch, batch_index: int, dataloader_idx: int) -> None:
-        logits, targets = self.masked_logits(
-            *self.evaluation_masked_batch(batch, batch_index, dataloader_idx)
-        )
+        logits, targets = self.masked_logits(*self.evaluation_masked_batch(batch, dataloader_idx))
         count = targets.numel()
         if count == 0:
             return

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neobert_tasks.data.keys import EXAMPLE_INDEX
 from neobert_tasks.tasks.masked_language_modeling import IGNORE_INDEX, MaskedLanguageModelingTask, mask_tokens
 from tests.conftest import tiny_config_kwargs
 
@@ -83,9 +82,9 @@ def test_validation_masks_are_fixed_and_metrics_are_token_weighted():
     torch.manual_seed(0)
     task = tiny_task().eval()
     input_ids, attention_mask = random_batch(rows=4, length=32)
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask, EXAMPLE_INDEX: torch.arange(4)}
-    inputs, labels = task.evaluation_masked_batch(batch, 0, 0)
-    again = task.evaluation_masked_batch(batch, 5, 0)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    inputs, labels = task.evaluation_masked_batch(batch)
+    again = task.evaluation_masked_batch(batch)
     assert torch.equal(labels, again[1]) and torch.equal(inputs["input_ids"], again[0]["input_ids"])
     logits, targets = task.masked_logits(inputs, labels)
     loss = torch.nn.functional.cross_entropy(logits, targets)
@@ -95,24 +94,23 @@ def test_validation_masks_are_fixed_and_metrics_are_token_weighted():
 
 
 def test_an_examples_validation_masks_do_not_depend_on_its_batch():
-    """Other batch sizes, padding or DDP shards put an example beside other rows: its masks stay."""
+    """Other batch sizes, padding or DDP shards put a row beside other rows: its masks stay."""
     task = tiny_task().eval()
     input_ids, attention_mask = random_batch(rows=6, length=48)
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask, EXAMPLE_INDEX: torch.arange(10, 16)}
-    _, labels = task.evaluation_masked_batch(batch, 0, 0)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    _, labels = task.evaluation_masked_batch(batch)
     for row in range(6):
         size = int(attention_mask[row].sum())
-        alone = {  # the example alone in its batch, without padding, at another batch index
+        alone = {  # the row alone in its batch, without padding
             "input_ids": input_ids[row : row + 1, :size],
             "attention_mask": attention_mask[row : row + 1, :size],
-            EXAMPLE_INDEX: torch.tensor([10 + row]),
         }
-        _, labels_alone = task.evaluation_masked_batch(alone, 7, 0)
+        _, labels_alone = task.evaluation_masked_batch(alone)
         assert torch.equal(labels_alone[0], labels[row, :size])
         assert (labels[row, size:] == IGNORE_INDEX).all()
     assert (labels != IGNORE_INDEX).any()
     # Another evaluation set masks the same example index elsewhere.
-    assert not torch.equal(task.evaluation_masked_batch(batch, 0, 1)[1], labels)
+    assert not torch.equal(task.evaluation_masked_batch(batch, dataloader_idx=1)[1], labels)
 
 
 def test_scratch_model_takes_the_tokenizer_vocabulary():
