@@ -266,16 +266,27 @@ def test_an_embedding_models_card_code_runs_outside_the_package(exports, tmp_pat
 
     export = exports["backbone"].export  # a backbone export without a card: the code of an embedding run's
     card = card_prose(CardFacts("neobert-nli", "NeoBERTModel"))
-    code = card.split("## Use it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    code = card_code(card)
     assert "SentenceTransformer(" in code and "encode_query" in code
-    (tmp_path / "use_it.py").write_text(code.replace("path/to/folder", str(export)))
-    environment = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    assert "tensor([[" in run_card_code(code, export, tmp_path)  # the query and the document's similarity
+
+
+def card_code(card: str) -> str:
+    """The Python block of a model card's "Use it" section."""
+    return card.split("## Use it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def run_card_code(code: str, export: Path, folder: Path) -> str:
+    """Run a card's code on ``export`` as a user would: a fresh process in ``folder``, nothing of the
+    repository on the path; its standard output."""
+    (folder / "use_it.py").write_text(code.replace("path/to/folder", str(export)))
+    environment = {**os.environ, "HF_MODULES_CACHE": str(folder / "modules"), "PYTHONPATH": ""}
     completed = subprocess.run(
-        [sys.executable, "use_it.py"], cwd=tmp_path, env=environment, capture_output=True, text=True,
+        [sys.executable, "use_it.py"], cwd=folder, env=environment, capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-4000:]
-    assert "tensor([[" in completed.stdout  # the similarity of the query and the document
+    return completed.stdout
 
 
 @pytest.mark.parametrize("name", ["sequence", "token", "qa", "mlm"])
@@ -401,8 +412,7 @@ def test_qa_model_cards_code_answers_as_the_package_does(exports, tmp_path):
     package's windows and SQuAD post-processing give, over several windows of a long context and, with a
     no-answer threshold as SQuAD v2.0 runs have, answering "" where the package does."""
     export = exports["qa"].export
-    card = (export / "README.md").read_text()
-    code = card.split("## Use it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    code = card_code((export / "README.md").read_text())
     assert "pipeline(" not in code and "max_length=128, doc_stride=32," in code  # the run's settings
     assert "null_threshold=None)" in code  # a v1.1 run: always a span
     thresholds = [None, -3.0, 0.0, 3.0]
@@ -412,14 +422,7 @@ def test_qa_model_cards_code_answers_as_the_package_does(exports, tmp_path):
         "\nimport json\n"
         "print(json.dumps([answer(q, c, null_threshold=t) for q, c, t in json.load(open('cases.json'))]))\n"
     )
-    (tmp_path / "use_it.py").write_text(code.replace("path/to/folder", str(export)) + asking)
-    environment = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
-    completed = subprocess.run(
-        [sys.executable, "use_it.py"], cwd=tmp_path, env=environment, capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    printed = completed.stdout.strip().splitlines()
+    printed = run_card_code(code + asking, export, tmp_path).strip().splitlines()
     assert printed[0] in "The note was written by Ada."  # the card's own example runs
     answered = json.loads(printed[-1])
     expected = [answer for threshold in thresholds for answer in package_answers(export, QA_CASES, threshold)]
