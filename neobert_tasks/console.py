@@ -19,6 +19,8 @@ Every command printed lines that say nothing about the run at hand; each is drop
 * The file, line and source line Python prints with a warning, for the package's own warnings
   (`format_own_warning`): they read ``neobert_tasks: warning: <message>``, as errors read
   ``neobert_tasks: error: <message>``.
+* datasets' readers' "Failed to read file" log line, which the error raised next repeats
+  (`datasets_reader_errors_quiet`).
 * Progress bars of work too short to watch: transformers' "Writing model shards" while an export saves a
   model of one shard, and datasets' "Generating <split> split" while local files are read
   (`transformers_progress_bars_off`, `datasets_progress_bars_off`, just around those calls). The
@@ -193,3 +195,16 @@ def transformers_progress_bars_off() -> Iterator[None]:
     finally:
         if hub_was_disabled and not hub_utils.are_progress_bars_disabled():
             _quietly(hub_utils.disable_progress_bars)
+
+
+@contextlib.contextmanager
+def datasets_reader_errors_quiet() -> Iterator[None]:
+    """datasets' file readers log "Failed to read file ..." before they raise; the error that `sources`
+    raises from theirs names the file and the line, so the log line would only repeat it, less exactly."""
+    reader_logger = logging.getLogger("datasets.packaged_modules")
+    level = reader_logger.level
+    reader_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        reader_logger.setLevel(level)

@@ -81,6 +81,8 @@ def load_text_file(
     builder, options = PREDICT_FILE_BUILDERS[file.suffix]
     try:
         dataset = read_files(builder, PREDICT_SPLIT, [file], cache_dir, **options)
+    except DataError:
+        raise
     except (ValueError, OSError, datasets.exceptions.DatasetGenerationError) as error:
         if "corresponds to no data" in str(error):  # datasets' words for a split without rows
             raise DataError(f"Predict file '{path}' has no rows (a header alone?).") from error

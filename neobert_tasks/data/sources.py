@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from neobert_tasks.console import datasets_progress_bars_off
+from neobert_tasks.console import datasets_progress_bars_off, datasets_reader_errors_quiet
 from neobert_tasks.data.hub_access import LOCAL_DATA_HINT, hub_unreachable, offline_hub
 from neobert_tasks.errors import UserInputError
 
@@ -94,15 +94,30 @@ def check_has_rows(split: str, path: Path) -> None:
 def read_files(
     builder: str, split: str, files: list[Path], cache_dir: str | None, **builder_kwargs: object
 ) -> datasets.Dataset:
-    """`datasets.load_dataset` of local `files` as split `split` with `builder`, into the datasets cache."""
-    with datasets_progress_bars_off():  # reading a local file is quick: no "Generating <split> split" bar
-        return datasets.load_dataset(
-            builder,
-            data_files={split: [str(path) for path in files]},
-            split=split,
-            cache_dir=cache_dir,
-            **builder_kwargs,
-        )
+    """`datasets.load_dataset` of local `files` as split `split` with `builder`, into the datasets cache.
+    Text that is not UTF-8 is refused as a `DataError` naming the file and line; other errors pass through."""
+    try:
+        # Reading a local file is quick: no "Generating <split> split" bar.
+        with datasets_progress_bars_off(), datasets_reader_errors_quiet():
+            dataset = datasets.load_dataset(
+                builder,
+                data_files={split: [str(path) for path in files]},
+                split=split,
+                cache_dir=cache_dir,
+                **builder_kwargs,
+            )
+    except (ValueError, datasets.exceptions.DatasetGenerationError) as error:
+        if isinstance(error, UnicodeDecodeError) or isinstance(error.__cause__, UnicodeDecodeError):
+            raise DataError(_not_utf8_message(files)) from error
+        raise
+    if builder == "json":
+        # The JSON reader copies bytes that are not UTF-8 into string columns unchecked; a later string
+        # kernel would fail on them with a bare Arrow traceback. The full check is one pass in C++.
+        try:
+            dataset.data.table.validate(full=True)
+        except pa.ArrowInvalid as error:
+            raise DataError(_not_utf8_message(files)) from error
+    return dataset
 
 
 def _load_files(split: str, files: list[Path], cache_dir: str | None) -> datasets.Dataset:
@@ -116,6 +131,8 @@ def _load_files(split: str, files: list[Path], cache_dir: str | None) -> dataset
             check_csv_rows(path, str(builder_kwargs.get("delimiter", ",")))
     try:
         dataset = read_files(builder, split, files, cache_dir, **builder_kwargs)
+    except DataError:
+        raise
     except (ValueError, OSError, datasets.exceptions.DatasetGenerationError) as error:
         reason = error.__cause__ or error  # DatasetGenerationError hides the reader's message in its cause
         raise DataError(
@@ -124,6 +141,23 @@ def _load_files(split: str, files: list[Path], cache_dir: str | None) -> dataset
     if len(dataset) == 0:
         raise DataError(f"Split '{split}' file '{files[0]}' has no rows.")
     return dataset
+
+
+def _not_utf8_message(files: list[Path]) -> str:
+    """The first line that is not UTF-8 among `files`: the readers' error gives a byte offset inside a
+    chunk, which names neither the file's line nor the row."""
+    for path in files:
+        with path.open("rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    return (
+                        f"Data file '{path}' line {number} is not UTF-8 (byte 0x{line[error.start]:02x} at"
+                        f" column {error.start + 1}); save the file as UTF-8, for example with"
+                        f" `iconv -f latin1 -t utf-8`."
+                    )
+    return f"Data files {[str(path) for path in files]} are not UTF-8; save them as UTF-8."
 
 
 def check_csv_rows(path: Path, delimiter: str) -> None:
@@ -259,6 +293,8 @@ def load_generated_split(
         if isinstance(error.__cause__, DataError):
             raise error.__cause__ from None
         reason = error.__cause__ or error
+        if isinstance(reason, UnicodeDecodeError):
+            raise DataError(_not_utf8_message(files)) from error
         raise DataError(f"Could not read split '{split}' from {[str(p) for p in files]}: {reason}") from error
     except ValueError as error:
         if "corresponds to no data" not in str(error):  # datasets refuses to build a split of no rows

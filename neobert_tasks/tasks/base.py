@@ -64,7 +64,8 @@ class NeoBERTTask(L.LightningModule):
         eps: AdamW epsilon.
         warmup_fraction: Fraction of the optimiser steps spent in linear warmup.
         warmup_steps: Warmup length in steps; overrides ``warmup_fraction`` when set.
-        final_lr_fraction: Learning rate at the end of the schedule, as a fraction of the peak.
+        final_lr_fraction: Learning rate at the end of a linear or cosine schedule, as a fraction of the
+            peak (``constant`` stays at the peak and ignores it).
         lr_schedule: Decay after warmup: ``linear``, ``cosine`` or ``constant``.
         gradient_checkpointing: Recompute block activations in the backward pass to save memory.
         compile: ``torch.compile`` each transformer block when ``fit`` starts (dynamic shapes, so the

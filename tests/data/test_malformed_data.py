@@ -250,3 +250,56 @@ def test_a_text_column_read_as_labels_gets_a_short_message(tmp_path, tiny_tokeni
         datamodule.setup("fit")
     message = str(refusal.value)
     assert "(40 names: does column 'text' hold labels?)" in message and len(message) < 600
+
+
+# ------------------------------------------------------------------------------------------------------
+# Files that are not UTF-8 (a spreadsheet's latin-1 export): the readers' errors gave a byte offset inside a
+# chunk, and the JSON reader let the bytes through to fail later as a bare Arrow traceback.
+
+LATIN1_LINES = {
+    "train.csv": ["sentence,label", "good,1", "caf\xe9 au lait,0"],
+    "train.tsv": ["sentence\tlabel", "good\t1", "caf\xe9 au lait\t0"],
+    "train.jsonl": ['{"sentence": "good", "label": 1}', '{"sentence": "caf\xe9", "label": 0}'],
+    "train.txt": ["good", "caf\xe9 au lait"],
+    "train.conll": ["EU B-ORG", "", "caf\xe9 O", ""],
+}
+
+
+def write_latin1(path: Path, lines: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    return path
+
+
+def load_split(path: Path, cache_dir: str):
+    """Load the `train` split of `path`'s folder with the reader that a datamodule uses for its format."""
+    from neobert_tasks.data.conll import load_word_splits
+    from neobert_tasks.data.text_sources import load_text_directory
+
+    if path.suffix == ".txt":
+        return load_text_directory(path.parent, ["train"], cache_dir)
+    if path.suffix == ".conll":
+        return load_word_splits(path.parent, ["train"], "tokens", "ner_tags", -1, cache_dir)
+    return load_local_splits(path.parent, ["train"], cache_dir)
+
+
+@pytest.mark.parametrize("name", sorted(LATIN1_LINES))
+def test_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path, datasets_cache, name):
+    lines = LATIN1_LINES[name]
+    path = write_latin1(tmp_path / "data" / name, lines)
+    line = next(number for number, text in enumerate(lines, start=1) if "\xe9" in text)
+    column = lines[line - 1].index("\xe9") + 1
+    with pytest.raises(DataError) as error:
+        load_split(path, datasets_cache)
+    assert str(error.value) == (
+        f"Data file '{path}' line {line} is not UTF-8 (byte 0xe9 at column {column}); save the file as"
+        " UTF-8, for example with `iconv -f latin1 -t utf-8`."
+    )
+
+
+def test_a_predict_file_that_is_not_utf8_is_named_with_its_line(tmp_path, datasets_cache):
+    from neobert_tasks.data.predict_text import load_text_file
+
+    path = write_latin1(tmp_path / "texts.jsonl", ['{"text": "good"}', '{"text": "na\xefve"}'])
+    with pytest.raises(DataError, match=r"texts\.jsonl' line 2 is not UTF-8 \(byte 0xef at column 13\)"):
+        load_text_file(str(path), datasets_cache)
