@@ -193,6 +193,8 @@ def value_and_expectation(text: str) -> tuple[str | None, str]:
 def wrong_value(key_text: str, location: str, text: str) -> ConfigError:
     value, expectation = value_and_expectation(text)
     value_text = f"Invalid value {value!r}" if value is not None else "Invalid value"
+    if value and "expected list" in expectation and not value.lstrip().startswith("["):
+        expectation += f"; a list is written in brackets, '[{value}]'"  # `--export.formats onnx`
     return ConfigError(with_period(f"{value_text} for {key_text}{location}: {expectation}"))
 
 

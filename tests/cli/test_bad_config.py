@@ -77,6 +77,8 @@ def test_unknown_key_in_a_config_file(capsys, tmp_path, text, key, closest):
         ("trainer.max_epochs", "abc", "expected int or None"),
         ("model.init_args.learning_rate", "fast", "expected float"),
         ("data.init_args.empty_texts", "maybe", "expected one of 'skip', 'error'"),
+        # The export tool takes `--formats onnx`; the CLI's list option needs brackets.
+        ("export.formats", "onnx", "expected list or None; a list is written in brackets, '[onnx]'"),
     ],
 )
 def test_value_of_the_wrong_type(capsys, tmp_path, option, value, expected):
