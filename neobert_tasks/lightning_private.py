@@ -15,6 +15,11 @@
   mid-epoch with a training loader that has no ``state_dict`` (it checks the private ``_Stateful``
   protocol): "This can cause unreliable results". The datamodules restore the epoch's position from their
   own state (`neobert_tasks.data.loaders`), which that check does not see; they call it once they have.
+* `count_ended_epoch_once` rewrites the fit loop's progress counters in a checkpoint saved as an epoch
+  ended (in ``on_train_epoch_end``) when ``trainer.max_steps`` is set: Lightning then restores it as
+  "restarted on epoch end" and counts the ended epoch a second time, so the next epoch never trains and its
+  sampler gets the wrong epoch (the family of Lightning issue #19617). No public API resumes at an epoch's
+  start; `neobert_tasks.resume.ResumeCheckpoint` calls it as it loads a checkpoint.
 * Behaviour relied on, not called: LightningCLI applies a ``--ckpt_path`` checkpoint's saved hyperparameters
   to the config after ``parse_arguments`` and before ``before_instantiate_classes`` (in its private
   ``_parse_ckpt_path``); `neobert_tasks.cli.NeoBERTCLI` puts back the model options typed on the command
@@ -34,6 +39,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
 __all__ = [
     "UnrepeatedDistributedSampler",
+    "count_ended_epoch_once",
     "hide_result_table",
     "ignore_unresumable_loader_warning",
     "validation_follows",
@@ -60,3 +66,38 @@ def hide_result_table(trainer: L.Trainer) -> None:
 def ignore_unresumable_loader_warning() -> None:
     """Silence Lightning's warning that a mid-epoch resume is unreliable, once the position is restored."""
     warnings.filterwarnings("ignore", message=UNRESUMABLE_LOADER_WARNING)
+
+
+def count_ended_epoch_once(trainer: L.Trainer, checkpoint: dict) -> None:
+    """Make a checkpoint saved as a training epoch ended resume at the next epoch's start when the run is
+    step-based. Its epoch counters read "processed, not completed"; with ``max_steps`` set Lightning forces a
+    restart, takes that for an epoch still ending, and increments "processed" again when it finishes it:
+    one epoch is counted twice. Marked completed, with the epoch's batch counters at zero, the checkpoint
+    reads as one saved at the next epoch's start, which Lightning resumes correctly either way."""
+    fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    epochs = fit_loop.get("epoch_progress")
+    if trainer.max_steps == -1 or not epochs:
+        return
+    total = epochs["total"]
+    if not total["ready"] == total["started"] == total["processed"] == total["completed"] + 1:
+        return
+    for counts in (epochs["total"], epochs["current"]):
+        counts["completed"] = counts["processed"]
+    batches = fit_loop.get("epoch_loop.batch_progress") or {}
+    _zero(batches.get("current"))
+    batches["is_last_batch"] = False
+    _zero((fit_loop.get("epoch_loop.scheduler_progress") or {}).get("current"))
+    optimization = fit_loop.get("epoch_loop.automatic_optimization.optim_progress") or {}
+    for progress in (optimization.get("optimizer") or {}).values():
+        _zero(progress.get("current"))
+    # Restarting on a finished batch, Lightning passes once through the epoch loop without a batch, skips
+    # the validation it assumes the checkpoint followed, and counts one stepped batch (a checkpoint saved at
+    # validation's end has not counted its last); this one has, so the loggers' step would run one ahead.
+    stepped = fit_loop.get("epoch_loop.state_dict") or {}
+    if stepped.get("_batches_that_stepped"):
+        stepped["_batches_that_stepped"] -= 1
+
+
+def _zero(counts: dict | None) -> None:
+    for name in counts or {}:
+        counts[name] = 0

@@ -43,7 +43,7 @@ from neobert_tasks.errors import (
     storage_fault,
 )
 from neobert_tasks.interrupt import record_sigterm_stop, report_ctrl_c_stop, stopped_by_ctrl_c
-from neobert_tasks.lightning_private import validation_follows
+from neobert_tasks.lightning_private import count_ended_epoch_once, validation_follows
 from neobert_tasks.metric_history import flush_rows, read_rows, restore_rows
 from neobert_tasks.run_directory import last_checkpoint_of_run
 from neobert_tasks.run_summary import early_stop_reason
@@ -281,6 +281,8 @@ class ResumeCheckpoint(ModelCheckpoint):
         return type(self).__qualname__
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn == "fit":
+            count_ended_epoch_once(trainer, checkpoint)  # before Lightning restores its loops from it
         # Checkpoints written before the key above hold the state under ModelCheckpoint's key.
         states = checkpoint.get("callbacks") or {}
         older = [key for key in states if isinstance(key, str) and key.startswith(self.state_key + "{")]

@@ -269,6 +269,29 @@ def test_fits_ended_by_max_steps_inside_epochs_go_on_to_the_same_weights(tmp_pat
     assert validations == [4, 6, 9, 12]  # the stops', and each epoch's end
 
 
+def test_a_step_based_fit_ended_with_its_epoch_resumes_into_the_next_epoch(tmp_path):
+    """With ``trainer.max_steps`` set (the embedding configs' way), Lightning restored a checkpoint saved as
+    an epoch ended as that epoch still ending and counted it twice: a resume with more epochs trained none
+    (`neobert_tasks.lightning_private.count_ended_epoch_once`). Here it ends as the uninterrupted run does,
+    with the same logged steps."""
+    step_based = (
+        "--trainer.max_steps",
+        "100",
+        "--model.init_args.lr_schedule",
+        "constant",
+        "--model.init_args.warmup_steps",
+        "2",
+    )
+    reference_root, resumed_root = tmp_path / "reference", tmp_path / "resumed"
+    fit_in_process(*fit_args(reference_root), *step_based)
+    fit_in_process(*fit_args(resumed_root), *step_based, "--trainer.max_epochs", "1")
+    run_dir = resumed_root / "runs" / "version_0"
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 6
+    with pytest.warns(UserWarning, match="schedule now spans 12 optimizer steps"):
+        fit_in_process(*fit_args(resumed_root), *step_based, "--ckpt_path", "last")
+    assert_same_run(run_dir, reference_root / "runs" / "version_0")  # metrics.csv's steps included
+
+
 # Validation runs after step 6 (the end of epoch 0); the signal comes as its second batch starts.
 VALIDATION_STEP = 6
 
