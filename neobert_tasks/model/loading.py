@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
@@ -103,12 +104,24 @@ def load_pretrained(
         check_no_pickle_only(path, pretrained)
     # use_safetensors=True: transformers would otherwise fall back to pytorch_model.bin, a pickle.
     safetensors_only = {} if allow_pickle_weights else {"use_safetensors": True}
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        raise ConfigError(
+            f"model.init_args.pretrained {pretrained!r} has no config.json, which gives the model's shape;"
+            " copy the one saved with these weights into the folder."
+        )
     try:
         new_head = needs_new_head(path, pretrained, config_overrides.get("num_labels"))
-        with load_report_quiet(new_head):
-            return model_class.from_pretrained(
-                path, ignore_mismatched_sizes=new_head, **safetensors_only, **config_overrides
-            )
+        # The report lists head weights started afresh, which every fine-tuning has; `check_weights_fit`
+        # refuses the backbone weights that would be missing or dropped, which it also lists.
+        with load_report_quiet(True):
+            model, loading = model_class.from_pretrained(
+                path, ignore_mismatched_sizes=new_head, output_loading_info=True, **safetensors_only,
+                **config_overrides,
+            )  # fmt: skip
+    except RuntimeError as error:
+        if "ignore_mismatched_sizes" not in str(error):
+            raise
+        raise ConfigError(shape_mismatch_message(model_class, path, pretrained, config_overrides)) from None
     except OSError as error:
         if safetensors_only and "safetensors" in str(error):  # transformers found no model.safetensors
             raise ConfigError(
@@ -121,6 +134,77 @@ def load_pretrained(
             f" Hugging Face hub ({error.__class__.__name__}); check the path, or the network and"
             " HF_HUB_OFFLINE."
         ) from error
+    check_weights_fit(model, loading, pretrained)
+    return model
+
+
+# The backbone's own modules (NeoBERTModel's children); every other weight belongs to a task head.
+BACKBONE_MODULES = ("encoder", "transformer_encoder", "layer_norm")
+
+
+def backbone_keys(keys: list[str], model: PreTrainedModel) -> list[str]:
+    """The backbone's weights among ``keys`` (named as in ``model``, or in a checkpoint with or without the
+    ``model.`` prefix of the head classes)."""
+    prefix = model.base_model_prefix + "."
+    return sorted(key for key in keys if key.removeprefix(prefix).split(".")[0] in BACKBONE_MODULES)
+
+
+def check_weights_fit(model: PreTrainedModel, loading: dict[str, list], pretrained: str) -> None:
+    """Refuse a checkpoint whose backbone weights do not match its config.json: transformers would start the
+    missing ones from random values and drop the extra ones, with a table among the head's expected rows."""
+    missing = backbone_keys(loading.get("missing_keys") or [], model)
+    unexpected = backbone_keys(loading.get("unexpected_keys") or [], model)
+    layers = f"{model.config.num_hidden_layers} layer{'s' if model.config.num_hidden_layers != 1 else ''}"
+    if missing:
+        raise ConfigError(
+            f"model.init_args.pretrained {pretrained!r} lacks backbone weights its config.json"
+            f" ({layers}) calls for: {key_list(missing)}; they would start from random values."
+        )
+    if unexpected:
+        raise ConfigError(
+            f"model.init_args.pretrained {pretrained!r} holds backbone weights its config.json ({layers}) has"
+            f" no place for: {key_list(unexpected)}; they would be dropped (is num_hidden_layers right?)."
+        )
+
+
+def key_list(keys: list[str]) -> str:
+    more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+    return ", ".join(keys[:3]) + more
+
+
+def shape_mismatch_message(
+    model_class: type[PreTrainedModel], path: str, pretrained: str, config_overrides: dict[str, Any]
+) -> str:
+    """One sentence naming the first weight whose shape differs from what the config makes (transformers
+    refuses with a pointer to a table it printed)."""
+    config = NeoBERTConfig.from_pretrained(path, **config_overrides)
+    with torch.device("meta"):
+        expected = {name: tuple(value.shape) for name, value in model_class(config).state_dict().items()}
+    prefix = model_class.base_model_prefix + "."
+    for name, shape in checkpoint_shapes(path).items():
+        wanted = expected.get(name, expected.get(prefix + name, expected.get(name.removeprefix(prefix))))
+        if wanted is not None and wanted != shape:
+            return (
+                f"model.init_args.pretrained {pretrained!r}: weight {name} has shape"
+                f" {'×'.join(map(str, shape))} where its config.json makes {'×'.join(map(str, wanted))};"
+                " the weights and config.json come from different models."
+            )
+    return f"model.init_args.pretrained {pretrained!r}: its weights' shapes do not match its config.json."
+
+
+def checkpoint_shapes(path: str) -> dict[str, tuple[int, ...]]:
+    """Name → shape of every tensor in a local folder's safetensors files, read from their headers."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return {}
+    index = folder / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else []
+    shapes = {}
+    for name in files or ["model.safetensors"]:
+        if (folder / name).is_file():
+            with safe_open(str(folder / name), framework="pt") as handle:
+                shapes.update({key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()})  # noqa: SIM118
+    return shapes
 
 
 def check_no_pickle_only(path: str, pretrained: str) -> None:
@@ -142,8 +226,8 @@ def check_no_pickle_only(path: str, pretrained: str) -> None:
 @contextlib.contextmanager
 def load_report_quiet(quiet: bool):
     """Within the block, transformers' warnings (its load report, a table of every weight it re-initialised,
-    and a note that num_labels does not fit id2label) are not printed when ``quiet``: for a new classifier,
-    `needs_new_head` has said so in one warning."""
+    and a note that num_labels does not fit id2label) are not printed when ``quiet``: a new classifier is
+    said in one warning by `needs_new_head`, backbone weights that do not fit by `check_weights_fit`."""
     report = logging.getLogger("transformers")
     level = report.level
     if quiet:

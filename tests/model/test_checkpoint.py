@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
+from neobert_tasks.errors import ConfigError
 from neobert_tasks.model import (
     NeoBERTForMaskedLM,
     NeoBERTForQuestionAnswering,
@@ -16,6 +17,7 @@ from neobert_tasks.model import (
     NeoBERTForTokenClassification,
     NeoBERTModel,
 )
+from neobert_tasks.model.loading import build_model
 from tests.model.official import write_official_checkpoint
 from tests.model.reference import reference_last_hidden_state
 
@@ -143,3 +145,83 @@ def test_question_answering_loss_ignores_padding():
     mask = torch.cat([torch.ones(1, 10), torch.zeros(1, 6)], dim=1).long()
     padded = model(input_ids=padded_ids, attention_mask=mask, **positions).loss
     torch.testing.assert_close(padded, alone, atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Folders whose weights do not fit their config.json: transformers started missing backbone weights from
+# random values and dropped extra ones, with a table among the head's expected rows (or none, for a new
+# classifier), and refused a wrong shape with a pointer to that table.
+
+
+def rewrite_official(
+    directory, drop: str | None = None, reshape: str | None = None, **config_changes
+) -> None:
+    """Change the official-layout folder in place: drop or reshape one weight, change config.json fields."""
+    from safetensors.torch import save_file
+
+    state = load_file(directory / "model.safetensors")
+    if drop:
+        del state[drop]
+    if reshape:
+        state[reshape] = torch.zeros(7, state[reshape].shape[1])
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, **config_changes}))
+
+
+@pytest.mark.parametrize("head_class", [NeoBERTForSequenceClassification, NeoBERTModel])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            dict(drop="model.transformer_encoder.1.wo.weight"),
+            r" lacks backbone weights its config.json \(2 layers\) calls for:"
+            r" (model\.)?transformer_encoder\.1\.wo\.weight; they would start from random values\.$",
+        ),
+        (
+            dict(num_hidden_layers=3),
+            r" lacks backbone weights its config.json \(3 layers\) calls for: .*transformer_encoder\.2\."
+            r"attention_norm\.weight, .* and 3 more; they would",
+        ),
+        (
+            dict(num_hidden_layers=1),
+            r" holds backbone weights its config.json \(1 layer\) has no place for:"
+            r" model\.transformer_encoder\.1\..* and 3 more; they would be dropped"
+            r" \(is num_hidden_layers right\?\)\.$",
+        ),
+        (
+            dict(reshape="model.transformer_encoder.0.qkv.weight"),
+            r": weight model\.transformer_encoder\.0\.qkv\.weight has shape 7×64 where its config.json makes"
+            r" 192×64; the weights and config.json come from different models\.$",
+        ),
+    ],
+)
+def test_weights_that_do_not_fit_their_config_are_refused_by_name(official, head_class, change, message):
+    directory, _ = official
+    rewrite_official(directory, **change)
+    extra = {"num_labels": 2} if head_class is NeoBERTForSequenceClassification else {}
+    with pytest.raises(ConfigError, match=rf"^model\.init_args\.pretrained '{directory}'{message}"):
+        build_model(head_class, str(directory), None, **extra)
+
+
+def test_a_folder_without_config_json_is_refused_in_one_sentence(official):
+    directory, _ = official
+    (directory / "config.json").unlink()
+    with pytest.raises(
+        ConfigError, match=r"has no config\.json, which gives the model's shape; copy the one"
+    ):
+        build_model(NeoBERTModel, str(directory), None)
+
+
+def test_a_new_classifier_does_not_hide_a_missing_backbone_weight(official, tmp_path):
+    """A checkpoint with a classifier of another size loads with its head started afresh; a backbone weight
+    it lacks is still refused (the load report was silenced for the new head)."""
+    directory, _ = official
+    ner = NeoBERTForTokenClassification.from_pretrained(directory, num_labels=9)
+    ner.save_pretrained(tmp_path / "ner")
+    rewrite_official(tmp_path / "ner", drop="model.transformer_encoder.0.qkv.weight")
+    with (
+        pytest.warns(UserWarning, match="classifier for 9 labels"),
+        pytest.raises(ConfigError, match=r"lacks backbone weights .*: model\.transformer_encoder\.0\.qkv"),
+    ):
+        build_model(NeoBERTForTokenClassification, str(tmp_path / "ner"), None, num_labels=3)

@@ -593,9 +593,14 @@ def test_the_step_checkpoint_state_is_found_under_its_old_key_too():
     callback = ResumeCheckpoint(every_n_train_steps=2)
     assert callback.state_key == "ResumeCheckpoint" == ResumeCheckpoint(every_n_train_steps=7).state_key
     old_key = "ResumeCheckpoint{'monitor': None, 'mode': 'min', 'every_n_train_steps': 500}"
-    callback.on_load_checkpoint(None, None, {"callbacks": {old_key: {"dirpath": "x", "global_step": 8}}})
+    validating = SimpleNamespace(state=SimpleNamespace(fn="validate"))
+    callback.on_load_checkpoint(
+        validating, None, {"callbacks": {old_key: {"dirpath": "x", "global_step": 8}}}
+    )
     assert callback._checkpoint_step == 8
     # A checkpoint with the new key is Lightning's to restore (through load_state_dict).
     fresh = ResumeCheckpoint()
-    fresh.on_load_checkpoint(None, None, {"callbacks": {"ResumeCheckpoint": {"global_step": 3}, old_key: {}}})
+    fresh.on_load_checkpoint(
+        validating, None, {"callbacks": {"ResumeCheckpoint": {"global_step": 3}, old_key: {}}}
+    )
     assert fresh._checkpoint_step is None
