@@ -1,6 +1,7 @@
 """A warning when ``validate``, ``test`` or ``predict`` leaves part of its examples out.
 
-``trainer.limit_val_batches`` (``limit_test_batches``, ``limit_predict_batches``) cuts an evaluation short.
+``trainer.limit_val_batches`` (``limit_test_batches``, ``limit_predict_batches``) cuts an evaluation short,
+and ``data.init_args.limit_eval_samples`` each split it evaluates.
 The debug preset sets them, and a run's ``config.yaml`` keeps what its fit used, so ``validate --config
 <run>/config.yaml`` scores part of the set unless told otherwise; an integer limit counts batches per
 process, so that part also changes with the number of processes. The scores and prediction files do not
@@ -51,6 +52,7 @@ class PartialEvaluationWarning(L.Callback):
 
 
 def warn_if_partial(trainer: L.Trainer, stage: str) -> None:
+    warn_if_cut(trainer, stage)
     run, held = batch_counts(trainer, stage)
     if run >= held:
         return
@@ -61,3 +63,21 @@ def warn_if_partial(trainer: L.Trainer, stage: str) -> None:
         f"{stage} runs {run} of the {held} batches of its examples{per_process} (trainer.{limit_name}"
         f" {limit}): its {produced} cover part of the set; set --trainer.{limit_name} 1.0 for all of it."
     )
+
+
+def warn_if_cut(trainer: L.Trainer, stage: str) -> None:
+    """Warn when ``data.init_args.limit_eval_samples`` cut a split (or evaluation set) that ``stage`` runs."""
+    datamodule = trainer.datamodule
+    cuts = getattr(datamodule, "evaluation_cuts", None)
+    if not cuts:
+        return
+    names = datamodule.split_names_for(stage)
+    cut = [(name, kept, total) for name, (kept, total) in cuts.items() if name in names]
+    parts = [f"{kept} of the {total} examples of {name}" for name, kept, total in cut]
+    if parts:
+        produced = STAGES[stage][3]
+        rank_zero_warn(
+            f"{stage} runs the first {', '.join(parts)} (data.init_args.limit_eval_samples"
+            f" {datamodule.limit_eval_samples}): its {produced} cover part of the set; set"
+            " --data.init_args.limit_eval_samples null for all of it."
+        )

@@ -122,6 +122,8 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         self.datasets: dict[str, datasets.Dataset] = {}  # tokenized splits, by name
         self._skip_warnings: set[str] = set()  # each skipped-rows warning is said once (prepare_data, setup)
         self.raw_examples: dict[str, datasets.Dataset] = {}  # their raw rows (eval splits), as tokenized
+        # Evaluated splits that limit_eval_samples cut: name -> (rows kept, rows the split has).
+        self.evaluation_cuts: dict[str, tuple[int, int]] = {}
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._collator: Callable | None = None
         self._resume_position: tuple[int, int] | None = None  # (epoch, batches done) of a resumed run
@@ -259,7 +261,10 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         limit = self.limit_train_samples if is_train else self.limit_eval_samples
         if is_train and limit is None:
             limit = self.rows_for_batch_limit(indexing)
+        rows = None if isinstance(dataset, datasets.IterableDataset) else len(dataset)
         dataset = self._limited(dataset, None if name == PREDICT_SPLIT else limit)
+        if not is_train and rows is not None and len(dataset) < rows:
+            self.evaluation_cuts[name] = (len(dataset), rows)
         keep_row_numbers = not is_train and indexing == "row"
         columns = self.empty_text_columns()
         dataset = skip_empty_texts(

@@ -65,13 +65,15 @@ def load_evaluation_set(
         if limit is None or limit >= len(evaluation_set.scores):
             return evaluation_set
         texts = evaluation_set.texts
-        return SimilaritySet(
+        cut = SimilaritySet(
             evaluation_set.name,
             [texts[i] for i in evaluation_set.first[:limit].tolist()],
             [texts[i] for i in evaluation_set.second[:limit].tolist()],
             evaluation_set.scores[:limit],
         )
-    return RetrievalSet(
+        cut.limited_from = len(evaluation_set.scores)  # pairs before the cut, for the partial-set warning
+        return cut
+    cut = RetrievalSet(
         evaluation_set.name,
         {query: evaluation_set.queries[query] for query in evaluation_set.query_ids[:limit]},
         evaluation_set.corpus,  # the whole corpus: fewer documents would make retrieval easier
@@ -79,6 +81,9 @@ def load_evaluation_set(
         query_prefix=query_prefix,
         document_prefix=document_prefix,
     )
+    if limit is not None and limit < len(evaluation_set.query_ids):
+        cut.limited_from = len(evaluation_set.query_ids)  # queries before the cut
+    return cut
 
 
 def load_evaluation_sets(paths: list[str], **options) -> list[EvaluationSet]:
@@ -123,6 +128,10 @@ class EvaluationSetLoaders:
                 document_prefix=self.document_prefix,
                 limit=self.limit_eval_samples,
             )
+        for evaluation_set in cache[key]:
+            if total := getattr(evaluation_set, "limited_from", None):
+                kept = len(getattr(evaluation_set, "query_ids", None) or evaluation_set.scores)
+                self.evaluation_cuts[evaluation_set.name] = (kept, total)
         return cache[key]
 
     def split_names_for(self, stage: str) -> list[str]:

@@ -159,3 +159,15 @@ def test_pairs_load_through_the_hub_route(write_split, sentences, tiny_tokenizer
         by_id.setup("fit")
     assert by_id.data_source.startswith("hub dataset")
     assert sum(len(batch["anchor_input_ids"]) for batch in by_id.train_dataloader()) == 20
+
+
+def test_sets_cut_by_limit_eval_samples_are_recorded_for_the_partial_evaluation_warning(
+    write_split, sentences, sts_file, beir_dir, tiny_tokenizer_dir, datasets_cache
+):
+    datamodule = pair_data(
+        write_split, sentences, tokenizer=tiny_tokenizer_dir, cache_dir=datasets_cache,
+        eval_sets=[str(beir_dir), str(sts_file)], limit_eval_samples=3,
+    )  # fmt: skip
+    datamodule.evaluation_sets_for("validate")
+    # 3 of BEIR's 4 judged queries, 3 of the 12 STS pairs; the pair split is cut when it is loaded.
+    assert datamodule.evaluation_cuts == {"tiny_beir": (3, 4), "pairs": (3, 12)}
