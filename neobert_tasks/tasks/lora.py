@@ -12,6 +12,7 @@ the seed for a random ``model_config``), and a fingerprint of it guards against 
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -103,10 +104,49 @@ def merged_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 def save_adapter(model: torch.nn.Module, directory: Path, base_model: str | None) -> None:
     """Write the adapter alone in PEFT's format (``adapter_config.json``, ``adapter_model.safetensors``),
-    which ``PeftModel.from_pretrained(<base model>, directory)`` loads; ``base_model`` is recorded in it."""
+    which ``PeftModel.from_pretrained(<base model>, directory)`` loads; ``base_model`` is recorded in it.
+
+    peft records the class to rebuild the base model with for ``AutoPeftModel`` as this package's head
+    class, which a user without it cannot import: the matching transformers Auto class is recorded instead
+    (it loads NeoBERT from the base model's remote code). peft's README is its blank template: a short
+    card replaces it."""
     for config in model.peft_config.values():
         config.base_model_name_or_path = base_model
     model.save_pretrained(directory)
+    config_path = directory / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    head = type(model.get_base_model()).__name__.removeprefix("NeoBERT")  # Model, ForMaskedLM, …
+    auto_class = "AutoModel" + head.removeprefix("Model")
+    config["auto_mapping"] = {"base_model_class": auto_class, "parent_library": "transformers"}
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (directory / "README.md").write_text(
+        adapter_card(lora_description(saved_options(config)), base_model), encoding="utf-8"
+    )
+
+
+def saved_options(config: dict[str, Any]) -> dict[str, Any]:
+    """``model.init_args.peft`` as a saved ``adapter_config.json`` holds it."""
+    names = {"r": "r", "alpha": "lora_alpha", "dropout": "lora_dropout", "target_modules": "target_modules"}
+    return {option: config[key] for option, key in names.items()}
+
+
+def adapter_card(description: str, base_model: str | None) -> str:
+    """The adapter folder's README: what it is, what it sits on, and how to load it."""
+    merged = (
+        "The folder above holds the same model with the adapter merged into its weights, which needs no peft."
+    )
+    if base_model is None:
+        return (
+            f"---\nlibrary_name: peft\n---\n\n# LoRA adapter\n\n{description}, trained with neobert_tasks"
+            " over a randomly initialised NeoBERT that was not saved: load the merged model instead."
+            f" {merged}\n"
+        )
+    return (
+        f"---\nlibrary_name: peft\nbase_model: {base_model}\n---\n\n# LoRA adapter\n\n{description}, trained"
+        f" with neobert_tasks over `{base_model}`. {merged}\n\n```python\nfrom peft import AutoPeftModel\n\n"
+        'model = AutoPeftModel.from_pretrained("path/to/adapter", trust_remote_code=True)\n```\n\n'
+        'or, with the base model loaded, `peft.PeftModel.from_pretrained(base, "path/to/adapter")`.\n'
+    )
 
 
 def trainable_state_dict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
