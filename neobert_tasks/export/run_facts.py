@@ -14,6 +14,7 @@ import lightning as L
 
 from neobert_tasks.data.glue import GLUE_HUB_ID
 from neobert_tasks.export.model_card import CardFacts
+from neobert_tasks.tasks.lora import lora_description
 
 # Task and datamodule hyper-parameters a reader of the card needs to judge and repeat the run.
 REPORTED_TASK_SETTINGS = (
@@ -126,6 +127,8 @@ def card_facts(
     settings |= {
         name: hparams[name] for name, off in REPORTED_TASK_CHANGES.items() if hparams.get(name, off) != off
     }
+    if hparams.get("peft"):  # the merged weights read like full fine-tuning's: say what trained
+        settings["peft"] = f"{lora_description(hparams['peft'])}; the adapter alone is in adapter/"
     settings |= {
         name: value
         for name, off in REPORTED_TRAINER_CHANGES.items()

@@ -126,8 +126,11 @@ def save_adapter(model: torch.nn.Module, directory: Path, base_model: str | None
 
 def saved_options(config: dict[str, Any]) -> dict[str, Any]:
     """``model.init_args.peft`` as a saved ``adapter_config.json`` holds it."""
-    names = {"r": "r", "alpha": "lora_alpha", "dropout": "lora_dropout", "target_modules": "target_modules"}
-    return {option: config[key] for option, key in names.items()}
+    names = {"r": "r", "alpha": "lora_alpha", "dropout": "lora_dropout"}
+    # peft saves the targets from a set, in no fixed order: NeoBERT's order, as the options list them.
+    order = {name: position for position, name in enumerate(TARGET_MODULES)}
+    targets = sorted(config["target_modules"], key=lambda name: (order.get(name, len(order)), name))
+    return {**{option: config[key] for option, key in names.items()}, "target_modules": targets}
 
 
 def adapter_card(description: str, base_model: str | None) -> str:

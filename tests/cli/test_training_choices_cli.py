@@ -89,6 +89,22 @@ def test_lora_export_is_merged_and_the_adapter_loads_with_peft(lora_run, base_mo
         torch.testing.assert_close(merged(**inputs).logits, expected, rtol=0, atol=1e-5)
         plain = NeoBERTForSequenceClassification.from_pretrained(base_model, num_labels=2).eval()
         assert (plain(**inputs).logits - expected).abs().max() > 1e-4  # the adapter did change the model
+    # AutoPeftModel rebuilds the base through transformers' Auto class, not this package's head class.
+    saved = json.loads((adapter / "adapter_config.json").read_text())
+    assert saved["auto_mapping"] == {
+        "base_model_class": "AutoModelForSequenceClassification",
+        "parent_library": "transformers",
+    }
+    automatic = peft.AutoPeftModel.from_pretrained(adapter, num_labels=2).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(automatic(**inputs).logits, expected, rtol=0, atol=1e-5)
+    card = (adapter / "README.md").read_text()
+    assert (
+        f"base_model: {base_model}" in card and "LoRA r=4, alpha=8, dropout=0.0 on qkv, wo, w12, w3" in card
+    )
+    # The merged model's card says that LoRA trained it, not full fine-tuning.
+    lora = "`LoRA r=4, alpha=8, dropout=0.0 on qkv, wo, w12, w3; the adapter alone is in adapter/`"
+    assert f"| `peft` | {lora} |" in (export / "README.md").read_text()
 
 
 def test_lora_checkpoint_validates_and_refuses_another_backbone(lora_run, tmp_path, capsys):
