@@ -27,6 +27,7 @@ qrels score above 0.
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -187,6 +188,20 @@ def _strings(frame: pd.DataFrame, column: str, path: Path) -> list[str]:
     return [str(value) for value in _column(frame, column, path)]
 
 
+def _unique_ids(frame: pd.DataFrame, column: str, path: Path) -> list[str]:
+    """The column's ids as strings, or a ``DataError`` naming the first repeated one: the mappings built
+    from them would keep its last row and drop the others without a word."""
+    ids = _strings(frame, column, path)
+    counts = Counter(ids)
+    if repeated := [value for value, count in counts.items() if count > 1]:
+        more = f" ({len(repeated)} ids repeat)" if len(repeated) > 1 else ""
+        raise DataError(
+            f"File '{path}' column '{column}' repeats the id {repeated[0]!r} ({counts[repeated[0]]} rows)"
+            f"{more}; each row needs an id of its own."
+        )
+    return ids
+
+
 def _numbers(frame: pd.DataFrame, column: str, path: Path) -> list[float]:
     """The column's values as floats, or a ``DataError`` naming the first row that is not a finite number."""
     values = pd.to_numeric(_column(frame, column, path), errors="coerce").astype(float)
@@ -255,11 +270,11 @@ def load_beir_set(directory: str, split: str = "test", name: str | None = None) 
     texts = _strings(corpus_frame, "text", corpus_file)
     # Some BEIR corpora leave titles out or empty; a missing title is an empty one.
     titles = corpus_frame["title"].fillna("").astype(str) if "title" in corpus_frame else [""] * len(texts)
-    ids = _strings(corpus_frame, "_id", corpus_file)
+    ids = _unique_ids(corpus_frame, "_id", corpus_file)
     corpus = {doc: f"{title} {text}".strip() for doc, title, text in zip(ids, titles, texts, strict=True)}
 
     queries_frame = read_table(queries_file)
-    query_ids = _strings(queries_frame, "_id", queries_file)
+    query_ids = _unique_ids(queries_frame, "_id", queries_file)
     queries = dict(zip(query_ids, _strings(queries_frame, "text", queries_file), strict=True))
 
     qrels = read_table(qrels_file)
@@ -269,6 +284,13 @@ def load_beir_set(directory: str, split: str = "test", name: str | None = None) 
         if score > 0:
             relevant.setdefault(query, set()).add(document)
     warn_of_unknown_ids(relevant, queries, corpus, qrels_file, queries_file, corpus_file)
+    if not any(query in queries for query in relevant):
+        raise DataError(
+            f"None of the {len(relevant)} queries with a relevant document in {qrels_file} is in"
+            f" {queries_file}: nothing to evaluate (files of different collections?)."
+        )
+    if empty := sum(not text for text in corpus.values()):
+        warnings.warn(f"{empty} documents of {corpus_file} have no title and no text.", stacklevel=2)
     return RetrievalSet(name or _named(folder.resolve().name, split), queries, corpus, relevant)
 
 
@@ -308,7 +330,7 @@ def load_squad_retrieval_set(path: str, name: str = "squad_dev") -> RetrievalSet
     """
     file = Path(path)
     frame = read_table(file)
-    question_ids, questions = _strings(frame, "id", file), _strings(frame, "question", file)
+    question_ids, questions = _unique_ids(frame, "id", file), _strings(frame, "question", file)
     contexts = _strings(frame, "context", file)
     positions = {context: position for position, context in enumerate(dict.fromkeys(contexts))}
     width = len(str(max(len(positions) - 1, 0)))

@@ -330,3 +330,45 @@ def test_score_refuses_embeddings_of_another_size():
     pairs = SimilaritySet("toy", ["a", "b"], ["c", "d"], [1.0, 2.0])
     with pytest.raises(ValueError, match="has 4 texts but got embeddings of shape"):
         pairs.score(torch.zeros(3, 4))
+
+
+def write_beir(folder, corpus: list[dict], queries: list[dict], judgements: str) -> str:
+    (folder / "qrels").mkdir(parents=True)
+    pd.DataFrame(corpus).to_json(folder / "corpus.jsonl", orient="records", lines=True)
+    pd.DataFrame(queries).to_json(folder / "queries.jsonl", orient="records", lines=True)
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + judgements)
+    return str(folder)
+
+
+def test_repeated_ids_are_refused_by_file_column_and_value(tmp_path):
+    """A repeated id kept its last row and dropped the others silently (another document or query scored)."""
+    documents = [{"_id": "d0", "text": "zero"}, {"_id": "d1", "text": "one"}, {"_id": "d1", "text": "uno"}]
+    queries = [{"_id": "q0", "text": "a"}, {"_id": "q1", "text": "b"}]
+    folder = write_beir(tmp_path / "corpus_ids", documents, queries, "q0\td0\t1\nq1\td1\t1\n")
+    with pytest.raises(DataError, match=r"corpus\.jsonl' column '_id' repeats the id 'd1' \(2 rows\); each"):
+        load_beir_set(folder)
+    queries += [{"_id": "q1", "text": "c"}]
+    folder = write_beir(tmp_path / "query_ids", documents[:2], queries, "q0\td0\t1\nq1\td1\t1\n")
+    with pytest.raises(DataError, match=r"queries\.jsonl' column '_id' repeats the id 'q1' \(2 rows\)"):
+        load_beir_set(folder)
+    squad = tmp_path / "squad.parquet"
+    pd.DataFrame({"id": ["a", "a"], "question": ["q", "r"], "context": ["c", "d"]}).to_parquet(squad)
+    with pytest.raises(DataError, match=r"squad\.parquet' column 'id' repeats the id 'a' \(2 rows\)"):
+        load_squad_retrieval_set(str(squad))
+
+
+def test_judgements_that_match_no_query_and_empty_documents_are_named(tmp_path):
+    documents = [{"_id": "d0", "title": "", "text": "zero"}, {"_id": "d9", "title": "", "text": ""}]
+    queries = [{"_id": "q0", "text": "a"}]
+    folder = write_beir(tmp_path / "unmatched", documents, queries, "qA\td0\t1\n")
+    with (
+        pytest.warns(UserWarning, match="judged queries"),
+        pytest.raises(
+            DataError,
+            match=r"None of the 1 queries with a relevant document in .*test\.tsv is in .*queries\.jsonl",
+        ),
+    ):
+        load_beir_set(folder)
+    folder = write_beir(tmp_path / "empty", documents, queries, "q0\td0\t1\n")
+    with pytest.warns(UserWarning, match=r"^1 documents of .*corpus\.jsonl have no title and no text\.$"):
+        load_beir_set(folder)
