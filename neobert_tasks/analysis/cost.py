@@ -59,7 +59,8 @@ def reset_peak_memory() -> bool:
 
 
 def measure_call(function: Callable[[], object], repeats: int = 1, warmup: bool = True) -> dict[str, float]:
-    """Run ``function`` ``repeats`` times; its mean ``seconds`` per call, and the ``peak_mib`` of one more.
+    """Run ``function`` ``repeats`` times; its mean ``seconds`` per call, and the ``peak_mib`` of one more
+    (so it runs ``repeats`` + 1 times, + 1 with ``warmup``; `measure_once` for work that runs once).
 
     ``warmup`` first calls ``function`` once, unmeasured, so that one-off costs (kernel selection, lazy
     allocations that stay) are charged to neither figure. ``peak_mib`` is how far one further call raised
@@ -74,6 +75,21 @@ def measure_call(function: Callable[[], object], repeats: int = 1, warmup: bool 
         function()
     seconds = (time.perf_counter() - start) / repeats
     return {"seconds": seconds, "peak_mib": peak_memory_of(function)}
+
+
+def measure_once(function: Callable[[], object]) -> dict[str, float]:
+    """The ``seconds`` and ``peak_mib`` (as `measure_call`'s) of a single call, for work that cannot run
+    twice, such as a ``trainer.fit``: a second call would fit no more and measure nothing."""
+    fix_mmap_threshold()
+    measurable = reset_peak_memory()
+    before = _status_kib("VmRSS") if measurable else 0
+    start = time.perf_counter()
+    function()
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "peak_mib": (_status_kib("VmHWM") - before) / 1024 if measurable else math.nan,
+    }
 
 
 def peak_memory_of(function: Callable[[], object]) -> float:

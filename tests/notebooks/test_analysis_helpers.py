@@ -121,6 +121,19 @@ def test_measure_call_sees_the_memory_a_call_allocates():
     assert cost.measure_call(lambda: None)["peak_mib"] < 16  # memory freed before is not counted again
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak memory is measured through /proc")
+def test_measure_once_calls_once_and_sees_its_memory():
+    calls = []
+
+    def allocate_64_mib():
+        calls.append(1)
+        return float(torch.ones(64 * 2**20 // 4).sum())
+
+    measured = cost.measure_once(allocate_64_mib)
+    assert calls == [1]  # a fit measured twice trained once and measured an empty second fit's memory
+    assert measured["seconds"] > 0 and 60 <= measured["peak_mib"] <= 200
+
+
 REPEATED_PEAKS = """
 import json, torch
 from neobert_tasks.analysis.cost import measure_call
