@@ -104,9 +104,11 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         predict_split: str | None = None,
     ) -> None:
         super().__init__()
-        for name, value in [("max_length", max_length), ("batch_size", batch_size)]:
-            if value < 1:
-                raise DataError(f"{name} must be a positive integer, got {value}.")
+        sizes = {"max_length": max_length, "batch_size": batch_size, "eval_batch_size": eval_batch_size}
+        sizes |= {"limit_train_samples": limit_train_samples, "limit_eval_samples": limit_eval_samples}
+        for name, value in sizes.items():
+            if value is not None and value < 1:  # None: the option's default (all rows, batch_size)
+                raise DataError(f"data.init_args.{name} must be a positive integer, got {value}.")
         check_max_tokens(max_tokens)
         if empty_texts not in EMPTY_TEXT_POLICIES:
             raise DataError(

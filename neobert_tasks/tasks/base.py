@@ -162,6 +162,11 @@ class NeoBERTTask(L.LightningModule):
             self.strict_loading = False
         else:
             freeze(self.model, num_layers, freeze_embeddings, freeze_layers, freeze_backbone)
+            if freeze_backbone and layer_decay is not None:
+                rank_zero_warn(
+                    f"model.init_args.layer_decay {layer_decay} has nothing to scale with freeze_backbone:"
+                    " only the head trains, at model.init_args.learning_rate."
+                )
             if not any(parameter.requires_grad for parameter in self.model.parameters()):
                 # An embedding task is its backbone: frozen, nothing is left to train.
                 raise ConfigError(

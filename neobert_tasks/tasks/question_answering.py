@@ -95,7 +95,7 @@ class QuestionAnsweringTask(NeoBERTTask):
     ):
         for name, value in (("n_best_size", n_best_size), ("max_answer_length", max_answer_length)):
             if value < 1:
-                raise ConfigError(f"model.{name} must be a positive integer, got {value}.")
+                raise ConfigError(f"model.init_args.{name} must be a positive integer, got {value}.")
         self.version_2, self.n_best_size, self.max_answer_length = version_2, n_best_size, max_answer_length
         self.null_score_diff_threshold, self.write_nbest = null_score_diff_threshold, write_nbest
         super().__init__(learning_rate=learning_rate, **kwargs)

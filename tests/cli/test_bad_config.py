@@ -413,6 +413,12 @@ def test_a_count_lightning_would_divide_by_is_refused_before_anything_is_built(c
     assert message == "trainer.accumulate_grad_batches must be a positive integer, got 0."
 
 
+@pytest.mark.parametrize("option", ["batch_size", "eval_batch_size", "limit_eval_samples"])
+def test_a_count_of_the_data_below_one_is_refused_by_its_key(capsys, tmp_path, option):
+    message = quickstart_error(capsys, tmp_path, f"--data.init_args.{option}", "0")
+    assert message == f"data.init_args.{option} must be a positive integer, got 0."
+
+
 @pytest.mark.parametrize("kind", ["text file", "directory"])
 def test_checkpoint_that_is_not_a_checkpoint_file(capsys, tmp_path, kind):
     """A text file gave torch's bare `KeyError: 101`; a directory was said not to exist."""

@@ -101,3 +101,12 @@ def test_freezing_a_task_without_a_head_is_refused():
 
     with pytest.raises(ConfigError, match=r"^model.init_args.freeze_backbone .* leaves EmbeddingTask"):
         EmbeddingTask(pretrained=None, model_config={**TINY, "vocab_size": 50}, freeze_backbone=True)
+
+
+def test_layer_decay_with_a_frozen_backbone_is_warned_of():
+    """Only the head trains, at the full rate: the decay was accepted and did nothing, without a word."""
+    from neobert_tasks.tasks import SequenceClassificationTask
+
+    options = dict(pretrained=None, model_config={**TINY, "vocab_size": 50}, num_labels=2)
+    with pytest.warns(UserWarning, match=r"^model.init_args.layer_decay 0.8 has nothing to scale with"):
+        SequenceClassificationTask(**options, freeze_backbone=True, layer_decay=0.8)
