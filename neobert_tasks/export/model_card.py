@@ -130,6 +130,9 @@ class CardFacts:
         titled: Whether each input was a title, a blank line, then the text (long documents with titles).
         command: The command that reproduces the run.
         license: Licence identifier for the metadata.
+        partial_scores: How the validation scores cover only part of their sets, in words (a sample
+            limit or a batch limit); None when they cover all of them. Partial scores stay out of the
+            ``model-index``, where they would read as results on the sets.
     """
 
     model_name: str
@@ -150,6 +153,7 @@ class CardFacts:
     titled: bool = False
     command: str | None = None
     license: str = "mit"
+    partial_scores: str | None = None
 
     @property
     def pipeline_tag(self) -> str:
@@ -167,19 +171,8 @@ class CardFacts:
 
 def card_metadata(facts: CardFacts) -> ModelCardData:
     """The card's YAML metadata, with a ``model-index`` of the best validation scores."""
-    results = [
-        EvalResult(
-            task_type=facts.pipeline_tag,
-            dataset_type=facts.dataset or "local",
-            dataset_name=facts.dataset_config or facts.dataset or facts.data_description,
-            dataset_config=facts.dataset_config,
-            dataset_split="validation",
-            metric_type=HUB_METRIC_IDS.get(name.split("_")[0], name),  # val/pearson → pearsonr
-            metric_name=f"val/{name}",
-            metric_value=round(float(value), 6),
-        )
-        for name, value in facts.scores.items()
-    ]
+    scores = {} if facts.partial_scores else facts.scores
+    results = [_eval_result(facts, name, value) for name, value in scores.items()]
     return ModelCardData(
         model_name=facts.model_name,
         base_model=facts.base_model,
@@ -191,6 +184,22 @@ def card_metadata(facts: CardFacts) -> ModelCardData:
         metrics=sorted({result.metric_type for result in results}) or None,
         tags=["neobert", "neobert_tasks", facts.pipeline_tag, "sentence-transformers"],
         eval_results=results or None,
+    )
+
+
+def _eval_result(facts: CardFacts, name: str, value: float) -> EvalResult:
+    """One score of the ``model-index``. A name with a set (``stsb_dev/spearman``, an embedding model's
+    evaluation sets) is filed under that set, not under the training data."""
+    evaluation_set, _, metric = name.partition("/") if "/" in name else ("", "", name)
+    return EvalResult(
+        task_type=facts.pipeline_tag,
+        dataset_type="local" if evaluation_set else facts.dataset or "local",
+        dataset_name=evaluation_set or facts.dataset_config or facts.dataset or facts.data_description,
+        dataset_config=None if evaluation_set else facts.dataset_config,
+        dataset_split="validation",
+        metric_type=HUB_METRIC_IDS.get(metric.split("_")[0], metric),  # val/pearson → pearsonr
+        metric_name=f"val/{name}",
+        metric_value=round(float(value), 6),
     )
 
 
@@ -218,6 +227,9 @@ def card_prose(facts: CardFacts) -> str:
         chosen = f" (best `{facts.monitor}`, {where})" if facts.monitor else f" ({where})" if where else ""
         rows = [(f"`val/{name}`", f"{value:.4f}") for name, value in facts.scores.items()]
         sections += [f"## Validation results{chosen}", _table(("metric", "value"), rows)]
+        if facts.partial_scores:
+            partial = f"These scores cover part of their sets only ({facts.partial_scores}): they are not"
+            sections += [partial + " results on the sets, and the metadata leaves them out."]
     auto_class = AUTO_CLASS_NAMES.get(facts.architecture, "AutoModel")
     if facts.pipeline_tag in EXAMPLE_INPUTS:
         pairs = facts.text_pairs and facts.pipeline_tag == "text-classification"

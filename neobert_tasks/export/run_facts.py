@@ -14,6 +14,7 @@ import lightning as L
 
 from neobert_tasks.data.glue import GLUE_HUB_ID
 from neobert_tasks.export.model_card import CardFacts
+from neobert_tasks.partial_evaluation import batch_counts
 from neobert_tasks.tasks.lora import lora_description
 
 # Task and datamodule hyper-parameters a reader of the card needs to judge and repeat the run.
@@ -161,4 +162,20 @@ def card_facts(
         titled=getattr(datamodule, "title_column", None) is not None,
         command="python -m neobert_tasks fit --config training_config.yaml",
         license=license,
+        partial_scores=_partial_scores(trainer, datamodule),
     )
+
+
+def _partial_scores(trainer: L.Trainer, datamodule: Any) -> str | None:
+    """How the run's validation covered only part of its sets (``limit_eval_samples``, a batch limit), in
+    words for the card; None when it covered them whole."""
+    parts = [
+        f"the first {kept} of the {total} examples of {name}"
+        for name, (kept, total) in (getattr(datamodule, "evaluation_cuts", None) or {}).items()
+        if name in datamodule.split_names_for("validate")
+    ]
+    if trainer.val_dataloaders is not None:
+        run, held = batch_counts(trainer, "validate")
+        if run < held:
+            parts.append(f"{run} of the {held} validation batches (trainer.limit_val_batches)")
+    return ", ".join(parts) or None

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from neobert_tasks.export.model_card import CardFacts, answer_span_example, card_prose
+from neobert_tasks.export.model_card import CardFacts, answer_span_example, card_metadata, card_prose
 
 
 def test_qa_card_code_takes_the_runs_settings():
@@ -45,3 +45,37 @@ def test_cards_show_the_call_that_reads_the_model_as_predict_does():
     code = embeddings.split("```python\n", 1)[1].split("```", 1)[0]
     assert "model.encode_query(" in code and "pipeline(" not in code
     compile(code, "card", "exec")
+
+
+def test_the_model_index_files_each_evaluation_sets_scores_under_that_set():
+    facts = CardFacts(
+        "neobert-nli", "NeoBERTModel", data_description="local data",
+        best_metrics={"val/stsb_dev/spearman": 0.8, "val/scifact/ndcg@10": 0.6, "val/loss": 1.0},
+    )  # fmt: skip
+    results = {result.metric_name: result for result in card_metadata(facts).eval_results}
+    assert sorted(results) == ["val/scifact/ndcg@10", "val/stsb_dev/spearman"]
+    assert results["val/stsb_dev/spearman"].dataset_name == "stsb_dev"
+    assert results["val/stsb_dev/spearman"].metric_type == "spearmanr"  # the hub's metric id
+    assert results["val/scifact/ndcg@10"].dataset_name == "scifact"
+    glue = CardFacts(
+        "neobert-sst2", "NeoBERTForSequenceClassification", dataset="nyu-mll/glue", dataset_config="sst2",
+        best_metrics={"val/accuracy": 0.9},
+    )  # fmt: skip
+    [accuracy] = card_metadata(glue).eval_results
+    assert (accuracy.dataset_type, accuracy.dataset_name, accuracy.dataset_config) == (
+        "nyu-mll/glue",
+        "sst2",
+        "sst2",
+    )
+
+
+def test_scores_of_part_of_their_sets_say_so_and_stay_out_of_the_model_index():
+    partial = "the first 64 of the 872 examples of validation"
+    facts = CardFacts(
+        "neobert-sst2", "NeoBERTForSequenceClassification", best_metrics={"val/accuracy": 0.9},
+        partial_scores=partial,
+    )  # fmt: skip
+    assert card_metadata(facts).eval_results is None
+    assert f"These scores cover part of their sets only ({partial}): they are not results" in card_prose(
+        facts
+    )

@@ -444,9 +444,14 @@ def test_model_card_parses_with_huggingface_hub(name, exports):
     scores = {key: value for key, value in summary["best_metrics"].items()
               if key.startswith("val/") and not key.endswith("loss")}  # fmt: skip
     assert scores  # every head reports a validation score
-    reported = {result.metric_name: result.metric_value for result in data.eval_results}
-    assert reported == {key: pytest.approx(value, abs=1e-6) for key, value in scores.items()}
-    assert all(result.dataset_split == "validation" for result in data.eval_results)
+    for key, value in scores.items():
+        assert f"| `{key}` | {value:.4f} |" in card.text
+    if name == "mlm":  # its small corpus is validated whole
+        reported = {result.metric_name: result.metric_value for result in data.eval_results}
+        assert reported == {key: pytest.approx(value, abs=1e-6) for key, value in scores.items()}
+        assert all(result.dataset_split == "validation" for result in data.eval_results)
+    else:  # the debug preset scored the first 64 examples: said, and left out of the model-index
+        assert data.eval_results is None and "These scores cover part of their sets only (" in card.text
     if name == "token":
         assert data.datasets is None  # local CoNLL files: no hub id to claim
         assert "| 1 | B-PER |" in card.text
