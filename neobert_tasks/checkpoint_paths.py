@@ -10,10 +10,14 @@ Lightning's ``best`` means the fit of the same process and it has no ``last``; h
 warning, where there is no ``last.ckpt`` yet (a job script may pass it on its first start). ``validate``,
 ``test`` and ``predict`` refuse to go on without a checkpoint: a random model's scores would pass for a
 result.
+
+`take_checkpoint_labels` gives ``validate``, ``test`` and ``predict`` the checkpoint's labels where their
+data cannot say them.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Any
@@ -90,3 +94,25 @@ def no_last_checkpoint(config: Any, subcommand: str, where: str) -> None:
         )
     rank_zero_warn(f"No last.ckpt {where}: starting from scratch.")
     config.ckpt_path = None
+
+
+def take_checkpoint_labels(config: Any, hparams: dict[str, Any]) -> None:
+    """Set the data's label options that are not typed to the checkpoint's (``hparams``) where the command's
+    data has no training split to infer them from: a predict_file, or a folder of test data only. (With
+    one, the data's labels are read and checked against the checkpoint's.)"""
+    if not lacks_training_data(config):
+        return
+    for key in ("problem_type", "num_labels", "label_names"):
+        name = f"data.init_args.{key}"
+        if name in config and config.get(name) is None and hparams.get(key) is not None:
+            config[name] = copy.deepcopy(hparams[key])
+
+
+def lacks_training_data(config) -> bool:
+    """Whether a command's data has nothing to infer labels from: a predict_file, or a data_dir without
+    files of its training split."""
+    if config.get("data.init_args.predict_file"):
+        return True
+    data_dir = config.get("data.init_args.data_dir")
+    split = config.get("data.init_args.train_split") or "train"
+    return bool(data_dir) and Path(data_dir).is_dir() and not any(Path(data_dir).glob(f"{split}[.-]*"))

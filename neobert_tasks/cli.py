@@ -34,7 +34,7 @@ from neobert_tasks.callbacks import (
     PredictionWriter,
     write_validation_predictions,
 )
-from neobert_tasks.checkpoint_paths import resolve_checkpoint_path
+from neobert_tasks.checkpoint_paths import resolve_checkpoint_path, take_checkpoint_labels
 from neobert_tasks.class_paths import check_checkpoint_class
 from neobert_tasks.console import CompactModelSummary, quiet_libraries
 from neobert_tasks.data.base import TokenizedDataModule
@@ -49,6 +49,7 @@ from neobert_tasks.errors import (
 )
 from neobert_tasks.final_validation import ValidateFinalStep
 from neobert_tasks.interrupt import StopOnInterrupt, report_stop
+from neobert_tasks.model.loading import architecture_from_checkpoint
 from neobert_tasks.out_of_memory import MemoryFaultPosition, describe_memory_fault, memory_fault
 from neobert_tasks.partial_evaluation import PartialEvaluationWarning
 from neobert_tasks.resume import (
@@ -238,14 +239,8 @@ class NeoBERTCLI(LightningCLI):
         check_checkpoint_class(
             hparams.get("_class_path"), config.get("model.class_path"), ckpt_path, self._command_line
         )
-        if self.config.subcommand != "fit" and lacks_training_data(config):
-            # The labels the model was trained with, unless typed: with a predict_file, or a folder of test
-            # data only, there is no training split to infer them from. (With one, the data's labels are
-            # read and checked against the checkpoint's.)
-            for key in ("problem_type", "num_labels", "label_names"):
-                name = f"data.init_args.{key}"
-                if name in config and config.get(name) is None and hparams.get(key) is not None:
-                    config[name] = copy.deepcopy(hparams[key])
+        if self.config.subcommand != "fit":
+            take_checkpoint_labels(config, hparams)
         # The whole init argument: `--model.init_args.model_config.hidden_size 64` types model_config.
         typed = [
             ".".join(argument.split("=", 1)[0].removeprefix("--").split(".")[:3])
@@ -253,6 +248,18 @@ class NeoBERTCLI(LightningCLI):
             if argument.startswith("--model.init_args.")
         ]
         self._typed_model_options = {key: copy.deepcopy(config.get(key)) for key in typed}
+        if self.config.subcommand in EVALUATION_FOLDERS and not (
+            config.get("model.init_args.peft") or hparams.get("peft")
+        ):
+            self._checkpoint_architecture = checkpoint.get("neobert_config")
+
+    _checkpoint_architecture: dict | None = None
+
+    def instantiate_classes(self) -> None:
+        # validate/test/predict restore every weight from the checkpoint: the model is built from the shape it
+        # records, not loaded from a pretrained folder that may be gone (LoRA's lacks the frozen backbone).
+        with architecture_from_checkpoint(self._checkpoint_architecture):
+            super().instantiate_classes()
 
     _resume_version: int | None = None
 
@@ -380,13 +387,3 @@ def console_main() -> int:
     """
     main()
     return 0
-
-
-def lacks_training_data(config) -> bool:
-    """Whether a command's data has nothing to infer labels from: a predict_file, or a data_dir without
-    files of its training split."""
-    if config.get("data.init_args.predict_file"):
-        return True
-    data_dir = config.get("data.init_args.data_dir")
-    split = config.get("data.init_args.train_split") or "train"
-    return bool(data_dir) and Path(data_dir).is_dir() and not any(Path(data_dir).glob(f"{split}[.-]*"))

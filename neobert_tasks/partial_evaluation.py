@@ -67,7 +67,7 @@ def warn_if_partial(trainer: L.Trainer, stage: str) -> None:
 
 def warn_if_cut(trainer: L.Trainer, stage: str) -> None:
     """Warn when ``data.init_args.limit_eval_samples`` cut a split (or evaluation set) that ``stage`` runs."""
-    datamodule = trainer.datamodule
+    datamodule = getattr(trainer, "datamodule", None)  # None: loaders given to the trainer directly
     cuts = getattr(datamodule, "evaluation_cuts", None)
     if not cuts:
         return

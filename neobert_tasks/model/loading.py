@@ -15,6 +15,7 @@ the task's ``allow_pickle_weights`` opts in.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import difflib
 import json
@@ -40,6 +41,35 @@ LABEL_HEAD_SUFFIXES = ("ForSequenceClassification", "ForTokenClassification")
 # Weight files of a Hugging Face folder: pickle (torch.save) and safetensors, single or sharded.
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 SAFETENSORS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+
+
+# NeoBERTConfig fields that fix the backbone's shape and numerics: what a checkpoint records of its model
+# (``neobert_config``), so that evaluating it needs no copy of the checkpoint it was fine-tuned from.
+ARCHITECTURE_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "dim_head", "intermediate_size",
+    "max_length", "norm_eps", "rope_theta", "pad_token_id", "classifier_dropout", "tie_word_embeddings",
+)  # fmt: skip
+# Set while validate, test or predict build a model whose every weight their checkpoint restores.
+_checkpoint_architecture: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "checkpoint_architecture", default=None
+)
+
+
+def architecture(config: NeoBERTConfig) -> dict[str, Any]:
+    """The ``ARCHITECTURE_FIELDS`` of ``config``, for a checkpoint."""
+    return {name: getattr(config, name) for name in ARCHITECTURE_FIELDS}
+
+
+@contextlib.contextmanager
+def architecture_from_checkpoint(saved: dict[str, Any] | None):
+    """Within the block, `build_model` builds a ``pretrained`` model from ``saved`` (a checkpoint's
+    ``neobert_config``) with fresh weights instead of loading them: the checkpoint restores every weight
+    next, and the folder or hub id it was fine-tuned from may be gone or offline. None: load as usual."""
+    token = _checkpoint_architecture.set(saved)
+    try:
+        yield
+    finally:
+        _checkpoint_architecture.reset(token)
 
 
 def build_model(
@@ -83,6 +113,8 @@ def build_model(
             "Set model.init_args.pretrained (a checkpoint directory or hub id) or"
             " model.init_args.model_config."
         )
+    if (saved := _checkpoint_architecture.get()) is not None:
+        return model_class(NeoBERTConfig(**{**saved, **config_overrides}))
     return load_pretrained(model_class, pretrained, allow_pickle_weights, config_overrides)
 
 

@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 from neobert_tasks.data.keys import MODEL_INPUT_KEYS
 from neobert_tasks.errors import ConfigError
 from neobert_tasks.model.attention import backend_problem, settle_backend
-from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT, build_model
+from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT, architecture, build_model
 from neobert_tasks.tasks.compatibility import (
     check_checkpoint_fits,
     check_checkpoint_labels,
@@ -329,6 +329,7 @@ class NeoBERTTask(L.LightningModule):
     _resumed_from: dict[str, Any] | None = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["neobert_config"] = architecture(self.network.config)  # see architecture_from_checkpoint
         checkpoint["step_seed_base"] = self._step_seed_base
         checkpoint["schedule_total_steps"] = self._schedule_total_steps
         if is_peft_model(self.model):  # the frozen backbone is rebuilt from model.pretrained: not saved

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,25 @@ def test_multi_label_pos_weight(tmp_path, caplog):
     # 64 rows: funny in 16, long in 32, sad in 16.
     assert line == "Training loss pos_weight: funny 3, long 1, sad 3."
     assert json.loads((run_dir / "metrics.json").read_text())["best_metrics"]
+
+
+def test_a_fine_tuned_checkpoint_evaluates_without_the_folder_it_started_from(base_model, tmp_path):
+    """validate and predict restore every weight from the checkpoint: the model is built from the shape it
+    records, so a base folder since deleted (or a hub id offline) no longer stops them."""
+    base = tmp_path / "base_copy"
+    shutil.copytree(base_model, base)
+    args = [
+        *quickstart_args(tmp_path),
+        "--model.init_args.pretrained",
+        str(base),
+        "--model.init_args.model_config",
+        "null",
+    ]
+    run_dir = run_cli("fit", *args, tmp_path=tmp_path)
+    shutil.rmtree(base)
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    build_cli("validate", "--config", run_dir / "config.yaml", "--ckpt_path", "best")
+    validated = read_metrics_csv(run_dir / "validate")["val/accuracy"][-1]
+    assert validated == pytest.approx(summary["best_metrics"]["val/accuracy"], abs=1e-6)
+    build_cli("predict", "--config", run_dir / "config.yaml", "--ckpt_path", "best")
+    assert list((run_dir / "predictions").glob("*.jsonl"))

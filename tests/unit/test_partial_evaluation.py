@@ -43,3 +43,19 @@ def test_no_warning_when_every_batch_runs(counts, limit):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_if_partial(trainer("test", counts, [9], limit), "test")
+
+
+def test_a_split_cut_by_limit_eval_samples_is_named_only_by_the_stages_that_run_it():
+    cuts = {"validation": (64, 872), "test": (64, 1821)}
+    names = {"validate": ["validation"], "test": ["test"], "predict": ["test"]}
+    datamodule = SimpleNamespace(
+        evaluation_cuts=cuts, limit_eval_samples=64, split_names_for=lambda stage: names[stage]
+    )
+    validating = trainer("validate", [2], [2], 1.0)
+    validating.datamodule = datamodule
+    with pytest.warns(UserWarning) as caught:
+        warn_if_partial(validating, "validate")
+    assert [str(warning.message) for warning in caught] == [
+        "validate runs the first 64 of the 872 examples of validation (data.init_args.limit_eval_samples 64):"
+        " its scores cover part of the set; set --data.init_args.limit_eval_samples null for all of it."
+    ]
