@@ -116,6 +116,9 @@ def read_files(
         try:
             dataset.data.table.validate(full=True)
         except pa.ArrowInvalid as error:
+            if "UTF8" not in str(error):
+                names = [str(path) for path in files]
+                raise DataError(f"Data files {names} do not read as a table: {error}") from error
             raise DataError(_not_utf8_message(files)) from error
     return dataset
 
@@ -153,8 +156,8 @@ def _not_utf8_message(files: list[Path]) -> str:
                     line.decode("utf-8")
                 except UnicodeDecodeError as error:
                     return (
-                        f"Data file '{path}' line {number} is not UTF-8 (byte 0x{line[error.start]:02x} at"
-                        f" column {error.start + 1}); save the file as UTF-8, for example with"
+                        f"Data file '{path}' line {number} is not UTF-8 (byte {error.start + 1} of the line"
+                        f" is 0x{line[error.start]:02x}); save the file as UTF-8, for example with"
                         f" `iconv -f latin1 -t utf-8`."
                     )
     return f"Data files {[str(path) for path in files]} are not UTF-8; save them as UTF-8."

@@ -284,6 +284,8 @@ def load_beir_set(directory: str, split: str = "test", name: str | None = None) 
         if score > 0:
             relevant.setdefault(query, set()).add(document)
     warn_of_unknown_ids(relevant, queries, corpus, qrels_file, queries_file, corpus_file)
+    if not relevant:
+        raise DataError(f"{qrels_file} judges no document relevant (no row with a score above 0).")
     if not any(query in queries for query in relevant):
         raise DataError(
             f"None of the {len(relevant)} queries with a relevant document in {qrels_file} is in"

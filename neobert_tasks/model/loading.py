@@ -55,9 +55,10 @@ _checkpoint_architecture: contextvars.ContextVar[dict[str, Any] | None] = contex
 )
 
 
-def architecture(config: NeoBERTConfig) -> dict[str, Any]:
-    """The ``ARCHITECTURE_FIELDS`` of ``config``, for a checkpoint."""
-    return {name: getattr(config, name) for name in ARCHITECTURE_FIELDS}
+def architecture(model: PreTrainedModel) -> dict[str, Any]:
+    """The ``ARCHITECTURE_FIELDS`` of ``model``'s config and the dtype of its weights, for a checkpoint."""
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return {**{name: getattr(model.config, name) for name in ARCHITECTURE_FIELDS}, "dtype": dtype}
 
 
 @contextlib.contextmanager
@@ -114,7 +115,11 @@ def build_model(
             " model.init_args.model_config."
         )
     if (saved := _checkpoint_architecture.get()) is not None:
-        return model_class(NeoBERTConfig(**{**saved, **config_overrides}))
+        shape = {name: value for name, value in saved.items() if name != "dtype"}
+        # In the dtype the weights trained in (from_pretrained keeps a bf16 checkpoint's).
+        return model_class(NeoBERTConfig(**{**shape, **config_overrides})).to(
+            getattr(torch, saved.get("dtype", "float32"))
+        )
     return load_pretrained(model_class, pretrained, allow_pickle_weights, config_overrides)
 
 
@@ -186,6 +191,11 @@ def check_weights_fit(model: PreTrainedModel, loading: dict[str, list], pretrain
     missing ones from random values and drop the extra ones, with a table among the head's expected rows."""
     missing = backbone_keys(loading.get("missing_keys") or [], model)
     unexpected = backbone_keys(loading.get("unexpected_keys") or [], model)
+    # With a new classifier (ignore_mismatched_sizes), transformers re-initialises every weight of another
+    # shape, the backbone's too, and lists it here: (name, shape in the checkpoint, shape in the model).
+    mismatched = [entry for entry in loading.get("mismatched_keys") or [] if backbone_keys([entry[0]], model)]
+    if mismatched:
+        raise ConfigError(wrong_shape(pretrained, *mismatched[0]))
     layers = f"{model.config.num_hidden_layers} layer{'s' if model.config.num_hidden_layers != 1 else ''}"
     if missing:
         raise ConfigError(
@@ -216,12 +226,16 @@ def shape_mismatch_message(
     for name, shape in checkpoint_shapes(path).items():
         wanted = expected.get(name, expected.get(prefix + name, expected.get(name.removeprefix(prefix))))
         if wanted is not None and wanted != shape:
-            return (
-                f"model.init_args.pretrained {pretrained!r}: weight {name} has shape"
-                f" {'×'.join(map(str, shape))} where its config.json makes {'×'.join(map(str, wanted))};"
-                " the weights and config.json come from different models."
-            )
+            return wrong_shape(pretrained, name, shape, wanted)
     return f"model.init_args.pretrained {pretrained!r}: its weights' shapes do not match its config.json."
+
+
+def wrong_shape(pretrained: str, name: str, saved: tuple[int, ...], wanted: tuple[int, ...]) -> str:
+    return (
+        f"model.init_args.pretrained {pretrained!r}: weight {name} has shape {'×'.join(map(str, saved))}"
+        f" where its config.json makes {'×'.join(map(str, wanted))}; the weights and config.json come from"
+        " different models."
+    )
 
 
 def checkpoint_shapes(path: str) -> dict[str, tuple[int, ...]]:

@@ -329,7 +329,7 @@ class NeoBERTTask(L.LightningModule):
     _resumed_from: dict[str, Any] | None = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["neobert_config"] = architecture(self.network.config)  # see architecture_from_checkpoint
+        checkpoint["neobert_config"] = architecture(self.network)  # see architecture_from_checkpoint
         checkpoint["step_seed_base"] = self._step_seed_base
         checkpoint["schedule_total_steps"] = self._schedule_total_steps
         if is_peft_model(self.model):  # the frozen backbone is rebuilt from model.pretrained: not saved

@@ -146,9 +146,11 @@ def adapter_card(description: str, base_model: str | None) -> str:
         )
     return (
         f"---\nlibrary_name: peft\nbase_model: {base_model}\n---\n\n# LoRA adapter\n\n{description}, trained"
-        f" with neobert_tasks over `{base_model}`. {merged}\n\n```python\nfrom peft import AutoPeftModel\n\n"
-        'model = AutoPeftModel.from_pretrained("path/to/adapter", trust_remote_code=True)\n```\n\n'
-        'or, with the base model loaded, `peft.PeftModel.from_pretrained(base, "path/to/adapter")`.\n'
+        f" with neobert_tasks over `{base_model}`. {merged}\n\nWith the base model loaded (its head class"
+        ' from its own remote code), `peft.PeftModel.from_pretrained(base, "path/to/adapter")`. Where the'
+        " base model's remote code maps this head's Auto class (exports of neobert_tasks do), peft rebuilds"
+        " it alone:\n\n```python\nfrom peft import AutoPeftModel\n\n"
+        'model = AutoPeftModel.from_pretrained("path/to/adapter", trust_remote_code=True)\n```\n'
     )
 
 

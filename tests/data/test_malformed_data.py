@@ -288,11 +288,11 @@ def test_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path, datasets_cache
     lines = LATIN1_LINES[name]
     path = write_latin1(tmp_path / "data" / name, lines)
     line = next(number for number, text in enumerate(lines, start=1) if "\xe9" in text)
-    column = lines[line - 1].index("\xe9") + 1
+    byte = lines[line - 1].index("\xe9") + 1  # latin-1: one byte per character
     with pytest.raises(DataError) as error:
         load_split(path, datasets_cache)
     assert str(error.value) == (
-        f"Data file '{path}' line {line} is not UTF-8 (byte 0xe9 at column {column}); save the file as"
+        f"Data file '{path}' line {line} is not UTF-8 (byte {byte} of the line is 0xe9); save the file as"
         " UTF-8, for example with `iconv -f latin1 -t utf-8`."
     )
 
@@ -301,5 +301,5 @@ def test_a_predict_file_that_is_not_utf8_is_named_with_its_line(tmp_path, datase
     from neobert_tasks.data.predict_text import load_text_file
 
     path = write_latin1(tmp_path / "texts.jsonl", ['{"text": "good"}', '{"text": "na\xefve"}'])
-    with pytest.raises(DataError, match=r"texts\.jsonl' line 2 is not UTF-8 \(byte 0xef at column 13\)"):
+    with pytest.raises(DataError, match=r"texts\.jsonl' line 2 is not UTF-8 \(byte 13 of the line is 0xef\)"):
         load_text_file(str(path), datasets_cache)

@@ -225,3 +225,16 @@ def test_a_new_classifier_does_not_hide_a_missing_backbone_weight(official, tmp_
         pytest.raises(ConfigError, match=r"lacks backbone weights .*: model\.transformer_encoder\.0\.qkv"),
     ):
         build_model(NeoBERTForTokenClassification, str(tmp_path / "ner"), None, num_labels=3)
+
+
+def test_a_new_classifier_does_not_hide_a_backbone_weight_of_another_shape(official, tmp_path):
+    """A new classifier makes transformers re-initialise every weight of another shape, backbone included."""
+    directory, _ = official
+    NeoBERTForTokenClassification.from_pretrained(directory, num_labels=9).save_pretrained(tmp_path / "ner")
+    rewrite_official(tmp_path / "ner", reshape="model.transformer_encoder.0.qkv.weight")
+    wrong_shape = r": weight model\.transformer_encoder\.0\.qkv\.weight has shape 7×64 where its config\.json"
+    with (
+        pytest.warns(UserWarning, match="classifier for 9 labels"),
+        pytest.raises(ConfigError, match=wrong_shape),
+    ):
+        build_model(NeoBERTForTokenClassification, str(tmp_path / "ner"), None, num_labels=3)
