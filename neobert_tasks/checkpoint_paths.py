@@ -116,3 +116,22 @@ def lacks_training_data(config) -> bool:
     data_dir = config.get("data.init_args.data_dir")
     split = config.get("data.init_args.train_split") or "train"
     return bool(data_dir) and Path(data_dir).is_dir() and not any(Path(data_dir).glob(f"{split}[.-]*"))
+
+
+def check_base_model_present(pretrained: str | None, lora: bool, subcommand: str) -> None:
+    """Refuse, saying why it is needed, a local ``pretrained`` folder that is gone when ``subcommand``
+    must load its weights: a LoRA checkpoint holds the adapters and head only, and one written before
+    checkpoints recorded the model's shape (``neobert_config``) cannot be built without it."""
+    local = pretrained is not None and (pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1)
+    if not local or Path(pretrained).expanduser().is_dir():
+        return
+    why = (
+        "its checkpoint holds the LoRA adapters and the head only"
+        if lora
+        else "its checkpoint predates the record of the model's shape that lets evaluations do without it"
+    )
+    raise MissingPathError(
+        f"model.init_args.pretrained: the checkpoint directory {pretrained!r} does not exist, and"
+        f" {subcommand} needs its weights: {why}; restore the folder or give its new place with"
+        " --model.init_args.pretrained."
+    )

@@ -34,7 +34,11 @@ from neobert_tasks.callbacks import (
     PredictionWriter,
     write_validation_predictions,
 )
-from neobert_tasks.checkpoint_paths import resolve_checkpoint_path, take_checkpoint_labels
+from neobert_tasks.checkpoint_paths import (
+    check_base_model_present,
+    resolve_checkpoint_path,
+    take_checkpoint_labels,
+)
 from neobert_tasks.class_paths import check_checkpoint_class
 from neobert_tasks.console import CompactModelSummary, quiet_libraries
 from neobert_tasks.data.base import TokenizedDataModule
@@ -248,10 +252,13 @@ class NeoBERTCLI(LightningCLI):
             if argument.startswith("--model.init_args.")
         ]
         self._typed_model_options = {key: copy.deepcopy(config.get(key)) for key in typed}
-        if self.config.subcommand in EVALUATION_FOLDERS and not (
-            config.get("model.init_args.peft") or hparams.get("peft")
-        ):
-            self._checkpoint_architecture = checkpoint.get("neobert_config")
+        if self.config.subcommand in EVALUATION_FOLDERS:
+            lora = bool(config.get("model.init_args.peft") or hparams.get("peft"))
+            self._checkpoint_architecture = None if lora else checkpoint.get("neobert_config")
+            if self._checkpoint_architecture is None:  # the pretrained weights are loaded: say why if absent
+                check_base_model_present(
+                    config.get("model.init_args.pretrained"), lora, self.config.subcommand
+                )
 
     _checkpoint_architecture: dict | None = None
 

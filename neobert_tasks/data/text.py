@@ -262,11 +262,24 @@ class TextDataModule(HubOrLocalSource, TokenizedDataModule):
     # ----------------------------------------------------------------------------------------------------
     # Filling in the [MASK] tokens of a predict file.
 
+    def prepare_data(self) -> None:
+        self.check_predict_file(self.trainer.state.fn if self.trainer is not None else None)
+        super().prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        self.check_predict_file(stage)
+        super().setup(stage)
+
+    def check_predict_file(self, stage: str | None) -> None:
+        """Refuse ``predict`` without a predict file: packed splits hold no ``[MASK]`` to fill in, nor the
+        example index that predictions are written by."""
+        if stage == "predict" and self.predict_file is None:
+            raise DataError(
+                "MLM predict fills in the [MASK] tokens of the texts in data.init_args.predict_file; set it."
+            )
+
     def predict_dataloader(self) -> DataLoader | list[DataLoader]:
-        """Batches of the predict file's texts (with their ``example_index``), else of the test or validation
-        split."""
-        if self.predict_file is None:
-            return super().predict_dataloader()
+        """Batches of the predict file's texts, with their ``example_index``."""
         collator = ModelInputCollator(
             self.tokenizer, self.pad_to_multiple_of, (INPUT_IDS, ATTENTION_MASK, EXAMPLE_INDEX)
         )

@@ -139,3 +139,14 @@ def test_a_text_split_without_documents_is_named(tmp_path, content, problem):
     with pytest.raises(DataError) as refusal:
         load_text_directory(tmp_path, ["train", "validation"], str(tmp_path / "cache"))
     assert str(refusal.value) == f"Split 'validation' file '{tmp_path / 'validation.txt'}' {problem}"
+
+
+def test_predict_without_a_predict_file_is_refused_in_one_sentence(tmp_path):
+    """Packed splits hold no [MASK] to fill in, nor the example index predictions are written by: predict
+    without a predict file failed with a KeyError deep in predict_step."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "validation.txt").write_text("\n".join(DOCUMENTS) + "\n")
+    module = TextDataModule(tokenizer=str(tmp_path / "new_tokenizer"), data_dir=str(data), max_length=32)
+    with pytest.raises(DataError, match=r"^MLM predict fills in the \[MASK\] tokens of the texts in data"):
+        module.setup("predict")

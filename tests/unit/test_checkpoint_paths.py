@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from jsonargparse import Namespace
 
-from neobert_tasks.checkpoint_paths import resolve_checkpoint_path
+from neobert_tasks.checkpoint_paths import check_base_model_present, resolve_checkpoint_path
 from neobert_tasks.errors import MissingPathError
 from neobert_tasks.run_directory import run_of_config
 
@@ -98,3 +98,18 @@ def test_only_a_run_folders_config_yaml_is_a_run(runs, tmp_path):
     (tmp_path / "elsewhere" / "config.yaml").write_text("{}\n")
     assert run_of_config(["--config", str(tmp_path / "elsewhere" / "config.yaml")]) is None
     assert run_of_config(["--trainer.max_epochs", "1"]) is None
+
+
+@pytest.mark.parametrize(
+    ("lora", "why"),
+    [(True, "its checkpoint holds the LoRA adapters and the head only"), (False, "its checkpoint predates")],
+)
+def test_an_evaluation_that_must_load_a_gone_base_folder_says_why(tmp_path, lora, why):
+    gone = str(tmp_path / "base")
+    with pytest.raises(
+        MissingPathError, match=rf"'{gone}' does not exist, and predict needs its weights: {why}"
+    ):
+        check_base_model_present(gone, lora, "predict")
+    (tmp_path / "base").mkdir()
+    check_base_model_present(gone, lora, "predict")
+    check_base_model_present("chandar-lab/NeoBERT", lora, "predict")  # a hub id: loading says what fails
