@@ -9,7 +9,11 @@ anew, with a warning that says so.
 
 Weights load from safetensors only: a folder holding only ``pytorch_model.bin`` (a pickle, which can run
 code when loaded) is refused with the one command that converts it (`convert_pickle_weights`), unless
-the task's ``allow_pickle_weights`` opts in.
+the task's ``allow_pickle_weights`` opts in. Backbone weights that do not fit the folder's config.json
+(missing, extra, or of another shape) are refused by name (`check_weights_fit`): transformers would start
+them from random values or drop them. ``validate``, ``test`` and ``predict`` of a checkpoint build the
+model from the shape the checkpoint records instead of loading ``pretrained``
+(`architecture_from_checkpoint`).
 """
 
 from __future__ import annotations
