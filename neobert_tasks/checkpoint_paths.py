@@ -25,6 +25,7 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from neobert_tasks.errors import MissingPathError
+from neobert_tasks.model.loading import is_local_path
 from neobert_tasks.resume import latest_run_checkpoint
 from neobert_tasks.run_directory import (
     best_checkpoint_of_run,
@@ -122,8 +123,7 @@ def check_base_model_present(pretrained: str | None, lora: bool, subcommand: str
     """Refuse, saying why it is needed, a local ``pretrained`` folder that is gone when ``subcommand``
     must load its weights: a LoRA checkpoint holds the adapters and head only, and one written before
     checkpoints recorded the model's shape (``neobert_config``) cannot be built without it."""
-    local = pretrained is not None and (pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1)
-    if not local or Path(pretrained).expanduser().is_dir():
+    if pretrained is None or not is_local_path(pretrained) or Path(pretrained).expanduser().is_dir():
         return
     why = (
         "its checkpoint holds the LoRA adapters and the head only"

@@ -127,6 +127,11 @@ def build_model(
     return load_pretrained(model_class, pretrained, allow_pickle_weights, config_overrides)
 
 
+def is_local_path(pretrained: str) -> bool:
+    """Whether ``pretrained`` can only be a folder on this machine: a hub id is "name" or "org/name"."""
+    return pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1
+
+
 def load_pretrained(
     model_class: type[PreTrainedModel],
     pretrained: str,
@@ -135,9 +140,7 @@ def load_pretrained(
 ) -> PreTrainedModel:
     """``model_class.from_pretrained(pretrained)``, from safetensors only unless ``allow_pickle_weights``."""
     path = os.path.expanduser(pretrained)
-    # A hub id is "name" or "org/name"; anything else can only be a directory on this machine.
-    looks_local = pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1
-    if looks_local and not os.path.isdir(path):
+    if is_local_path(pretrained) and not os.path.isdir(path):
         raise MissingPathError(
             f"model.init_args.pretrained: the checkpoint directory {pretrained!r} does not exist."
         )
