@@ -112,8 +112,18 @@ def save_portable_tokenizer(
     name transformers 4 does not know ("Tokenizer class TokenizersBackend does not exist"); both know it
     as ``PreTrainedTokenizerFast``, which transformers 5 maps to the same class. It also records how the
     tokenizer was loaded here (``local_files_only: true``), which means nothing to whoever loads the export.
+    ``tokenizer.json`` would keep the truncation and padding of the tokenizer's last call (a SQuAD run's
+    "only the second sequence, 256 tokens"), which whatever reads that file alone (the tokenizers library,
+    text-embeddings-inference, transformers.js) then applies to every input: it is saved without them, as
+    the hub's tokenizers are; transformers sets both per call anyway.
     """
     tokenizer.save_pretrained(directory)
+    fast_tokenizer = directory / "tokenizer.json"
+    if fast_tokenizer.is_file():
+        state = json.loads(fast_tokenizer.read_text())
+        if state.get("truncation") is not None or state.get("padding") is not None:
+            state["truncation"] = state["padding"] = None
+            fast_tokenizer.write_text(json.dumps(state, indent=2, ensure_ascii=False) + "\n")
     path = directory / "tokenizer_config.json"
     config = json.loads(path.read_text())
     if config.get("tokenizer_class") == "TokenizersBackend":

@@ -107,6 +107,22 @@ def test_exported_tokenizer_config_names_a_class_transformers_4_knows(tmp_path):
     assert (reloaded.pad_token, reloaded.mask_token, reloaded.model_max_length) == ("[PAD]", "[MASK]", 512)
 
 
+def test_exported_tokenizer_json_keeps_no_truncation_or_padding_of_the_run(tmp_path):
+    from tokenizers import Tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(REPO_ROOT / "data" / "tokenizer" / "bert-base-uncased")
+    # What a SQuAD run's last call leaves in the backend: question and context, cut in the context.
+    tokenizer("what?", "word " * 50, truncation="only_second", max_length=16, stride=4, padding="max_length")
+    save_portable_tokenizer(tokenizer, tmp_path, 16)
+    state = json.loads((tmp_path / "tokenizer.json").read_text())
+    assert state["truncation"] is None and state["padding"] is None
+    # Read alone (the tokenizers library, text-embeddings-inference), it used to refuse a single sentence.
+    alone = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert len(alone.encode("word " * 50).ids) == 52
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert len(reloaded("word " * 50, truncation=True)["input_ids"]) == 16  # model_max_length still cuts
+
+
 def test_saved_config_says_the_mlm_decoder_is_not_the_embedding(tmp_path):
     """transformers 4 ties the output embedding to the input one unless config.json says otherwise: the
     MLM export's fill-mask pipeline there ranked tokens with the embedding instead of the trained decoder."""
