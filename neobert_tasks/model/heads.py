@@ -18,6 +18,7 @@ from transformers.modeling_outputs import (
 
 from neobert_tasks.model.configuration import NeoBERTConfig
 from neobert_tasks.model.modeling import NeoBERTModel, NeoBERTPreTrainedModel
+from neobert_tasks.model.padding import first_token_index
 
 
 def _head_linear(in_features: int, out_features: int) -> nn.Linear:
@@ -108,6 +109,8 @@ class NeoBERTForSequenceClassification(_NeoBERTHeadModel):
         # Only [CLS] is read: the last block computes its output projection and FFN for it alone.
         kwargs.setdefault("first_token_only", True)
         hidden, all_hidden = self._encode(input_ids, attention_mask, kwargs)
+        if hidden.shape[1] > 1 and attention_mask is not None:  # every token came back: find [CLS]
+            hidden = hidden[first_token_index(attention_mask.bool())]  # (batch, 1, hidden)
         pooled = self.dropout(hidden[:, 0])  # the [CLS] token, (batch, hidden)
         pooled = self.dropout(torch.tanh(self.dense(pooled)))
         logits = self.classifier(pooled)  # (batch, num_labels)

@@ -29,6 +29,7 @@ from neobert_tasks.model.padding import (
     document_block_mask,
     document_ids,
     document_slots,
+    first_token_index,
     gather_tokens,
     is_packed,
     padded_attention_mask,
@@ -129,8 +130,9 @@ class NeoBERTPreTrainedModel(PreTrainedModel):
 class NeoBERTModel(NeoBERTPreTrainedModel):
     """The bare encoder: token ids in, final-RMSNormed hidden states out (no pooler).
 
-    Accepts right-padded batches (``attention_mask``), packed rows whose ``position_ids`` restart at 0
-    at each document, or one flat packed row with ``cu_seqlens``; documents never attend to each other.
+    Accepts padded batches (``attention_mask``, padding on either side), packed rows whose
+    ``position_ids`` restart at 0 at each document, or one flat packed row with ``cu_seqlens``; documents
+    never attend to each other.
     """
 
     # A task checkpoint's head weights, when the backbone alone is loaded from it (AutoModel,
@@ -195,9 +197,9 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
             token_type_ids: Accepted for tokenizer compatibility and ignored (NeoBERT has none).
             output_hidden_states: Also return the input of every block and the final output.
             return_dict: Return a ``BaseModelOutput`` (default) rather than a tuple.
-            first_token_only: Return only each row's first token, ``(batch, 1, hidden)``: the last block
-                then runs its output projection and FFN on those tokens alone (what a [CLS] head needs;
-                ignored with ``output_hidden_states``).
+            first_token_only: Return only each row's first real token (after a left-padded row's padding),
+                ``(batch, 1, hidden)``: the last block then runs its output projection and FFN on those
+                tokens alone (what a [CLS] head needs; ignored with ``output_hidden_states``).
         """
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
@@ -291,7 +293,9 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
         else:
             mask = padded_attention_mask(documents, packed, self.blocks_compiled, padded=masked)
             context = AttentionContext(mask=mask)
-        keep_last = (slice(None), slice(0, 1)) if first_only else None  # each row's first token
+        keep_last = None
+        if first_only:  # each row's first real token (behind the padding of a left-padded row)
+            keep_last = first_token_index(documents >= 0) if masked else (slice(None), slice(0, 1))
         return self._run_blocks(
             hidden, self._rotation(position_ids), context, attention, keep_hidden, keep_last
         )
@@ -306,9 +310,9 @@ class NeoBERTModel(NeoBERTPreTrainedModel):
             context.slots, context.mask = document_slots(unpadded.cu_seqlens, unpadded.max_seqlen)
         repad = functools.partial(scatter_tokens, unpadded=unpadded)
         keep_last = None
-        # Each row's first token is its document's first token when rows hold one document that starts
-        # at position 0: then the last block needs only those, in row order, and nothing is re-padded.
-        if first_only and not packed and bool((documents[:, 0] == 0).all()):
+        # Each row's first real token is its document's first when rows hold one document each and no
+        # row is empty: then the last block needs only those, in row order, and nothing is re-padded.
+        if first_only and not packed and bool((documents.amax(dim=1) == 0).all()):
             keep_last = unpadded.cu_seqlens[:-1].long()
             repad = functools.partial(torch.unsqueeze, dim=1)  # (batch, hidden) → (batch, 1, hidden)
         return self._run_blocks(

@@ -84,6 +84,17 @@ def unpad(documents: torch.Tensor) -> Unpadded:
     return Unpadded(indices, cu_seqlens, max_seqlen, batch_size, length)
 
 
+def first_token_index(real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each row's first real token is, as an index that takes ``(batch, length, …)`` to
+    ``(batch, 1, …)``: position 0 in right-padded rows, the first after the padding in left-padded ones.
+
+    ``real`` is ``(batch, length)``, true on tokens. Computed on the device, without reading it back.
+    """
+    rows = torch.arange(real.shape[0], device=real.device).unsqueeze(1)  # (batch, 1)
+    first = real.int().argmax(dim=1, keepdim=True)  # argmax gives the first of equal maxima: (batch, 1)
+    return rows, first
+
+
 def gather_tokens(hidden: torch.Tensor, unpadded: Unpadded) -> torch.Tensor:
     """``(batch, length, ...)`` → ``(total_tokens, ...)``: keep the real tokens only."""
     return hidden.flatten(0, 1)[unpadded.indices]

@@ -66,6 +66,26 @@ def test_classifier_logits_do_not_depend_on_the_cls_only_last_block(backend):
     assert packed.shape == (4, 3) and torch.isfinite(packed).all()
 
 
+def _left_padded(input_ids, attention_mask):
+    """The same rows with their padding moved in front (what a serving stack with padding_side left sends)."""
+    order = attention_mask.argsort(dim=1, stable=True)  # padding positions first, tokens keep their order
+    return input_ids.gather(1, order), attention_mask.gather(1, order)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_left_padded_rows_get_the_logits_of_the_same_rows_padded_right(backend):
+    model = _classifier(backend)
+    input_ids, attention_mask = _batch([11, 7, 3, 16])
+    right = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    left_ids, left_mask = _left_padded(input_ids, attention_mask)
+    assert left_mask[2, 0] == 0 and left_ids[2, -1] == input_ids[2, 2]
+    # The [CLS]-only last block, and the full last block when every hidden state is asked for.
+    for all_states in (False, True):
+        outputs = model(input_ids=left_ids, attention_mask=left_mask, output_hidden_states=all_states)
+        torch.testing.assert_close(outputs.logits, right, atol=1e-5, rtol=0)
+
+
 def _unpadded(lengths, heads: int = 2, head_dim: int = 8):
     generator = torch.Generator().manual_seed(1)
     total = sum(lengths)
