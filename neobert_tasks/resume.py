@@ -45,7 +45,7 @@ from neobert_tasks.errors import (
 from neobert_tasks.interrupt import record_sigterm_stop, report_ctrl_c_stop, stopped_by_ctrl_c
 from neobert_tasks.lightning_private import count_ended_epoch_once, validation_follows
 from neobert_tasks.metric_history import flush_rows, read_rows, restore_rows
-from neobert_tasks.run_directory import last_checkpoint_of_run
+from neobert_tasks.run_directory import last_checkpoint_of_run, readable_as_umask_allows
 from neobert_tasks.run_summary import early_stop_reason
 
 
@@ -112,6 +112,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, path)
+            readable_as_umask_allows(path)
         except BaseException as error:
             Path(temporary).unlink(missing_ok=True)
             cause = storage_fault(error)

@@ -7,12 +7,14 @@ with the order of ``trainer.logger``, and ``fit --ckpt_path last``, which looks 
 ``<default_root_dir>/version_*``, would not find them. The command line instead picks the run folder
 itself (the resumed run's, or the next free ``version_N``), gives it to the TensorBoard and CSV loggers it
 adds and to the checkpoint callback, and records it in a `RunDirectory` callback that the rest reads.
-`check_writable` refuses, in one sentence, a run folder that cannot be written, before anything runs.
+`check_writable` refuses, in one sentence, a run folder that cannot be written, before anything runs;
+`readable_as_umask_allows` gives files written through a temporary file the permissions of any other.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -219,6 +221,18 @@ def check_writable(folder: Path) -> None:
 
 # What only a run that trained holds: a checkpoint, the closing scores, an export, predictions.
 RUN_RESULTS = ("checkpoints/*.ckpt", "metrics.json", "export", "predictions", "validate", "test")
+
+
+def readable_as_umask_allows(path: Path) -> None:
+    """Give ``path`` the permissions a plain ``open(path, "w")`` would have (0644 under the usual umask).
+
+    Files written through ``tempfile.mkstemp`` and a rename (our checkpoints, transformers 5's
+    ``model.safetensors``) are created 0600: a colleague or a server running as another user could then
+    read an export's config and graph but not its weights.
+    """
+    umask = os.umask(0)  # reading the umask means setting it; put straight back
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 def remove_unused_run_folder(folder: Path) -> None:

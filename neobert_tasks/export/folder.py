@@ -23,6 +23,7 @@ from neobert_tasks.export.graph import GRAPH_FORMATS, save_onnx, save_program
 from neobert_tasks.export.model_card import CardFacts, write_model_card
 from neobert_tasks.export.remote_code import AUTO_MAP, write_remote_code
 from neobert_tasks.export.sentence_transformers import write_sentence_transformers_files
+from neobert_tasks.run_directory import readable_as_umask_allows
 
 TRAINING_CONFIG = "training_config.yaml"
 # tokenizer_config.json keys that say how this process loaded the tokenizer, not what it is.
@@ -69,6 +70,8 @@ def export_model_folder(
     model.config.auto_map = dict(AUTO_MAP)
     with transformers_progress_bars_off():  # a bar for writing one or two shards is only noise
         model.save_pretrained(directory)
+    for weights in directory.glob("*.safetensors"):  # transformers 5 writes them 0600
+        readable_as_umask_allows(weights)
     write_remote_code(directory)
     if tokenizer is not None:
         # The longest input a pipeline's `truncation=True` keeps: the run's (what `predict` cut at), else at

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from neobert_tasks.errors import ConfigError
+from neobert_tasks.run_directory import readable_as_umask_allows
 
 TARGET_MODULES = ("qkv", "wo", "w12", "w3")
 """NeoBERT's projections: attention in (``qkv``) and out (``wo``), SwiGLU in (``w12``) and out (``w3``)."""
@@ -113,6 +114,8 @@ def save_adapter(model: torch.nn.Module, directory: Path, base_model: str | None
     for config in model.peft_config.values():
         config.base_model_name_or_path = base_model
     model.save_pretrained(directory)
+    for weights in directory.glob("*.safetensors"):  # peft writes them 0600, like transformers 5
+        readable_as_umask_allows(weights)
     config_path = directory / "adapter_config.json"
     config = json.loads(config_path.read_text())
     head = type(model.get_base_model()).__name__.removeprefix("NeoBERT")  # Model, ForMaskedLM, …

@@ -80,6 +80,8 @@ def test_lora_export_is_merged_and_the_adapter_loads_with_peft(lora_run, base_mo
     inputs = tokenizer(TEXTS, padding=True, return_tensors="pt")
     merged = AutoModelForSequenceClassification.from_pretrained(export, trust_remote_code=True).eval()
     adapter = export / "adapter"
+    plain = (adapter / "adapter_config.json").stat().st_mode  # peft wrote the weights 0600
+    assert (adapter / "adapter_model.safetensors").stat().st_mode == plain
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
         base_model
     )

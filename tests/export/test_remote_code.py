@@ -182,6 +182,11 @@ def test_a_reexport_keeps_the_folders_sentence_transformers_settings(tmp_path):
     files = ["config_sentence_transformers.json", "sentence_bert_config.json", "1_Pooling/config.json",
              "modules.json"]  # fmt: skip
     expected = {name: (tmp_path / "run" / name).read_text() for name in files}
+    # The weights are readable by whoever may read the rest (transformers 5 wrote them 0600).
+    plain = (tmp_path / "run" / "config.json").stat().st_mode
+    assert {path.name: path.stat().st_mode for path in (tmp_path / "run").glob("*.safetensors")} == {
+        "model.safetensors": plain
+    }
     assert export_main([str(tmp_path / "run"), "--output", str(tmp_path / "again")]) == 0
     assert {name: (tmp_path / "again" / name).read_text() for name in files} == expected
     assert export_main([str(tmp_path / "run")]) == 0  # in place
