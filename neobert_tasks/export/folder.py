@@ -28,6 +28,8 @@ from neobert_tasks.run_directory import readable_as_umask_allows
 TRAINING_CONFIG = "training_config.yaml"
 # tokenizer_config.json keys that say how this process loaded the tokenizer, not what it is.
 LOAD_TIME_KEYS = ("is_local", "local_files_only", "cache_dir", "revision", "token")
+# tokenizer_config.json keys that transformers fills from a tokenizer.json's truncation and padding state.
+CALL_STATE_KEYS = ("max_length", "stride", "truncation_strategy", "pad_to_multiple_of", "pad_token_type_id")
 
 
 def export_model_folder(
@@ -121,14 +123,16 @@ def save_portable_tokenizer(
     the hub's tokenizers are; transformers sets both per call anyway.
     """
     tokenizer.save_pretrained(directory)
+    path = directory / "tokenizer_config.json"
+    config = json.loads(path.read_text())
     fast_tokenizer = directory / "tokenizer.json"
     if fast_tokenizer.is_file():
         state = json.loads(fast_tokenizer.read_text())
         if state.get("truncation") is not None or state.get("padding") is not None:
             state["truncation"] = state["padding"] = None
             fast_tokenizer.write_text(json.dumps(state, indent=2, ensure_ascii=False) + "\n")
-    path = directory / "tokenizer_config.json"
-    config = json.loads(path.read_text())
+            for key in CALL_STATE_KEYS:  # what transformers copied from that state when it loaded the file
+                config.pop(key, None)
     if config.get("tokenizer_class") == "TokenizersBackend":
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
     for key in LOAD_TIME_KEYS:

@@ -121,6 +121,12 @@ def test_exported_tokenizer_json_keeps_no_truncation_or_padding_of_the_run(tmp_p
     assert len(alone.encode("word " * 50).ids) == 52
     reloaded = AutoTokenizer.from_pretrained(tmp_path)
     assert len(reloaded("word " * 50, truncation=True)["input_ids"]) == 16  # model_max_length still cuts
+    # A re-export of an export written before this fix: transformers copied that state into the config.
+    with_state = tmp_path / "earlier"
+    tokenizer.save_pretrained(with_state)
+    save_portable_tokenizer(AutoTokenizer.from_pretrained(with_state), tmp_path / "again", 16)
+    again = json.loads((tmp_path / "again" / "tokenizer_config.json").read_text())
+    assert not {"max_length", "stride", "truncation_strategy", "pad_to_multiple_of"} & set(again)
 
 
 def test_saved_config_says_the_mlm_decoder_is_not_the_embedding(tmp_path):
