@@ -46,7 +46,7 @@ def read_conll_sentences(
     del file_stamps
     for path in paths:
         words, tags = [], []
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not the first word
             for line_number, line in enumerate(handle, start=1):
                 columns = line.split()
                 if columns and columns[0] != DOCUMENT_START:

@@ -96,6 +96,8 @@ def read_files(
 ) -> datasets.Dataset:
     """`datasets.load_dataset` of local `files` as split `split` with `builder`, into the datasets cache.
     Text that is not UTF-8 is refused as a `DataError` naming the file and line; other errors pass through."""
+    if builder == "text":  # a byte-order mark (a Windows editor's) would start the first line's text
+        builder_kwargs.setdefault("encoding", "utf-8-sig")
     try:
         # Reading a local file is quick: no "Generating <split> split" bar.
         with datasets_progress_bars_off(), datasets_reader_errors_quiet():

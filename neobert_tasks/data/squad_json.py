@@ -40,7 +40,7 @@ def is_official_squad_json(path: Path) -> bool:
     """
     if path.suffix != ".json":
         return False
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    with path.open(encoding="utf-8-sig", errors="replace") as handle:  # -sig: after any byte-order mark
         if handle.read(4096).lstrip()[:1] != "{":
             return False
         handle.seek(0)
@@ -80,7 +80,7 @@ def read_official_squad(paths: list[str], file_stamps: list[list[int]]) -> Itera
     datasets cache key (see `load_generated_split`)."""
     del file_stamps
     for path in paths:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             articles = json.load(handle)["data"]
         if not isinstance(articles, list):
             raise DataError(f"The top-level 'data' of '{path}' must be a list of articles.")

@@ -7,6 +7,7 @@ split is loaded, with one sentence naming the file (or split), the line or row, 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -303,3 +304,42 @@ def test_a_predict_file_that_is_not_utf8_is_named_with_its_line(tmp_path, datase
     path = write_latin1(tmp_path / "texts.jsonl", ['{"text": "good"}', '{"text": "na\xefve"}'])
     with pytest.raises(DataError, match=r"texts\.jsonl' line 2 is not UTF-8 \(byte 13 of the line is 0xef\)"):
         load_text_file(str(path), datasets_cache)
+
+
+# ------------------------------------------------------------------------------------------------------
+# A byte-order mark (what Windows editors put first in a UTF-8 file): pandas and the JSON reader skip it,
+# but the CoNLL and SQuAD readers and the text builder read it as the first character, which turned a
+# CoNLL file's -DOCSTART- into a one-word sentence and an official SQuAD file into "Column 'id' is missing".
+
+SQUAD_QUESTION = {"id": "q1", "question": "Who wrote it?", "answers": [{"text": "Ada", "answer_start": 0}]}
+SQUAD_DOCUMENT = json.dumps(
+    {
+        "version": "1.1",
+        "data": [{"title": "T", "paragraphs": [{"context": "Ada wrote it.", "qas": [SQUAD_QUESTION]}]}],
+    }
+)
+BOM_FILES = {
+    "train.csv": ("sentence,label\ngood,1\n", {"sentence": "good", "label": 1}),
+    "train.jsonl": ('{"sentence": "good", "label": 1}\n', {"sentence": "good", "label": 1}),
+    "train.txt": ("good film\n", {"text": "good film"}),
+    "train.conll": ("-DOCSTART- O\n\nEU B-ORG\n\n", {"tokens": ["EU"], "ner_tags": ["B-ORG"]}),
+    "train.json": (SQUAD_DOCUMENT, {"id": "q1", "context": "Ada wrote it."}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOM_FILES))
+def test_a_byte_order_mark_is_not_part_of_the_first_row(tmp_path, datasets_cache, name):
+    text, first_row = BOM_FILES[name]
+    path = tmp_path / "data" / name
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    if name == "train.json":
+        from neobert_tasks.data.squad_json import is_official_squad_json, load_official_squad
+
+        assert is_official_squad_json(path)
+        split = load_official_squad("train", [path], datasets_cache)
+    else:
+        split = load_split(path, datasets_cache)
+        split = split[0]["train"] if isinstance(split, tuple) else split["train"]
+    assert len(split) == 1
+    assert {key: split[0][key] for key in first_row} == first_row
