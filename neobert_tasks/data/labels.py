@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import datasets
 import numpy as np
 import pyarrow.compute as pc
+from lightning.pytorch.utilities import rank_zero_warn
 
 from neobert_tasks.data.sources import DataError
 
@@ -198,7 +199,15 @@ def infer_label_schema(feature: object, values: datasets.Dataset, column: str, o
         raise DataError(
             f"Label {numbers.min()} in column '{column}' of {origin} is negative; class ids start at 0."
         )
-    return LabelSchema(problem_type, tuple(str(index) for index in range(int(numbers.max(initial=-1)) + 1)))
+    names = tuple(str(index) for index in range(int(numbers.max(initial=-1)) + 1))
+    if absent := sorted(set(range(len(names))) - set(np.unique(numbers).tolist())):
+        # Class ids index the model's outputs: labels 1-3 make 4 outputs, one a class no example has.
+        rank_zero_warn(
+            f"Class ids {shortened(str(absent))} never occur in column '{column}' of {origin} (ids"
+            f" {int(numbers.min())}-{len(names) - 1}): the model gets {len(names)} classes and may predict"
+            " them; number the classes from 0 without gaps, or write them as names."
+        )
+    return LabelSchema(problem_type, names)
 
 
 def label_encoding(problem_type: str, feature: object, column: str, origin: str) -> str:

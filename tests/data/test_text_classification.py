@@ -77,6 +77,16 @@ def test_integer_labels_and_explicit_num_labels(write_split, sentences, tiny_tok
     assert named.label_names == ["a", "b", "c"]
 
 
+def test_class_ids_that_never_occur_are_warned_about(
+    write_split, sentences, tiny_tokenizer_dir, datasets_cache
+):
+    # Labels numbered from 1 (a spreadsheet's 1-3): id 0 becomes a class of its own that no example has.
+    path = write_split("train", ".csv", text=sentences(4), label=[1, 3, 2, 3])
+    with pytest.warns(UserWarning, match=r"Class ids \[0\] never occur in column 'label' of .*ids 1-3\)"):
+        datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache)
+    assert datamodule.label_names == ["0", "1", "2", "3"]
+
+
 def test_boolean_labels_are_two_classes(write_split, sentences, tiny_tokenizer_dir, datasets_cache):
     path = write_split("train", text=sentences(4), label=[True, False, False, True])
     datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache, group_by_length=False)
