@@ -17,7 +17,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from neobert_tasks.console import ignore_library_warnings
+from neobert_tasks.console import ignore_library_warnings, transformers_progress_bars_off
 from neobert_tasks.errors import MissingPathError, UserInputError
 from neobert_tasks.export.folder import TRAINING_CONFIG, export_model_folder
 from neobert_tasks.export.graph import GRAPH_FORMATS, check_graph_formats
@@ -125,7 +125,8 @@ def export_directory(arguments: argparse.Namespace) -> Path:
             " neobert_tasks.model.loading import convert_pickle_weights;"
             f" convert_pickle_weights('{source}')\" if you trust them."
         )
-    model = ARCHITECTURES[architecture].from_pretrained(source, use_safetensors=True).eval()
+    with transformers_progress_bars_off():  # a "Loading weights" bar for one local file is only noise
+        model = ARCHITECTURES[architecture].from_pretrained(source, use_safetensors=True).eval()
     has_tokenizer = any((source / name).is_file() for name in ("tokenizer.json", "vocab.txt"))
     tokenizer = AutoTokenizer.from_pretrained(source) if has_tokenizer else None
     output = Path(arguments.output).expanduser() if arguments.output else source

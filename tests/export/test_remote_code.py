@@ -169,7 +169,7 @@ def test_export_command_refuses_a_max_seq_length_the_model_cannot_take(length, t
     )
 
 
-def test_a_reexport_keeps_the_folders_sentence_transformers_settings(tmp_path):
+def test_a_reexport_keeps_the_folders_sentence_transformers_settings(tmp_path, capfd):
     """It dropped an embedding model's query prompt, set pooling back to mean and raised max_seq_length to
     the model's max_length: encode_query and long inputs then embedded otherwise than the run scored."""
     from neobert_tasks.export.folder import export_model_folder  # noqa: PLC0415
@@ -187,7 +187,9 @@ def test_a_reexport_keeps_the_folders_sentence_transformers_settings(tmp_path):
     assert {path.name: path.stat().st_mode for path in (tmp_path / "run").glob("*.safetensors")} == {
         "model.safetensors": plain
     }
+    capfd.readouterr()
     assert export_main([str(tmp_path / "run"), "--output", str(tmp_path / "again")]) == 0
+    assert "Loading weights" not in capfd.readouterr().err  # no progress bar for reading one local file
     assert {name: (tmp_path / "again" / name).read_text() for name in files} == expected
     assert export_main([str(tmp_path / "run")]) == 0  # in place
     assert {name: (tmp_path / "run" / name).read_text() for name in files} == expected
