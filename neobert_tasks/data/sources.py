@@ -13,6 +13,8 @@ their line (pandas would shift or drop fields silently), and so are non-finite n
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 from collections.abc import Callable, Collection, Iterable
 from itertools import islice
 from pathlib import Path
@@ -91,11 +93,26 @@ def check_has_rows(split: str, path: Path) -> None:
         raise DataError(f"Split '{split}' file '{path}' has no rows.")
 
 
+def file_stamps(files: list[Path]) -> list[list[int]]:
+    """What tells a file's content apart in a datasets cache key, per file: size, modification time, inode
+    change time and inode.
+
+    datasets keys a local file by its modification time alone, so a file replaced by one with the same
+    time (`cp -p`, `rsync -a`, `tar x`) was served from the cache with its old rows and labels. The change
+    time moves with every write and rename and cannot be set back (`touch -d` moves it too); the inode
+    tells a replaced file. A stamp that moves without a change of content (`chmod`) only costs a re-read.
+    """
+    stamps = [path.stat() for path in files]
+    return [[stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino] for stat in stamps]
+
+
 def read_files(
     builder: str, split: str, files: list[Path], cache_dir: str | None, **builder_kwargs: object
 ) -> datasets.Dataset:
-    """`datasets.load_dataset` of local `files` as split `split` with `builder`, into the datasets cache.
+    """`datasets.load_dataset` of local `files` as split `split` with `builder`, into the datasets cache
+    under a config name made from their `file_stamps`, so that an edited file is read again.
     Text that is not UTF-8 is refused as a `DataError` naming the file and line; other errors pass through."""
+    stamps = hashlib.sha256(json.dumps(file_stamps(files)).encode()).hexdigest()[:16]
     if builder == "text":  # a byte-order mark (a Windows editor's) would start the first line's text
         builder_kwargs.setdefault("encoding", "utf-8-sig")
     try:
@@ -103,6 +120,7 @@ def read_files(
         with datasets_progress_bars_off(), datasets_reader_errors_quiet():
             dataset = datasets.load_dataset(
                 builder,
+                name=f"files-{stamps}",  # the name is part of the cache folder's
                 data_files={split: [str(path) for path in files]},
                 split=split,
                 cache_dir=cache_dir,
@@ -277,8 +295,8 @@ def load_generated_split(
     format of its own (CoNLL columns, official SQuAD JSON) into a memory-mapped dataset in the datasets
     cache, so that its tokenization is cached too; `rows_name` says what a row is in the "no rows" error.
 
-    `file_stamps` (size and modification time of each file) is a generator argument only so that it enters
-    the datasets cache key: an edited file is read again instead of being served from the cache. A
+    `file_stamps` (see `file_stamps`) is a generator argument only so that it enters the datasets cache
+    key: an edited file is read again instead of being served from the cache. A
     `DataError` raised by the generator comes out as it is.
     """
     try:
@@ -291,7 +309,7 @@ def load_generated_split(
                 gen_kwargs={
                     "paths": [str(path) for path in files],
                     **generator_kwargs,
-                    "file_stamps": [[path.stat().st_size, path.stat().st_mtime_ns] for path in files],
+                    "file_stamps": file_stamps(files),
                 },
             )
     except datasets.exceptions.DatasetGenerationError as error:

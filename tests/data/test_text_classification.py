@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import pandas as pd
@@ -202,3 +203,25 @@ def test_integer_limit_train_batches_tokenizes_only_the_rows_it_reaches(
     datamodule.setup("fit")
     assert len(datamodule.datasets["train"]) == rows
     assert len(list(datamodule.train_dataloader())) >= (limit if isinstance(limit, int) else 1)
+
+
+@pytest.mark.parametrize("same_size", [False, True])
+def test_a_file_replaced_with_the_same_modification_time_is_read_again(
+    write_split, sentences, tiny_tokenizer_dir, datasets_cache, same_size
+):
+    """datasets keys a local file by its modification time alone: a file copied over with `cp -p`, or
+    edited and its time set back, was served from the cache with its old texts and labels."""
+    path = write_split("train", ".csv", text=["a bad film", "a great film"], label=["neg", "pos"])
+    before = path.stat()
+    assert make_module(path.parent, tiny_tokenizer_dir, datasets_cache).label_names == ["neg", "pos"]
+    edited = ["a bad film", "a good movie"] if same_size else ["a really bad film", "a great film"]
+    write_split("train", ".csv", text=edited, label=["neg", "top"] if same_size else ["pos", "neg"])
+    assert (path.stat().st_size == before.st_size) is same_size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache)
+    assert datamodule.label_names == (["neg", "top"] if same_size else ["neg", "pos"])
+    datamodule.setup("fit")
+    rows = list(datamodule.datasets["train"])
+    assert sorted(row["labels"] for row in rows) == [0, 1]
+    texts = [datamodule.tokenizer.decode(row["input_ids"], skip_special_tokens=True) for row in rows]
+    assert sorted(texts) == sorted(edited)

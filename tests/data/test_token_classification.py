@@ -6,6 +6,7 @@ CoNLL-2003 tests use the shared parquet copy and the bert-base-uncased tokenizer
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -355,6 +356,15 @@ def test_second_setup_reuses_the_tokenized_cache(tmp_path, piece_tokenizer_dir, 
     third = make_module(data_dir, piece_tokenizer_dir, cache_dir)
     third.setup("fit")
     assert calls and third.predict_examples("validation")[0]["words"][1] == "rejects"
+    # Also when the edit keeps the size and sets the modification time back (`cp -p`, `rsync -a`).
+    validation = data_dir / "validation.conll"
+    stamp = validation.stat()
+    validation.write_text(CONLL_TEXT.replace("rejects", "accepts"))
+    os.utime(validation, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert validation.stat().st_size == stamp.st_size
+    fourth = make_module(data_dir, piece_tokenizer_dir, cache_dir)
+    fourth.setup("fit")
+    assert fourth.predict_examples("validation")[0]["words"][1] == "accepts"
 
 
 # --------------------------------------------------------------------------------------------------------
