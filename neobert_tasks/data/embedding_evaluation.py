@@ -198,8 +198,9 @@ class EvaluationSetLoaders:
             if key not in cache:
                 cache[key] = tokenized_texts(evaluation_set.texts, self.tokenizer, self.max_length)
             loader = evaluation_loader(
-                cache[key], self.eval_batch_size, collator, self.trainer, self.num_workers, longest_first=True
-            )
+                cache[key], self.eval_batch_size, collator, self.trainer, self.num_workers,
+                longest_first=True, name=f"Evaluation set '{evaluation_set.name}'",
+            )  # fmt: skip
             loaders.append(loader)
         return loaders
 

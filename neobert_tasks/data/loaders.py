@@ -153,9 +153,18 @@ def evaluation_loader(
     trainer: L.Trainer | None,
     num_workers: int,
     longest_first: bool,
+    name: str,
 ) -> DataLoader:
-    """Every example of `dataset` once over all ranks, in dataset order or (`longest_first`) by length."""
+    """Every example of `dataset` once over all ranks, in dataset order or (`longest_first`) by length;
+    `name` says which split or set it is in an error."""
     distributed = distributed_kwargs(trainer)
+    if distributed is not None and 0 < len(dataset) < distributed["num_replicas"]:
+        # A process without a batch would wait forever for the others' metric sync: every rank refuses.
+        raise DataError(
+            f"{name} has {len(dataset)} row{'s' * (len(dataset) > 1)} (examples or windows), fewer than the"
+            f" {distributed['num_replicas']} processes that evaluate it, each of which needs at least one;"
+            " add examples, or evaluate with fewer devices."
+        )
     sampler = None
     if longest_first:
         sampler = LengthSortedEvalSampler(dataset_lengths(dataset), **(distributed or {}))
@@ -229,17 +238,19 @@ class SplitLoaders:
         processes = self.trainer.world_size if self.trainer is not None else 1
         return {**{name: getattr(self, name) for name in BATCHING_OPTIONS}, "processes": processes}
 
-    def _eval_loader(self, dataset: datasets.Dataset) -> DataLoader:
+    def _eval_loader(self, dataset: datasets.Dataset, name: str) -> DataLoader:
         return evaluation_loader(
             dataset, self.eval_batch_size, self.collator, self.trainer, self.num_workers,
-            longest_first=self.sort_eval_by_length,
+            longest_first=self.sort_eval_by_length, name=f"Split '{name}'",
         )  # fmt: skip
 
     def _eval_loaders(self, split_names: list[str]) -> DataLoader | list[DataLoader]:
         """One loader per split, in order; a bare loader when there is one so metric names stay unsuffixed."""
         if split_names and not self.datasets:
             raise DataError("No split is loaded; call setup() before asking for dataloaders.")
-        loaders = [self._eval_loader(self.datasets[name]) for name in split_names if name in self.datasets]
+        loaders = [
+            self._eval_loader(self.datasets[name], name) for name in split_names if name in self.datasets
+        ]
         return loaders[0] if len(loaders) == 1 else loaders
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:

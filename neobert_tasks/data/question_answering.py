@@ -178,10 +178,10 @@ class QuestionAnsweringDataModule(HubOrLocalSource, TokenizedDataModule):
             return tokenized
         return tokenized.add_column(WINDOW_INDEX, np.arange(len(tokenized), dtype=np.int64))
 
-    def _eval_loader(self, dataset: datasets.Dataset) -> Any:
+    def _eval_loader(self, dataset: datasets.Dataset, name: str) -> Any:
         """The base's evaluation loader over the model input columns only: the offsets stay on disk."""
-        present = [name for name in self.model_input_keys if name in dataset.column_names]
-        return super()._eval_loader(dataset.select_columns(present))
+        present = [column for column in self.model_input_keys if column in dataset.column_names]
+        return super()._eval_loader(dataset.select_columns(present), name)
 
     # ------------------------------------------------------------------------------------------------------
     # What post-processing needs.

@@ -254,10 +254,10 @@ class TextDataModule(HubOrLocalSource, TokenizedDataModule):
             return
         super().load_state_dict(state_dict)
 
-    def _eval_loader(self, dataset) -> DataLoader:
+    def _eval_loader(self, dataset, name: str) -> DataLoader:
         if self.streaming:
             return self._loader(self._shard_stream(dataset), self.eval_batch_size)
-        return super()._eval_loader(dataset)
+        return super()._eval_loader(dataset, name)
 
     # ----------------------------------------------------------------------------------------------------
     # Filling in the [MASK] tokens of a predict file.

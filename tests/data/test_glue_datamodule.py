@@ -342,6 +342,20 @@ def test_distributed_eval_sees_every_example_once(glue_dir, bert_tokenizer_dir, 
     assert len(expected) == 45 and sorted(seen) == sorted(expected) and len(seen) == 45
 
 
+def test_a_split_smaller_than_the_process_count_is_refused_on_every_rank(
+    glue_dir, bert_tokenizer_dir, datasets_cache
+):
+    # One example over 4 ranks: Lightning's sampler asserted on ranks 1-3, and rank 0 then died waiting.
+    datamodule = make_glue("mrpc", bert_tokenizer_dir, glue_dir, datasets_cache, limit_eval_samples=3)
+    datamodule.setup("validate")
+    for rank in range(4):
+        datamodule.trainer = SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 4, "rank": rank})
+        with pytest.raises(DataError, match=r"^Split 'validation' has 3 rows .*fewer than the 4 processes"):
+            datamodule.val_dataloader()
+    datamodule.trainer = SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 3, "rank": 2})
+    assert len(datamodule.val_dataloader().sampler) == 1
+
+
 def test_missing_directory_is_named(tmp_path, tiny_tokenizer_dir, datasets_cache):
     datamodule = make_glue("sst2", tiny_tokenizer_dir, tmp_path / "nowhere", datasets_cache)
     with pytest.raises(MissingDataError, match="nowhere"):
