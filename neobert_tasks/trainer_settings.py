@@ -127,6 +127,13 @@ def trainer_settings_refusal(error: BaseException, trainer: Mapping[str, Any] | 
     named = named_arguments(message)
     if trainer is None:
         return f"Lightning cannot run trainer settings: {reworded(message).rstrip('.')}." if named else None
+    strategy = setting_text(trainer.get("strategy"))
+    if "fsdp" in strategy.lower() and not torch.cuda.is_available():  # whatever the accelerator asked for
+        return (
+            f"trainer.strategy {strategy} shards the model over CUDA GPUs, and PyTorch finds none here:"
+            f" {no_gpu_reason()}; drop it: on the CPU, train in one process or with"
+            " configs/presets/ddp_cpu.yaml."
+        )
     accelerator = trainer.get("accelerator")
     if isinstance(accelerator, str) and accelerator in GPU_ACCELERATORS and not torch.cuda.is_available():
         return (

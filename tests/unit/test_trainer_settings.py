@@ -23,12 +23,24 @@ def refusal_of(**settings) -> str | None:
 
 
 def test_lightning_refusal_names_every_hardware_setting_and_the_reason():
-    message = refusal_of(**{**CPU, "strategy": "fsdp"})
-    assert message.startswith(
-        "Lightning cannot run the trainer settings trainer.accelerator 'cpu', trainer.devices 1,"
-        " trainer.strategy 'fsdp', trainer.num_nodes 1, trainer.precision '32-true': The strategy `fsdp`"
+    message = refusal_of(**{**CPU, "devices": 0})
+    assert message == (
+        "Lightning cannot run the trainer settings trainer.accelerator 'cpu', trainer.devices 0,"
+        " trainer.strategy 'auto', trainer.num_nodes 1, trainer.precision '32-true': trainer.devices 0 value"
+        " is not a valid input using cpu accelerator."
     )
-    assert message.endswith(".") and "\n" not in message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the message for a machine without a GPU")
+@pytest.mark.parametrize("accelerator", ["cpu", "gpu"])
+def test_fsdp_without_a_gpu_says_it_needs_cuda_whatever_the_accelerator(accelerator):
+    """With the cpu preset after the fsdp one, the refusal said to set the accelerator to cpu, which it was;
+    with the fsdp preset alone, doing what it said gave a second refusal."""
+    message = refusal_of(**{**CPU, "accelerator": accelerator, "strategy": "fsdp"})
+    assert message.startswith(
+        "trainer.strategy 'fsdp' shards the model over CUDA GPUs, and PyTorch finds none"
+    )
+    assert message.endswith("drop it: on the CPU, train in one process or with configs/presets/ddp_cpu.yaml.")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the message for a machine without a GPU")
