@@ -172,20 +172,23 @@ def read_table(path: str | Path) -> pd.DataFrame:
     raise DataError(f"File '{path}' is not a .parquet, .csv, .tsv, .jsonl or .json file.")
 
 
-def _column(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    """The column, or a ``DataError`` naming it and the file when it is absent or has an empty cell."""
+def _column(frame: pd.DataFrame, column: str, path: Path, allow_empty: bool = False) -> pd.Series:
+    """The column, or a ``DataError`` naming it and the file when it is absent or has an empty cell (null,
+    or, unless ``allow_empty``, blank: CSV and TSV cells are read as text, an empty one as "")."""
     if column not in frame.columns:
         found = ", ".join(map(str, frame.columns))
         raise DataError(f"File '{path}' has no column '{column}' (its columns: {found}).")
     missing = frame[column].isna().to_numpy()
+    if not allow_empty:
+        missing = missing | frame[column].astype(str).str.strip().eq("").to_numpy()
     if missing.any():
         raise DataError(f"File '{path}' column '{column}' is empty in row {int(missing.argmax())} (from 0).")
     return frame[column]
 
 
-def _strings(frame: pd.DataFrame, column: str, path: Path) -> list[str]:
+def _strings(frame: pd.DataFrame, column: str, path: Path, allow_empty: bool = False) -> list[str]:
     """The column's values as strings (ids that a parquet file stores as integers included)."""
-    return [str(value) for value in _column(frame, column, path)]
+    return [str(value) for value in _column(frame, column, path, allow_empty)]
 
 
 def _unique_ids(frame: pd.DataFrame, column: str, path: Path) -> list[str]:
@@ -267,7 +270,7 @@ def load_beir_set(directory: str, split: str = "test", name: str | None = None) 
     qrels_file = _first_existing(folder, [f"qrels_{split}.parquet", f"qrels/{split}.tsv"])
 
     corpus_frame = read_table(corpus_file)
-    texts = _strings(corpus_frame, "text", corpus_file)
+    texts = _strings(corpus_frame, "text", corpus_file, allow_empty=True)  # with a title, or counted below
     # Some BEIR corpora leave titles out or empty; a missing title is an empty one.
     titles = corpus_frame["title"].fillna("").astype(str) if "title" in corpus_frame else [""] * len(texts)
     ids = _unique_ids(corpus_frame, "_id", corpus_file)

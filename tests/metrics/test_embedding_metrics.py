@@ -293,6 +293,20 @@ def test_missing_files_and_columns_are_named(tmp_path):
         load_squad_retrieval_set(str(tmp_path / "squad.parquet"))
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_an_empty_sentence_of_a_similarity_set_is_refused_in_any_format(tmp_path, suffix):
+    """CSV and TSV cells are read as text, so an empty one was an empty sentence, scored without a word."""
+    frame = pd.DataFrame({"sentence1": ["a cat", "a dog", "  "], "sentence2": ["a cat", "", "a bird"]})
+    frame["score"] = [1.0, 0.5, 0.0]
+    path = tmp_path / f"sts{suffix}"
+    if suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
+    with pytest.raises(DataError, match=rf"sts\{suffix}' column 'sentence1' is empty in row 2 \(from 0\)"):
+        load_similarity_set(str(path))
+
+
 def test_bm25_on_scifact(scifact):
     pytest.importorskip("bm25s")
     scores = scifact.bm25_scores()
