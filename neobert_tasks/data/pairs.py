@@ -204,6 +204,17 @@ class PairDataModule(EvaluationSetLoaders, HubOrLocalSource, TokenizedDataModule
         columns = list(self.role_columns(dataset).values())
         require_columns(dataset, columns, origin)
         check_text_columns(dataset, columns, origin)
+        if self.columns[NEGATIVE] is not None and self.columns[NEGATIVE] not in columns:
+            unused = [
+                name for name, feature in dataset.features.items()
+                if name not in columns and getattr(feature, "dtype", None) in ("string", "large_string")
+            ]  # fmt: skip
+            if unused:  # triplets whose negative column has another name would train as pairs, silently
+                rank_zero_warn(
+                    f"{origin} has no column '{self.columns[NEGATIVE]}', so it trains on (anchor, positive)"
+                    f" pairs; its text column(s) {', '.join(map(repr, unused))} are not used: to train on"
+                    " hard negatives, name their column with data.init_args.negative_column."
+                )
 
     def encode_function(self, split_name: str, dataset: datasets.Dataset) -> EncodeFunction:
         if split_name == PREDICT_SPLIT:  # one text per row, under the plain model-input keys

@@ -101,6 +101,18 @@ def test_pairs_from_a_file_without_negatives(
     assert sum(len(batch["anchor_input_ids"]) for batch in batches) == 24
 
 
+def test_triplets_whose_negative_column_has_another_name_are_said_to_train_as_pairs(
+    write_split, sentences, tiny_tokenizer_dir, datasets_cache
+):
+    path = write_split("train", ".jsonl", q=sentences(24), pos=sentences(24, offset=5), neg=sentences(24, 9))
+    unused = r"no column 'negative', so it trains on \(anchor, positive\) pairs; its text column\(s\) 'neg'"
+    with pytest.warns(UserWarning, match=unused):
+        datamodule = pair_module(
+            path.parent, tiny_tokenizer_dir, datasets_cache, anchor_column="q", positive_column="pos"
+        )
+    assert "negative_input_ids" not in datamodule.datasets["train"].column_names
+
+
 def test_custom_columns_and_prefixes(write_split, duplicated_rows, tiny_tokenizer_dir, datasets_cache):
     rows = duplicated_rows(20)
     path = write_split("train", question=rows["anchor"], answer=rows["positive"], wrong=rows["negative"])
