@@ -208,6 +208,7 @@ class PairDataModule(EvaluationSetLoaders, HubOrLocalSource, TokenizedDataModule
             unused = [
                 name for name, feature in dataset.features.items()
                 if name not in columns and getattr(feature, "dtype", None) in ("string", "large_string")
+                and not name.lower().endswith(("id", "idx"))  # row ids are text too, and no negatives
             ]  # fmt: skip
             if unused:  # triplets whose negative column has another name would train as pairs, silently
                 rank_zero_warn(

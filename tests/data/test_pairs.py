@@ -104,7 +104,8 @@ def test_pairs_from_a_file_without_negatives(
 def test_triplets_whose_negative_column_has_another_name_are_said_to_train_as_pairs(
     write_split, sentences, tiny_tokenizer_dir, datasets_cache
 ):
-    path = write_split("train", ".jsonl", q=sentences(24), pos=sentences(24, offset=5), neg=sentences(24, 9))
+    texts = {"q": sentences(24), "pos": sentences(24, offset=5), "neg": sentences(24, 9)}
+    path = write_split("train", ".jsonl", **texts, pair_id=[f"p{row}" for row in range(24)])
     unused = r"no column 'negative', so it trains on \(anchor, positive\) pairs; its text column\(s\) 'neg'"
     with pytest.warns(UserWarning, match=unused):
         datamodule = pair_module(
