@@ -153,8 +153,8 @@ class EvaluationSetLoaders:
         """Per example index (row of the file), the predicted text: a parquet prediction keeps it beside its
         vector."""
         rows = self.examples(split_name)
-        indices = rows[EXAMPLE_INDEX] if EXAMPLE_INDEX in rows.column_names else range(len(rows))
-        return dict(zip(indices, rows[self.predict_column], strict=True))
+        indices = rows[EXAMPLE_INDEX][:] if EXAMPLE_INDEX in rows.column_names else range(len(rows))
+        return dict(zip(indices, rows[self.predict_column][:], strict=True))  # `[:]`: the column at once
 
     @property
     def prompts(self) -> dict[str, str]:

@@ -126,8 +126,9 @@ class LabelledTextDataModule(HubOrLocalSource, TokenizedDataModule):
         # The example index as `encode_with_index` keeps it: given to rows when some were skipped, else the
         # dataset's own index column, else the row number.
         index_column = next((c for c in (EXAMPLE_INDEX, SOURCE_INDEX_COLUMN) if c in rows.column_names), None)
-        indices = rows[index_column] if index_column else range(len(rows))
-        columns = [rows[column] for column in self.text_columns]
+        indices = rows[index_column][:] if index_column else range(len(rows))
+        # `[:]` reads a whole column into a list at once; indexing the lazy column took 0.5 ms a row.
+        columns = [rows[column][:] for column in self.text_columns]
         return {index: [column[row] for column in columns] for row, index in enumerate(indices)}
 
     def encode_function(self, split_name: str, dataset: datasets.Dataset) -> EncodeFunction:
