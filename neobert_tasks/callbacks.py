@@ -1,5 +1,6 @@
-"""Lightning callbacks for what Lightning lacks: checkpointing on the task's own metric, exporting the
-best model as a self-contained model folder with a ``metrics.json``, and writing prediction files.
+"""Lightning callbacks for what Lightning lacks: checkpointing on the task's own metric, and exporting the
+best model as a self-contained model folder with a ``metrics.json`` (prediction files:
+`neobert_tasks.prediction_writer`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
@@ -21,7 +22,7 @@ from neobert_tasks.export.graph import check_graph_formats
 from neobert_tasks.export.hub import check_can_push, check_repo_id, push_folder
 from neobert_tasks.export.run_facts import card_facts
 from neobert_tasks.model.pooling import POOLING_MODES
-from neobert_tasks.run_directory import predictions_directory, run_directory, run_of_checkpoint
+from neobert_tasks.run_directory import run_directory, run_of_checkpoint
 from neobert_tasks.tasks.lora import ADAPTER_DIRECTORY, is_peft_model, save_adapter
 
 
@@ -307,73 +308,3 @@ class ExportBestModel(L.Callback):
             return {"pooling": self.pooling}
         prompts = getattr(datamodule, "prompts", None) or None
         return {**trained, "prompts": prompts}
-
-
-class PredictionWriter(BasePredictionWriter):
-    """Write ``predict`` results to files, one or more per predicted split, after gathering all ranks.
-
-    The task module decides the format through ``prediction_files(outputs, split_names, datamodule)``,
-    which receives, per split, each ``predict_step`` output key flattened into a list in dataset order
-    of arrival, and returns ``{file name: text}``: GLUE submission TSVs, NER JSONL, SQuAD JSON, ….
-
-    Args:
-        output_dir: Folder for the files; None writes to ``<run dir>/predictions``.
-        after_validate: ``validate`` also predicts each validation split it scored and writes its files,
-            as ``predict`` with ``data.predict_split`` does (`write_validation_predictions`).
-    """
-
-    def __init__(self, output_dir: str | None = None, after_validate: bool = False):
-        super().__init__(write_interval="epoch")
-        self.output_dir, self.after_validate = output_dir, after_validate
-
-    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        datamodule = trainer.datamodule
-        split_names = datamodule.split_names_for("predict") if datamodule is not None else ["predict"]
-        per_loader = predictions if len(split_names) > 1 else [predictions]
-        outputs = [flatten_outputs(step_outputs) for step_outputs in per_loader]
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, outputs)
-            outputs = [merge_outputs([part[split] for part in gathered]) for split in range(len(outputs))]
-        output_dir = Path(self.output_dir) if self.output_dir else predictions_directory(trainer)
-        if not trainer.is_global_zero:
-            return
-        output_dir.mkdir(parents=True, exist_ok=True)
-        files = pl_module.prediction_files(outputs, split_names, datamodule)
-        for file_name, content in files.items():  # text, or bytes for binary formats (.npy, .parquet)
-            path = output_dir / file_name
-            path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
-        # Which data was predicted: a submission file built from validation rows must not pass for a test one.
-        describe = getattr(datamodule, "split_description", lambda name: f"split '{name}'")
-        sources = ", ".join(describe(name) for name in split_names)
-        rank_zero_info(f"Predictions of {sources} written to {output_dir}: {', '.join(files)}")
-
-
-def flatten_outputs(step_outputs: list[dict[str, torch.Tensor]]) -> dict[str, list]:
-    """``predict_step`` outputs of one split → one Python list per key, rows of all steps in order."""
-    keys = step_outputs[0].keys() if step_outputs else ()
-    return {key: [row for output in step_outputs for row in output[key].tolist()] for key in keys}
-
-
-def merge_outputs(parts: list[dict[str, list]]) -> dict[str, list]:
-    """Concatenate the flattened outputs of several ranks (the task orders rows by their own index)."""
-    keys = next((part.keys() for part in parts if part), ())
-    return {key: [row for part in parts for row in part.get(key, [])] for key in keys}
-
-
-def write_validation_predictions(trainer: L.Trainer, model: L.LightningModule, datamodule) -> None:
-    """Predict each validation split of ``datamodule`` with ``model`` as validated, writing its files: what
-    ``--prediction_writer.after_validate true`` asks of ``validate``."""
-    splits = datamodule.validation_split_names if hasattr(datamodule, "predict_split") else []
-    if getattr(datamodule, "predict_file", None) is not None or hasattr(datamodule, "evaluation_sets_for"):
-        splits = []  # predicting a file, or embedding evaluation sets: not splits that predict can label
-    if not splits:
-        rank_zero_warn("prediction_writer.after_validate: the data has no validation split to predict.")
-        return
-    previous = datamodule.predict_split
-    try:
-        for split in splits:
-            datamodule.predict_split = split
-            trainer.predict(model, datamodule=datamodule, return_predictions=False)
-    finally:
-        datamodule.predict_split = previous

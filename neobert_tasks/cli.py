@@ -28,12 +28,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from neobert_tasks.argument_parser import NeoBERTArgumentParser
-from neobert_tasks.callbacks import (
-    BestModelCheckpoint,
-    ExportBestModel,
-    PredictionWriter,
-    write_validation_predictions,
-)
+from neobert_tasks.callbacks import BestModelCheckpoint, ExportBestModel
 from neobert_tasks.checkpoint_paths import (
     check_base_model_present,
     resolve_checkpoint_path,
@@ -56,6 +51,7 @@ from neobert_tasks.interrupt import StopOnInterrupt, report_stop
 from neobert_tasks.model.loading import architecture_from_checkpoint
 from neobert_tasks.out_of_memory import MemoryFaultPosition, describe_memory_fault, memory_fault
 from neobert_tasks.partial_evaluation import PartialEvaluationWarning
+from neobert_tasks.prediction_writer import PredictionWriter, write_validation_predictions
 from neobert_tasks.resume import (
     ResumeCheckpoint,
     load_checkpoint_file,

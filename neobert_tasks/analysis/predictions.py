@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import pandas as pd
 import torch
 
-from neobert_tasks.callbacks import flatten_outputs
 from neobert_tasks.metrics.entities import extract_entities
+from neobert_tasks.prediction_writer import flatten_outputs
 
 ERROR_KINDS = ("type", "boundary", "boundary and type", "missed", "spurious")
 

@@ -1,7 +1,7 @@
 """`neobert_tasks.callbacks` on their own: the best-model checkpoint's monitor and mode, NaN scores, the
-metrics remembered at the best; the export of the best (not the last) weights with its ``metrics.json``;
-and the prediction writer. A tiny `Trainer` runs the hooks; the folder export itself is replaced by a
-recorder (tests/export covers what it writes).
+metrics remembered at the best; the export of the best (not the last) weights with its ``metrics.json``.
+A tiny `Trainer` runs the hooks; the folder export itself is replaced by a recorder (tests/export covers
+what it writes).
 """
 
 from __future__ import annotations
@@ -16,15 +16,8 @@ import lightning as L
 import pytest
 import torch
 
-from neobert_tasks.callbacks import (
-    BestModelCheckpoint,
-    ExportBestModel,
-    PredictionWriter,
-    flatten_outputs,
-    merge_outputs,
-)
+from neobert_tasks.callbacks import BestModelCheckpoint, ExportBestModel
 from neobert_tasks.errors import ConfigError
-from neobert_tasks.run_directory import RunDirectory
 from tests.unit.tiny_training import BATCHES_PER_EPOCH, TinyRegression, run_folder, tiny_trainer
 
 NAN = float("nan")
@@ -233,76 +226,6 @@ def test_a_disabled_export_writes_nothing(tmp_path, record_export):
     fit_with_scores(tmp_path, [0.5], ExportBestModel(enabled=False))
     assert record_export.calls == []
     assert not (run_folder(tmp_path) / "metrics.json").exists()
-
-
-# --- PredictionWriter -----------------------------------------------------------------------------------
-
-
-def test_step_outputs_are_flattened_per_key_and_ranks_concatenated():
-    steps = [
-        {"index": torch.tensor([0, 2]), "scores": torch.tensor([[0.1, 0.9], [0.8, 0.2]])},
-        {"index": torch.tensor([4]), "scores": torch.tensor([[0.5, 0.5]])},
-    ]
-    flat = flatten_outputs(steps)
-    assert flat == {
-        "index": [0, 2, 4],
-        "scores": [pytest.approx([0.1, 0.9]), pytest.approx([0.8, 0.2]), [0.5, 0.5]],
-    }
-    assert flatten_outputs([]) == {}
-    # A rank with no rows (more ranks than batches) adds nothing.
-    assert merge_outputs([{"index": [0, 2]}, {}, {"index": [1]}]) == {"index": [0, 2, 1]}
-    assert merge_outputs([{}, {}]) == {}
-
-
-class FilesPerSplit:
-    """A task's ``prediction_files``: one file per split listing its indexes; records what it received."""
-
-    def __init__(self):
-        self.received = []
-
-    def prediction_files(self, outputs, split_names, datamodule):
-        self.received.append((outputs, split_names))
-        return {
-            f"{split}.txt": " ".join(map(str, output["index"]))
-            for split, output in zip(split_names, outputs, strict=True)
-        }
-
-
-def writer_trainer(split_names: list[str], run_dir: Path, is_global_zero: bool = True) -> SimpleNamespace:
-    datamodule = SimpleNamespace(split_names_for=lambda stage: split_names)
-    return SimpleNamespace(
-        datamodule=datamodule, is_global_zero=is_global_zero, callbacks=[RunDirectory(run_dir)]
-    )
-
-
-def test_predictions_of_several_splits_go_to_one_file_each(tmp_path):
-    task = FilesPerSplit()
-    predictions = [  # per split, per step
-        [{"index": torch.tensor([0, 1])}, {"index": torch.tensor([2])}],
-        [{"index": torch.tensor([5])}],
-    ]
-    PredictionWriter(str(tmp_path / "out")).write_on_epoch_end(
-        writer_trainer(["matched", "mismatched"], tmp_path), task, predictions, None
-    )
-    assert task.received == [([{"index": [0, 1, 2]}, {"index": [5]}], ["matched", "mismatched"])]
-    assert (tmp_path / "out" / "matched.txt").read_text() == "0 1 2"
-    assert (tmp_path / "out" / "mismatched.txt").read_text() == "5"
-
-
-def test_predictions_of_one_split_go_to_the_run_folder_by_default(tmp_path):
-    task = FilesPerSplit()
-    predictions = [{"index": torch.tensor([3, 4])}]  # one split: Lightning does not nest per loader
-    PredictionWriter().write_on_epoch_end(writer_trainer(["test"], tmp_path / "run"), task, predictions, None)
-    assert (tmp_path / "run" / "predictions" / "test.txt").read_text() == "3 4"
-
-
-def test_other_ranks_write_no_prediction_file(tmp_path):
-    predictions = [{"index": torch.tensor([3])}]
-    writer = PredictionWriter(str(tmp_path / "out"))
-    writer.write_on_epoch_end(
-        writer_trainer(["test"], tmp_path, is_global_zero=False), FilesPerSplit(), predictions, None
-    )
-    assert not (tmp_path / "out").exists()
 
 
 def test_a_validation_without_the_monitor_is_not_reported_as_the_best():
