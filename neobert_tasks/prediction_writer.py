@@ -2,13 +2,15 @@
 
 `PredictionWriter` gathers every rank's ``predict_step`` outputs and lets the task format them (GLUE
 submission TSVs, NER JSONL and CoNLL, SQuAD JSON, embeddings). The folder it writes into may hold the files
-of an earlier command, beside the ``config.yaml`` of this one: those are removed when this command starts
-predicting (they are listed in a manifest), so a run that is interrupted, or fails, before it writes leaves
-no files that look like its own.
+of an earlier command, beside the ``config.yaml`` of this one: in the run's own predictions folder those are
+removed when this command starts predicting (a manifest lists them, with their size and time, and a file
+changed since is left alone), so a command that is interrupted, or fails, before it writes leaves no files
+that look like its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -41,24 +43,33 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="epoch")
         self.output_dir, self.after_validate = output_dir, after_validate
         self._cleared: set[Path] = set()  # folders whose earlier files this command removed
+        self._wrote: list[str] = []  # the files this command wrote
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Remove the files an earlier command wrote into this folder, once per command (``validate`` with
-        ``after_validate`` predicts each validation split in turn into the same folder)."""
+        """In the run's own predictions folder, remove the files the last command wrote there and nobody
+        changed since, once per command (``validate`` with ``after_validate`` predicts each validation
+        split in turn into the same folder). A folder given as ``output_dir`` is the user's: several
+        commands may fill it (one GLUE task each), so nothing is removed there."""
         output_dir = self._directory(trainer)
-        if trainer.is_global_zero and output_dir not in self._cleared:
+        if self.output_dir is None and trainer.is_global_zero and output_dir not in self._cleared:
             self._cleared.add(output_dir)
-            for name in written_files(output_dir):
-                (output_dir / name).unlink(missing_ok=True)
+            for name in unchanged_written_files(output_dir):
+                with contextlib.suppress(OSError):
+                    (output_dir / name).unlink()
             (output_dir / MANIFEST).unlink(missing_ok=True)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        """Say that Ctrl-C left no predictions (Lightning then exits with its own one line)."""
+        """Say what Ctrl-C left (Lightning then exits with its own one line)."""
         if trainer.state.fn == "predict" and isinstance(exception, KeyboardInterrupt):
             output_dir = self._directory(trainer)
-            tell(f"neobert_tasks: predict interrupted; no predictions were written to {output_dir}.")
+            written = (
+                f"only {', '.join(self._wrote)} were written"
+                if self._wrote
+                else "no predictions were written"
+            )
+            tell(f"neobert_tasks: predict interrupted; {written} to {output_dir}.")
 
     def _directory(self, trainer: L.Trainer) -> Path:
         return Path(self.output_dir) if self.output_dir else predictions_directory(trainer)
@@ -77,26 +88,45 @@ class PredictionWriter(BasePredictionWriter):
             return
         output_dir.mkdir(parents=True, exist_ok=True)
         files = pl_module.prediction_files(outputs, split_names, datamodule)
-        manifest = sorted({*written_files(output_dir), *files})  # after_validate: one split's files at a time
-        (output_dir / MANIFEST).write_text(json.dumps(manifest) + "\n")
         for file_name, content in files.items():  # text, or bytes for binary formats (.npy, .parquet)
             path = output_dir / file_name
             path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+            self._wrote.append(file_name)
+        record_written_files(output_dir, files)
         # Which data was predicted: a submission file built from validation rows must not pass for a test one.
         describe = getattr(datamodule, "split_description", lambda name: f"split '{name}'")
         sources = ", ".join(describe(name) for name in split_names)
         rank_zero_info(f"Predictions of {sources} written to {output_dir}: {', '.join(files)}")
 
 
-def written_files(output_dir: Path) -> list[str]:
-    """The files that the last command's `PredictionWriter` wrote into ``output_dir``, from its manifest."""
-    manifest = output_dir / MANIFEST
+def record_written_files(output_dir: Path, names) -> None:
+    """Add ``names``, as they are now (size, modification time), to the folder's manifest."""
+    manifest = {**read_manifest(output_dir)}  # after_validate: one split's files at a time
+    for name in names:
+        written = (output_dir / name).stat()
+        manifest[name] = [written.st_size, written.st_mtime_ns]
+    (output_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def read_manifest(output_dir: Path) -> dict[str, list[int]]:
+    """The folder's manifest: name → [size, modification time] of each file written; empty if unreadable."""
     try:
-        names = json.loads(manifest.read_text()) if manifest.is_file() else []
+        manifest = json.loads((output_dir / MANIFEST).read_text())
     except (OSError, ValueError):
-        return []
-    # Names inside the folder only: a hand-edited manifest must not remove anything elsewhere.
-    return [name for name in names if isinstance(name, str) and Path(name).name == name]
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def unchanged_written_files(output_dir: Path) -> list[str]:
+    """The files of the manifest still as they were written: a file edited or replaced since is the user's."""
+    unchanged = []
+    for name, stamp in read_manifest(output_dir).items():
+        path = output_dir / name
+        if Path(name).name != name or name in (".", "..") or not path.is_file():  # inside the folder only
+            continue
+        if [path.stat().st_size, path.stat().st_mtime_ns] == stamp:
+            unchanged.append(name)
+    return unchanged
 
 
 def flatten_outputs(step_outputs: list[dict[str, torch.Tensor]]) -> dict[str, list]:

@@ -108,11 +108,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(descriptor, "wb") as file:
+                readable_as_umask_allows(file.fileno())  # mkstemp makes it 0600
                 torch.save(checkpoint, file)
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, path)
-            readable_as_umask_allows(path)
         except BaseException as error:
             Path(temporary).unlink(missing_ok=True)
             cause = storage_fault(error)

@@ -13,6 +13,7 @@ adds and to the checkpoint callback, and records it in a `RunDirectory` callback
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -223,16 +224,27 @@ def check_writable(folder: Path) -> None:
 RUN_RESULTS = ("checkpoints/*.ckpt", "metrics.json", "export", "predictions", "validate", "test")
 
 
-def readable_as_umask_allows(path: Path) -> None:
-    """Give ``path`` the permissions a plain ``open(path, "w")`` would have (0644 under the usual umask).
-
-    Files written through ``tempfile.mkstemp`` and a rename (our checkpoints, transformers 5's
-    ``model.safetensors``) are created 0600: a colleague or a server running as another user could then
-    read an export's config and graph but not its weights.
-    """
-    umask = os.umask(0)  # reading the umask means setting it; put straight back
+def _process_umask() -> int:
+    """The umask, read once when this module is imported: reading it means setting it for a moment, which
+    would race with threads creating files if done at every write."""
+    umask = os.umask(0o022)
     os.umask(umask)
-    path.chmod(0o666 & ~umask)
+    return umask
+
+
+FILE_MODE = 0o666 & ~_process_umask()  # what a plain open(path, "w") creates: 0644 under umask 022
+
+
+def readable_as_umask_allows(path: Path | int) -> None:
+    """Give ``path`` (or an open file descriptor) the permissions of a plain ``open(path, "w")``, if the file
+    system lets us: a folder mounted without permissions, or another user's file, keeps its own.
+
+    Files written through ``tempfile.mkstemp`` and a rename (our checkpoints, transformers 5's and peft's
+    ``*.safetensors``) are created 0600: a colleague or a server running as another user could then read an
+    export's config and graph but not its weights.
+    """
+    with contextlib.suppress(OSError, NotImplementedError):
+        os.fchmod(path, FILE_MODE) if isinstance(path, int) else path.chmod(FILE_MODE)
 
 
 def remove_unused_run_folder(folder: Path) -> None:

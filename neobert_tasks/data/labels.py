@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -199,15 +200,23 @@ def infer_label_schema(feature: object, values: datasets.Dataset, column: str, o
         raise DataError(
             f"Label {numbers.min()} in column '{column}' of {origin} is negative; class ids start at 0."
         )
-    names = tuple(str(index) for index in range(int(numbers.max(initial=-1)) + 1))
-    if absent := sorted(set(range(len(names))) - set(np.unique(numbers).tolist())):
-        # Class ids index the model's outputs: labels 1-3 make 4 outputs, one a class no example has.
+    return LabelSchema(problem_type, tuple(str(index) for index in range(int(numbers.max(initial=-1)) + 1)))
+
+
+def warn_of_absent_class_ids(values: datasets.Dataset, column: str, origin: str) -> None:
+    """Warn when integer class ids between 0 and the largest never occur: they index the model's outputs, so
+    labels 1-3 make 4 classes, one that no example has (labels numbered from 1, or a class lost)."""
+    flat = values.with_format("arrow")[column]
+    if pa.types.is_list(flat.type) or pa.types.is_large_list(flat.type):
+        flat = pc.list_flatten(flat)
+    present = np.unique(np.asarray(pc.drop_null(flat).to_numpy(zero_copy_only=False)))
+    largest = int(present.max()) if present.size else -1
+    if absent := sorted(set(range(largest + 1)) - set(present.tolist())):
         rank_zero_warn(
             f"Class ids {shortened(str(absent))} never occur in column '{column}' of {origin} (ids"
-            f" {int(numbers.min())}-{len(names) - 1}): the model gets {len(names)} classes and may predict"
-            " them; number the classes from 0 without gaps, or write them as names."
+            f" {int(present.min())}-{largest}): the model gets {largest + 1} classes and may predict them;"
+            " number the classes from 0 without gaps, write them as names, or set data.init_args.label_names."
         )
-    return LabelSchema(problem_type, names)
 
 
 def label_encoding(problem_type: str, feature: object, column: str, origin: str) -> str:

@@ -161,7 +161,7 @@ def evaluation_loader(
     if distributed is not None and 0 < len(dataset) < distributed["num_replicas"]:
         # A process without a batch would wait forever for the others' metric sync: every rank refuses.
         raise DataError(
-            f"{name} has {len(dataset)} row{'s' * (len(dataset) > 1)} (examples or windows), fewer than the"
+            f"{name} has {len(dataset)} row{'s' * (len(dataset) > 1)}, fewer than the"
             f" {distributed['num_replicas']} processes that evaluate it, each of which needs at least one;"
             " add examples, or evaluate with fewer devices."
         )

@@ -76,6 +76,12 @@ def pair_training_loader(
     return batch_sampler_loader(dataset, sampler, collate_fn, trainer, num_workers, resume_at)
 
 
+def is_text_feature(feature: object) -> bool:
+    """Whether a column holds texts or lists of texts (several hard negatives per row)."""
+    inner = getattr(feature, "feature", feature)  # a List's items
+    return getattr(inner, "dtype", None) in ("string", "large_string")
+
+
 class PairDataModule(EvaluationSetLoaders, HubOrLocalSource, TokenizedDataModule):
     """Pairs or triplets for contrastive sentence embeddings, batched without a repeated text; evaluation sets
     (STS, retrieval) to score the embeddings on; texts to embed with ``predict``.
@@ -207,7 +213,7 @@ class PairDataModule(EvaluationSetLoaders, HubOrLocalSource, TokenizedDataModule
         if self.columns[NEGATIVE] is not None and self.columns[NEGATIVE] not in columns:
             unused = [
                 name for name, feature in dataset.features.items()
-                if name not in columns and getattr(feature, "dtype", None) in ("string", "large_string")
+                if name not in columns and is_text_feature(feature)
                 and not name.lower().endswith(("id", "idx"))  # row ids are text too, and no negatives
             ]  # fmt: skip
             if unused:  # triplets whose negative column has another name would train as pairs, silently

@@ -84,7 +84,7 @@ def check_has_rows(split: str, path: Path) -> None:
             raise DataError(f"File '{path}' is not a readable parquet file: {error}") from error
     else:
         lines_needed = 2 if path.suffix in (".csv", ".tsv") else 1  # the header line is not a row
-        with path.open(encoding="utf-8", errors="replace") as handle:
+        with path.open(encoding="utf-8-sig", errors="replace") as handle:  # a lone byte-order mark is no row
             has_rows = (
                 path.suffix == ".json"
                 or len(list(islice(filter(str.strip, handle), lines_needed))) == lines_needed

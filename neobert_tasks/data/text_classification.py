@@ -36,6 +36,7 @@ from neobert_tasks.data.labels import (
     infer_label_schema,
     label_encoding,
     label_kind,
+    warn_of_absent_class_ids,
 )
 from neobert_tasks.data.predict_text import load_text_file
 from neobert_tasks.data.sources import DataError
@@ -235,6 +236,8 @@ class TextClassificationDataModule(LabelledTextDataModule):
         train, origin = self.training_column(self.label_column, "read the labels from")
         feature = train.features[self.label_column]
         inferred = infer_label_schema(feature, train, self.label_column, origin)
+        if not (label_names or num_labels) and label_kind(feature) in ("int", "list_int"):
+            warn_of_absent_class_ids(train, self.label_column, origin)
         if problem_type is not None and problem_type != inferred.problem_type:
             label_encoding(problem_type, feature, self.label_column, origin)
             inferred = LabelSchema(problem_type, inferred.label_names)

@@ -131,8 +131,8 @@ def save_portable_tokenizer(
         if state.get("truncation") is not None or state.get("padding") is not None:
             state["truncation"] = state["padding"] = None
             fast_tokenizer.write_text(json.dumps(state, indent=2, ensure_ascii=False) + "\n")
-            for key in CALL_STATE_KEYS:  # what transformers copied from that state when it loaded the file
-                config.pop(key, None)
+    for key in CALL_STATE_KEYS:  # what transformers copied from such a state when it loaded a tokenizer.json
+        config.pop(key, None)
     if config.get("tokenizer_class") == "TokenizersBackend":
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
     for key in LOAD_TIME_KEYS:

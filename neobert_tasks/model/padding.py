@@ -1,8 +1,8 @@
 """Padding bookkeeping: documents in a batch, unpadding to ``(total_tokens, …)`` and re-padding.
 
-A batch reaches the backbone as ``(batch, length)`` rows. A row holds one sequence followed by padding,
-or, for packed input, several documents back to back whose ``position_ids`` restart at 0 (or whose
-boundaries are given as ``cu_seqlens``). Everything below reduces both cases to one description:
+A batch reaches the backbone as ``(batch, length)`` rows. A row holds one sequence and its padding (after
+it, or before it), or, for packed input, several documents back to back whose ``position_ids`` restart at 0
+(or whose boundaries are given as ``cu_seqlens``). Everything below reduces both cases to one description:
 a *document id* per token (-1 for padding), from which the attention masks of the padded backends and
 the ``cu_seqlens`` of the varlen backends and the block mask of ``flex`` are derived. Documents never
 attend to one another.

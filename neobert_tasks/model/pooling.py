@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from neobert_tasks.model.padding import first_token_index
+
 POOLING_MODES = ("mean", "cls")
 
 
@@ -21,9 +23,11 @@ def pool_hidden_states(
         hidden: The backbone's ``last_hidden_state``.
         attention_mask: ``(batch, length)``, 1 for tokens and 0 for padding; None when nothing is padded.
         mode: ``mean`` averages the real tokens (special tokens included, as sentence-transformers does);
-            ``cls`` takes each row's first token.
+            ``cls`` takes each row's first real token (position 0 unless the row is padded on the left).
     """
     if mode == "cls":
+        if attention_mask is not None and hidden.shape[1] > 1:
+            hidden = hidden[first_token_index(attention_mask.bool())]  # (batch, 1, hidden)
         return hidden[:, 0]
     if mode != "mean":
         raise ValueError(f"Unknown pooling mode {mode!r}; choose one of {', '.join(POOLING_MODES)}.")

@@ -91,7 +91,7 @@ def test_predict_classifies_a_text_file_without_training_data(trained_run, tmp_p
     )  # fmt: skip
     predictions = run_dir / "predictions"
     # The prediction files and the command's config only: predict logs no metric, so no logger files.
-    assert sorted(path.name for path in predictions.iterdir()) == [
+    assert sorted(path.name for path in predictions.glob("[!.]*")) == [
         "config.yaml",
         "predict.jsonl",
         "predict.tsv",

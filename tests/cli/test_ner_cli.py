@@ -83,7 +83,7 @@ def test_predict_without_a_file_tags_the_test_split(fitted):
         "predict", "--config", str(run_dir / "config.yaml"), "--ckpt_path", summary["best_checkpoint"],
         tmp_path=tmp_path,
     )  # fmt: skip
-    files = sorted(path.name for path in (predict_dir / "predictions").iterdir())
+    files = sorted(path.name for path in (predict_dir / "predictions").glob("[!.]*"))
     assert files == ["test.conll", "test.jsonl"]
     records = [
         json.loads(line) for line in (predict_dir / "predictions" / "test.jsonl").read_text().splitlines()

@@ -149,7 +149,7 @@ def test_glue_predict_writes_the_benchmark_submission_file(task, tmp_path, one_t
     # The shared copies have no test split: the (first) validation split is predicted.
     name = GLUE_SUBMISSION_NAMES[task]
     names = [name, "MNLI-mm"] if task == "mnli" else [name]  # MNLI: matched and mismatched
-    assert sorted(path.name for path in output_dir.iterdir()) == sorted(
+    assert sorted(path.name for path in output_dir.glob("[!.]*")) == sorted(
         f"{stem}.{suffix}" for stem in names for suffix in ("jsonl", "tsv")
     )
     rows = read_submission(output_dir / f"{GLUE_SUBMISSION_NAMES[task]}.tsv")

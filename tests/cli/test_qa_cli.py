@@ -97,7 +97,7 @@ def test_predict_writes_an_answer_for_every_question(fitted):
         "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt"),
         tmp_path=tmp_path,
     )  # fmt: skip
-    assert sorted(path.name for path in (predict_dir / "predictions").iterdir()) == ["predictions.json"]
+    assert sorted(path.name for path in (predict_dir / "predictions").glob("[!.]*")) == ["predictions.json"]
     predictions = json.loads((predict_dir / "predictions" / "predictions.json").read_text())
     assert list(predictions) == question_ids("squad")
     contexts = pd.read_parquet(shared_path("data", "squad", "validation.parquet"), columns=["id", "context"])
@@ -125,7 +125,7 @@ def test_predict_file_answers_as_the_split_does(fitted):
     predict_dir = run_cli(
         "predict", *common, "--data.init_args.predict_file", str(questions), tmp_path=tmp_path
     )
-    files = sorted(path.name for path in (predict_dir / "predictions").iterdir())
+    files = sorted(path.name for path in (predict_dir / "predictions").glob("[!.]*"))
     assert files == ["predict.jsonl", "predictions.json"]
     answered = [
         json.loads(line) for line in (predict_dir / "predictions" / "predict.jsonl").read_text().splitlines()
@@ -148,7 +148,7 @@ def test_squad_v2_logs_answerable_unanswerable_and_threshold_scores(tmp_path):
     assert logged["val/has_ans_total"][-1] + logged["val/no_ans_total"][-1] == LIMIT_EVAL
     assert logged["val/best_f1"][-1] >= logged["val/f1"][-1]
     predict_dir = run_cli("predict", *args, "--model.init_args.write_nbest", "true", tmp_path=tmp_path)
-    files = {path.name: json.loads(path.read_text()) for path in (predict_dir / "predictions").iterdir()}
+    files = {path.name: json.loads(path.read_text()) for path in (predict_dir / "predictions").glob("[!.]*")}
     assert sorted(files) == ["nbest_predictions.json", "null_odds.json", "predictions.json"]
     assert list(files["predictions.json"]) == list(files["null_odds.json"]) == question_ids("squad_v2")
     for question_id, answer in files["predictions.json"].items():

@@ -343,3 +343,12 @@ def test_a_byte_order_mark_is_not_part_of_the_first_row(tmp_path, datasets_cache
         split = split[0]["train"] if isinstance(split, tuple) else split["train"]
     assert len(split) == 1
     assert {key: split[0][key] for key in first_row} == first_row
+
+
+def test_a_file_of_a_byte_order_mark_alone_has_no_rows(tmp_path, datasets_cache):
+    """What Notepad saves for an empty file: it passed as a file with rows, then failed inside datasets."""
+    path = tmp_path / "data" / "train.txt"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\xef\xbb\xbf\n")
+    with pytest.raises(DataError, match=r"train\.txt' has no rows"):
+        load_split(path, datasets_cache)

@@ -105,8 +105,9 @@ def test_triplets_whose_negative_column_has_another_name_are_said_to_train_as_pa
     write_split, sentences, tiny_tokenizer_dir, datasets_cache
 ):
     texts = {"q": sentences(24), "pos": sentences(24, offset=5), "neg": sentences(24, 9)}
-    path = write_split("train", ".jsonl", **texts, pair_id=[f"p{row}" for row in range(24)])
-    unused = r"so it trains on \(anchor, positive\) pairs; its text column\(s\) 'neg' are not used"
+    several = [[text, text] for text in sentences(24, 2)]  # several hard negatives per row
+    path = write_split("train", ".jsonl", **texts, negs=several, pair_id=[f"p{row}" for row in range(24)])
+    unused = r"so it trains on \(anchor, positive\) pairs; its text column\(s\) 'neg', 'negs' are not used"
     with pytest.warns(UserWarning, match=unused):
         datamodule = pair_module(
             path.parent, tiny_tokenizer_dir, datasets_cache, anchor_column="q", positive_column="pos"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from types import SimpleNamespace
 
 import pandas as pd
@@ -86,6 +87,11 @@ def test_class_ids_that_never_occur_are_warned_about(
     with pytest.warns(UserWarning, match=r"Class ids \[0\] never occur in column 'label' of .*ids 1-3\)"):
         datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache)
     assert datamodule.label_names == ["0", "1", "2", "3"]
+    # Named classes or a class count given: the ids are what the user meant, nothing to warn of.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_module(path.parent, tiny_tokenizer_dir, datasets_cache, label_names=["none", "a", "b", "c"])
+        make_module(path.parent, tiny_tokenizer_dir, datasets_cache, num_labels=4)
 
 
 def test_boolean_labels_are_two_classes(write_split, sentences, tiny_tokenizer_dir, datasets_cache):

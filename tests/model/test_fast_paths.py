@@ -19,6 +19,7 @@ from neobert_tasks.model.attention import (
     scaled_dot_product,
     sdpa_varlen_attention,
 )
+from neobert_tasks.model.pooling import pool_hidden_states
 from tests.conftest import tiny_config_kwargs
 
 BACKENDS = ["eager", "sdpa", "sdpa_varlen"]
@@ -84,6 +85,13 @@ def test_left_padded_rows_get_the_logits_of_the_same_rows_padded_right(backend):
     for all_states in (False, True):
         outputs = model(input_ids=left_ids, attention_mask=left_mask, output_hidden_states=all_states)
         torch.testing.assert_close(outputs.logits, right, atol=1e-5, rtol=0)
+
+
+def test_cls_pooling_of_every_token_takes_each_rows_first_real_token():
+    hidden = torch.arange(2 * 4, dtype=torch.float).reshape(2, 4, 1)
+    left_padded = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert pool_hidden_states(hidden, left_padded, "cls").flatten().tolist() == [2.0, 4.0]
+    assert pool_hidden_states(hidden, None, "cls").flatten().tolist() == [0.0, 4.0]
 
 
 def _unpadded(lengths, heads: int = 2, head_dim: int = 8):

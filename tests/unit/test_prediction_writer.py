@@ -80,34 +80,47 @@ def test_other_ranks_write_no_prediction_file(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def predict(writer: PredictionWriter, trainer, split: str) -> None:
+    writer.on_predict_start(trainer, None)
+    writer.write_on_epoch_end(trainer, FilesPerSplit(), [{"index": torch.tensor([1])}], None)
+
+
 def test_a_new_command_removes_the_files_of_the_last_one_before_it_predicts(tmp_path, capsys):
     """An interrupted predict left the earlier predict's files beside its own config.yaml, as if its own."""
-    trainer = writer_trainer(["test"], tmp_path)
+    trainer = writer_trainer(["test"], tmp_path / "run")
     trainer.state = SimpleNamespace(fn="predict")
-    output = tmp_path / "out"
-    earlier = PredictionWriter(str(output))
-    earlier.write_on_epoch_end(trainer, FilesPerSplit(), [{"index": torch.tensor([3])}], None)
+    output = tmp_path / "run" / "predictions"
+    predict(PredictionWriter(), trainer, "test")
     (output / "notes.md").write_text("mine")  # not written by a predict: kept
-    interrupted = PredictionWriter(str(output))
+    interrupted = PredictionWriter()
     interrupted.on_predict_start(trainer, None)
     interrupted.on_exception(trainer, None, KeyboardInterrupt())
     assert sorted(path.name for path in output.iterdir()) == ["notes.md"]
-    assert (
-        capsys.readouterr().err
-        == f"neobert_tasks: predict interrupted; no predictions were written to {output}.\n"
-    )
+    expected = f"neobert_tasks: predict interrupted; no predictions were written to {output}.\n"
+    assert capsys.readouterr().err == expected
     # validate --prediction_writer.after_validate: one predict per validation split, into the same folder.
-    writer = PredictionWriter(str(output))
+    writer = PredictionWriter()
     for split in ("matched", "mismatched"):
-        writer.on_predict_start(trainer, None)
-        writer.write_on_epoch_end(
-            writer_trainer([split], tmp_path), FilesPerSplit(), [{"index": torch.tensor([1])}], None
-        )
+        predict(writer, writer_trainer([split], tmp_path / "run"), split)
     assert sorted(path.name for path in output.iterdir()) == [
         MANIFEST,
         "matched.txt",
         "mismatched.txt",
         "notes.md",
     ]
-    PredictionWriter(str(output)).on_predict_start(trainer, None)
-    assert sorted(path.name for path in output.iterdir()) == ["notes.md"]
+    (output / "matched.txt").write_text("edited by hand")  # changed since written: the user's now
+    PredictionWriter().on_predict_start(trainer, None)
+    assert sorted(path.name for path in output.iterdir()) == ["matched.txt", "notes.md"]
+
+
+def test_a_folder_given_as_output_dir_keeps_every_commands_files(tmp_path):
+    """One submission folder filled by a predict per GLUE task: each kept the files of the others."""
+    for split in ("SST-2", "RTE"):
+        predict(
+            PredictionWriter(str(tmp_path / "submission")), writer_trainer([split], tmp_path / "run"), split
+        )
+    assert sorted(path.name for path in (tmp_path / "submission").iterdir()) == [
+        MANIFEST,
+        "RTE.txt",
+        "SST-2.txt",
+    ]
