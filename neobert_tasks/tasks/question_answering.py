@@ -193,6 +193,9 @@ class QuestionAnsweringTask(NeoBERTTask):
     # ------------------------------------------------------------------------------------------------------
     # Prediction.
 
+    # Post-processing reads each window's logits as an array: the prediction writer keeps them so.
+    prediction_array_keys = ("start_logits", "end_logits")
+
     def predict_step(self, batch, batch_index, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         inputs = {key: value for key, value in self.model_inputs(batch).items() if key not in POSITION_KEYS}
         outputs = self.model(**inputs)

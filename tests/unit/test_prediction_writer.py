@@ -24,6 +24,11 @@ def test_step_outputs_are_flattened_per_key_and_ranks_concatenated():
         "scores": [pytest.approx([0.1, 0.9]), pytest.approx([0.8, 0.2]), [0.5, 0.5]],
     }
     assert flatten_outputs([]) == {}
+    # Outputs a task reads as arrays (QA logits) stay NumPy rows: Python floats take 8 times the memory.
+    arrays = flatten_outputs(steps, array_keys=("scores",))
+    assert arrays["index"] == [0, 2, 4]
+    assert [type(row).__name__ for row in arrays["scores"]] == ["ndarray"] * 3
+    assert [row.tolist() for row in arrays["scores"]] == flat["scores"]
     # A rank with no rows (more ranks than batches) adds nothing.
     assert merge_outputs([{"index": [0, 2]}, {}, {"index": [1]}]) == {"index": [0, 2, 1]}
     assert merge_outputs([{}, {}]) == {}
