@@ -346,10 +346,12 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
         )
     except SIGTERMException:
         # Pre-empted, or Ctrl-C in a fit (neobert_tasks.interrupt), after saving what a fit can resume from.
+        remove_fresh_run_folders()  # stopped before anything was saved: the resume starts in the same folder
         raise SystemExit(report_stop()) from None
     except KeyboardInterrupt:
         # Ctrl-C while the command starts (reading configs, loading a model); inside a fit see
         # neobert_tasks.interrupt. Nothing has trained, so nothing is lost.
+        remove_fresh_run_folders()
         print("\nneobert_tasks: interrupted.", file=sys.stderr)
         raise SystemExit(128 + signal.SIGINT) from None
     except Exception as error:
@@ -368,12 +370,16 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
             user_error = ConfigError(missing)  # a tracker's logger without its package
         if user_error is None:
             raise
-        # A run folder this command created without results would only push the next run to version_N+1.
-        for folder in FRESH_RUN_FOLDERS:
-            remove_unused_run_folder(folder)
+        remove_fresh_run_folders()
         # One line even when the message quotes a library's multi-line explanation.
         print(f"neobert_tasks: error: {' '.join(str(user_error).split())}", file=sys.stderr)
         raise SystemExit(EX_IOERR if isinstance(user_error, StorageError) else 2) from None
+
+
+def remove_fresh_run_folders() -> None:
+    """A run folder this command created without results would only push the next run to version_N+1."""
+    for folder in FRESH_RUN_FOLDERS:
+        remove_unused_run_folder(folder)
 
 
 def program_name() -> str:
