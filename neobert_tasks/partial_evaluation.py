@@ -34,6 +34,8 @@ def batch_counts(trainer: L.Trainer, stage: str) -> tuple[int, int]:
         sizes = [len(loader) for loader in loaders]
     except TypeError:  # a loader without a length (an iterable dataset): nothing to compare with
         return 0, 0
+    if len(counts) != len(sizes):  # no loader at all (a fit without validation data): nothing was cut
+        return 0, 0
     return int(sum(min(count, size) for count, size in zip(counts, sizes, strict=True))), sum(sizes)
 
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from neobert_tasks.partial_evaluation import warn_if_partial
+from neobert_tasks.partial_evaluation import batch_counts, warn_if_partial
 
 
 def trainer(stage: str, counts: list, sizes: list[int], limit, world_size: int = 1) -> SimpleNamespace:
@@ -43,6 +43,12 @@ def test_no_warning_when_every_batch_runs(counts, limit):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_if_partial(trainer("test", counts, [9], limit), "test")
+
+
+def test_a_fit_without_validation_data_counts_no_batches():
+    """An MLM fit with validation_fraction 0 has no validation loader but a batch count: the model card's
+    check of a cut validation failed on it, after training, and the run was left without its export."""
+    assert batch_counts(trainer("validate", [float("inf")], [], 1.0), "validate") == (0, 0)
 
 
 def test_a_split_cut_by_limit_eval_samples_is_named_only_by_the_stages_that_run_it():
