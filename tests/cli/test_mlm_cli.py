@@ -63,3 +63,20 @@ def test_mlm_run_lowers_validation_loss_and_exports(tmp_path):
         "dense.weight",
     ]
     assert (export / "tokenizer.json").exists()
+
+
+def test_mlm_run_without_validation_exports_its_final_weights(tmp_path):
+    """validation_fraction 0 and no validation.txt: the export failed after training (no loaders to count)."""
+    data = tmp_path / "text"
+    write_contexts(data)
+    (data / "validation.txt").unlink()
+    args = [
+        "--config", CONFIGS / "mlm.yaml", "--config", TINY, "--config", CPU,
+        "--data.init_args.tokenizer", shared_path("tokenizers", "bert-base-uncased"),
+        "--data.init_args.dataset", "null", "--data.init_args.data_dir", data,
+        "--data.init_args.validation_fraction", "0", "--data.init_args.max_length", "64",
+        "--data.init_args.limit_train_samples", "32", "--trainer.max_steps", "2",
+        "--trainer.val_check_interval", "null", *cache_args(tmp_path),
+    ]  # fmt: skip
+    run_dir = run_cli("fit", *args, tmp_path=tmp_path)
+    assert (run_dir / "export" / "model.safetensors").is_file() and (run_dir / "metrics.json").is_file()
