@@ -225,6 +225,20 @@ class TextDataModule(HubOrLocalSource, TokenizedDataModule):
             )
         return texts
 
+    def after_tokenize(self, split_name: str, tokenized):
+        """A predict file's texts are cut at ``max_length`` tokens: warn of those that lose a [MASK] so."""
+        if split_name == PREDICT_SPLIT:
+            mask_id, mask = self.tokenizer.mask_token_id, self.tokenizer.mask_token
+            kept = [row.count(mask_id) for row in tokenized[INPUT_IDS][:]]
+            asked = [text.count(mask) for text in self.raw_examples[PREDICT_SPLIT]["text"][:]]
+            if cut := sum(left < wanted for left, wanted in zip(kept, asked, strict=True)):
+                rank_zero_warn(
+                    f"{cut} of {len(kept)} texts of predict file '{self.predict_file}' have a {mask} token"
+                    f" past their first {self.max_length} tokens, where they are cut: it gets no prediction;"
+                    " raise data.init_args.max_length to fill it."
+                )
+        return tokenized
+
     def predict_texts(self) -> list[str]:
         """The predict file's texts, in ``example_index`` order (after ``setup("predict")``)."""
         if PREDICT_SPLIT not in self.raw_examples:

@@ -150,3 +150,13 @@ def test_predict_without_a_predict_file_is_refused_in_one_sentence(tmp_path):
     module = TextDataModule(tokenizer=str(tmp_path / "new_tokenizer"), data_dir=str(data), max_length=32)
     with pytest.raises(DataError, match=r"^MLM predict fills in the \[MASK\] tokens of the texts in data"):
         module.setup("predict")
+
+
+def test_a_mask_past_max_length_in_a_predict_file_is_warned_of(tmp_path, bert_tokenizer_dir):
+    """Texts are cut at max_length tokens: a [MASK] behind the cut got no prediction, without a word."""
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the [MASK] sat on the mat\n" + "word " * 40 + "the end is [MASK] here\n")
+    options = {"predict_file": str(texts), "max_length": 16, "cache_dir": str(tmp_path / "cache")}
+    module = TextDataModule(tokenizer=bert_tokenizer_dir, **options)
+    with pytest.warns(UserWarning, match=r"^1 of 2 texts of predict file .* have a \[MASK\] token past"):
+        module.setup("predict")
