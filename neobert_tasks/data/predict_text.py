@@ -62,10 +62,14 @@ def join_words(batch: dict[str, list], *, tokens_column: str) -> dict[str, list]
 
 
 def load_text_file(
-    path: str, cache_dir: str | None, text_columns: tuple[str, ...] = ("text",)
+    path: str,
+    cache_dir: str | None,
+    text_columns: tuple[str, ...] = ("text",),
+    optional: tuple[str, ...] = (),
 ) -> datasets.Dataset:
     """Raw texts to predict: a .txt file (one text per line), or a .csv/.tsv/.jsonl/.json/.parquet file with
-    the `text_columns`. A file of one column stands for a single text column whatever its name."""
+    the `text_columns`. A file of one column stands for a single text column whatever its name. A cell of an
+    `optional` column (a document's title) may be empty or null, as in the splits."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise MissingDataError(f"Predict file '{path}' does not exist.")
@@ -101,6 +105,8 @@ def load_text_file(
     for column in text_columns:
         if label_kind(dataset.features[column]) != "str":
             raise DataError(f"Column '{column}' of {origin} must hold text, not {dataset.features[column]}.")
+        if column in optional:
+            continue
         if (missing_row := first_row(pc.is_null(dataset.with_format("arrow")[column]))) >= 0:
             raise DataError(f"Row {missing_row} of {origin} has no text (null) in column '{column}'.")
     return dataset

@@ -119,7 +119,9 @@ class LabelledTextDataModule(HubOrLocalSource, TokenizedDataModule):
         return self.text_columns
 
     def load_predict_file(self) -> datasets.Dataset:
-        return load_text_file(self.predict_file, self.cache_dir, self.text_columns)
+        return load_text_file(
+            self.predict_file, self.cache_dir, self.text_columns, self.optional_text_columns
+        )
 
     def predict_texts(self, split_name: str) -> dict[int, list[str]]:
         """Per example index, the text (or pair) of a predicted split's row: what prediction files show."""

@@ -200,3 +200,14 @@ def test_a_document_without_a_title_is_its_text_alone(tiny_tokenizer_dir, write_
         tokens = tokenizer(prefix + long_text(12, index), add_special_tokens=False)["input_ids"]
         windows = module.datasets["validation"][index]["input_ids"]
         assert [token for window in windows for token in window[1:-1]][: len(tokens)] == tokens
+
+
+def test_a_predict_file_may_leave_titles_out_as_the_splits_may(tiny_tokenizer_dir, document_dir, tmp_path):
+    """A CSV predict file with an empty title cell (null) was refused; the same row in a split is not."""
+    texts = tmp_path / "documents.csv"
+    texts.write_text(f"title,text\n,{long_text(20)}\nstory 9,{long_text(5)}\n")
+    module = datamodule(
+        tiny_tokenizer_dir, document_dir, tmp_path, title_column="title", predict_file=str(texts)
+    )
+    module.setup("predict")
+    assert len(module.datasets["predict"]) == 2
