@@ -25,19 +25,26 @@ def write_contexts(directory) -> None:
     (directory / "validation.txt").write_text("\n".join(documents[-100:]) + "\n")
 
 
+def mlm_args(tmp_path, data) -> list:
+    """The MLM config on a tiny model over the text files in ``data``, 64 tokens a row, no validation inside
+    an epoch."""
+    return [
+        "--config", CONFIGS / "mlm.yaml", "--config", TINY, "--config", CPU,
+        "--data.init_args.tokenizer", shared_path("tokenizers", "bert-base-uncased"),
+        "--data.init_args.dataset", "null", "--data.init_args.data_dir", data,
+        "--data.init_args.max_length", "64", "--trainer.val_check_interval", "null", *cache_args(tmp_path),
+    ]  # fmt: skip
+
+
 def test_mlm_run_lowers_validation_loss_and_exports(tmp_path):
     data = tmp_path / "text"
     write_contexts(data)
     args = [
-        "--config", CONFIGS / "mlm.yaml", "--config", TINY, "--config", CPU,
-        "--data.init_args.tokenizer", shared_path("tokenizers", "bert-base-uncased"),
-        "--data.init_args.dataset", "null", "--data.init_args.data_dir", data,
-        "--data.init_args.max_length", "64", "--data.init_args.batch_size", "16",
+        *mlm_args(tmp_path, data), "--data.init_args.batch_size", "16",
         "--data.init_args.limit_train_samples", "150", "--data.init_args.limit_eval_samples", "20",
         "--model.init_args.learning_rate", "2e-3", "--model.init_args.warmup_steps", "5",
-        "--trainer.max_steps", "25", "--trainer.val_check_interval", "null",
+        "--trainer.max_steps", "25",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        *cache_args(tmp_path),
     ]  # fmt: skip
     before = read_metrics_csv(run_cli("validate", *args, tmp_path=tmp_path))["val/loss"][-1]
     # Each example is masked alike whatever batch it lands in (and so on any number of processes).
@@ -70,13 +77,7 @@ def test_mlm_run_without_validation_exports_its_final_weights(tmp_path):
     data = tmp_path / "text"
     write_contexts(data)
     (data / "validation.txt").unlink()
-    args = [
-        "--config", CONFIGS / "mlm.yaml", "--config", TINY, "--config", CPU,
-        "--data.init_args.tokenizer", shared_path("tokenizers", "bert-base-uncased"),
-        "--data.init_args.dataset", "null", "--data.init_args.data_dir", data,
-        "--data.init_args.validation_fraction", "0", "--data.init_args.max_length", "64",
-        "--data.init_args.limit_train_samples", "32", "--trainer.max_steps", "2",
-        "--trainer.val_check_interval", "null", *cache_args(tmp_path),
-    ]  # fmt: skip
+    args = [*mlm_args(tmp_path, data), "--data.init_args.validation_fraction", "0"]
+    args += ["--data.init_args.limit_train_samples", "32", "--trainer.max_steps", "2"]
     run_dir = run_cli("fit", *args, tmp_path=tmp_path)
     assert (run_dir / "export" / "model.safetensors").is_file() and (run_dir / "metrics.json").is_file()
