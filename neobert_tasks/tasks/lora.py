@@ -122,9 +122,22 @@ def save_adapter(model: torch.nn.Module, directory: Path, base_model: str | None
     auto_class = "AutoModel" + head.removeprefix("Model")
     config["auto_mapping"] = {"base_model_class": auto_class, "parent_library": "transformers"}
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    load_arguments = head_arguments(model.get_base_model())
     (directory / "README.md").write_text(
-        adapter_card(lora_description(saved_options(config)), base_model), encoding="utf-8"
+        adapter_card(lora_description(saved_options(config)), base_model, load_arguments), encoding="utf-8"
     )
+
+
+def head_arguments(head: torch.nn.Module) -> str:
+    """The keyword arguments that rebuild a head sized by its labels, as Python source. ``AutoPeftModel``
+    builds the base model from the base model's own config, which has 2 unnamed labels: a 3-class, a
+    regression or an NER head would not load, and a binary one would lose its label names."""
+    if not type(head).__name__.endswith(("ForSequenceClassification", "ForTokenClassification")):
+        return ""
+    config = head.config
+    id2label = {int(index): name for index, name in config.id2label.items()}
+    arguments = f"id2label={id2label!r}, label2id={config.label2id!r}"
+    return arguments + (f", problem_type={config.problem_type!r}" if config.problem_type else "")
 
 
 def saved_options(config: dict[str, Any]) -> dict[str, Any]:
@@ -136,8 +149,9 @@ def saved_options(config: dict[str, Any]) -> dict[str, Any]:
     return {**{option: config[key] for option, key in names.items()}, "target_modules": targets}
 
 
-def adapter_card(description: str, base_model: str | None) -> str:
-    """The adapter folder's README: what it is, what it sits on, and how to load it."""
+def adapter_card(description: str, base_model: str | None, load_arguments: str = "") -> str:
+    """The adapter folder's README: what it is, what it sits on, and how to load it (``load_arguments``:
+    what the head needs beyond the base model's config, `head_arguments`)."""
     merged = (
         "The folder above holds the same model with the adapter merged into its weights, which needs no peft."
     )
@@ -153,7 +167,9 @@ def adapter_card(description: str, base_model: str | None) -> str:
         ' from its own remote code), `peft.PeftModel.from_pretrained(base, "path/to/adapter")`. Where the'
         " base model's remote code maps this head's Auto class (exports of neobert_tasks do), peft rebuilds"
         " it alone:\n\n```python\nfrom peft import AutoPeftModel\n\n"
-        'model = AutoPeftModel.from_pretrained("path/to/adapter", trust_remote_code=True)\n```\n'
+        'model = AutoPeftModel.from_pretrained(\n    "path/to/adapter", trust_remote_code=True'
+        + (f",\n    {load_arguments},\n)" if load_arguments else ")")
+        + "\n```\n"
     )
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from neobert_tasks.errors import ConfigError
-from neobert_tasks.model import NeoBERTConfig, NeoBERTForSequenceClassification
+from neobert_tasks.model import NeoBERTConfig, NeoBERTForMaskedLM, NeoBERTForSequenceClassification
 from neobert_tasks.tasks.lora import (
     FINGERPRINT_KEY,
     add_lora,
@@ -15,6 +15,7 @@ from neobert_tasks.tasks.lora import (
     lora_description,
     lora_options,
     merged_copy,
+    save_adapter,
     trainable_state_dict,
 )
 
@@ -102,6 +103,30 @@ def test_merged_copy_gives_the_adapted_logits_and_leaves_the_model_wrapped():
         torch.testing.assert_close(merged(**inputs).logits, adapted, rtol=0, atol=1e-5)
         assert (adapted - plain).abs().max() > 1e-3  # the adapters changed something
     assert hasattr(model, "peft_config")  # the live model keeps its adapters
+
+
+def test_the_adapter_cards_load_line_rebuilds_a_head_of_three_named_labels(tmp_path):
+    """peft rebuilds the base model from the base's own config (2 unnamed labels): the card's line passes the
+    head's labels, or a 3-label adapter fails to load (a size mismatch of the classifier)."""
+    torch.manual_seed(0)
+    NeoBERTForMaskedLM(NeoBERTConfig(**TINY, vocab_size=100)).save_pretrained(tmp_path / "base")
+    names = {0: "politics", 1: "sports", 2: "tech"}
+    head = NeoBERTForSequenceClassification.from_pretrained(
+        tmp_path / "base", id2label=names, label2id={name: index for index, name in names.items()},
+        problem_type="multi_label_classification",
+    )  # fmt: skip
+    model = add_lora(head, {"r": 4, "dropout": 0.0}, ("dense", "classifier")).eval()
+    save_adapter(model, tmp_path / "adapter", str(tmp_path / "base"))
+    card = (tmp_path / "adapter" / "README.md").read_text()
+    code = card.split("```python\n")[1].split("```")[0].replace("path/to/adapter", str(tmp_path / "adapter"))
+    assert "problem_type='multi_label_classification'" in code
+    namespace: dict = {}
+    exec(code, namespace)  # the card's own lines
+    loaded = namespace["model"].eval()
+    assert loaded.config.id2label == names and loaded.config.problem_type == "multi_label_classification"
+    input_ids = torch.randint(0, 100, (2, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=input_ids).logits, model(input_ids=input_ids).logits)
 
 
 def test_checkpoint_state_keeps_the_trainable_tensors_only():
