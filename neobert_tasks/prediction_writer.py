@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import lightning as L
@@ -31,7 +32,8 @@ class PredictionWriter(BasePredictionWriter):
 
     The task module decides the format through ``prediction_files(outputs, split_names, datamodule)``,
     which receives, per split, each ``predict_step`` output key flattened into a list in dataset order
-    of arrival, and returns ``{file name: text}``: GLUE submission TSVs, NER JSONL, SQuAD JSON, ….
+    of arrival, and returns ``{file name: content}``: GLUE submission TSVs, NER JSONL, SQuAD JSON, …, each
+    as text, bytes, or an iterable of text pieces that is written as it is produced.
 
     Args:
         output_dir: Folder for the files; None writes to ``<run dir>/predictions``.
@@ -91,15 +93,30 @@ class PredictionWriter(BasePredictionWriter):
             return
         output_dir.mkdir(parents=True, exist_ok=True)
         files = pl_module.prediction_files(outputs, split_names, datamodule)
-        for file_name, content in files.items():  # text, or bytes for binary formats (.npy, .parquet)
-            path = output_dir / file_name
-            path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+        for file_name, content in files.items():
+            write_prediction_file(output_dir / file_name, content)
             self._wrote.append(file_name)
         record_written_files(output_dir, files)
         # Which data was predicted: a submission file built from validation rows must not pass for a test one.
         describe = getattr(datamodule, "split_description", lambda name: f"split '{name}'")
         sources = ", ".join(describe(name) for name in split_names)
         rank_zero_info(f"Predictions of {sources} written to {output_dir}: {', '.join(files)}")
+
+
+def write_prediction_file(path: Path, content: str | bytes | Iterable[str]) -> None:
+    """Write text, bytes (binary formats: .npy, .parquet) or text made piece by piece, as a task's generator
+    yields it (a large split's file is never whole in memory), under a temporary name first: a failure
+    midway leaves no half file that passes for the whole."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        if isinstance(content, bytes):
+            partial.write_bytes(content)
+        else:
+            with partial.open("w", encoding="utf-8", newline="") as stream:
+                stream.write(content) if isinstance(content, str) else stream.writelines(content)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def record_written_files(output_dir: Path, names) -> None:

@@ -259,11 +259,11 @@ class MaskedLanguageModelingTask(NeoBERTTask):
                     for token_id, score in zip(token_ids, scores, strict=True)
                 ]
                 masks[index].append((position, tokens))
-            records = [
+            records = (
                 {PREDICTION_INDEX_COLUMN: index, "text": texts[index], "masks": [
                     {"position": position, "predictions": tokens} for position, tokens in sorted(masks[index])
                 ]}
                 for index in range(len(texts))
-            ]  # fmt: skip
-            files[f"{split_name}.jsonl"] = "".join(json.dumps(record) + "\n" for record in records)
+            )  # fmt: skip
+            files[f"{split_name}.jsonl"] = (json.dumps(record) + "\n" for record in records)  # line by line
         return files

@@ -227,7 +227,7 @@ class QuestionAnsweringTask(NeoBERTTask):
                 questions = dict(zip(examples["id"], examples["question"], strict=True))
                 asked = [questions[question_id] for question_id in ids]
                 rows = answer_rows(ids, asked, predictions, self.version_2)
-                files["predict.jsonl"] = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+                files["predict.jsonl"] = (json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         return files
 
     def _predict_split(

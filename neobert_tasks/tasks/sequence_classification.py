@@ -8,8 +8,10 @@ split's metrics are logged as ``val/<name>`` and the others as ``val/<name>_<spl
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -259,15 +261,25 @@ class SequenceClassificationTask(NeoBERTTask):
             order = sorted(range(len(indices)), key=indices.__getitem__)
             texts = datamodule.predict_texts(split_name) if hasattr(datamodule, "predict_texts") else {}
             columns = list(getattr(datamodule, "text_columns", ())) if texts else []
-            records = [self.prediction_record(split_outputs, row) for row in order]
-            for record in records if texts else ():
-                record.update(zip(columns, texts[record[PREDICTION_INDEX_COLUMN]], strict=True))
             from_file = split_name == PREDICT_SPLIT
             tsv_name = submission_file_name(None if from_file else self.task_name, split_name)
-            predictions = [self.format_prediction(split_outputs["prediction"][row]) for row in order]
-            files[tsv_name] = tsv_text(records, predictions, columns if from_file else [])
-            files[tsv_name.removesuffix(".tsv") + ".jsonl"] = "".join(json.dumps(r) + "\n" for r in records)
+
+            # Both files are made row by row as they are written, never whole in memory.
+            rows = functools.partial(self.prediction_rows, split_outputs, order, texts, columns)
+            scored = from_file and bool(columns) and self.problem_type != "multi_label_classification"
+            files[tsv_name] = tsv_lines(rows(), columns if from_file else [], scored)
+            files[tsv_name.removesuffix(".tsv") + ".jsonl"] = (json.dumps(r) + "\n" for r, _ in rows())
         return files
+
+    def prediction_rows(
+        self, split_outputs: dict[str, list], order: list[int], texts: dict, columns: list[str]
+    ) -> Iterator[tuple[dict[str, Any], str]]:
+        """Each example's JSONL record, with its texts when known, and its TSV prediction, in ``order``."""
+        for row in order:
+            record = self.prediction_record(split_outputs, row)
+            if texts:
+                record.update(zip(columns, texts[record[PREDICTION_INDEX_COLUMN]], strict=True))
+            yield record, self.format_prediction(split_outputs["prediction"][row])
 
     def prediction_record(self, split_outputs: dict[str, list], row: int) -> dict[str, Any]:
         """One example's JSONL record: index, label(s), score and class probabilities."""
@@ -304,18 +316,21 @@ GLUE_SUBMISSION_NAMES = {
 GLUE_TEXT_LABEL_TASKS = ("mnli", "qnli", "rte")
 
 
-def tsv_text(records: list[dict[str, Any]], predictions: list[str], text_columns: list[str]) -> str:
+def tsv_lines(records: Iterable[tuple[dict[str, Any], str]], text_columns: list[str], scored: bool):
     """``index``, the ``text_columns`` (quoted where a text holds a tab, quote or line break), ``prediction``
-    and, with texts, the label's ``score``: one row per record."""
+    and, when ``scored``, the label's ``score``: a header, then one line per (record, prediction)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
-    scored = bool(text_columns) and all("score" in record for record in records)
     writer.writerow([PREDICTION_INDEX_COLUMN, *text_columns, "prediction", *(["score"] if scored else [])])
-    for record, prediction in zip(records, predictions, strict=True):
+    for record, prediction in records:
         score = [f"{record['score']:.9g}"] if scored else []
         texts = [record[column] for column in text_columns]
         writer.writerow([record[PREDICTION_INDEX_COLUMN], *texts, prediction, *score])
-    return buffer.getvalue()
+        if buffer.tell() > 1 << 20:  # hand over about a megabyte at a time
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
 
 
 def submission_file_name(task_name: str | None, split_name: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -162,12 +163,12 @@ class TokenClassificationTask(NeoBERTTask):
                 split_outputs["score"], strict=True,
             ):  # fmt: skip
                 words_by_example.setdefault(example, {}).setdefault(word, (prediction, score))
-            lines = [
+            # Both files are made input by input as they are written, never whole in memory.
+            files[f"{split_name}.jsonl"] = (
                 entities_record(index, examples[index], words_by_example.get(index, {}), self.label_names,
-                                self.metric_mode)
+                                self.metric_mode) + "\n"
                 for index in sorted(examples)
-            ]  # fmt: skip
-            files[f"{split_name}.jsonl"] = "".join(line + "\n" for line in lines)
+            )  # fmt: skip
             gold = datamodule.gold_tags(split_name) if hasattr(datamodule, "gold_tags") else None
             files[f"{split_name}.conll"] = conll_columns(examples, words_by_example, self.label_names, gold)
         return files
@@ -180,18 +181,16 @@ def predicted_tags(word_count: int, word_predictions: dict, label_names: list[st
 
 def conll_columns(
     examples: dict[int, dict], words_by_example: dict, label_names: list[str], gold: dict | None
-) -> str:
-    """CoNLL column text: ``word [gold] predicted`` per line, space-separated (spaces inside a word become
-    ``_``), a blank line between inputs."""
-    blocks = []
-    for index in sorted(examples):
+) -> Iterator[str]:
+    """CoNLL column text, input by input: ``word [gold] predicted`` per line, space-separated (spaces inside
+    a word become ``_``), a blank line between inputs."""
+    for position, index in enumerate(sorted(examples)):
         words = examples[index]["words"]
         tags = predicted_tags(len(words), words_by_example.get(index, {}), label_names)
         # Columns are split on spaces: a word with spaces inside (possible in JSON data) keeps one column.
         words = [re.sub(r"\s+", "_", word) for word in words]
         columns = [words, gold[index], tags] if gold is not None else [words, tags]
-        blocks.append("".join(" ".join(row) + "\n" for row in zip(*columns, strict=True)))
-    return "\n".join(blocks)
+        yield ("\n" if position else "") + "".join(" ".join(row) + "\n" for row in zip(*columns, strict=True))
 
 
 def entities_record(

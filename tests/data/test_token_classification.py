@@ -482,4 +482,4 @@ def test_a_word_with_spaces_inside_keeps_one_conll_column():
 
     examples = {0: {"words": ["San Francisco", "is"]}}
     text = conll_columns(examples, {0: {0: (1, 0.9), 1: (0, 0.8)}}, ["O", "B-LOC"], {0: ["B-LOC", "O"]})
-    assert text == "San_Francisco B-LOC B-LOC\nis O O\n"
+    assert "".join(text) == "San_Francisco B-LOC B-LOC\nis O O\n"

@@ -9,7 +9,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from neobert_tasks.prediction_writer import MANIFEST, PredictionWriter, flatten_outputs, merge_outputs
+from neobert_tasks.prediction_writer import (
+    MANIFEST,
+    PredictionWriter,
+    flatten_outputs,
+    merge_outputs,
+    write_prediction_file,
+)
 from neobert_tasks.run_directory import RunDirectory
 
 
@@ -129,3 +135,18 @@ def test_a_folder_given_as_output_dir_keeps_every_commands_files(tmp_path):
         "RTE.txt",
         "SST-2.txt",
     ]
+
+
+def test_a_file_made_piece_by_piece_is_written_whole_or_not_at_all(tmp_path):
+    write_prediction_file(tmp_path / "a.jsonl", (f'{{"index": {index}}}\n' for index in range(3)))
+    assert (tmp_path / "a.jsonl").read_text() == '{"index": 0}\n{"index": 1}\n{"index": 2}\n'
+    write_prediction_file(tmp_path / "b.npy", b"\x93NUMPY")
+    assert (tmp_path / "b.npy").read_bytes() == b"\x93NUMPY"
+
+    def failing():
+        yield "a line\n"
+        raise ValueError("formatting failed")
+
+    with pytest.raises(ValueError, match="formatting failed"):
+        write_prediction_file(tmp_path / "c.tsv", failing())
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.jsonl", "b.npy"]  # no half file left
