@@ -25,7 +25,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from transformers import PreTrainedTokenizerBase
 
-from neobert_tasks.data.checks import require_splits, skip_empty_texts
+from neobert_tasks.data.checks import require_splits, skip_empty_texts, without_unusable_index
 from neobert_tasks.data.collator import ModelInputCollator
 from neobert_tasks.data.keys import EXAMPLE_BATCH_KEYS, EXAMPLE_INDEX, SOURCE_INDEX_COLUMN
 from neobert_tasks.data.loaders import MaxTokens, SplitLoaders, check_max_tokens
@@ -268,6 +268,8 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
         if not is_train and rows is not None and len(dataset) < rows:
             self.evaluation_cuts[name] = (len(dataset), rows)
         keep_row_numbers = not is_train and indexing == "row"
+        if keep_row_numbers and not isinstance(dataset, datasets.IterableDataset):
+            dataset = without_unusable_index(dataset, origin, self._skip_warnings)
         columns = self.empty_text_columns()
         dataset = skip_empty_texts(
             dataset, columns, self.empty_texts, name, origin, keep_row_numbers, warned=self._skip_warnings

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from lightning.pytorch.utilities import rank_zero_warn
 
 from neobert_tasks.data.keys import EXAMPLE_INDEX, SOURCE_INDEX_COLUMN
-from neobert_tasks.data.labels import label_kind
+from neobert_tasks.data.labels import label_kind, shortened
 from neobert_tasks.data.sources import DataError, MissingDataError
 
 
@@ -154,3 +154,23 @@ def skip_empty_texts(
         dataset = dataset.add_column(EXAMPLE_INDEX, np.arange(len(dataset)))
     # `select` with the kept row numbers gets a deterministic fingerprint, so tokenization stays cached.
     return dataset.select(np.setdiff1d(np.arange(len(dataset)), bad))
+
+
+def without_unusable_index(dataset: datasets.Dataset, origin: str, warned: set[str]) -> datasets.Dataset:
+    """`dataset` without its `SOURCE_INDEX_COLUMN` where that cannot index predictions: not integers (ids
+    like "id-0"), nulls, or a value twice (rows sharing an index would share a text in prediction files).
+    Predictions are then indexed by row number, with a warning."""
+    if SOURCE_INDEX_COLUMN not in dataset.column_names:
+        return dataset
+    values = dataset.with_format("arrow")[SOURCE_INDEX_COLUMN]
+    distinct = pc.count_distinct(values).as_py() == len(values)
+    if pa.types.is_integer(values.type) and not values.null_count and distinct:
+        return dataset
+    warning = (
+        f"Column '{SOURCE_INDEX_COLUMN}' of {origin} does not hold a distinct integer per row"
+        f" ({shortened(str(values[0].as_py()))!r}, …): predictions are indexed by row number instead."
+    )
+    if warning not in warned:
+        warned.add(warning)
+        rank_zero_warn(warning)
+    return dataset.remove_columns(SOURCE_INDEX_COLUMN)

@@ -43,6 +43,8 @@ ENCODINGS = {
 def label_kind(feature: object) -> str:
     """Classify a label feature as class_label/int/float/str, optionally prefixed by list_, or unsupported."""
     if isinstance(feature, (datasets.List, datasets.LargeList)):
+        if isinstance(feature.feature, datasets.Value) and feature.feature.dtype == "bool":
+            return "list_float"  # a list of booleans is a multi-hot vector, not a list of class ids 0 and 1
         inner = label_kind(feature.feature)
         return f"list_{inner}" if not inner.startswith(("list_", "unsupported")) else "unsupported"
     if isinstance(feature, datasets.ClassLabel):
@@ -68,14 +70,14 @@ def encode_label(value: object, encoding: str, label_to_index: dict[str, int], n
     if encoding == "class_index":
         return int(value)
     if encoding == "class_name":
-        return label_to_index[value]
+        return label_to_index[value if isinstance(value, str) else str(value)]  # 2 for a class named "2"
     if encoding == "float":
         return float(value)
     if encoding == "multi_hot_vector":
         return [float(item) for item in value]
     multi_hot = [0.0] * num_labels
     for item in value:
-        multi_hot[label_to_index[item] if encoding == "multi_hot_names" else int(item)] = 1.0
+        multi_hot[label_to_index[str(item)] if encoding == "multi_hot_names" else int(item)] = 1.0
     return multi_hot
 
 
@@ -135,6 +137,9 @@ def check_labels(
     missing = flat.null_count if flat is not values else 0
     if missing:
         raise DataError(f"S{where[1:]} has {missing} null items in the label lists of column '{column}'.")
+    if encoding in ("class_name", "multi_hot_names") and not pa.types.is_string(flat.type):
+        # Integers read against names (`names_for_integers`): checked as the names they are written as.
+        flat = original = pc.cast(flat, pa.string())
     cause = f"; the label names come from {names_source}" if names_source else ""
     if encoding in ("class_index", "multi_hot_indices"):
         numbers = flat.to_numpy(zero_copy_only=False)
@@ -188,6 +193,8 @@ def infer_label_schema(feature: object, values: datasets.Dataset, column: str, o
     inner = feature.feature if kind.startswith("list_") else feature
     if isinstance(inner, datasets.ClassLabel):
         return LabelSchema(problem_type, tuple(inner.names))
+    if kind == "int" and inner.dtype == "bool":
+        return LabelSchema(problem_type, ("False", "True"))  # class ids 0 and 1, named as the data wrote them
     column_values = values.with_format("arrow")[column]
     flat = pc.list_flatten(column_values) if kind.startswith("list_") else column_values
     if kind == "list_float":
@@ -225,9 +232,32 @@ def label_encoding(problem_type: str, feature: object, column: str, origin: str)
     encoding = ENCODINGS.get((problem_type, kind))
     if encoding is None:
         # Class ids read from a CSV file turn float when one label is missing (pandas reads it as NaN).
-        hint = " (one empty label makes a CSV column of class ids float)" if kind == "float" else ""
+        from_csv = ".csv" in origin or ".tsv" in origin
+        csv = " (one empty label makes a CSV column of class ids float)" if from_csv else ""
+        hint = f": floats are regression targets, class ids are integers{csv}" if kind == "float" else ""
         raise DataError(
             f"Label column '{column}' of {origin} has type {feature}, which does not fit"
             f" {problem_type}{hint}."
         )
     return encoding
+
+
+def check_label_names(label_names: Sequence[str] | None, problem_type: str | None) -> None:
+    """Refuse ``label_names`` that cannot name a model's classes: one name twice, or one class alone."""
+    names = list(label_names or ())
+    if repeated := next((name for name in names if names.count(name) > 1), None):
+        raise DataError(
+            f"data.init_args.label_names lists {repeated!r} twice: each class needs a name of its own."
+        )
+    if len(names) == 1 and problem_type in (None, SINGLE_LABEL):
+        raise DataError(
+            f"data.init_args.label_names lists one class, {names[0]!r}: single-label classification needs"
+            " every class named (at least 2)."
+        )
+
+
+def names_for_integers(encoding: str) -> str:
+    """The encoding of integer labels in a split whose model was named by the training split's *string*
+    labels: there an integer 2 is the class named "2" (a file written with numbers where another has text),
+    not the third name, which is what it would index."""
+    return {"class_index": "class_name", "multi_hot_indices": "multi_hot_names"}.get(encoding, encoding)

@@ -224,7 +224,7 @@ class LongDocumentDataModule(TextClassificationDataModule):
             body_length=self.body_length,
             stride=self.stride,
             head_tokens=self.head_tokens,
-            **self.label_options(dataset),
+            **self.label_options(dataset, split_name),
         )
 
     def window_lengths(self, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -31,11 +31,13 @@ from neobert_tasks.data.labels import (
     PROBLEM_TYPES,
     REGRESSION,
     LabelSchema,
+    check_label_names,
     check_labels,
     encode_labels,
     infer_label_schema,
     label_encoding,
     label_kind,
+    names_for_integers,
     warn_of_absent_class_ids,
 )
 from neobert_tasks.data.predict_text import load_text_file
@@ -76,6 +78,8 @@ class LabelledTextDataModule(HubOrLocalSource, TokenizedDataModule):
     """
 
     sort_eval_by_length = True  # predictions are written back by example index
+    # Whether the class names are the training split's string labels (`split_encoding`); GLUE's are not.
+    labels_named_by_strings = False
     text_columns: tuple[str, ...]
     # Text columns whose missing values the encoder leaves out instead of refusing (a long document's title).
     optional_text_columns: tuple[str, ...] = ()
@@ -140,19 +144,25 @@ class LabelledTextDataModule(HubOrLocalSource, TokenizedDataModule):
             tokenizer=self.tokenizer,
             text_columns=self.text_columns,
             max_length=self.max_length,
-            **self.label_options(dataset),
+            **self.label_options(dataset, split_name),
         )
 
-    def label_options(self, dataset: datasets.Dataset) -> dict[str, Any]:
-        """The encode function's arguments that turn `dataset`'s labels into targets (none without labels)."""
-        labelled = self.label_column in dataset.column_names
-        feature = dataset.features[self.label_column] if labelled else None
+    def label_options(self, dataset: datasets.Dataset, split_name: str = "") -> dict[str, Any]:
+        """The encode function's arguments that turn `dataset`'s labels into targets (none without labels;
+        a predict file's label column is not read: predict scores nothing)."""
+        labelled = self.label_column in dataset.column_names and split_name != PREDICT_SPLIT
         return {
             "label_column": self.label_column if labelled else None,
-            "encoding": label_encoding(self.problem_type, feature, self.label_column, "") if labelled else "",
+            "encoding": self.split_encoding(dataset.features[self.label_column], "") if labelled else "",
             "label_to_index": {name: index for index, name in enumerate(self.label_names)},
             "num_labels": self.num_labels,
         }
+
+    def split_encoding(self, feature: object, origin: str) -> str:
+        """How a split's labels of type `feature` become targets: integers are class ids, unless the class
+        names came from the training split's strings, then they are those names (`names_for_integers`)."""
+        encoding = label_encoding(self.problem_type, feature, self.label_column, origin)
+        return names_for_integers(encoding) if self.labels_named_by_strings else encoding
 
 
 class TextClassificationDataModule(LabelledTextDataModule):
@@ -228,6 +238,7 @@ class TextClassificationDataModule(LabelledTextDataModule):
         self, problem_type: str | None, num_labels: int | None, label_names: list[str] | None
     ) -> LabelSchema:
         """Use the explicit settings; read the training labels only for what they leave open."""
+        check_label_names(label_names, problem_type)
         if problem_type == REGRESSION:
             if num_labels not in (None, 1):
                 raise DataError(f"Regression has a single output, but num_labels is {num_labels}.")
@@ -243,6 +254,7 @@ class TextClassificationDataModule(LabelledTextDataModule):
         if problem_type is not None and problem_type != inferred.problem_type:
             label_encoding(problem_type, feature, self.label_column, origin)
             inferred = LabelSchema(problem_type, inferred.label_names)
+        self.labels_named_by_strings = not label_names and label_kind(feature) in ("str", "list_str")
         if label_names:
             inferred = LabelSchema(inferred.problem_type, tuple(label_names))
         elif num_labels and label_kind(feature) in ("int", "list_int") and num_labels >= inferred.num_labels:
@@ -267,11 +279,11 @@ class TextClassificationDataModule(LabelledTextDataModule):
             split_name == self.test_split and split_name != self.validation_split
         )
         column = self.label_column
-        labelled = not is_test or column in dataset.column_names
+        labelled = split_name != PREDICT_SPLIT and (not is_test or column in dataset.column_names)
         require_columns(dataset, [*self.text_columns, column if labelled else None], origin)
         check_text_columns(dataset, self.text_columns, origin, optional=self.optional_text_columns)
         if labelled:
-            encoding = label_encoding(self.problem_type, dataset.features[column], column, origin)
+            encoding = self.split_encoding(dataset.features[column], origin)
             check_labels(
                 dataset,
                 column,

@@ -97,9 +97,75 @@ def test_class_ids_that_never_occur_are_warned_about(
 def test_boolean_labels_are_two_classes(write_split, sentences, tiny_tokenizer_dir, datasets_cache):
     path = write_split("train", text=sentences(4), label=[True, False, False, True])
     datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache, group_by_length=False)
-    assert (datamodule.problem_type, datamodule.label_names) == ("single_label_classification", ["0", "1"])
+    # Named as the data writes them (exports and predictions show "True", not "1").
+    assert datamodule.problem_type == "single_label_classification"
+    assert datamodule.label_names == ["False", "True"]
     datamodule.setup("fit")
     assert sorted(row["labels"] for row in datamodule.datasets["train"]) == [0, 0, 1, 1]
+    # A list of booleans is a multi-hot vector, not the class ids 0 and 1.
+    path = write_split(
+        "train",
+        directory=path.parent / "lists",
+        text=sentences(3),
+        label=[[True, False, True], [False] * 3, [True] * 3],
+    )
+    multi_hot = make_module(path.parent, tiny_tokenizer_dir, datasets_cache, group_by_length=False)
+    assert (multi_hot.problem_type, multi_hot.num_labels) == ("multi_label_classification", 3)
+    multi_hot.setup("fit")
+    rows = [multi_hot.collator([row])["labels"][0].tolist() for row in multi_hot.datasets["train"]]
+    assert rows == [[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_integer_labels_of_another_split_are_the_names_training_wrote_as_text(
+    suffix, write_split, sentences, tiny_tokenizer_dir, datasets_cache
+):
+    # Train wrote its classes as text "1", "2", "3"; validation as numbers: 1 is the class "1", not the
+    # second name, which class ids would index (scored against the wrong classes, silently).
+    path = write_split("train", suffix, text=sentences(6), label=["1", "2", "3"] * 2)
+    write_split("validation", suffix, text=sentences(4, offset=1), label=[1, 2, 3, 1])
+    datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache)
+    assert datamodule.label_names == ["1", "2", "3"]
+    datamodule.setup("validate")
+    labels = {row["example_index"]: row["labels"] for row in datamodule.datasets["validation"]}
+    assert labels == {0: 0, 1: 1, 2: 2, 3: 0}
+    # A number that names no class is refused as such, not as an id out of range.
+    write_split("validation", suffix, text=sentences(2), label=[1, 4])
+    with pytest.raises(DataError, match=r"Label '4' in row 1 of split 'validation' .* not one of the label"):
+        make_module(path.parent, tiny_tokenizer_dir, datasets_cache).setup("validate")
+
+
+def test_label_names_that_cannot_name_the_classes_are_refused(
+    write_split, sentences, tiny_tokenizer_dir, datasets_cache
+):
+    path = write_split("train", text=sentences(4), label=["neg", "pos"] * 2)
+    with pytest.raises(DataError, match="label_names lists 'neg' twice: each class needs a name of its own"):
+        make_module(path.parent, tiny_tokenizer_dir, datasets_cache, label_names=["neg", "pos", "neg"])
+    with pytest.raises(DataError, match=r"label_names lists one class, 'neg': single-label .* \(at least"):
+        make_module(path.parent, tiny_tokenizer_dir, datasets_cache, label_names=["neg"])
+
+
+def test_an_index_column_that_cannot_index_predictions_gives_way_to_row_numbers(
+    write_split, sentences, tiny_tokenizer_dir, datasets_cache
+):
+    path = write_split("train", text=sentences(4), label=[0, 1] * 2)
+    texts = sentences(4, offset=2)
+    for idx in (["id-0", "id-1", "id-2", "id-3"], [5, 5, 4, 4]):  # strings crashed the collator; repeats
+        write_split("test", text=texts, idx=idx)  # put one row's text beside another's prediction
+        datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache)
+        with pytest.warns(UserWarning, match=r"Column 'idx' of .*test\.parquet.* does not hold a distinct"):
+            datamodule.setup("predict")
+        batches = list(datamodule.predict_dataloader())
+        assert sorted(torch.cat([batch["example_index"] for batch in batches]).tolist()) == [0, 1, 2, 3]
+        assert datamodule.predict_texts("test") == {row: [text] for row, text in enumerate(texts)}
+
+
+def test_a_predict_files_label_column_is_not_read(write_split, sentences, tiny_tokenizer_dir, datasets_cache):
+    path = write_split("train", text=sentences(4), label=["neg", "pos"] * 2)
+    predict_file = write_split("new", ".csv", text=sentences(2), label=["bogus", "bogus"])
+    datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache, predict_file=str(predict_file))
+    datamodule.setup("predict")
+    assert "labels" not in next(iter(datamodule.predict_dataloader()))
 
 
 def test_explicit_schema_reads_no_data(tmp_path, tiny_tokenizer_dir, datasets_cache):
