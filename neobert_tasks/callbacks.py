@@ -156,8 +156,30 @@ class BestModelCheckpoint(ModelCheckpoint):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_metrics = state_dict.pop("best_metrics", {})
-        super().load_state_dict(state_dict)
+        super().load_state_dict(moved_checkpoint_state(state_dict, self.dirpath))
         self._best_metrics_path = self.best_model_path
+
+
+def moved_checkpoint_state(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
+    """A checkpoint callback's saved state, its paths moved into ``dirpath`` where the run folder was moved
+    (its best checkpoint is there, under the same name). Lightning drops the best score of a state saved
+    in another folder: the next validation, however bad, would become the best and be exported."""
+    saved = state.get("dirpath")
+    best = state.get("best_model_path") or ""
+    if not dirpath or not saved or saved == dirpath or not best or Path(best).parent != Path(saved):
+        return state
+
+    def into(path: str) -> str:  # a path of the saved folder, now in dirpath
+        return str(Path(dirpath) / Path(path).name) if path and Path(path).parent == Path(saved) else path
+
+    if not Path(into(best)).is_file():
+        return state  # a checkpoint of another run (fine-tuning on from it): nothing of it is here
+    paths = {
+        key: into(state.get(key) or "")
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path")
+    }
+    best_k = {into(path): score for path, score in state.get("best_k_models", {}).items()}
+    return {**state, **paths, "dirpath": dirpath, "best_k_models": best_k}
 
 
 class ExportBestModel(L.Callback):

@@ -24,7 +24,7 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from neobert_tasks.errors import MissingPathError
+from neobert_tasks.errors import ConfigError, MissingPathError
 from neobert_tasks.model.loading import is_local_path
 from neobert_tasks.resume import latest_run_checkpoint
 from neobert_tasks.run_directory import (
@@ -39,10 +39,17 @@ def resolve_checkpoint_path(config: Any, subcommand: str, command_line: list[str
     """Replace ``config.ckpt_path`` ``best`` or ``last`` by a checkpoint's path (None: start from scratch);
     return the version of the run folder a ``fit`` resumes into, if any."""
     ckpt_path, fits = config.get("ckpt_path"), subcommand == "fit"
+    if ckpt_path == "best" and fits:  # Lightning's own "best" is of a fit earlier in the same process
+        raise ConfigError(
+            "fit --ckpt_path best: a fit resumes from its last.ckpt (--ckpt_path last); to train on from"
+            " a run's best weights, start a new run from its export (--model.init_args.pretrained"
+            " <run>/export)."
+        )
     if ckpt_path == "last" or (ckpt_path == "best" and not fits):
         run = run_of_config(command_line)
         if run is not None:
-            return resolve_in_run(config, subcommand, run)
+            typed_root = any(argument.startswith("--trainer.default_root_dir") for argument in command_line)
+            return resolve_in_run(config, subcommand, run, typed_root)
     root = config.trainer.default_root_dir or "runs"
     if ckpt_path == "best" and not fits:
         best = best_run_checkpoint(root)
@@ -66,8 +73,10 @@ def resolve_checkpoint_path(config: Any, subcommand: str, command_line: list[str
     return None
 
 
-def resolve_in_run(config: Any, subcommand: str, run: Path) -> int | None:
-    """``best`` or ``last`` of the run whose ``config.yaml`` was given; the run's version for ``fit``."""
+def resolve_in_run(config: Any, subcommand: str, run: Path, typed_root: bool = False) -> int | None:
+    """``best`` or ``last`` of the run whose ``config.yaml`` was given; the run's version for ``fit``, which
+    goes on in that folder wherever the run was moved (unless ``typed_root``: a root given on the command
+    line starts a new run there)."""
     which = config.get("ckpt_path")
     found = best_checkpoint_of_run(run) if which == "best" else last_checkpoint_of_run(run)
     if found is None and which == "best":
@@ -83,6 +92,10 @@ def resolve_in_run(config: Any, subcommand: str, run: Path) -> int | None:
     rank_zero_info(f"Resuming from {found}")
     version = re.fullmatch(r"version_(\d+)", run.name)
     root = Path(config.trainer.default_root_dir or "runs").expanduser().resolve()
+    if version and run.parent != root and not typed_root:
+        # The folder was moved or renamed, or its recorded root is relative to another working directory:
+        # the recorded root would resume into a new folder there, beside none of this run's files.
+        config.trainer.default_root_dir, root = str(run.parent), run.parent
     return int(version.group(1)) if version and run.parent == root else None
 
 

@@ -282,9 +282,10 @@ class NeoBERTCLI(LightningCLI):
         use_atomic_checkpoints(trainer)
         run_dir, evaluated = self._run_dir, self._evaluated_run
         if trainer.is_global_zero:
-            if not run_dir.exists():
+            fresh = not run_dir.exists()
+            check_writable(run_dir, new=fresh and self.subcommand == "fit" and self._resume_version is None)
+            if fresh:
                 FRESH_RUN_FOLDERS.append(run_dir)
-            check_writable(run_dir)
         # Predicting a run's checkpoint: its files go straight into <run>/predictions.
         predictions = str(run_dir) if evaluated is not None and self.subcommand == "predict" else None
         trainer.callbacks.extend([RunDirectory(str(run_dir), predictions), ResultTable()])

@@ -208,11 +208,22 @@ def record_precision_that_runs(config, trainer: L.Trainer) -> None:
         trainer_config["precision"] = ran
 
 
-def check_writable(folder: Path) -> None:
-    """Create ``folder`` and a file in it, or end with one sentence naming it and why it cannot be written."""
+def check_writable(folder: Path, new: bool = False) -> None:
+    """Create ``folder`` and a file in it, or end with one sentence naming it and why it cannot be written.
+
+    ``new``: the folder must not exist yet. A fit's numbered run folder is the next free ``version_N`` when
+    the command starts; another fit into the same root that started at the same moment (a sweep launched
+    in parallel) takes the same N, and the two runs would write over each other's checkpoints and metrics.
+    Creating it exclusively lets only one of them have it."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(exist_ok=not new)
         tempfile.TemporaryFile(dir=folder).close()
+    except FileExistsError as error:
+        raise StorageError(
+            f"Run folder '{folder}' was created by another command that started at the same moment: run this"
+            " one again (it takes the next version), or give each run its own trainer.default_root_dir."
+        ) from error
     except OSError as error:
         raise StorageError(
             f"Cannot write the run folder '{folder}' ({describe_storage_fault(error)}): set"

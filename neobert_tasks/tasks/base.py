@@ -21,11 +21,13 @@ from neobert_tasks.errors import ConfigError
 from neobert_tasks.model.attention import backend_problem, settle_backend
 from neobert_tasks.model.loading import OFFICIAL_CHECKPOINT, architecture, build_model
 from neobert_tasks.tasks.compatibility import (
+    apply_changed_settings,
     check_checkpoint_fits,
     check_checkpoint_labels,
     check_max_length_fits,
     check_tokenizer_fits,
     model_source,
+    optimizer_settings,
     warn_if_schedule_changed,
 )
 from neobert_tasks.tasks.layers import freeze, parameter_counts
@@ -247,7 +249,17 @@ class NeoBERTTask(L.LightningModule):
             final_lr_fraction=hparams.final_lr_fraction,
             schedule=hparams.lr_schedule,
         )
+        self._configured_settings = optimizer_settings(
+            optimizer, scheduler
+        )  # before a checkpoint's replace them
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        if self._resumed_from is not None and self.trainer.lr_scheduler_configs:
+            scheduler = self.trainer.lr_scheduler_configs[0].scheduler
+            apply_changed_settings(
+                self.trainer.optimizers[0], scheduler, self._configured_settings, self.trainer.global_step
+            )
 
     def setup(self, stage: str) -> None:
         """Settle the attention backend and check that the data fits the model (vocabulary, input length)
@@ -327,6 +339,7 @@ class NeoBERTTask(L.LightningModule):
     # Lightning calls after on_load_checkpoint), to tell a resume that re-plans the schedule.
     _schedule_total_steps: int | None = None
     _resumed_from: dict[str, Any] | None = None
+    _configured_settings: list[dict[str, Any]] = []  # `optimizer_settings` of this command's options
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["neobert_config"] = architecture(self.network)  # see architecture_from_checkpoint

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from neobert_tasks.errors import ConfigError
@@ -110,3 +110,47 @@ def warn_if_schedule_changed(checkpoint: dict[str, Any] | None, total_steps: flo
         f" '{path}' planned {planned} (trainer.max_epochs, trainer.max_steps, the batching or the number of"
         f" processes changed): from step {step} the rate follows the new plan, not the interrupted run's."
     )
+
+
+# What a resumed fit takes from its options rather than from the checkpoint's optimizer state.
+OPTIMIZER_SETTINGS = ("weight_decay", "betas", "eps")
+
+
+def optimizer_settings(optimizer: torch.optim.Optimizer, scheduler: Any) -> list[dict[str, Any]]:
+    """Per parameter group, the peak learning rate (the scheduler's base) and `OPTIMIZER_SETTINGS` as this
+    command's options made them, before a checkpoint's optimizer state replaces them."""
+    return [
+        {"base_lr": base_lr, **{key: group[key] for key in OPTIMIZER_SETTINGS if key in group}}
+        for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs, strict=True)
+    ]
+
+
+def apply_changed_settings(
+    optimizer: torch.optim.Optimizer, scheduler: Any, configured: list[dict[str, Any]], step: int
+) -> list[str]:
+    """Put back the options a resumed fit was given where they differ from the checkpoint's: Lightning
+    restores the saved parameter groups and schedule, so a learning rate or weight decay changed for the
+    resume was silently not used, while config.yaml recorded it. The schedule keeps its place (the rate's
+    fraction of its peak). Returns the names of the settings changed."""
+    if len(configured) != len(optimizer.param_groups):
+        return []
+    changed = []
+    for index, (group, settings) in enumerate(zip(optimizer.param_groups, configured, strict=True)):
+        saved_base, base = scheduler.base_lrs[index], settings["base_lr"]
+        if not math.isclose(saved_base, base, rel_tol=1e-9):
+            fraction = group["lr"] / saved_base if saved_base else 1.0
+            group["lr"], group["initial_lr"], scheduler.base_lrs[index] = base * fraction, base, base
+            changed.append("learning_rate")
+        for key in OPTIMIZER_SETTINGS:
+            if key in settings and tuple(as_list(group.get(key))) != tuple(as_list(settings[key])):
+                group[key] = settings[key]
+                changed.append(key)
+    names = sorted(set(changed))
+    if names:
+        rank_zero_info(f"Resumed at step {step} with a changed {', '.join(names)}: the new value applies.")
+    return names
+
+
+def as_list(value: Any) -> list:
+    """A setting as a list, for comparing a tuple (betas) with a scalar-or-list of the restored state."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]

@@ -200,6 +200,33 @@ def test_sigterm_saves_a_checkpoint_and_resumes_to_the_same_result(tmp_path, uni
     assert_same_run(run_dir, uninterrupted)
 
 
+def test_a_moved_run_folder_resumes_in_its_new_place_to_the_same_result(tmp_path, uninterrupted):
+    fit_in_process(*interrupted_args(tmp_path / "old", "SIGTERM"), expected_status=143)
+    moved = tmp_path / "new" / "version_0"
+    moved.parent.mkdir()
+    (tmp_path / "old" / "runs" / "version_0").rename(moved)
+    # Its config.yaml records the old root: the run went on there, in a new folder, and died at the export.
+    build_cli("fit", "--config", moved / "config.yaml", "--ckpt_path", "last")
+    assert not (tmp_path / "old" / "runs" / "version_0").exists()
+    assert_same_run(moved, uninterrupted)  # the best score carried over: Lightning dropped it as "moved"
+    assert (moved / "export" / "model.safetensors").is_file()
+
+
+def test_a_learning_rate_changed_for_a_resume_is_the_one_used(tmp_path, caplog):
+    fit_in_process(*interrupted_args(tmp_path, "SIGTERM"), expected_status=143)
+    changed = ["--model.init_args.learning_rate", "1e-4", "--model.init_args.weight_decay", "0.5"]
+    with caplog.at_level("INFO"):
+        fit_in_process(*fit_args(tmp_path), "--ckpt_path", "last", *changed)
+    assert (
+        "Resumed at step 10 with a changed learning_rate, weight_decay: the new value applies" in caplog.text
+    )
+    final = load(tmp_path / "runs" / "version_0" / "checkpoints" / "last.ckpt")
+    groups = final["optimizer_states"][0]["param_groups"]
+    assert {group["initial_lr"] for group in groups} == {1e-4}  # was the checkpoint's, silently
+    assert {group["weight_decay"] for group in groups} == {0.5, 0.0}  # norms and biases keep none
+    assert final["lr_schedulers"][0]["base_lrs"] == [1e-4] * len(groups)
+
+
 def test_ctrl_c_saves_a_checkpoint_says_how_to_go_on_and_resumes_to_the_same_result(
     tmp_path, uninterrupted, caplog
 ):

@@ -12,8 +12,8 @@ import pytest
 from jsonargparse import Namespace
 
 from neobert_tasks.checkpoint_paths import check_base_model_present, resolve_checkpoint_path
-from neobert_tasks.errors import MissingPathError
-from neobert_tasks.run_directory import run_of_config
+from neobert_tasks.errors import ConfigError, MissingPathError, StorageError
+from neobert_tasks.run_directory import check_writable, run_of_config
 
 
 def make_run(root: Path, version: int, mtime: float, best: bool = True, last: bool = True) -> Path:
@@ -113,3 +113,33 @@ def test_an_evaluation_that_must_load_a_gone_base_folder_says_why(tmp_path, lora
     (tmp_path / "base").mkdir()
     check_base_model_present(gone, lora, "predict")
     check_base_model_present("chandar-lab/NeoBERT", lora, "predict")  # a hub id: loading says what fails
+
+
+def test_fit_from_best_is_refused_in_one_sentence(runs):
+    # Lightning's own "best" (a fit earlier in the process) ended in its traceback about a ModelCheckpoint.
+    root, older, _ = runs
+    for arguments in ([], ["--config", str(older / "config.yaml")]):
+        with pytest.raises(ConfigError, match=r"fit --ckpt_path best: a fit resumes from its last\.ckpt"):
+            resolve_checkpoint_path(config_for(root, "best"), "fit", arguments)
+
+
+def test_a_moved_run_resumes_where_its_config_yaml_now_is(runs, tmp_path):
+    root, older, _ = runs
+    (tmp_path / "moved").mkdir()
+    moved = older.rename(tmp_path / "moved" / "version_0")
+    config = config_for(root, "last")  # the root its config.yaml recorded
+    assert resolve_checkpoint_path(config, "fit", ["--config", str(moved / "config.yaml")]) == 0
+    assert config.trainer.default_root_dir == str(moved.parent)
+    # A root typed on the command line starts a new run there instead.
+    config = config_for(root, "last")
+    arguments = ["--config", str(moved / "config.yaml"), f"--trainer.default_root_dir={root}"]
+    assert resolve_checkpoint_path(config, "fit", arguments) is None
+    assert config.trainer.default_root_dir == str(root)
+
+
+def test_a_new_run_folder_taken_by_another_command_meanwhile_is_refused(tmp_path):
+    folder = tmp_path / "runs" / "version_0"
+    check_writable(folder, new=True)
+    with pytest.raises(StorageError, match=r"'.*version_0' was created by another command .* same moment"):
+        check_writable(folder, new=True)
+    check_writable(folder)  # a resumed or evaluated run's folder exists, as it should
