@@ -225,7 +225,11 @@ def card_prose(facts: CardFacts) -> str:
         )
         # A fit's export is its best checkpoint; `validate --export.after_validate` exports the one it scored.
         chosen = f" (best `{facts.monitor}`, {where})" if facts.monitor else f" ({where})" if where else ""
-        rows = [(f"`val/{name}`", f"{value:.4f}") for name, value in facts.scores.items()]
+        # The metric the checkpoint was chosen by is shown even when it is a loss (MLM's), which the
+        # metadata leaves out.
+        monitored = {key: facts.best_metrics[key] for key in [facts.monitor] if key in facts.best_metrics}
+        shown = {**{f"val/{name}": value for name, value in facts.scores.items()}, **monitored}
+        rows = [(f"`{name}`", f"{value:.4f}") for name, value in shown.items()]
         sections += [f"## Validation results{chosen}", _table(("metric", "value"), rows)]
         if facts.partial_scores:
             partial = f"These scores cover part of their sets only ({facts.partial_scores}): they are not"
@@ -240,7 +244,7 @@ def card_prose(facts: CardFacts) -> str:
             "from transformers import pipeline\n\n"
             f'pipe = pipeline("{facts.pipeline_tag}", model="path/to/folder", trust_remote_code=True'
             f"{options})\n"
-            f"{call}"
+            f"print({call})"
         )
     elif facts.pipeline_tag == "feature-extraction":
         example = EMBEDDING_EXAMPLE

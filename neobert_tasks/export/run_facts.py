@@ -6,6 +6,7 @@ the trainer, the best scores), so the card describes the run that was, not the c
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,20 @@ REPORTED_TASK_SETTINGS = (
 )  # fmt: skip
 # Settings reported only where they differ from their no-op default (not frozen, no accumulation or clipping).
 REPORTED_TASK_CHANGES = {"freeze_layers": 0, "freeze_backbone": False}
-REPORTED_TRAINER_CHANGES = {"accumulate_grad_batches": 1, "gradient_clip_val": None}
-REPORTED_DATA_SETTINGS = ("batch_size", "max_length", "max_tokens", "stride", "doc_stride")
+# A training set cut short (limit_train_*) is reported too: the card must not read as training on all of it.
+REPORTED_TRAINER_CHANGES = {
+    "accumulate_grad_batches": 1,
+    "gradient_clip_val": None,
+    "limit_train_batches": 1.0,
+}
+REPORTED_DATA_SETTINGS = (
+    "batch_size",
+    "max_length",
+    "max_tokens",
+    "stride",
+    "doc_stride",
+    "limit_train_samples",
+)
 # What a QA card's code needs to answer as `predict` does (empty for the other heads).
 ANSWER_DATA_SETTINGS = ("max_length", "doc_stride")
 ANSWER_TASK_SETTINGS = ("max_answer_length", "n_best_size", "version_2", "null_score_diff_threshold")
@@ -118,8 +131,9 @@ def card_facts(
     settings = {
         **_settings(hparams, REPORTED_TASK_SETTINGS),
         **_settings(data_hparams, REPORTED_DATA_SETTINGS),
-        # At the end of fit: the epochs completed; of a validated checkpoint, its epoch.
-        "epochs": trainer.current_epoch if progress is None else progress[0],
+        # At the end of fit: the epochs trained, a fraction where it stopped inside one; of a validated
+        # checkpoint, its epoch.
+        "epochs": _epochs_trained(trainer) if progress is None else progress[0],
         "optimizer_steps": trainer.global_step if progress is None else progress[1],
         "precision": trainer.precision,
         "devices": trainer.world_size,
@@ -164,6 +178,16 @@ def card_facts(
         license=license,
         partial_scores=_partial_scores(trainer, datamodule),
     )
+
+
+def _epochs_trained(trainer: L.Trainer) -> float | int:
+    """Optimizer steps over the steps of an epoch, to 2 decimals: 0.75 for a fit that early stopping or
+    max_steps ended inside its first epoch, which Lightning's epoch counter reports as 1."""
+    batches = trainer.num_training_batches
+    if not isinstance(batches, int) or batches <= 0:  # an iterable without a length: whole epochs
+        return trainer.current_epoch
+    epochs = trainer.global_step / math.ceil(batches / trainer.accumulate_grad_batches)
+    return int(epochs) if epochs == int(epochs) else round(epochs, 2)
 
 
 def _partial_scores(trainer: L.Trainer, datamodule: Any) -> str | None:

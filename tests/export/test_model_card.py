@@ -40,7 +40,7 @@ def test_cards_show_the_call_that_reads_the_model_as_predict_does():
     ner = card_prose(CardFacts("neobert-conll2003", "NeoBERTForTokenClassification"))
     assert 'trust_remote_code=True, aggregation_strategy="first")' in ner
     titled = card_prose(CardFacts("neobert-hyperpartisan", "NeoBERTForSequenceClassification", titled=True))
-    assert 'pipe("The headline\\n\\nThe text of the article.")' in titled
+    assert 'print(pipe("The headline\\n\\nThe text of the article."))' in titled
     embeddings = card_prose(CardFacts("neobert-nli", "NeoBERTModel"))
     code = embeddings.split("```python\n", 1)[1].split("```", 1)[0]
     assert "model.encode_query(" in code and "pipeline(" not in code
@@ -79,3 +79,34 @@ def test_scores_of_part_of_their_sets_say_so_and_stay_out_of_the_model_index():
     assert f"These scores cover part of their sets only ({partial}): they are not results" in card_prose(
         facts
     )
+
+
+def test_the_table_shows_the_loss_the_checkpoint_was_chosen_by_the_metadata_does_not():
+    facts = CardFacts(
+        "neobert-mlm", "NeoBERTForMaskedLM", monitor="val/loss",
+        best_metrics={"val/loss": 9.0598, "val/perplexity": 8584.1, "val/accuracy": 0.05, "epoch": 2},
+    )  # fmt: skip
+    card = card_prose(facts)
+    assert "| `val/loss` | 9.0598 |" in card and "| `val/perplexity` | 8584.1000 |" in card
+    assert sorted(result.metric_name for result in card_metadata(facts).eval_results) == [
+        "val/accuracy",
+        "val/perplexity",
+    ]
+    scored = card_prose(CardFacts("x", "NeoBERTForSequenceClassification", monitor="val/accuracy",
+                                  best_metrics={"val/accuracy": 0.9, "val/loss": 0.3}))  # fmt: skip
+    assert "`val/loss`" not in scored  # a loss the checkpoint was not chosen by stays out
+
+
+def test_a_fit_stopped_inside_an_epoch_reports_the_fraction_it_trained():
+    from types import SimpleNamespace
+
+    from neobert_tasks.export.run_facts import _epochs_trained  # noqa: PLC0415
+
+    def trainer(steps, batches, accumulate=1, epoch=1):
+        return SimpleNamespace(global_step=steps, num_training_batches=batches,
+                               accumulate_grad_batches=accumulate, current_epoch=epoch)  # fmt: skip
+
+    assert _epochs_trained(trainer(30, 40)) == 0.75  # early stopping at step 30 of 40: Lightning said 1
+    assert _epochs_trained(trainer(80, 40, epoch=2)) == 2
+    assert _epochs_trained(trainer(6, 10, accumulate=4)) == 2  # 3 optimizer steps an epoch
+    assert _epochs_trained(trainer(7, float("inf"), epoch=3)) == 3  # no length: whole epochs

@@ -271,6 +271,13 @@ def test_an_embedding_models_card_code_runs_outside_the_package(exports, tmp_pat
     assert "tensor([[" in run_card_code(code, export, tmp_path)  # the query and the document's similarity
 
 
+def test_a_classifiers_card_code_prints_its_prediction_outside_the_package(exports, tmp_path):
+    """Run as a script, the pipeline's last line printed nothing (a value shown only in a notebook)."""
+    export = exports["sequence"].export
+    printed = run_card_code(card_code((export / "README.md").read_text()), export, tmp_path)
+    assert "'label': '" in printed and "'score': " in printed, printed
+
+
 def card_code(card: str) -> str:
     """The Python block of a model card's "Use it" section."""
     return card.split("## Use it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
@@ -452,7 +459,9 @@ def test_model_card_parses_with_huggingface_hub(name, exports):
         assert all(result.dataset_split == "validation" for result in data.eval_results)
     else:  # the debug preset scored the first 64 examples: said, and left out of the model-index
         assert data.eval_results is None and "These scores cover part of their sets only (" in card.text
-    if name == "token":
+    if name == "token":  # the debug preset cut the training set: the card says so (it read as all of it)
+        assert "| `limit_train_samples` | `256` |" in card.text
+        assert "| `limit_train_batches` | `8` |" in card.text
         assert data.datasets is None  # local CoNLL files: no hub id to claim
         assert "| 1 | B-PER |" in card.text
     if name == "sequence":

@@ -240,3 +240,19 @@ def test_a_validation_without_the_monitor_is_not_reported_as_the_best():
     trainer.callback_metrics["val/sts/spearman"] = 0.5
     best._remember_best_metrics(trainer)
     assert best.best_metrics["val/sts/spearman"] == pytest.approx(0.5)
+
+
+def test_max_steps_ending_in_an_epoch_that_is_not_validated_is_warned_of(recwarn):
+    from neobert_tasks.final_validation import ValidateFinalStep  # noqa: PLC0415
+
+    def trainer(max_steps, every=2, max_epochs=4, batches=5):
+        return SimpleNamespace(
+            enable_validation=True, check_val_every_n_epoch=every, num_training_batches=batches,
+            max_steps=max_steps, accumulate_grad_batches=1, max_epochs=max_epochs,
+        )  # fmt: skip
+
+    with pytest.warns(UserWarning, match=r"max_steps 12 ends the fit in epoch 3, which .* does not validate"):
+        ValidateFinalStep().on_train_start(trainer(12), None)  # validated: epochs 2 and 4 (steps 10, 20)
+    for quiet in (trainer(20), trainer(10), trainer(12, every=1), trainer(-1), trainer(30, max_epochs=2)):
+        ValidateFinalStep().on_train_start(quiet, None)
+    assert not [warning for warning in recwarn if "max_steps" in str(warning.message)]
