@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from neobert_tasks.errors import ConfigError
+from neobert_tasks.errors import ConfigError, StorageError, describe_storage_fault, storage_fault
 from neobert_tasks.export.folder import export_model_folder
 from neobert_tasks.export.graph import check_graph_formats
 from neobert_tasks.export.hub import check_can_push, check_repo_id, push_folder
@@ -304,16 +304,24 @@ class ExportBestModel(L.Callback):
         ``summary``'s scores and ``progress`` (epoch, step; None: the trainer's), a LoRA run's adapter beside
         it."""
         export_dir, datamodule = Path(summary["export_dir"]), trainer.datamodule
-        differences = export_model_folder(
-            pl_module.export_model() if hasattr(pl_module, "export_model") else pl_module.model,
-            export_dir,
-            tokenizer=getattr(datamodule, "tokenizer", None),
-            max_seq_length=getattr(datamodule, "max_length", None),
-            **self.sentence_embedding(pl_module, datamodule),
-            card=card_facts(trainer, pl_module, summary, self.license, progress),
-            training_config=config,
-            formats=self.formats,
-        )
+        try:
+            differences = export_model_folder(
+                pl_module.export_model() if hasattr(pl_module, "export_model") else pl_module.model,
+                export_dir,
+                tokenizer=getattr(datamodule, "tokenizer", None),
+                max_seq_length=getattr(datamodule, "max_length", None),
+                **self.sentence_embedding(pl_module, datamodule),
+                card=card_facts(trainer, pl_module, summary, self.license, progress),
+                training_config=config,
+                formats=self.formats,
+            )
+        except Exception as error:  # tokenizers and safetensors report a full disk in their own exceptions
+            if (fault := storage_fault(error)) is None:
+                raise
+            raise StorageError(
+                f"Could not write the export '{export_dir}' ({describe_storage_fault(fault)}): it is"
+                " incomplete; make room and run the command again (a fit: with --ckpt_path last)."
+            ) from error
         for name, difference in differences.items():
             if difference is not None:
                 rank_zero_info(f"{name}: largest difference to PyTorch {difference:.2e}")

@@ -50,7 +50,7 @@ def resolve_checkpoint_path(config: Any, subcommand: str, command_line: list[str
         if run is not None:
             typed_root = any(argument.startswith("--trainer.default_root_dir") for argument in command_line)
             return resolve_in_run(config, subcommand, run, typed_root)
-    root = config.trainer.default_root_dir or "runs"
+    root = str(Path(config.trainer.default_root_dir or "runs").expanduser())
     if ckpt_path == "best" and not fits:
         best = best_run_checkpoint(root)
         if best is None:

@@ -135,7 +135,7 @@ class NeoBERTCLI(LightningCLI):
             config[key] = value
         trainer = config.trainer
         check_trainer_counts(trainer)
-        root = trainer.default_root_dir or "runs"
+        root = str(Path(trainer.default_root_dir or "runs").expanduser())  # ~/runs: not a folder named ~
         self._default_loggers = trainer.logger is None or trainer.logger is True
         if self._default_loggers:
             trainer.logger = [
@@ -366,7 +366,8 @@ def main(args: list[str] | None = None, run: bool = True) -> NeoBERTCLI:
             user_error = ConfigError(describe_memory_fault(fault))  # a batch this device cannot hold
         if user_error is None and (storage := storage_fault(error)) is not None:
             cause = describe_storage_fault(storage)
-            user_error = StorageError(f"Could not write '{storage.filename}' ({cause}).")
+            where = f"'{storage.filename}'" if storage.filename else "to disk"  # a library's write names none
+            user_error = StorageError(f"Could not write {where} ({cause}).")
         if user_error is None and (missing := missing_requirement(error)) is not None:
             user_error = ConfigError(missing)  # a tracker's logger without its package
         if user_error is None:

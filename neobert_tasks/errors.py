@@ -31,6 +31,8 @@ class StorageError(UserInputError, OSError):
 
 # errno values that mean "this storage cannot take the write", as opposed to a bug or a missing input.
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+# Those that only a write gets: a data file that cannot be read is the data's fault, not the disk's.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
 def error_chain(error: BaseException | None, context: bool = False) -> Iterator[BaseException]:
@@ -49,8 +51,17 @@ def storage_fault(error: BaseException | None) -> OSError | None:
     torch.save reports a failed write as a RuntimeError ("unexpected pos …") raised while handling the
     OSError that says why, so the context is searched as well as the cause.
     """
-    faults = (link for link in error_chain(error, context=True) if isinstance(link, OSError))
-    return next((fault for fault in faults if fault.errno in STORAGE_ERRNOS), None)
+    for link in error_chain(error, context=True):
+        if isinstance(link, OSError) and link.errno in STORAGE_ERRNOS:
+            return link
+        # tokenizers and safetensors (Rust) raise plain exceptions that end "… (os error 28)".
+        found = RUST_OS_ERROR.search(str(link)) if not isinstance(link, OSError) else None
+        if found and int(found[1]) in STORAGE_ERRNOS:
+            return OSError(int(found[1]), os.strerror(int(found[1])))
+    return None
+
+
+RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
 def describe_storage_fault(error: OSError) -> str:

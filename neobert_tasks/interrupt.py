@@ -1,5 +1,7 @@
 """Ctrl-C and SIGTERM during ``fit``: stop after a finished step with ``last.ckpt`` saved, on every process.
 
+(With gradient accumulation, "a finished step" is an optimizer step: the stop waits for its last batch.)
+
 Lightning turns Ctrl-C into a ``KeyboardInterrupt`` wherever the program is, often inside a step (a half
 applied optimizer update), then exits without saving, exporting or saying how to go on: an hour of training
 since the last validation was lost. `StopOnInterrupt` makes the first Ctrl-C of a ``fit`` what SIGTERM
@@ -104,7 +106,10 @@ class StopOnInterrupt(L.Callback):
         if self._previous or not (main_thread and callable(sigterm_handler)):
             return
         self._lightning_handler, self._rank_zero = sigterm_handler, trainer.is_global_zero
-        if trainer.world_size > 1:
+        # Lightning stops at the end of any batch, inside a gradient accumulation too, and the resume starts
+        # at the next batch: the half-accumulated step's batches would be lost. Noted, the stop waits.
+        accumulates = trainer.accumulate_grad_batches > 1 and trainer.strategy.launcher is None
+        if trainer.world_size > 1 or accumulates:
             for number in NOTED_SIGNALS:
                 self._previous[number] = signal.signal(number, self._note)
         elif trainer.strategy.launcher is None:
@@ -159,10 +164,11 @@ class StopOnInterrupt(L.Callback):
                 flush=True,
             )
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         # Not before a validation: Lightning's stop would then come inside it, after a number of batches
-        # that differs between ranks (evaluation splits are not padded to equal shares).
-        if self._agreeing() and not validation_follows(trainer):
+        # that differs between ranks (evaluation splits are not padded to equal shares). Not inside a
+        # gradient accumulation: only an optimizer step's last batch is where a resume can start after.
+        if self._agreeing() and not validation_follows(trainer) and not accumulating(trainer, batch_idx):
             self._agree(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -211,6 +217,13 @@ class StopOnInterrupt(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         self.restore()
+
+
+def accumulating(trainer: L.Trainer, batch_idx: int) -> bool:
+    """Whether batch ``batch_idx`` ends inside a gradient accumulation (no optimizer step after it): the
+    rule of Lightning's training loop, where an epoch's last batch always steps."""
+    every = trainer.accumulate_grad_batches
+    return every > 1 and (batch_idx + 1) % every != 0 and not trainer.is_last_batch
 
 
 def record_sigterm_stop(trainer: L.Trainer, saved: str) -> None:

@@ -115,6 +115,8 @@ def write_prediction_file(path: Path, content: str | bytes | Iterable[str]) -> N
             with partial.open("w", encoding="utf-8", newline="") as stream:
                 stream.write(content) if isinstance(content, str) else stream.writelines(content)
         partial.replace(path)
+    except OSError as error:  # a full disk: name the file (a stream's write error names none)
+        raise OSError(error.errno, error.strerror, str(path)) from error
     finally:
         partial.unlink(missing_ok=True)
 

@@ -118,10 +118,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             cause = storage_fault(error)
             if cause is None:
                 raise
-            kept = "the previous one there is intact" if path.exists() else "no earlier one exists there"
+            # A new best checkpoint has a new name: what stays is the checkpoints already in the folder.
+            kept = sorted(other.name for other in path.parent.glob("*.ckpt"))
+            kept_text = f"{', '.join(kept)} there intact" if kept else "no checkpoint was written there yet"
             raise StorageError(
-                f"Could not write checkpoint '{path}' ({describe_storage_fault(cause)}); {kept}: free space"
-                " or fix the folder, then resume with `fit --ckpt_path last`."
+                f"Could not write checkpoint '{path}' ({describe_storage_fault(cause)}), {kept_text}: free"
+                " space or fix the folder, then resume with `fit --ckpt_path last`."
             ) from error
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:

@@ -101,13 +101,14 @@ def run_of_config(command_line: list[str]) -> Path | None:
 
 
 def best_checkpoint_of_run(run: Path) -> Path | None:
-    """The best checkpoint a finished run's metrics.json names, when the file is still there: where it
-    names it, or in the run's own checkpoints/ (a run folder copied or moved elsewhere)."""
+    """The best checkpoint a finished run's metrics.json names, when the file is still there: in the run's
+    own checkpoints/ first (a run folder copied elsewhere reads its own, not the original's), or where it
+    names it (a checkpoint folder set elsewhere)."""
     summary = run / "metrics.json"
     best = json.loads(summary.read_text()).get("best_checkpoint") if summary.is_file() else None
     if not best:
         return None
-    for path in (Path(best), run / "checkpoints" / Path(best).name):
+    for path in (run / "checkpoints" / Path(best).name, Path(best)):
         if path.is_file():
             return path
     return None

@@ -26,7 +26,13 @@ import pyarrow.parquet as pq
 
 from neobert_tasks.console import datasets_progress_bars_off, datasets_reader_errors_quiet
 from neobert_tasks.data.hub_access import LOCAL_DATA_HINT, hub_unreachable, offline_hub
-from neobert_tasks.errors import UserInputError
+from neobert_tasks.errors import (
+    WRITE_ERRNOS,
+    StorageError,
+    UserInputError,
+    describe_storage_fault,
+    storage_fault,
+)
 
 # File suffix -> (datasets builder name, extra builder keyword arguments). Several suffixes share a builder.
 # index_col=False: pandas must never take the first field for an index when rows have one field more than
@@ -157,6 +163,7 @@ def _load_files(split: str, files: list[Path], cache_dir: str | None) -> dataset
     except DataError:
         raise
     except (ValueError, OSError, datasets.exceptions.DatasetGenerationError) as error:
+        check_cache_writable(error, cache_dir)
         reason = error.__cause__ or error  # DatasetGenerationError hides the reader's message in its cause
         raise DataError(
             f"Could not read split '{split}' from {[str(p) for p in files]}: {str(reason).strip()}"
@@ -164,6 +171,18 @@ def _load_files(split: str, files: list[Path], cache_dir: str | None) -> dataset
     if len(dataset) == 0:
         raise DataError(f"Split '{split}' file '{files[0]}' has no rows.")
     return dataset
+
+
+def check_cache_writable(error: BaseException, cache_dir: str | None) -> None:
+    """Raise `StorageError` when ``error``, raised while datasets read a split into its cache, is the
+    cache's disk refusing a write (full, over quota, read-only), not the data failing to read."""
+    fault = storage_fault(error)
+    if fault is not None and fault.errno in WRITE_ERRNOS:
+        cache = cache_dir or datasets.config.HF_DATASETS_CACHE
+        raise StorageError(
+            f"Could not write the datasets cache in '{cache}' ({describe_storage_fault(fault)}): make room,"
+            " or set data.init_args.cache_dir to a folder on another disk."
+        ) from error
 
 
 def _not_utf8_message(files: list[Path]) -> str:
@@ -315,6 +334,7 @@ def load_generated_split(
     except datasets.exceptions.DatasetGenerationError as error:
         if isinstance(error.__cause__, DataError):
             raise error.__cause__ from None
+        check_cache_writable(error, cache_dir)
         reason = error.__cause__ or error
         if isinstance(reason, UnicodeDecodeError):
             raise DataError(_not_utf8_message(files)) from error

@@ -33,6 +33,11 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     is_local = local.exists()
     if not is_local and not HUB_ID_PATTERN.match(name_or_path):
         raise MissingDataError(f"Tokenizer directory '{name_or_path}' does not exist.")
+    if local.is_file():
+        raise DataError(
+            f"Tokenizer '{name_or_path}' is a file; give the folder that holds it (a tokenizer is a folder"
+            f" of {', '.join(TOKENIZER_FILES[:3])}, …): '{local.parent}'."
+        )
     if local.is_dir() and not any((local / name).is_file() for name in TOKENIZER_FILES):
         raise DataError(
             f"Tokenizer directory '{name_or_path}' holds none of {', '.join(TOKENIZER_FILES)}; give a folder"

@@ -192,8 +192,8 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one_and_the_run_resumes(ca
     with file_size_limit_from_step(4, 200_000):  # after the save at step 3, before the one at step 6
         message = storage_error(capsys, "fit", *args, tmp_path=tmp_path)
     assert message == (
-        f"Could not write checkpoint '{checkpoints / 'last.ckpt'}' (file too large [EFBIG]); the previous one"
-        " there is intact: free space or fix the folder, then resume with `fit --ckpt_path last`."
+        f"Could not write checkpoint '{checkpoints / 'last.ckpt'}' (file too large [EFBIG]), last.ckpt there"
+        " intact: free space or fix the folder, then resume with `fit --ckpt_path last`."
     )
     assert load(checkpoints / "last.ckpt")["global_step"] == 3
     assert not list(checkpoints.glob(".*.tmp"))

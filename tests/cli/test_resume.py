@@ -200,6 +200,24 @@ def test_sigterm_saves_a_checkpoint_and_resumes_to_the_same_result(tmp_path, uni
     assert_same_run(run_dir, uninterrupted)
 
 
+def test_sigterm_inside_a_gradient_accumulation_stops_after_its_step_and_resumes_to_the_same_result(
+    tmp_path,
+):
+    """Lightning stopped after the step's first batch and the resume started at the next: a batch lost."""
+    accumulate = ["--trainer.accumulate_grad_batches", "2"]  # 3 optimizer steps an epoch
+    fit_in_process(*fit_args(tmp_path / "reference"), *accumulate)
+    # The signal comes as step 3's first batch starts (and again at its second).
+    fit_in_process(*interrupted_args(tmp_path, "SIGTERM", step=3), *accumulate, expected_status=143)
+    run_dir = tmp_path / "runs" / "version_0"
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4  # after both its batches
+    fit_in_process(*fit_args(tmp_path), *accumulate, "--ckpt_path", "last")
+    final = load(run_dir / "checkpoints" / "last.ckpt")
+    expected = load(tmp_path / "reference" / "runs" / "version_0" / "checkpoints" / "last.ckpt")
+    assert final["global_step"] == expected["global_step"] == 6
+    for name, tensor in expected["state_dict"].items():
+        torch.testing.assert_close(final["state_dict"][name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
 def test_a_moved_run_folder_resumes_in_its_new_place_to_the_same_result(tmp_path, uninterrupted):
     fit_in_process(*interrupted_args(tmp_path / "old", "SIGTERM"), expected_status=143)
     moved = tmp_path / "new" / "version_0"

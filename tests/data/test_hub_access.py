@@ -51,3 +51,11 @@ def test_a_hub_dataset_without_network_fails_at_once_naming_data_dir(online_but_
 def test_a_hub_tokenizer_without_network_fails_naming_the_option(online_but_unreachable):
     with pytest.raises(DataError, match=r"hub is not reachable .*--data.init_args.tokenizer\.$"):
         load_tokenizer("someone/not-cached")
+
+
+def test_a_tokenizer_file_instead_of_its_folder_names_the_folder(tiny_tokenizer_dir):
+    file = f"{tiny_tokenizer_dir}/tokenizer.json"
+    with pytest.raises(
+        DataError, match=rf"Tokenizer '{file}' is a file; give the folder .*: '{tiny_tokenizer_dir}'"
+    ):
+        load_tokenizer(file)  # was "from its local directory: Repo id must be in the form …"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,21 @@ def test_a_new_run_folder_taken_by_another_command_meanwhile_is_refused(tmp_path
     with pytest.raises(StorageError, match=r"'.*version_0' was created by another command .* same moment"):
         check_writable(folder, new=True)
     check_writable(folder)  # a resumed or evaluated run's folder exists, as it should
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "predict"])
+def test_a_copied_run_reads_its_own_best_checkpoint_not_the_originals(runs, tmp_path, subcommand):
+    _, older, _ = runs
+    copy = tmp_path / "copies" / "version_0"
+    shutil.copytree(older, copy)  # metrics.json still names the original's file, which still exists
+    config = config_for(tmp_path / "copies", "best")
+    resolve_checkpoint_path(config, subcommand, ["--config", str(copy / "config.yaml")])
+    assert config.ckpt_path == str(copy / "checkpoints" / "epoch=0-step=7.ckpt")
+
+
+def test_a_root_under_home_is_expanded(runs, monkeypatch):
+    root, _, newer = runs
+    monkeypatch.setenv("HOME", str(root.parent))
+    config = config_for(Path("~") / root.name, "last")
+    assert resolve_checkpoint_path(config, "fit", []) == 1  # not a folder named "~" in the working directory
+    assert config.ckpt_path == str(newer / "checkpoints" / "last.ckpt")

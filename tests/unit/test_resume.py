@@ -188,10 +188,15 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_says_so(tmp_path):
     with failing_save(OSError(errno.ENOSPC, "No space left on device")), pytest.raises(StorageError) as error:
         AtomicCheckpointIO().save_checkpoint({"global_step": 6}, path)
     assert str(error.value) == (
-        f"Could not write checkpoint '{path}' (no space left on device [ENOSPC]); the previous one there is"
-        " intact: free space or fix the folder, then resume with `fit --ckpt_path last`."
+        f"Could not write checkpoint '{path}' (no space left on device [ENOSPC]), last.ckpt there intact:"
+        " free space or fix the folder, then resume with `fit --ckpt_path last`."
     )
     assert load(path)["global_step"] == 3
+    # A new best checkpoint has a new name: the message said "no earlier one exists" beside last.ckpt.
+    best = tmp_path / "epoch=1-step=16.ckpt"
+    with failing_save(OSError(errno.ENOSPC, "No space left on device")), pytest.raises(StorageError) as error:
+        AtomicCheckpointIO().save_checkpoint({"global_step": 16}, best)
+    assert f"'{best}' (no space left on device [ENOSPC]), last.ckpt there intact:" in str(error.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # the temporary file is gone
 
 
@@ -207,7 +212,7 @@ def test_a_failed_first_write_says_that_no_checkpoint_exists(tmp_path):
         runtime_error_during_os_error()
     except RuntimeError as raised:
         error = raised
-    expected = r"\(file too large \[EFBIG\]\); no earlier one exists there:"
+    expected = r"\(file too large \[EFBIG\]\), no checkpoint was written there yet:"
     with failing_save(error), pytest.raises(StorageError, match=expected):
         AtomicCheckpointIO().save_checkpoint({}, tmp_path / "last.ckpt")
     assert list(tmp_path.iterdir()) == []
