@@ -10,12 +10,13 @@ which collator: every task batches the same way.
   single-process run; optionally longest first (`LengthSortedEvalSampler`).
 - Resume: Lightning restores its loop counters but not a sampler's position (it would restart the epoch's
   data from the top), so the position is saved in the datamodule's state (`training_position`), with the
-  options that decide which examples the batches already trained hold (`BATCHING_OPTIONS`): a resume that
-  changes them is warned that part of the epoch repeats and part is skipped.
+  options that decide which examples the batches already trained hold (`BATCHING_OPTIONS`, and the training
+  data itself): a resume that changes them is warned that part of the epoch repeats and part is skipped.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -234,9 +235,27 @@ class SplitLoaders:
             ignore_unresumable_loader_warning()  # the position is restored: Lightning cannot see it
 
     def batching(self) -> dict[str, Any]:
-        """The `BATCHING_OPTIONS` and the number of processes, as they are now."""
+        """The `BATCHING_OPTIONS`, the number of processes and the training data, as they are now."""
         processes = self.trainer.world_size if self.trainer is not None else 1
-        return {**{name: getattr(self, name) for name in BATCHING_OPTIONS}, "processes": processes}
+        options = {name: getattr(self, name) for name in BATCHING_OPTIONS}
+        return {**options, "processes": processes, "training_data": self.training_data_fingerprint()}
+
+    def training_data_fingerprint(self) -> str | None:
+        """The training split's rows and their token counts in order, hashed (once per tokenized split): other
+        rows, or the same in another order, batch differently. None where unknown (a stream)."""
+        try:
+            dataset = self._dataset(self.train_split_name)
+            if self._fingerprinted[0] is not dataset:
+                lengths = np.asarray(self.sequence_lengths(self.train_split_name), dtype=np.int64)
+                self._fingerprinted = (
+                    dataset,
+                    f"{len(lengths)}:{hashlib.sha1(lengths.tobytes()).hexdigest()}",
+                )
+        except (DataError, TypeError, AttributeError):  # not loaded, or an IterableDataset
+            return None
+        return self._fingerprinted[1]
+
+    _fingerprinted: tuple[Any, str | None] = (None, None)  # (the tokenized training split, its fingerprint)
 
     def _eval_loader(self, dataset: datasets.Dataset, name: str) -> DataLoader:
         return evaluation_loader(
@@ -273,11 +292,21 @@ def warn_if_batching_changed(saved: dict[str, Any], batching: dict[str, Any]) ->
     """Warn that a mid-epoch resume skips other examples than the checkpoint trained when the batching
     options differ from those it saved (a checkpoint of an earlier version saved none: no warning)."""
     before = saved.get("batching", batching)
-    changed = [name for name in batching if name in before and before[name] != batching[name]]
+    changed = [
+        name for name in batching if before.get(name) is not None and batching[name] is not None
+        and before[name] != batching[name]
+    ]  # fmt: skip
+    if len(changed) > 1 and "training_data" in changed:
+        changed.remove("training_data")  # other batching takes other rows (limit_train_batches): said already
     if not changed:
         return
     labels = {name: f"data.init_args.{name}" for name in BATCHING_OPTIONS} | {"processes": "processes"}
-    what = ", ".join(f"{labels[name]} {batching[name]} instead of {before[name]}" for name in changed)
+    what = ", ".join(
+        "other training data (other rows, or the same in another order)"
+        if name == "training_data"
+        else f"{labels[name]} {batching[name]} instead of {before[name]}"
+        for name in changed
+    )
     rank_zero_warn(
         f"Resuming in the middle of epoch {saved['train_epoch']} with {what}: the rest of the epoch skips the"
         f" first {saved['train_batches_done']} batches of the new batching, not the examples the checkpoint"

@@ -18,6 +18,7 @@ import csv
 import json
 import os
 import pickle
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -178,6 +179,7 @@ def test_a_resume_that_changes_the_batching_says_what_it_costs(tmp_path, recwarn
         "8",
     )
     assert not [warning for warning in recwarn if "Resuming" in str(warning.message)]
+    shutil.copytree(tmp_path / "runs", tmp_path / "copy" / "runs")
     fit_in_process(*fit_args(tmp_path), "--ckpt_path", "last", "--data.init_args.batch_size", "8")
     messages = [str(warning.message) for warning in recwarn if "Resuming" in str(warning.message)]
     assert messages == [
@@ -186,6 +188,16 @@ def test_a_resume_that_changes_the_batching_says_what_it_costs(tmp_path, recwarn
         " some are trained twice in this epoch and others not at all; resume with the checkpoint's settings"
         " to go on exactly."
     ]
+    # Other training rows with the same options (a data file edited, or its rows shuffled): said too.
+    recwarn.clear()
+    fit_in_process(
+        *fit_args(tmp_path / "copy"), "--ckpt_path", "last", "--data.init_args.limit_train_samples", "90"
+    )
+    messages = [str(warning.message) for warning in recwarn if "Resuming" in str(warning.message)]
+    assert (
+        len(messages) == 1
+        and "with other training data (other rows, or the same in another order)" in messages[0]
+    )
 
 
 def test_sigterm_saves_a_checkpoint_and_resumes_to_the_same_result(tmp_path, uninterrupted, capsys):
