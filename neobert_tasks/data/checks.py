@@ -6,6 +6,7 @@ the first offending row.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 
 import datasets
@@ -56,8 +57,11 @@ def require_columns(dataset: datasets.Dataset, columns: Iterable[str | None], or
             )
 
 
-def empty_text_rows(dataset: datasets.Dataset, columns: Iterable[str]) -> dict[str, np.ndarray]:
-    """Per text column, the rows whose value is null, blank, or (for a column of word lists) empty.
+def empty_text_rows(
+    dataset: datasets.Dataset, columns: Iterable[str | tuple[str, ...]]
+) -> dict[str, np.ndarray]:
+    """Per text column, the rows whose value is null, blank, or (for a column of word lists) empty; a tuple
+    of columns is a group, empty where all of its present columns are (a long document's title and text).
 
     Columns that are absent or hold something other than text or lists are left to the split's checks,
     which name their type.
@@ -65,6 +69,14 @@ def empty_text_rows(dataset: datasets.Dataset, columns: Iterable[str]) -> dict[s
     table = dataset.with_format("arrow")
     found = {}
     for column in columns:
+        if isinstance(column, tuple):
+            present = [name for name in column if name in dataset.column_names]
+            parts = empty_text_rows(dataset, present)
+            if present and len(parts) == len(present):
+                rows = functools.reduce(np.intersect1d, parts.values())
+                if rows.size:
+                    found[" and ".join(present)] = rows
+            continue
         if column not in dataset.column_names:
             continue
         values = table[column]

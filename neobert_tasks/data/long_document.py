@@ -92,9 +92,10 @@ def encode_documents(
     (`label_options`: the arguments of `encode_labels`)."""
     texts = batch[text_column]
     if title_column is not None:
-        # A missing or empty title leaves the text alone (BERT's tokenizer reads "\n\n" as nothing anyway).
+        # A missing or empty title leaves the text alone, a missing text the title (BERT's tokenizer reads
+        # "\n\n" as nothing anyway); a row with neither was skipped or refused before.
         texts = [
-            f"{title}\n\n{text}" if title else text
+            f"{title}\n\n{text or ''}" if title else text
             for title, text in zip(batch[title_column], texts, strict=True)
         ]
     # No truncation here: the windows below decide what is kept. verbose=False silences the tokenizer's
@@ -177,12 +178,15 @@ class LongDocumentDataModule(TextClassificationDataModule):
 
     @property
     def optional_text_columns(self) -> tuple[str, ...]:
-        """The title: a document without one is its text alone."""
-        return (self.title_column,) if self.title_column is not None else ()
+        """With titles, the title and the text: a document is the one without the other (a headline alone)
+        but not neither (`empty_text_columns`)."""
+        return (self.title_column, self.text_column) if self.title_column is not None else ()
 
-    def empty_text_columns(self) -> Sequence[str]:
-        """The document's text: an empty title alone does not make a document empty."""
-        return (self.text_column,)
+    def empty_text_columns(self) -> Sequence[str | tuple[str, ...]]:
+        """The document's text, or with titles the title and text together: empty when both are."""
+        return (
+            ((self.text_column, self.title_column),) if self.title_column is not None else (self.text_column,)
+        )
 
     def check_split(self, split_name: str, dataset: datasets.Dataset, origin: str) -> None:
         if self.title_column is not None and self.title_column not in dataset.column_names:

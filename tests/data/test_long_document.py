@@ -202,6 +202,27 @@ def test_a_document_without_a_title_is_its_text_alone(tiny_tokenizer_dir, write_
         assert [token for window in windows for token in window[1:-1]][: len(tokens)] == tokens
 
 
+def test_a_headline_without_a_body_is_its_title_alone_and_neither_is_skipped(
+    tiny_tokenizer_dir, write_split, tmp_path
+):
+    """A titled document with an empty or null body was skipped: its prediction went missing."""
+    columns = {
+        "title": ["story 0", "story 1", None, "story 3"],
+        "text": [long_text(12, 0), "", None, None],
+        "label": [0, 1, 0, 1],
+    }
+    write_split("train", **columns)
+    folder = write_split("validation", **columns).parent
+    with pytest.warns(UserWarning, match=r"Skipped 1 of 4 rows .* column\(s\) text and title"):
+        module = datamodule(tiny_tokenizer_dir, folder, tmp_path, title_column="title")
+    tokenizer = module.tokenizer
+    validation = module.datasets["validation"]
+    assert len(validation) == 3  # the row with neither is the one skipped
+    for row, title in ((1, "story 1"), (2, "story 3")):
+        tokens = tokenizer(title, add_special_tokens=False)["input_ids"]
+        assert [token for window in validation[row]["input_ids"] for token in window[1:-1]] == tokens
+
+
 def test_a_predict_file_may_leave_titles_out_as_the_splits_may(tiny_tokenizer_dir, document_dir, tmp_path):
     """A CSV predict file with an empty title cell (null) was refused; the same row in a split is not."""
     texts = tmp_path / "documents.csv"
