@@ -35,7 +35,7 @@ from neobert_tasks.run_directory import (
 )
 
 
-def resolve_checkpoint_path(config: Any, subcommand: str, command_line: list[str]) -> int | None:
+def resolve_checkpoint_path(config: Any, subcommand: str, command_line: list[str]) -> int | str | None:
     """Replace ``config.ckpt_path`` ``best`` or ``last`` by a checkpoint's path (None: start from scratch);
     return the version of the run folder a ``fit`` resumes into, if any."""
     ckpt_path, fits = config.get("ckpt_path"), subcommand == "fit"
@@ -73,7 +73,7 @@ def resolve_checkpoint_path(config: Any, subcommand: str, command_line: list[str
     return None
 
 
-def resolve_in_run(config: Any, subcommand: str, run: Path, typed_root: bool = False) -> int | None:
+def resolve_in_run(config: Any, subcommand: str, run: Path, typed_root: bool = False) -> int | str | None:
     """``best`` or ``last`` of the run whose ``config.yaml`` was given; the run's version for ``fit``, which
     goes on in that folder wherever the run was moved (unless ``typed_root``: a root given on the command
     line starts a new run there)."""
@@ -92,11 +92,13 @@ def resolve_in_run(config: Any, subcommand: str, run: Path, typed_root: bool = F
     rank_zero_info(f"Resuming from {found}")
     version = re.fullmatch(r"version_(\d+)", run.name)
     root = Path(config.trainer.default_root_dir or "runs").expanduser().resolve()
-    if version and run.parent != root and not typed_root:
+    if run.parent != root and not typed_root:
         # The folder was moved or renamed, or its recorded root is relative to another working directory:
         # the recorded root would resume into a new folder there, beside none of this run's files.
         config.trainer.default_root_dir, root = str(run.parent), run.parent
-    return int(version.group(1)) if version and run.parent == root else None
+    if run.parent != root:
+        return None
+    return int(version.group(1)) if version else run.name  # a named folder (seed_0, a rename) by its name
 
 
 def no_last_checkpoint(config: Any, subcommand: str, where: str) -> None:

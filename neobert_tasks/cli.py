@@ -264,7 +264,7 @@ class NeoBERTCLI(LightningCLI):
         with architecture_from_checkpoint(self._checkpoint_architecture):
             super().instantiate_classes()
 
-    _resume_version: int | None = None
+    _resume_version: int | str | None = None
 
     def _resolve_checkpoint_path(self, config) -> None:
         """``best`` and ``last`` as paths (`resolve_checkpoint_path`); the run folder ``fit`` continues."""

@@ -35,19 +35,16 @@ class ValidateFinalStep(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # max_steps ending inside (or at the end of) an epoch that check_val_every_n_epoch skips: the stop
         # asked for below validates nothing there either.
-        every, batches, last_step = (
-            trainer.check_val_every_n_epoch,
-            trainer.num_training_batches,
-            trainer.max_steps,
-        )
-        if not (
-            trainer.enable_validation and every and every > 1 and last_step > 0 and isinstance(batches, int)
-        ):
+        every, last_step = trainer.check_val_every_n_epoch, trainer.max_steps
+        batches = trainer.num_training_batches  # inf for a loader without a length
+        if not (trainer.enable_validation and every and every > 1 and last_step > 0):
+            return
+        if not isinstance(batches, int) or batches < 1:
             return
         steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
         last_epoch = math.ceil(last_step / steps_per_epoch)  # counted from 1
         ended_by_epochs = trainer.max_epochs and 0 < trainer.max_epochs < last_epoch  # warned of above
-        if steps_per_epoch and last_epoch % every and not ended_by_epochs:
+        if last_epoch % every and not ended_by_epochs:
             rank_zero_warn(
                 f"trainer.max_steps {last_step} ends the fit in epoch {last_epoch}, which"
                 f" trainer.check_val_every_n_epoch {every} does not validate: the steps after the last"

@@ -216,20 +216,26 @@ def check_writable(folder: Path, new: bool = False) -> None:
     the command starts; another fit into the same root that started at the same moment (a sweep launched
     in parallel) takes the same N, and the two runs would write over each other's checkpoints and metrics.
     Creating it exclusively lets only one of them have it."""
+    taken = False
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        folder.mkdir(exist_ok=not new)
+        try:
+            folder.mkdir(exist_ok=not new)
+        except FileExistsError:
+            if not (new and folder.is_dir()):
+                raise
+            taken = True
         tempfile.TemporaryFile(dir=folder).close()
-    except FileExistsError as error:
-        raise StorageError(
-            f"Run folder '{folder}' was created by another command that started at the same moment: run this"
-            " one again (it takes the next version), or give each run its own trainer.default_root_dir."
-        ) from error
     except OSError as error:
         raise StorageError(
             f"Cannot write the run folder '{folder}' ({describe_storage_fault(error)}): set"
             " trainer.default_root_dir to a folder you can write."
         ) from error
+    if taken:
+        raise StorageError(
+            f"Run folder '{folder}' was created by another command that started at the same moment: run this"
+            " one again (it takes the next version), or give each run its own trainer.default_root_dir."
+        )
 
 
 # What only a run that trained holds: a checkpoint, the closing scores, an export, predictions.

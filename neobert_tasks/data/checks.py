@@ -172,7 +172,7 @@ def without_unusable_index(dataset: datasets.Dataset, origin: str, warned: set[s
     """`dataset` without its `SOURCE_INDEX_COLUMN` where that cannot index predictions: not integers (ids
     like "id-0"), nulls, or a value twice (rows sharing an index would share a text in prediction files).
     Predictions are then indexed by row number, with a warning."""
-    if SOURCE_INDEX_COLUMN not in dataset.column_names:
+    if SOURCE_INDEX_COLUMN not in dataset.column_names or len(dataset) == 0:
         return dataset
     values = dataset.with_format("arrow")[SOURCE_INDEX_COLUMN]
     distinct = pc.count_distinct(values).as_py() == len(values)

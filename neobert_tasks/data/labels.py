@@ -70,7 +70,9 @@ def encode_label(value: object, encoding: str, label_to_index: dict[str, int], n
     if encoding == "class_index":
         return int(value)
     if encoding == "class_name":
-        return label_to_index[value if isinstance(value, str) else str(value)]  # 2 for a class named "2"
+        if not isinstance(value, str):  # an integer naming a class (`names_for_integers`), or -1: unlabelled
+            return -1 if value == -1 else label_to_index[str(value)]
+        return label_to_index[value]
     if encoding == "float":
         return float(value)
     if encoding == "multi_hot_vector":
@@ -138,8 +140,12 @@ def check_labels(
     if missing:
         raise DataError(f"S{where[1:]} has {missing} null items in the label lists of column '{column}'.")
     if encoding in ("class_name", "multi_hot_names") and not pa.types.is_string(flat.type):
-        # Integers read against names (`names_for_integers`): checked as the names they are written as.
-        flat = original = pc.cast(flat, pa.string())
+        # Integers read against names (`names_for_integers`): checked as the names they are written as,
+        # but for the -1 of an unlabelled row.
+        flat = pc.cast(pc.filter(flat, pc.not_equal(flat, -1)) if allow_unlabeled else flat, pa.string())
+        original = (
+            pc.cast(original, pa.string()) if encoding == "class_name" else original
+        )  # rows in the file
     cause = f"; the label names come from {names_source}" if names_source else ""
     if encoding in ("class_index", "multi_hot_indices"):
         numbers = flat.to_numpy(zero_copy_only=False)
@@ -242,22 +248,23 @@ def label_encoding(problem_type: str, feature: object, column: str, origin: str)
     return encoding
 
 
-def check_label_names(label_names: Sequence[str] | None, problem_type: str | None) -> None:
-    """Refuse ``label_names`` that cannot name a model's classes: one name twice, or one class alone."""
+def check_label_names(label_names: Sequence[str] | None) -> None:
+    """Refuse ``label_names`` that name one class twice."""
     names = list(label_names or ())
     if repeated := next((name for name in names if names.count(name) > 1), None):
         raise DataError(
             f"data.init_args.label_names lists {repeated!r} twice: each class needs a name of its own."
         )
-    if len(names) == 1 and problem_type in (None, SINGLE_LABEL):
-        raise DataError(
-            f"data.init_args.label_names lists one class, {names[0]!r}: single-label classification needs"
-            " every class named (at least 2)."
-        )
+
+
+def numbers_other_than_ids(label_names: Sequence[str]) -> bool:
+    """Whether the class names are integers written out, other than the ids 0…n-1 (classes "1", "2", "3")."""
+    numbers = all(name.lstrip("-").isdigit() and str(int(name)) == name for name in label_names)
+    return numbers and list(label_names) != [str(index) for index in range(len(label_names))]
 
 
 def names_for_integers(encoding: str) -> str:
-    """The encoding of integer labels in a split whose model was named by the training split's *string*
-    labels: there an integer 2 is the class named "2" (a file written with numbers where another has text),
-    not the third name, which is what it would index."""
+    """The encoding of integer labels where the class names are other numbers (`numbers_other_than_ids`):
+    an integer 2 is then the class named "2" (a file written with numbers where another has text), not the
+    third name, which is what it would index."""
     return {"class_index": "class_name", "multi_hot_indices": "multi_hot_names"}.get(encoding, encoding)

@@ -292,9 +292,10 @@ def warn_if_batching_changed(saved: dict[str, Any], batching: dict[str, Any]) ->
     """Warn that a mid-epoch resume skips other examples than the checkpoint trained when the batching
     options differ from those it saved (a checkpoint of an earlier version saved none: no warning)."""
     before = saved.get("batching", batching)
+    unknown = (name == "training_data" and None in (before.get(name), batching[name]) for name in batching)
     changed = [
-        name for name in batching if before.get(name) is not None and batching[name] is not None
-        and before[name] != batching[name]
+        name for name, no_fingerprint in zip(batching, unknown, strict=True)
+        if name in before and before[name] != batching[name] and not no_fingerprint
     ]  # fmt: skip
     if len(changed) > 1 and "training_data" in changed:
         changed.remove("training_data")  # other batching takes other rows (limit_train_batches): said already

@@ -30,6 +30,7 @@ from neobert_tasks.data.labels import (
     MULTI_LABEL,
     PROBLEM_TYPES,
     REGRESSION,
+    SINGLE_LABEL,
     LabelSchema,
     check_label_names,
     check_labels,
@@ -38,6 +39,7 @@ from neobert_tasks.data.labels import (
     label_encoding,
     label_kind,
     names_for_integers,
+    numbers_other_than_ids,
     warn_of_absent_class_ids,
 )
 from neobert_tasks.data.predict_text import load_text_file
@@ -78,8 +80,6 @@ class LabelledTextDataModule(HubOrLocalSource, TokenizedDataModule):
     """
 
     sort_eval_by_length = True  # predictions are written back by example index
-    # Whether the class names are the training split's string labels (`split_encoding`); GLUE's are not.
-    labels_named_by_strings = False
     text_columns: tuple[str, ...]
     # Text columns whose missing values the encoder leaves out instead of refusing (a long document's title).
     optional_text_columns: tuple[str, ...] = ()
@@ -160,9 +160,15 @@ class LabelledTextDataModule(HubOrLocalSource, TokenizedDataModule):
 
     def split_encoding(self, feature: object, origin: str) -> str:
         """How a split's labels of type `feature` become targets: integers are class ids, unless the class
-        names came from the training split's strings, then they are those names (`names_for_integers`)."""
+        names are numbers other than the ids ("1", "2", "3"), then integers are those names
+        (`names_for_integers`). Read from the names alone, so a fit and a later evaluation agree."""
         encoding = label_encoding(self.problem_type, feature, self.label_column, origin)
-        return names_for_integers(encoding) if self.labels_named_by_strings else encoding
+        integers = label_kind(feature) in ("int", "list_int") and "bool" not in str(feature)
+        return (
+            names_for_integers(encoding)
+            if integers and numbers_other_than_ids(self.label_names)
+            else encoding
+        )
 
 
 class TextClassificationDataModule(LabelledTextDataModule):
@@ -238,7 +244,7 @@ class TextClassificationDataModule(LabelledTextDataModule):
         self, problem_type: str | None, num_labels: int | None, label_names: list[str] | None
     ) -> LabelSchema:
         """Use the explicit settings; read the training labels only for what they leave open."""
-        check_label_names(label_names, problem_type)
+        check_label_names(label_names)
         if problem_type == REGRESSION:
             if num_labels not in (None, 1):
                 raise DataError(f"Regression has a single output, but num_labels is {num_labels}.")
@@ -254,7 +260,6 @@ class TextClassificationDataModule(LabelledTextDataModule):
         if problem_type is not None and problem_type != inferred.problem_type:
             label_encoding(problem_type, feature, self.label_column, origin)
             inferred = LabelSchema(problem_type, inferred.label_names)
-        self.labels_named_by_strings = not label_names and label_kind(feature) in ("str", "list_str")
         if label_names:
             inferred = LabelSchema(inferred.problem_type, tuple(label_names))
         elif num_labels and label_kind(feature) in ("int", "list_int") and num_labels >= inferred.num_labels:
@@ -264,6 +269,12 @@ class TextClassificationDataModule(LabelledTextDataModule):
 
     @staticmethod
     def _checked_schema(schema: LabelSchema, num_labels: int | None) -> LabelSchema:
+        if schema.problem_type == SINGLE_LABEL and len(schema.label_names) < 2:
+            raise DataError(
+                "Single-label classification needs at least 2 classes, but there is one,"
+                f" {schema.label_names[0]!r}: list every class in data.init_args.label_names, or train on"
+                " data with more than one."
+            )
         if num_labels is not None and num_labels != schema.num_labels:
             raise DataError(
                 f"num_labels is {num_labels} but there are {schema.num_labels} labels:"

@@ -147,7 +147,7 @@ def card_facts(
     settings |= {
         name: value
         for name, off in REPORTED_TRAINER_CHANGES.items()
-        if (value := getattr(trainer, name, off)) not in (off, 0)
+        if changed_from(value := getattr(trainer, name, off), off)
     }
     is_qa = type(model).__name__ == "NeoBERTForQuestionAnswering"
     answer_settings = (
@@ -178,6 +178,11 @@ def card_facts(
         license=license,
         partial_scores=_partial_scores(trainer, datamodule),
     )
+
+
+def changed_from(value: Any, off: Any) -> bool:
+    """Whether a trainer setting differs from its no-op value (limit_train_batches 1 is not 1.0)."""
+    return value not in (None, 0) and not (type(value) is type(off) and value == off)
 
 
 def _epochs_trained(trainer: L.Trainer) -> float | int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -259,11 +260,12 @@ class MaskedLanguageModelingTask(NeoBERTTask):
                     for token_id, score in zip(token_ids, scores, strict=True)
                 ]
                 masks[index].append((position, tokens))
-            records = (
-                {PREDICTION_INDEX_COLUMN: index, "text": texts[index], "masks": [
-                    {"position": position, "predictions": tokens} for position, tokens in sorted(masks[index])
-                ]}
-                for index in range(len(texts))
-            )  # fmt: skip
-            files[f"{split_name}.jsonl"] = (json.dumps(record) + "\n" for record in records)  # line by line
+            files[f"{split_name}.jsonl"] = mask_lines(texts, masks)  # line by line, never whole in memory
         return files
+
+
+def mask_lines(texts: list[str], masks: dict[int, list[tuple[int, list[dict]]]]) -> Iterator[str]:
+    """Per text, in order, its JSONL line: the text and each [MASK]'s predictions, left to right."""
+    for index, text in enumerate(texts):
+        found = [{"position": position, "predictions": tokens} for position, tokens in sorted(masks[index])]
+        yield json.dumps({PREDICTION_INDEX_COLUMN: index, "text": text, "masks": found}) + "\n"

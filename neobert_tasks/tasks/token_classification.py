@@ -164,14 +164,22 @@ class TokenClassificationTask(NeoBERTTask):
             ):  # fmt: skip
                 words_by_example.setdefault(example, {}).setdefault(word, (prediction, score))
             # Both files are made input by input as they are written, never whole in memory.
-            files[f"{split_name}.jsonl"] = (
-                entities_record(index, examples[index], words_by_example.get(index, {}), self.label_names,
-                                self.metric_mode) + "\n"
-                for index in sorted(examples)
-            )  # fmt: skip
+            files[f"{split_name}.jsonl"] = entity_lines(
+                examples, words_by_example, self.label_names, self.metric_mode
+            )
             gold = datamodule.gold_tags(split_name) if hasattr(datamodule, "gold_tags") else None
             files[f"{split_name}.conll"] = conll_columns(examples, words_by_example, self.label_names, gold)
         return files
+
+
+def entity_lines(
+    examples: dict[int, dict], words_by_example: dict, label_names: list[str], mode: str
+) -> Iterator[str]:
+    """The JSONL lines of `entities_record`, input by input (a generator: its arguments are bound now)."""
+    for index in sorted(examples):
+        yield (
+            entities_record(index, examples[index], words_by_example.get(index, {}), label_names, mode) + "\n"
+        )
 
 
 def predicted_tags(word_count: int, word_predictions: dict, label_names: list[str]) -> list[str]:

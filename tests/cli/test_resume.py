@@ -232,7 +232,7 @@ def test_sigterm_inside_a_gradient_accumulation_stops_after_its_step_and_resumes
 
 def test_a_moved_run_folder_resumes_in_its_new_place_to_the_same_result(tmp_path, uninterrupted):
     fit_in_process(*interrupted_args(tmp_path / "old", "SIGTERM"), expected_status=143)
-    moved = tmp_path / "new" / "version_0"
+    moved = tmp_path / "new" / "my_run"  # moved and renamed
     moved.parent.mkdir()
     (tmp_path / "old" / "runs" / "version_0").rename(moved)
     # Its config.yaml records the old root: the run went on there, in a new folder, and died at the export.

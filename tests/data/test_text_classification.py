@@ -129,6 +129,15 @@ def test_integer_labels_of_another_split_are_the_names_training_wrote_as_text(
     datamodule.setup("validate")
     labels = {row["example_index"]: row["labels"] for row in datamodule.datasets["validation"]}
     assert labels == {0: 0, 1: 1, 2: 2, 3: 0}
+    # The names alone decide, so an evaluation given the checkpoint's names reads the numbers alike.
+    named = make_module(path.parent, tiny_tokenizer_dir, datasets_cache, label_names=["1", "2", "3"])
+    named.setup("validate")
+    assert {row["example_index"]: row["labels"] for row in named.datasets["validation"]} == labels
+    # A test split's -1 is an unlabelled row, not a class named "-1".
+    write_split("test", suffix, text=sentences(2), label=[-1, 3])
+    tested = make_module(path.parent, tiny_tokenizer_dir, datasets_cache)
+    tested.setup("test")
+    assert sorted(row["labels"] for row in tested.datasets["test"]) == [-1, 2]
     # A number that names no class is refused as such, not as an id out of range.
     write_split("validation", suffix, text=sentences(2), label=[1, 4])
     with pytest.raises(DataError, match=r"Label '4' in row 1 of split 'validation' .* not one of the label"):
@@ -141,8 +150,20 @@ def test_label_names_that_cannot_name_the_classes_are_refused(
     path = write_split("train", text=sentences(4), label=["neg", "pos"] * 2)
     with pytest.raises(DataError, match="label_names lists 'neg' twice: each class needs a name of its own"):
         make_module(path.parent, tiny_tokenizer_dir, datasets_cache, label_names=["neg", "pos", "neg"])
-    with pytest.raises(DataError, match=r"label_names lists one class, 'neg': single-label .* \(at least"):
+    with pytest.raises(
+        DataError, match=r"Single-label classification needs at least 2 classes, .* 'neg': list"
+    ):
         make_module(path.parent, tiny_tokenizer_dir, datasets_cache, label_names=["neg"])
+    # One name is right for one regression score or one multi-label tag.
+    scores = write_split("train", directory=path.parent / "scores", text=sentences(2), label=[0.5, 1.5])
+    assert (
+        make_module(scores.parent, tiny_tokenizer_dir, datasets_cache, label_names=["score"]).num_labels == 1
+    )
+    tags = write_split(
+        "train", ".jsonl", directory=path.parent / "tags", text=sentences(2), label=[["a"], []]
+    )
+    tagged = make_module(tags.parent, tiny_tokenizer_dir, datasets_cache, label_names=["a"])
+    assert (tagged.problem_type, tagged.label_names) == ("multi_label_classification", ["a"])
 
 
 def test_an_index_column_that_cannot_index_predictions_gives_way_to_row_numbers(

@@ -131,6 +131,11 @@ def test_a_moved_run_resumes_where_its_config_yaml_now_is(runs, tmp_path):
     config = config_for(root, "last")  # the root its config.yaml recorded
     assert resolve_checkpoint_path(config, "fit", ["--config", str(moved / "config.yaml")]) == 0
     assert config.trainer.default_root_dir == str(moved.parent)
+    # Renamed to a name of its own: resumed under that name (it became a new version_N).
+    named = moved.rename(tmp_path / "moved" / "my_run")
+    config = config_for(root, "last")
+    assert resolve_checkpoint_path(config, "fit", ["--config", str(named / "config.yaml")]) == "my_run"
+    moved = named.rename(tmp_path / "moved" / "version_0")
     # A root typed on the command line starts a new run there instead.
     config = config_for(root, "last")
     arguments = ["--config", str(moved / "config.yaml"), f"--trainer.default_root_dir={root}"]
