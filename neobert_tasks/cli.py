@@ -37,6 +37,7 @@ from neobert_tasks.checkpoint_paths import (
 from neobert_tasks.class_paths import check_checkpoint_class
 from neobert_tasks.console import CompactModelSummary, quiet_libraries
 from neobert_tasks.data.base import TokenizedDataModule
+from neobert_tasks.data.text import check_tokenizer_to_train
 from neobert_tasks.errors import (
     ConfigError,
     StorageError,
@@ -52,11 +53,7 @@ from neobert_tasks.model.loading import architecture_from_checkpoint
 from neobert_tasks.out_of_memory import MemoryFaultPosition, describe_memory_fault, memory_fault
 from neobert_tasks.partial_evaluation import PartialEvaluationWarning
 from neobert_tasks.prediction_writer import PredictionWriter, write_validation_predictions
-from neobert_tasks.resume import (
-    ResumeCheckpoint,
-    load_checkpoint_file,
-    use_atomic_checkpoints,
-)
+from neobert_tasks.resume import ResumeCheckpoint, load_checkpoint_file, use_atomic_checkpoints
 from neobert_tasks.run_directory import (
     EVALUATION_FOLDERS,
     RunConfigCallback,
@@ -135,6 +132,7 @@ class NeoBERTCLI(LightningCLI):
             config[key] = value
         trainer = config.trainer
         check_trainer_counts(trainer)
+        check_tokenizer_to_train(config)  # before the datamodule trains one at instantiation
         root = str(Path(trainer.default_root_dir or "runs").expanduser())  # ~/runs: not a folder named ~
         self._default_loggers = trainer.logger is None or trainer.logger is True
         if self._default_loggers:

@@ -86,6 +86,12 @@ class TokenizedDataModule(SplitBookkeeping, SplitLoaders, L.LightningDataModule,
     # lets an integer `trainer.limit_train_batches` tokenize only the rows its batches can reach.
     batches_take_every_row = True
 
+    def __str__(self) -> str:
+        # LightningDataModule's own calls every *_dataloader method to show their sizes, and jsonargparse
+        # formats the datamodule into a debug message while it links arguments: that loaded data, and
+        # trained an MLM tokenizer, before the trainer existed.
+        return type(self).__name__
+
     def __init__(
         self,
         tokenizer: str,

@@ -7,6 +7,7 @@ files of `find_split_files`: `find_word_split_files` finds both, and `load_word_
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -45,18 +46,38 @@ def read_conll_sentences(
     """
     del file_stamps
     for path in paths:
-        words, tags = [], []
+        words, tags, first = [], [], None  # first: (line number, column count) of the file's first word
         with open(path, encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not the first word
             for line_number, line in enumerate(handle, start=1):
-                columns = line.split()
+                columns = conll_columns_of(line)
                 if columns and columns[0] != DOCUMENT_START:
-                    words.append(columns[0])
                     tags.append(conll_tag(columns, tag_column, path, line_number))
+                    first = first or (line_number, len(columns))
+                    if len(columns) != first[1]:  # else a word split at a space loses its second part
+                        raise DataError(
+                            f"Line {line_number} of '{path}' has {len(columns)} columns where line {first[0]}"
+                            f" has {first[1]}: a word with a space inside? Separate the columns with tabs."
+                        )
+                    words.append(columns[0])
                 elif words:
                     yield {tokens_column: words, tags_column: tags}
                     words, tags = [], []
         if words:
             yield {tokens_column: words, tags_column: tags}
+
+
+def conll_columns_of(line: str) -> list[str]:
+    """A CoNLL line's columns: split at tabs where it has any (a word may then hold a space), else at runs
+    of ASCII spaces. Not at every Unicode space, as ``str.split()`` does: "10\u00a0000" is one word."""
+    line = line.strip(ASCII_SPACES)
+    if not line:
+        return []
+    if "\t" in line:
+        return [column.strip(ASCII_SPACES) for column in line.split("\t")]
+    return re.split(f"[{ASCII_SPACES}]+", line)
+
+
+ASCII_SPACES = " \t\r\n\f\v"
 
 
 def find_word_split_files(directory: str | Path) -> dict[str, list[Path]]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets.distributed import split_dataset_by_node
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -168,7 +168,11 @@ class TextDataModule(HubOrLocalSource, TokenizedDataModule):
         texts = (row[self.text_column] for row in train)
         name = self.tokenizer_name_or_path
         directory = Path(name).expanduser() if name is not None else Path(self.cache_dir or ".") / "tokenizer"
-        return train_wordpiece_tokenizer(texts, self.tokenizer_vocab_size, directory)
+        tokenizer = train_wordpiece_tokenizer(texts, self.tokenizer_vocab_size, directory)
+        rank_zero_info(
+            f"Trained a WordPiece tokenizer of {len(tokenizer)} tokens on the training texts: {directory}"
+        )
+        return tokenizer
 
     # ----------------------------------------------------------------------------------------------------
     # TokenizedDataModule's pieces.
@@ -306,4 +310,20 @@ class TextDataModule(HubOrLocalSource, TokenizedDataModule):
             return dataset
         return split_dataset_by_node(
             dataset, rank=distributed["rank"], world_size=distributed["num_replicas"]
+        )
+
+
+def check_tokenizer_to_train(config: Any) -> None:
+    """Refuse, before anything is built, a ``fit`` config whose missing tokenizer would be trained anew for a
+    pretrained model: that model reads its own tokenizer's ids, and a misspelt path trained another one and
+    fine-tuned on ids that mean other words, silently."""
+    data = getattr(config.get("data"), "init_args", None) or {}
+    model = getattr(config.get("model"), "init_args", None) or {}
+    tokenizer, pretrained = data.get("tokenizer"), model.get("pretrained")
+    scratch = model.get("model_config") is not None or not pretrained
+    if data.get("train_tokenizer") and not scratch and asks_for_new_tokenizer(tokenizer):
+        raise DataError(
+            f"Tokenizer '{tokenizer}' does not exist, and model.init_args.pretrained '{pretrained}' reads its"
+            " own tokenizer's ids: give that tokenizer's folder (a run's export/ has one). A new tokenizer"
+            " is trained only for a model trained from scratch (model.init_args.model_config)."
         )

@@ -39,6 +39,7 @@ from neobert_tasks.data.labels import (
     label_encoding,
     label_kind,
     names_for_integers,
+    names_text,
     numbers_other_than_ids,
     warn_of_absent_class_ids,
 )
@@ -80,6 +81,8 @@ class LabelledTextDataModule(HubOrLocalSource, TokenizedDataModule):
     """
 
     sort_eval_by_length = True  # predictions are written back by example index
+    # Whether the class names were read from the training split's text labels (`split_encoding`).
+    names_from_strings = False
     text_columns: tuple[str, ...]
     # Text columns whose missing values the encoder leaves out instead of refusing (a long document's title).
     optional_text_columns: tuple[str, ...] = ()
@@ -164,11 +167,18 @@ class LabelledTextDataModule(HubOrLocalSource, TokenizedDataModule):
         (`names_for_integers`). Read from the names alone, so a fit and a later evaluation agree."""
         encoding = label_encoding(self.problem_type, feature, self.label_column, origin)
         integers = label_kind(feature) in ("int", "list_int") and "bool" not in str(feature)
-        return (
-            names_for_integers(encoding)
-            if integers and numbers_other_than_ids(self.label_names)
-            else encoding
-        )
+        if integers and numbers_other_than_ids(self.label_names):
+            return names_for_integers(encoding)
+        ids = [str(index) for index in range(len(self.label_names))]
+        if integers and self.names_from_strings and list(self.label_names) != ids:
+            # Integers against names sorted from training's text labels: which integer is which class is a
+            # guess (the sorted order), and a wrong one scores every row against the wrong class.
+            raise DataError(
+                f"Labels of {origin or 'a split'} are integers, but the class names come from the training"
+                f" split's text labels {names_text(self.label_names, self.label_column)}: write the labels"
+                " as those names, or set data.init_args.label_names to the names in integer order."
+            )
+        return encoding
 
 
 class TextClassificationDataModule(LabelledTextDataModule):
@@ -260,6 +270,7 @@ class TextClassificationDataModule(LabelledTextDataModule):
         if problem_type is not None and problem_type != inferred.problem_type:
             label_encoding(problem_type, feature, self.label_column, origin)
             inferred = LabelSchema(problem_type, inferred.label_names)
+        self.names_from_strings = not label_names and label_kind(feature) in ("str", "list_str")
         if label_names:
             inferred = LabelSchema(inferred.problem_type, tuple(label_names))
         elif num_labels and label_kind(feature) in ("int", "list_int") and num_labels >= inferred.num_labels:

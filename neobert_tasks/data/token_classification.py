@@ -127,7 +127,10 @@ class TokenClassificationDataModule(HubOrLocalSource, TokenizedDataModule):
         if self.data_dir is None and (names := self._hub_tag_names()) is not None:
             return names
         train, origin = self.training_column(self.tags_column, "read the tag names from; set label_names")
+        self.names_from_strings = label_kind(train.features[self.tags_column]) == "list_str"
         return tag_names_from_split(train, self.tags_column, origin)
+
+    names_from_strings = False  # the tag names were sorted from the training split's text tags
 
     def _hub_tag_names(self) -> list[str] | None:
         """`ClassLabel` names from the hub dataset's metadata, without downloading data; None if not there."""
@@ -171,6 +174,14 @@ class TokenClassificationDataModule(HubOrLocalSource, TokenizedDataModule):
         require_columns(dataset, [self.tokens_column, self.tags_column if labelled else None], origin)
         check_words(dataset, self.tokens_column, origin)
         if labelled:
+            if self.names_from_strings and label_kind(dataset.features[self.tags_column]) == "list_int":
+                # Ids against names sorted from training's text tags: the sorted order is a guess, and a
+                # wrong one scores every word against another tag, silently.
+                raise DataError(
+                    f"Tag column '{self.tags_column}' of {origin} holds integer ids, but the tag names come"
+                    f" from the training split's text tags {self._label_names}: write the tags as names, or"
+                    " set data.init_args.label_names to the names in id order."
+                )
             check_tags(dataset, self.tokens_column, self.tags_column, self._label_names, origin)
 
     def encode_function(self, split_name: str, dataset: datasets.Dataset) -> Callable[..., dict[str, list]]:

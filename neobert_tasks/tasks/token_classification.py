@@ -163,6 +163,9 @@ class TokenClassificationTask(NeoBERTTask):
                 split_outputs["score"], strict=True,
             ):  # fmt: skip
                 words_by_example.setdefault(example, {}).setdefault(word, (prediction, score))
+            # An input none of whose words was predicted (trainer.limit_predict_batches) is left out, not
+            # written as all "O", which reads as a prediction.
+            examples = {i: ex for i, ex in examples.items() if i in words_by_example or not ex["words"]}
             # Both files are made input by input as they are written, never whole in memory.
             files[f"{split_name}.jsonl"] = entity_lines(
                 examples, words_by_example, self.label_names, self.metric_mode

@@ -160,3 +160,27 @@ def test_a_mask_past_max_length_in_a_predict_file_is_warned_of(tmp_path, bert_to
     module = TextDataModule(tokenizer=bert_tokenizer_dir, **options)
     with pytest.warns(UserWarning, match=r"^1 of 2 texts of predict file .* have a \[MASK\] token past"):
         module.setup("predict")
+
+
+def test_a_missing_tokenizer_is_trained_only_for_a_model_trained_from_scratch(tmp_path):
+    """A misspelt tokenizer path trained a new WordPiece tokenizer for a pretrained model, silently."""
+    from jsonargparse import Namespace
+
+    from neobert_tasks.data.text import check_tokenizer_to_train  # noqa: PLC0415
+
+    def config(tokenizer, pretrained, model_config=None, train_tokenizer=True):
+        data = Namespace(tokenizer=tokenizer, train_tokenizer=train_tokenizer)
+        model = Namespace(pretrained=pretrained, model_config=model_config)
+        return Namespace(data=Namespace(init_args=data), model=Namespace(init_args=model))
+
+    typo = str(tmp_path / "bert-base-uncase")
+    with pytest.raises(
+        DataError, match=r"Tokenizer '.*bert-base-uncase' does not exist, and .*pretrained 'runs/x"
+    ):
+        check_tokenizer_to_train(config(typo, "runs/x/export"))
+    assert not (tmp_path / "bert-base-uncase").exists()
+    check_tokenizer_to_train(config(typo, None, {"hidden_size": 64}))  # from scratch: trained, as documented
+    check_tokenizer_to_train(config("chandar-lab/NeoBERT", "chandar-lab/NeoBERT"))  # a hub id
+    check_tokenizer_to_train(
+        config(typo, "runs/x/export", train_tokenizer=False)
+    )  # refused later, as missing

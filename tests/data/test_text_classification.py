@@ -144,6 +144,22 @@ def test_integer_labels_of_another_split_are_the_names_training_wrote_as_text(
         make_module(path.parent, tiny_tokenizer_dir, datasets_cache).setup("validate")
 
 
+def test_integer_labels_against_names_sorted_from_text_labels_are_refused(
+    write_split, sentences, tiny_tokenizer_dir, datasets_cache
+):
+    """Which integer is which class would be a guess (the sorted order): rows scored against another class."""
+    path = write_split("train", text=sentences(4), label=["pos", "neg"] * 2)
+    write_split("validation", ".csv", text=sentences(2), label=[1, 0])
+    with pytest.raises(
+        DataError, match=r"Labels of .*validation\.csv.* are integers, but the class names come"
+    ):
+        make_module(path.parent, tiny_tokenizer_dir, datasets_cache).setup("validate")
+    # label_names says which integer is which: ids.
+    named = make_module(path.parent, tiny_tokenizer_dir, datasets_cache, label_names=["pos", "neg"])
+    named.setup("validate")
+    assert sorted(row["labels"] for row in named.datasets["validation"]) == [0, 1]
+
+
 def test_label_names_that_cannot_name_the_classes_are_refused(
     write_split, sentences, tiny_tokenizer_dir, datasets_cache
 ):

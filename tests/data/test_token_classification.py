@@ -6,6 +6,7 @@ CoNLL-2003 tests use the shared parquet copy and the bert-base-uncased tokenizer
 
 from __future__ import annotations
 
+import json
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -224,6 +225,24 @@ def test_conll_line_without_tag_is_named(tmp_path, piece_tokenizer_dir, datasets
         make_module(data_dir, piece_tokenizer_dir, datasets_cache)
 
 
+def test_a_conll_word_with_a_space_inside_is_kept_whole_or_refused(
+    tmp_path, piece_tokenizer_dir, datasets_cache
+):
+    """Split at every space, "New York B-LOC" trained the word "New" alone; "10\u00a0000" lost "000"."""
+    data_dir = tmp_path / "conll"
+    data_dir.mkdir()
+    (data_dir / "train.conll").write_text(
+        "John\tB-PER\nNew York\tB-LOC\n10\u00a0000\tO\n\n", encoding="utf-8"
+    )
+    raw, _ = make_module(data_dir, piece_tokenizer_dir, datasets_cache).load_raw_splits(["train"])
+    assert raw["train"]["tokens"] == [["John", "New York", "10\u00a0000"]]
+    (data_dir / "train.conll").write_text("John B-PER\nNew York B-LOC\n\n")
+    with pytest.raises(
+        DataError, match=r"Line 2 of '.*train\.conll' has 3 columns where line 1 has 2: a word"
+    ):
+        make_module(data_dir, piece_tokenizer_dir, datasets_cache)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Errors.
 
@@ -242,6 +261,12 @@ def test_data_errors_name_file_column_and_value(write_split, tmp_path, piece_tok
     write_split("validation", ".jsonl", tokens=words, ner_tags=[["O", "O"], ["O", "B-FOO", "O"]])
     with pytest.raises(DataError, match=r"Tag 'B-FOO' in row 1 of .*validation\.jsonl .* \['O', 'B-PER'\]"):
         make_module(path.parent, piece_tokenizer_dir, datasets_cache).setup("fit")
+    # Ids in validation against names sorted from train's text tags: the order is a guess (was taken).
+    write_split("validation", ".jsonl", tokens=words, ner_tags=[[1, 0], [1, 0, 0]])
+    with pytest.raises(DataError, match=r"validation\.jsonl holds integer ids, but the tag names come from"):
+        make_module(path.parent, piece_tokenizer_dir, datasets_cache).setup("fit")
+    given = make_module(path.parent, piece_tokenizer_dir, datasets_cache, label_names=["O", "B-PER"])
+    given.setup("fit")  # label_names says which id is which tag
     ids_dir = tmp_path / "ids"
     write_split("train", tokens=words, ner_tags=[[1, 0], [1, 0, 5]], directory=ids_dir)
     with pytest.raises(DataError, match="integer ids without names; set label_names"):
@@ -483,3 +508,28 @@ def test_a_word_with_spaces_inside_keeps_one_conll_column():
     examples = {0: {"words": ["San Francisco", "is"]}}
     text = conll_columns(examples, {0: {0: (1, 0.9), 1: (0, 0.8)}}, ["O", "B-LOC"], {0: ["B-LOC", "O"]})
     assert "".join(text) == "San_Francisco B-LOC B-LOC\nis O O\n"
+
+
+def test_inputs_predict_never_reached_are_left_out_of_the_files_not_tagged_o():
+    """With trainer.limit_predict_batches, the inputs past the limit were written with every word "O"."""
+    from types import SimpleNamespace
+
+    from neobert_tasks.tasks.token_classification import TokenClassificationTask  # noqa: PLC0415
+
+    def example(text):
+        words = text.split()
+        starts = [text.index(word) for word in words]
+        return {
+            "text": text,
+            "words": words,
+            "word_offsets": [[s, s + len(w)] for s, w in zip(starts, words, strict=True)],
+        }
+
+    examples = {0: example("Peter lives"), 1: example("Mary met John"), 2: example("")}
+    datamodule = SimpleNamespace(predict_examples=lambda split: examples)
+    task = SimpleNamespace(label_names=["O", "B-PER"], metric_mode="conlleval")
+    outputs = [{"example": [0, 0], "word": [0, 1], "prediction": [1, 0], "score": [0.9, 0.8]}]  # input 0 only
+    files = TokenClassificationTask.prediction_files(task, outputs, ["predict"], datamodule)
+    lines = [json.loads(line) for line in files["predict.jsonl"]]
+    assert [line["index"] for line in lines] == [0, 2]  # 1 was never predicted; 2 has no words at all
+    assert "".join(files["predict.conll"]) == "Peter B-PER\nlives O\n\n"
