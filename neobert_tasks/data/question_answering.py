@@ -130,8 +130,13 @@ class QuestionAnsweringDataModule(HubOrLocalSource, TokenizedDataModule):
             questions = questions.remove_columns(ANSWERS_COLUMN)
         if "id" not in questions.column_names:
             return questions.add_column("id", [str(row) for row in range(len(questions))])
-        ids = questions.with_format("arrow")["id"]
-        return questions.cast_column("id", datasets.Value("string")) if not is_text(ids.type) else questions
+        if is_text(questions.with_format("arrow")["id"].type):
+            return questions
+        # Each id as str() writes it, as the splits' ids are: a cast to string kept a mixed column's JSON
+        # encoding (ids 1 and "b" read as a JSON column came out as '1' and '"b"').
+        features = questions.features.copy()
+        features["id"] = datasets.Value("string")
+        return questions.map(ids_as_text, batched=True, features=features, desc="Reading question ids")
 
     def empty_text_columns(self) -> Sequence[str]:
         return ("question", "context")
@@ -202,3 +207,8 @@ class QuestionAnsweringDataModule(HubOrLocalSource, TokenizedDataModule):
             features = features.select(feature_indices)
         table = features.with_format("arrow")
         return table[EXAMPLE_INDEX].to_pylist(), offsets_as_arrays(table["offset_mapping"])
+
+
+def ids_as_text(batch: dict[str, list]) -> dict[str, list]:
+    """A batch's question ids as text, nulls kept (refused by name later)."""
+    return {"id": [None if value is None else str(value) for value in batch["id"]]}

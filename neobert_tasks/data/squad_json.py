@@ -57,7 +57,8 @@ def official_rows(article: dict, path: str, article_number: int) -> Iterator[dic
     try:
         for paragraph in article["paragraphs"]:
             for question in paragraph["qas"]:
-                answers = [] if question.get("is_impossible", False) else question["answers"]
+                # A predict file or an unlabelled test split may leave answers out.
+                answers = [] if question.get("is_impossible", False) else question.get("answers", [])
                 yield {
                     "id": str(question["id"]),
                     "title": article.get("title", ""),
@@ -71,7 +72,7 @@ def official_rows(article: dict, path: str, article_number: int) -> Iterator[dic
     except (KeyError, TypeError) as error:
         raise DataError(
             f"The official SQuAD JSON in {where} lacks key {error} (articles need 'paragraphs' with"
-            " 'context' and 'qas', questions 'id', 'question' and 'answers')."
+            " 'context' and 'qas', questions 'id' and 'question')."
         ) from error
 
 
@@ -107,8 +108,10 @@ def check_answers_type(dataset: datasets.Dataset, origin: str) -> None:
     answer_type = dataset.data.schema.field(ANSWERS_COLUMN).type
     fields = {field.name: field.type for field in answer_type} if pa.types.is_struct(answer_type) else {}
     items = {n: t.value_type for n, t in fields.items() if pa.types.is_list(t) or pa.types.is_large_list(t)}
-    text, start = items.get("text", pa.null()), items.get("answer_start", pa.null())  # list item types
-    if not (is_text(text) and pa.types.is_integer(start)):
+    text, start = items.get("text"), items.get("answer_start")  # list item types; None: no such list
+    # Lists that are all empty (every question unanswerable) are read with the item type null.
+    if not (text is not None and start is not None and (is_text(text) or pa.types.is_null(text))
+            and (pa.types.is_integer(start) or pa.types.is_null(start))):  # fmt: skip
         raise DataError(
             f"Column '{ANSWERS_COLUMN}' of {origin} must hold {{'text': [strings], 'answer_start':"
             f" [integers]}} per row, not {dataset.features[ANSWERS_COLUMN]}."

@@ -55,8 +55,10 @@ def answer_token_span(
     context = [position for position, sequence in enumerate(sequence_ids) if sequence == CONTEXT_SEQUENCE]
     if not answers["text"] or not context:
         return 0, 0
-    start_char = answers["answer_start"][0]
-    end_char = start_char + len(answers["text"][0])
+    start_char, text = answers["answer_start"][0], answers["text"][0]
+    if stripped := text.strip():  # spaces around an answer are no token's: the span took the next word's
+        start_char, text = start_char + text.index(stripped), stripped
+    end_char = start_char + len(text)
     first, last = context[0], context[-1]
     if offsets[first][0] > start_char or offsets[last][1] < end_char:
         return 0, 0

@@ -183,6 +183,18 @@ def test_unanswerable_questions_need_version_2(
         (CONTEXT_START + 2, CONTEXT_START + 3),
         (0, 0),
     ]
+    # A v2.0 split of unanswerable questions only: its empty answer lists are read with no item type.
+    for suffix in (".parquet", ".jsonl"):
+        impossible = [row(f"impossible-{n}", context, {"text": [], "answer_start": []}) for n in range(2)]
+        path = write_rows(write_split, "validation", impossible, suffix, directory=path.parent / suffix[1:])
+        none_answered = make_module(
+            path.parent, tiny_tokenizer_dir, datasets_cache, version_2=True, max_length=64, doc_stride=16
+        )
+        none_answered.setup("validate")  # was refused: "must hold {'text': [strings], …}, not … null"
+        assert [(f["start_positions"], f["end_positions"]) for f in none_answered.features("validation")] == [
+            (0, 0),
+            (0, 0),
+        ]
 
 
 def test_official_squad_json_is_read_into_flat_columns(tmp_path, tiny_tokenizer_dir, datasets_cache):
@@ -342,11 +354,23 @@ def test_predict_file_questions_with_or_without_ids(tmp_path, tiny_tokenizer_dir
     csv = tmp_path / "questions.csv"
     csv.write_text(f"id,question,context\n7,cat ?,{context}\n8,mat ?,{context}\n")
     official = tmp_path / "questions.json"
-    qas = [{"id": "q-a", "question": "cat ?", "answers": []}]
+    qas = [
+        {"id": "q-a", "question": "cat ?", "answers": []},
+        {"id": "q-b", "question": "mat ?"},
+    ]  # no answers
     official.write_text(
         json.dumps({"data": [{"title": "t", "paragraphs": [{"context": context, "qas": qas}]}]})
     )
-    for path, ids in ((jsonl, ["0", "1"]), (csv, ["7", "8"]), (official, ["q-a"])):
+    mixed = tmp_path / "mixed_ids.jsonl"  # ids 1 and "b": a JSON column, once cast to '1' and '"b"'
+    mixed.write_text(
+        "".join(json.dumps({"id": i, "question": "cat ?", "context": context}) + "\n" for i in (1, "b"))
+    )
+    for path, ids in (
+        (jsonl, ["0", "1"]),
+        (csv, ["7", "8"]),
+        (official, ["q-a", "q-b"]),
+        (mixed, ["1", "b"]),
+    ):
         datamodule = make(predict_file=str(path))
         datamodule.setup("predict")
         assert datamodule.examples("predict")["id"] == ids, path.name
@@ -391,3 +415,15 @@ def test_a_repeated_question_id_of_an_evaluated_split_is_refused(
     path = write_rows(write_split, "validation", rows)
     with pytest.raises(DataError, match=r"^Question id 'a' of .*validation.parquet is in rows 0 and 2; each"):
         make_module(path.parent, tiny_tokenizer_dir, datasets_cache).setup("fit")
+
+
+@pytest.mark.parametrize(("text", "start"), [("Paris", 14), ("Paris ", 14), (" Paris", 13), (" Paris ", 13)])
+def test_spaces_around_an_answer_do_not_take_the_next_word(text, start):
+    """Gold 'Paris ' was labelled 'Paris today', ' Paris' 'is Paris' (the text at answer_start is right)."""
+    from neobert_tasks.data.squad_windows import answer_token_span  # noqa: PLC0415
+
+    # [CLS] who [SEP] The answer is Paris today [SEP], over the context "The answer is Paris today".
+    offsets = [(0, 0), (0, 3), (0, 0), (0, 3), (4, 10), (11, 13), (14, 19), (20, 25), (0, 0)]
+    sequence_ids = [None, 0, None, 1, 1, 1, 1, 1, None]
+    assert "The answer is Paris today"[start : start + len(text)] == text
+    assert answer_token_span(offsets, sequence_ids, {"text": [text], "answer_start": [start]}) == (6, 6)
