@@ -68,6 +68,11 @@ LIBRARY_WARNINGS = (
     # Under DDP, once per logged score: the tasks log epoch scores computed over every rank's examples
     # (torchmetrics' synced states, or predictions gathered before scoring), which sync_dist would average.
     r"It is recommended to use `self.log\(.*sync_dist=True\)` when logging on epoch level",
+    # train/loss is logged at each epoch's last step too (NeoBERTTask.log_training_loss), so an epoch
+    # shorter than log_every_n_steps still logs it.
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    # Mixed precision keeps fp32 weights: the size Lightning falls back to is the right one.
+    r"Precision .* is not supported by the model summary",
 )
 
 

@@ -61,8 +61,11 @@ def warn_if_partial(trainer: L.Trainer, stage: str) -> None:
     _, _, limit_name, produced = STAGES[stage]
     limit: Any = getattr(trainer, limit_name)
     per_process = " per process" if isinstance(limit, int) and trainer.world_size > 1 else ""
+    loaders = len(getattr(trainer, STAGES[stage][0]))
+    # An integer limit holds for each loader: 4 over sets of 1 and 40 batches runs 5 (a bar of 4/4 each).
+    over = f" over its {loaders} sets, {limit} at most each" if loaders > 1 and isinstance(limit, int) else ""
     rank_zero_warn(
-        f"{stage} runs {run} of the {held} batches of its examples{per_process} (trainer.{limit_name}"
+        f"{stage} runs {run} of the {held} batches of its examples{per_process}{over} (trainer.{limit_name}"
         f" {limit}): its {produced} cover part of the set; set --trainer.{limit_name} 1.0 for all of it."
     )
 

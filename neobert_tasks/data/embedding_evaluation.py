@@ -47,12 +47,14 @@ def load_evaluation_set(
     query_prefix: str = "",
     document_prefix: str = "",
     limit: int | None = None,
+    option: str = "eval_sets",
 ) -> EvaluationSet:
     """The evaluation set at ``path`` (kind from its content, see the module docstring), with the
-    instruction prefixes on retrieval queries and documents, cut to its first ``limit`` pairs or queries."""
+    instruction prefixes on retrieval queries and documents, cut to its first ``limit`` pairs or queries;
+    ``option`` names the setting that lists it, for the message when it is missing."""
     location = Path(path).expanduser()
     if not location.exists():
-        raise MissingDataError(f"Evaluation set '{path}' does not exist.")
+        raise MissingDataError(f"Evaluation set '{path}' (data.init_args.{option}) does not exist.")
     if location.is_dir():
         evaluation_set = load_beir_set(str(location), split=retrieval_split)
     elif all(column in read_table(location).columns for column in SQUAD_COLUMNS):
@@ -117,7 +119,16 @@ class EvaluationSetLoaders:
 
     def evaluation_sets_for(self, stage: str) -> list[EvaluationSet]:
         """The sets that ``stage`` (``fit``, ``validate`` or ``test``) scores, loaded on first use."""
-        paths = self.test_sets if stage == "test" and self.test_sets is not None else self.eval_sets
+        testing = stage == "test" and self.test_sets is not None
+        paths = self.test_sets if testing else self.eval_sets
+        if stage == "fit":  # a missing test set would otherwise surface only at `test`, after the fit
+            missing = next(
+                (path for path in self.test_sets or () if not Path(path).expanduser().exists()), None
+            )
+            if missing is not None:
+                raise MissingDataError(
+                    f"Evaluation set '{missing}' (data.init_args.test_sets) does not exist."
+                )
         key = () if stage == "predict" else tuple(paths)
         cache = self.__dict__.setdefault("_evaluation_sets", {})
         if key not in cache:
@@ -127,6 +138,7 @@ class EvaluationSetLoaders:
                 query_prefix=self.query_prefix,
                 document_prefix=self.document_prefix,
                 limit=self.limit_eval_samples,
+                option="test_sets" if testing else "eval_sets",
             )
         for evaluation_set in cache[key]:
             if total := getattr(evaluation_set, "limited_from", None):

@@ -66,7 +66,9 @@ def find_split_files(
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise MissingDataError(f"Data directory '{directory}' does not exist or is not a directory.")
+        raise MissingDataError(
+            f"Data directory '{directory}' (data.init_args.data_dir) does not exist or is not a directory."
+        )
     split_files: dict[str, list[Path]] = {}
     for path in sorted(directory.iterdir()):
         if not path.is_file() or path.suffix not in suffixes:

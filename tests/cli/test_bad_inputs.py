@@ -89,7 +89,7 @@ def test_unknown_task_name(capsys, tmp_path):
 def test_missing_data_directory(capsys, tmp_path):
     missing = tmp_path / "no_such_directory"
     message = fit_error(capsys, tmp_path, "sst2", "--data.init_args.data_dir", str(missing))
-    assert f"Data directory '{missing}' does not exist" in message
+    assert f"Data directory '{missing}' (data.init_args.data_dir) does not exist" in message
 
 
 # Task configs other than GLUE's, with what it takes to build them from local files.
@@ -111,7 +111,9 @@ def test_missing_data_directory_of_every_datamodule(capsys, tmp_path, datamodule
         "--data.init_args.tokenizer", TOKENIZER, "--data.init_args.data_dir", missing, *cache_args(tmp_path),
         tmp_path=tmp_path,
     )  # fmt: skip
-    assert message == f"Data directory '{missing}' does not exist or is not a directory."
+    assert message == (
+        f"Data directory '{missing}' (data.init_args.data_dir) does not exist or is not a directory."
+    )
 
 
 def test_predict_file_that_does_not_exist(capsys, tmp_path):

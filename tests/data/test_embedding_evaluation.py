@@ -57,7 +57,7 @@ def test_a_squad_file_is_question_to_paragraph_retrieval():
 
 
 def test_missing_and_clashing_sets_are_refused(sts_file, tmp_path):
-    with pytest.raises(MissingDataError, match="'nowhere.parquet' does not exist"):
+    with pytest.raises(MissingDataError, match=r"'nowhere.parquet' \(data.init_args.eval_sets\) does not"):
         load_evaluation_set("nowhere.parquet")
     with pytest.raises(DataError, match=r"give the same name twice \(pairs\)"):
         load_evaluation_sets([str(sts_file), str(sts_file)])
@@ -68,6 +68,20 @@ def pair_data(write_split, sentences, **options) -> PairDataModule:
     path = write_split("train", anchor=sentences(40), positive=sentences(40, offset=5))
     write_split("validation", anchor=sentences(12, offset=2), positive=sentences(12, offset=8))
     return PairDataModule(data_dir=str(path.parent), batch_size=8, eval_batch_size=5, **options)
+
+
+def test_a_missing_set_is_named_with_its_option_and_test_sets_are_checked_at_fit(
+    write_split, sentences, sts_file, tiny_tokenizer_dir, datasets_cache
+):
+    """A missing test set surfaced only at `test`, after the fit; neither message named the option."""
+    datamodule = pair_data(
+        write_split, sentences, tokenizer=tiny_tokenizer_dir, cache_dir=datasets_cache,
+        eval_sets=[str(sts_file)], test_sets=["gone/test.parquet"],
+    )  # fmt: skip
+    with pytest.raises(MissingDataError, match=r"'gone/test.parquet' \(data.init_args.test_sets\) does not"):
+        datamodule.evaluation_sets_for("fit")
+    with pytest.raises(MissingDataError, match=r"'gone.parquet' \(data.init_args.eval_sets\) does not exist"):
+        load_evaluation_set("gone.parquet")
 
 
 def test_validation_runs_the_sets_then_the_pair_split(

@@ -24,9 +24,10 @@ def test_a_cut_validation_says_how_much_it_scored_and_how_to_score_all():
     with pytest.warns(UserWarning) as caught:
         warn_if_partial(trainer("validate", [4, 4], [9, 5], 4), "validate")
     assert str(caught[0].message) == (
-        "validate runs 8 of the 14 batches of its examples (trainer.limit_val_batches 4): its scores cover"
-        " part of the set; set --trainer.limit_val_batches 1.0 for all of it."
-    )
+        "validate runs 8 of the 14 batches of its examples over its 2 sets, 4 at most each"
+        " (trainer.limit_val_batches 4): its scores cover part of the set; set --trainer.limit_val_batches"
+        " 1.0 for all of it."
+    )  # "runs 5 of the 42 batches" beside bars of 4/4 read like a broken limit
 
 
 def test_an_integer_limit_under_ddp_is_per_process_and_predictions_are_named():
