@@ -1,4 +1,4 @@
-"""Reading CoNLL column files (one word per line, whitespace-separated columns) into word/tag rows.
+"""Reading CoNLL column files (one word per line, columns separated by tabs or spaces) into word/tag rows.
 
 Column 0 holds the word and another column (by default the last) its tag; a blank line ends a sentence and
 `-DOCSTART-` lines mark documents, not words. A data directory may mix these files with the tabular split
@@ -56,7 +56,7 @@ def read_conll_sentences(
                     if len(columns) != first[1]:  # else a word split at a space loses its second part
                         raise DataError(
                             f"Line {line_number} of '{path}' has {len(columns)} columns where line {first[0]}"
-                            f" has {first[1]}: a word with a space inside? Separate the columns with tabs."
+                            f" has {first[1]}: {column_hint(line)}."
                         )
                     words.append(columns[0])
                 elif words:
@@ -66,14 +66,21 @@ def read_conll_sentences(
             yield {tokens_column: words, tags_column: tags}
 
 
+def column_hint(line: str) -> str:
+    """What to do about a line with another column count than the file's first word line."""
+    if "\t" in line:
+        return "every word line needs the same columns"
+    return "a word with a space inside? Separate the columns with tabs"
+
+
 def conll_columns_of(line: str) -> list[str]:
     """A CoNLL line's columns: split at tabs where it has any (a word may then hold a space), else at runs
     of ASCII spaces. Not at every Unicode space, as ``str.split()`` does: "10\u00a0000" is one word."""
     line = line.strip(ASCII_SPACES)
     if not line:
         return []
-    if "\t" in line:
-        return [column.strip(ASCII_SPACES) for column in line.split("\t")]
+    if "\t" in line:  # runs of tabs line columns up: one separator
+        return [column.strip(ASCII_SPACES) for column in re.split("\t+", line)]
     return re.split(f"[{ASCII_SPACES}]+", line)
 
 

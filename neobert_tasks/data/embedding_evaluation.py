@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import datasets
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
@@ -122,12 +123,13 @@ class EvaluationSetLoaders:
         testing = stage == "test" and self.test_sets is not None
         paths = self.test_sets if testing else self.eval_sets
         if stage == "fit":  # a missing test set would otherwise surface only at `test`, after the fit
-            missing = next(
-                (path for path in self.test_sets or () if not Path(path).expanduser().exists()), None
-            )
-            if missing is not None:
-                raise MissingDataError(
-                    f"Evaluation set '{missing}' (data.init_args.test_sets) does not exist."
+            missing = [path for path in self.test_sets or () if not Path(path).expanduser().exists()]
+            warned = self.__dict__.setdefault("_warned_missing_test_sets", [])
+            if missing and not warned:  # once per datamodule
+                warned.append(missing[0])
+                rank_zero_warn(
+                    f"Evaluation set '{missing[0]}' (data.init_args.test_sets) does not exist: this fit needs"
+                    " none, but `test` of its checkpoints will (give --data.init_args.test_sets then)."
                 )
         key = () if stage == "predict" else tuple(paths)
         cache = self.__dict__.setdefault("_evaluation_sets", {})

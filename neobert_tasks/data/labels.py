@@ -10,6 +10,7 @@ tokenized, because the model head is built from them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -71,7 +72,8 @@ def encode_label(value: object, encoding: str, label_to_index: dict[str, int], n
         return int(value)
     if encoding == "class_name":
         if not isinstance(value, str):  # an integer naming a class (`names_for_integers`), or -1: unlabelled
-            return -1 if value == -1 else label_to_index[str(value)]
+            unlabelled = value == -1 and "-1" not in label_to_index  # a class may be named "-1" (sentiment)
+            return -1 if unlabelled else label_to_index[str(value)]
         return label_to_index[value]
     if encoding == "float":
         return float(value)
@@ -141,11 +143,10 @@ def check_labels(
         raise DataError(f"S{where[1:]} has {missing} null items in the label lists of column '{column}'.")
     if encoding in ("class_name", "multi_hot_names") and not pa.types.is_string(flat.type):
         # Integers read against names (`names_for_integers`): checked as the names they are written as,
-        # but for the -1 of an unlabelled row.
-        flat = pc.cast(pc.filter(flat, pc.not_equal(flat, -1)) if allow_unlabeled else flat, pa.string())
-        original = (
-            pc.cast(original, pa.string()) if encoding == "class_name" else original
-        )  # rows in the file
+        # but for an unlabelled row's -1 (a whole row's, not a list item's), unless a class is named "-1".
+        unlabelled = allow_unlabeled and encoding == "class_name" and "-1" not in label_names
+        flat = pc.cast(pc.filter(flat, pc.not_equal(flat, -1)) if unlabelled else flat, pa.string())
+        original = pc.cast(original, pa.string()) if encoding == "class_name" else original  # file rows
     cause = f"; the label names come from {names_source}" if names_source else ""
     if encoding in ("class_index", "multi_hot_indices"):
         numbers = flat.to_numpy(zero_copy_only=False)
@@ -259,7 +260,7 @@ def check_label_names(label_names: Sequence[str] | None) -> None:
 
 def numbers_other_than_ids(label_names: Sequence[str]) -> bool:
     """Whether the class names are integers written out, other than the ids 0…n-1 (classes "1", "2", "3")."""
-    numbers = all(name.lstrip("-").isdigit() and str(int(name)) == name for name in label_names)
+    numbers = all(re.fullmatch(r"-?(0|[1-9][0-9]*)", name) for name in label_names)  # as str(int) writes
     return numbers and list(label_names) != [str(index) for index in range(len(label_names))]
 
 

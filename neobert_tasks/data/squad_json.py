@@ -57,18 +57,18 @@ def official_rows(article: dict, path: str, article_number: int) -> Iterator[dic
     try:
         for paragraph in article["paragraphs"]:
             for question in paragraph["qas"]:
-                # A predict file or an unlabelled test split may leave answers out.
-                answers = [] if question.get("is_impossible", False) else question.get("answers", [])
+                # A predict file or an unlabelled test split may leave answers out: null, not "no answer".
+                answers = [] if question.get("is_impossible", False) else question.get("answers")
                 yield {
                     "id": str(question["id"]),
                     "title": article.get("title", ""),
                     "context": paragraph["context"],
                     "question": question["question"],
-                    ANSWERS_COLUMN: {
+                    ANSWERS_COLUMN: None if answers is None else {
                         "text": [answer["text"] for answer in answers],
                         "answer_start": [answer["answer_start"] for answer in answers],
                     },
-                }
+                }  # fmt: skip
     except (KeyError, TypeError) as error:
         raise DataError(
             f"The official SQuAD JSON in {where} lacks key {error} (articles need 'paragraphs' with"
@@ -90,8 +90,11 @@ def read_official_squad(paths: list[str], file_stamps: list[list[int]]) -> Itera
 
 
 def load_official_squad(split: str, files: list[Path], cache_dir: str | None) -> datasets.Dataset:
-    """Official SQuAD JSON files as a memory-mapped dataset in the datasets cache, with the hub's columns."""
-    return load_generated_split(split, files, read_official_squad, SQUAD_FEATURES, cache_dir, "questions")
+    """Official SQuAD JSON files as a memory-mapped dataset in the datasets cache, with the hub's columns;
+    without ``answers`` where no question has that key (questions to predict, an unlabelled test split)."""
+    dataset = load_generated_split(split, files, read_official_squad, SQUAD_FEATURES, cache_dir, "questions")
+    unlabelled = dataset.with_format("arrow")[ANSWERS_COLUMN].null_count == len(dataset)
+    return dataset.remove_columns(ANSWERS_COLUMN) if unlabelled else dataset
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -126,7 +129,12 @@ def check_answers(dataset: datasets.Dataset, origin: str, version_2: bool) -> No
     ids, contexts = table["id"].to_pylist(), table["context"].to_pylist()
     misplaced: list[str] = []
     for question_id, context, answers in zip(ids, contexts, table[ANSWERS_COLUMN].to_pylist(), strict=True):
-        texts, starts = (answers or {}).get("text") or [], (answers or {}).get("answer_start") or []
+        if answers is None:  # an official file's question without the key, beside questions with it
+            raise DataError(
+                f"Question '{question_id}' of {origin} has no 'answers' (an unanswerable SQuAD v2.0 question"
+                " has an empty list, or is_impossible: true)."
+            )
+        texts, starts = answers.get("text") or [], answers.get("answer_start") or []
         if len(texts) != len(starts):
             raise DataError(
                 f"Question '{question_id}' of {origin} has {len(texts)} answer texts but {len(starts)}"

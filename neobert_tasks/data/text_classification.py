@@ -280,6 +280,8 @@ class TextClassificationDataModule(LabelledTextDataModule):
 
     @staticmethod
     def _checked_schema(schema: LabelSchema, num_labels: int | None) -> LabelSchema:
+        if schema.problem_type == SINGLE_LABEL and not schema.label_names:
+            raise DataError("The training split has no labels (every label is empty): no class to learn.")
         if schema.problem_type == SINGLE_LABEL and len(schema.label_names) < 2:
             raise DataError(
                 "Single-label classification needs at least 2 classes, but there is one,"

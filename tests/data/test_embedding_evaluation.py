@@ -78,7 +78,9 @@ def test_a_missing_set_is_named_with_its_option_and_test_sets_are_checked_at_fit
         write_split, sentences, tokenizer=tiny_tokenizer_dir, cache_dir=datasets_cache,
         eval_sets=[str(sts_file)], test_sets=["gone/test.parquet"],
     )  # fmt: skip
-    with pytest.raises(MissingDataError, match=r"'gone/test.parquet' \(data.init_args.test_sets\) does not"):
+    with pytest.warns(
+        UserWarning, match=r"'gone/test.parquet' \(data.init_args.test_sets\) does not exist: this"
+    ):
         datamodule.evaluation_sets_for("fit")
     with pytest.raises(MissingDataError, match=r"'gone.parquet' \(data.init_args.eval_sets\) does not exist"):
         load_evaluation_set("gone.parquet")

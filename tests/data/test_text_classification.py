@@ -144,6 +144,40 @@ def test_integer_labels_of_another_split_are_the_names_training_wrote_as_text(
         make_module(path.parent, tiny_tokenizer_dir, datasets_cache).setup("validate")
 
 
+def test_a_class_named_minus_one_is_a_class_not_an_unlabelled_row(
+    write_split, sentences, tiny_tokenizer_dir, datasets_cache
+):
+    path = write_split("train", ".jsonl", text=sentences(3), label=["-1", "0", "1"])
+    write_split("validation", ".csv", text=sentences(3, offset=1), label=[-1, 0, 1])
+    datamodule = make_module(path.parent, tiny_tokenizer_dir, datasets_cache)
+    datamodule.setup("validate")
+    assert {row["example_index"]: row["labels"] for row in datamodule.datasets["validation"]} == {
+        0: 0,
+        1: 1,
+        2: 2,
+    }
+    # Inside a multi-label list, -1 names a class or nothing: refused in words (was a KeyError).
+    tags = write_split(
+        "train", ".jsonl", directory=path.parent / "tags", text=sentences(2), label=[["1"], ["2"]]
+    )
+    write_split("test", ".jsonl", directory=tags.parent, text=sentences(2), label=[[1], [-1]])
+    with pytest.raises(DataError, match=r"Label '-1' in split 'test' .* is not one of the label names"):
+        make_module(tags.parent, tiny_tokenizer_dir, datasets_cache).setup("test")
+    # Names that only look like numbers ("²") are names.
+    from neobert_tasks.data.labels import numbers_other_than_ids  # noqa: PLC0415
+
+    assert not numbers_other_than_ids(["1", "²"]) and not numbers_other_than_ids(["--1", "2"])
+    assert numbers_other_than_ids(["-1", "0", "1"]) and not numbers_other_than_ids(["0", "1"])
+
+
+def test_a_training_split_without_any_label_is_refused(
+    write_split, sentences, tiny_tokenizer_dir, datasets_cache
+):
+    path = write_split("train", text=sentences(2), label=pd.Series([None, None], dtype="string"))
+    with pytest.raises(DataError, match="The training split has no labels"):
+        make_module(path.parent, tiny_tokenizer_dir, datasets_cache)
+
+
 def test_integer_labels_against_names_sorted_from_text_labels_are_refused(
     write_split, sentences, tiny_tokenizer_dir, datasets_cache
 ):

@@ -241,6 +241,10 @@ def test_a_conll_word_with_a_space_inside_is_kept_whole_or_refused(
         DataError, match=r"Line 2 of '.*train\.conll' has 3 columns where line 1 has 2: a word"
     ):
         make_module(data_dir, piece_tokenizer_dir, datasets_cache)
+    # Runs of tabs that line the columns up are one separator.
+    (data_dir / "train.conll").write_text("EU\t\tB-ORG\nrejects\tO\n\n")
+    raw, _ = make_module(data_dir, piece_tokenizer_dir, datasets_cache).load_raw_splits(["train"])
+    assert raw["train"]["tokens"] == [["EU", "rejects"]] and raw["train"]["ner_tags"] == [["B-ORG", "O"]]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -279,7 +283,7 @@ def test_data_errors_name_file_column_and_value(write_split, tmp_path, piece_tok
 
 
 def test_configuration_errors(tmp_path, piece_tokenizer_dir, datasets_cache):
-    with pytest.raises(MissingDataError, match="'.*absent' does not exist"):
+    with pytest.raises(MissingDataError, match=r"'.*absent' \(data.init_args.data_dir\) does not exist"):
         make_module(tmp_path / "absent", piece_tokenizer_dir, datasets_cache)
     with pytest.raises(DataError, match=r"stride \(8\) must be at least 0 and below max_length \(8\)"):
         make_module(tmp_path, piece_tokenizer_dir, datasets_cache, max_length=8, stride=8, label_names=["O"])
