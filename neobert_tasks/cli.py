@@ -142,6 +142,7 @@ class NeoBERTCLI(LightningCLI):
         self._added_csv_logger = add_csv_logger(trainer, root) if not self._default_loggers else False
         # `fit --ckpt_path last` continues the resumed run's folder rather than starting version_N+1.
         version = self._resume_version if self._resume_version is not None else next_version(root)
+        numbered = version if self._resume_version is None and self.subcommand == "fit" else None
         # validate/test/predict of a run's checkpoint write into that run (<run>/validate, …), unless the
         # command line says where to write (--trainer.default_root_dir).
         typed_root = any(arg.startswith("--trainer.default_root_dir") for arg in self._command_line)
@@ -156,6 +157,7 @@ class NeoBERTCLI(LightningCLI):
         # The run folder is <root>/version_N whatever the loggers (see neobert_tasks.run_directory), or the
         # version given to a TensorBoard or CSV logger under <root> (the GLUE suite's seed_<n>).
         version, self._pinned_loggers = pin_logger_versions(trainer.logger, root, version)
+        self._claims_new_folder = version == numbered  # a fit started beside this one may take the same N
         self._run_dir = Path(root).resolve() / (version if isinstance(version, str) else f"version_{version}")
         self._typed_root = trainer.default_root_dir
         if self._default_loggers and self.subcommand == "predict":
@@ -281,7 +283,7 @@ class NeoBERTCLI(LightningCLI):
         run_dir, evaluated = self._run_dir, self._evaluated_run
         if trainer.is_global_zero:
             fresh = not run_dir.exists()
-            check_writable(run_dir, new=fresh and self.subcommand == "fit" and self._resume_version is None)
+            check_writable(run_dir, new=self._claims_new_folder)
             if fresh:
                 FRESH_RUN_FOLDERS.append(run_dir)
         # Predicting a run's checkpoint: its files go straight into <run>/predictions.

@@ -174,7 +174,10 @@ class StopOnInterrupt(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn != "fit":
             self.restore()
-        elif self._agreeing() and not trainer.sanity_checking:
+        elif self._agreeing() and not trainer.sanity_checking and not trainer.is_last_batch:
+            # Not after the epoch's last validation: stopped there, before the epoch's end, the checkpoint
+            # resumed into an epoch with no batch left and no score (EarlyStopping refused the resume). The
+            # ranks agree at the next epoch's first step instead.
             self._agree(trainer)
 
     def _agreeing(self) -> bool:

@@ -151,6 +151,25 @@ def test_a_run_folder_below_a_file_is_named(capsys, tmp_path):
     )
 
 
+def test_a_new_run_folder_taken_by_a_fit_started_at_the_same_moment_is_refused(capsys, tmp_path, monkeypatch):
+    """Two fits into one root both picked version_0 and wrote over each other's checkpoints and metrics."""
+    import neobert_tasks.cli as cli  # noqa: PLC0415
+
+    picked = cli.next_version
+
+    def taken_meanwhile(root):
+        version = picked(root)
+        (Path(root) / f"version_{version}").mkdir(parents=True)  # the other fit, between pick and start
+        return version
+
+    monkeypatch.setattr(cli, "next_version", taken_meanwhile)
+    message = storage_error(capsys, "fit", *quickstart_args(tmp_path), tmp_path=tmp_path)
+    assert message.startswith(
+        f"Run folder '{tmp_path / 'runs' / 'version_0'}' was created by another command"
+    )
+    assert list((tmp_path / "runs" / "version_0").iterdir()) == []  # the other fit's folder, left alone
+
+
 def test_too_little_free_space_for_a_checkpoint_stops_before_training(capsys, tmp_path):
     with mock.patch(
         "neobert_tasks.resume.shutil.disk_usage",

@@ -230,6 +230,24 @@ def test_sigterm_inside_a_gradient_accumulation_stops_after_its_step_and_resumes
         torch.testing.assert_close(final["state_dict"][name], tensor, rtol=0, atol=1e-6, msg=name)
 
 
+def test_sigterm_in_the_epoch_end_validation_with_accumulation_resumes_to_the_same_result(tmp_path):
+    """With the ranks agreeing on when to stop (accumulation, or DDP), the stop came after the epoch's last
+    validation, before the epoch's end: the resume found an epoch with no batch left and no score, and the
+    config's EarlyStopping refused it."""
+    accumulate = ["--trainer.accumulate_grad_batches", "2"]  # 3 optimizer steps an epoch
+    fit_in_process(*fit_args(tmp_path / "reference"), *accumulate)
+    arguments = interrupted_args(tmp_path, "SIGTERM", "SignalInValidation", step=3)
+    fit_in_process(*arguments, *accumulate, expected_status=143)
+    run_dir = tmp_path / "runs" / "version_0"
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4  # the next epoch's first step
+    fit_in_process(*fit_args(tmp_path), *accumulate, "--ckpt_path", "last")
+    final = load(run_dir / "checkpoints" / "last.ckpt")
+    expected = load(tmp_path / "reference" / "runs" / "version_0" / "checkpoints" / "last.ckpt")
+    assert final["global_step"] == expected["global_step"] == 6
+    for name, tensor in expected["state_dict"].items():
+        torch.testing.assert_close(final["state_dict"][name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
 def test_a_moved_run_folder_resumes_in_its_new_place_to_the_same_result(tmp_path, uninterrupted):
     fit_in_process(*interrupted_args(tmp_path / "old", "SIGTERM"), expected_status=143)
     moved = tmp_path / "new" / "my_run"  # moved and renamed
