@@ -110,3 +110,11 @@ def test_a_fit_stopped_inside_an_epoch_reports_the_fraction_it_trained():
     assert _epochs_trained(trainer(80, 40, epoch=2)) == 2
     assert _epochs_trained(trainer(6, 10, accumulate=4)) == 2  # 3 optimizer steps an epoch
     assert _epochs_trained(trainer(7, float("inf"), epoch=3)) == 3  # no length: whole epochs
+
+
+def test_trainer_settings_are_reported_where_they_differ_from_no_op():
+    from neobert_tasks.export.run_facts import changed_from  # noqa: PLC0415
+
+    assert changed_from(1, 1.0)  # limit_train_batches 1: one batch an epoch, not the whole epoch
+    assert not changed_from(1.0, 1.0) and not changed_from(1, 1) and not changed_from(None, None)
+    assert changed_from(0.5, None) and not changed_from(0, None)  # a clipping value; 0 clips nothing
