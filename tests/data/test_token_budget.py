@@ -213,3 +213,16 @@ def test_examples_longer_than_the_budget_are_trained_alone(cola_dir, tiny_tokeni
 def test_invalid_max_tokens_is_named(value):
     with pytest.raises(DataError, match=r"data.init_args.max_tokens must be auto, null or a positive token"):
         GLUEDataModule("cola", tokenizer="tokenizer-not-loaded", max_tokens=value)
+
+
+def test_a_resume_that_sets_an_option_left_unset_is_warned_of(recwarn):
+    """Options saved as None (max_tokens, seed) were passed over once the training-data fingerprint, which
+    may be None, was compared."""
+    from neobert_tasks.data.loaders import warn_if_batching_changed  # noqa: PLC0415
+
+    before = {"batch_size": 8, "max_tokens": None, "group_by_length": True, "seed": None, "processes": 1}
+    saved = {"train_epoch": 0, "train_batches_done": 3, "batching": {**before, "training_data": None}}
+    warn_if_batching_changed(saved, {**before, "max_tokens": 4096, "training_data": "12:ab"})
+    messages = [str(warning.message) for warning in recwarn]
+    assert len(messages) == 1 and "data.init_args.max_tokens 4096 instead of None" in messages[0]
+    assert "training data" not in messages[0]  # unknown before: not said to differ

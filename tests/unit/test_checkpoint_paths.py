@@ -167,3 +167,9 @@ def test_a_root_under_home_is_expanded(runs, monkeypatch):
     config = config_for(Path("~") / root.name, "last")
     assert resolve_checkpoint_path(config, "fit", []) == 1  # not a folder named "~" in the working directory
     assert config.ckpt_path == str(newer / "checkpoints" / "last.ckpt")
+
+
+def test_a_root_that_is_a_file_is_not_taken_for_a_run_started_meanwhile(tmp_path):
+    (tmp_path / "x").write_text("")
+    with pytest.raises(StorageError, match=r"Cannot write the run folder '.*x/version_0' \("):
+        check_writable(tmp_path / "x" / "version_0", new=True)
