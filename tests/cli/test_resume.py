@@ -212,6 +212,14 @@ def test_sigterm_saves_a_checkpoint_and_resumes_to_the_same_result(tmp_path, uni
     assert_same_run(run_dir, uninterrupted)
 
 
+def assert_same_final_weights(resumed: Path, reference: Path, steps: int) -> None:
+    """The resumed run's last.ckpt holds the reference run's final step and weights."""
+    final, expected = (load(run / "checkpoints" / "last.ckpt") for run in (resumed, reference))
+    assert final["global_step"] == expected["global_step"] == steps
+    for name, tensor in expected["state_dict"].items():
+        torch.testing.assert_close(final["state_dict"][name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
 def test_sigterm_inside_a_gradient_accumulation_stops_after_its_step_and_resumes_to_the_same_result(
     tmp_path,
 ):
@@ -223,11 +231,7 @@ def test_sigterm_inside_a_gradient_accumulation_stops_after_its_step_and_resumes
     run_dir = tmp_path / "runs" / "version_0"
     assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4  # after both its batches
     fit_in_process(*fit_args(tmp_path), *accumulate, "--ckpt_path", "last")
-    final = load(run_dir / "checkpoints" / "last.ckpt")
-    expected = load(tmp_path / "reference" / "runs" / "version_0" / "checkpoints" / "last.ckpt")
-    assert final["global_step"] == expected["global_step"] == 6
-    for name, tensor in expected["state_dict"].items():
-        torch.testing.assert_close(final["state_dict"][name], tensor, rtol=0, atol=1e-6, msg=name)
+    assert_same_final_weights(run_dir, tmp_path / "reference" / "runs" / "version_0", steps=6)
 
 
 def test_sigterm_in_the_epoch_end_validation_with_accumulation_resumes_to_the_same_result(tmp_path):
@@ -241,11 +245,7 @@ def test_sigterm_in_the_epoch_end_validation_with_accumulation_resumes_to_the_sa
     run_dir = tmp_path / "runs" / "version_0"
     assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4  # the next epoch's first step
     fit_in_process(*fit_args(tmp_path), *accumulate, "--ckpt_path", "last")
-    final = load(run_dir / "checkpoints" / "last.ckpt")
-    expected = load(tmp_path / "reference" / "runs" / "version_0" / "checkpoints" / "last.ckpt")
-    assert final["global_step"] == expected["global_step"] == 6
-    for name, tensor in expected["state_dict"].items():
-        torch.testing.assert_close(final["state_dict"][name], tensor, rtol=0, atol=1e-6, msg=name)
+    assert_same_final_weights(run_dir, tmp_path / "reference" / "runs" / "version_0", steps=6)
 
 
 def test_a_moved_run_folder_resumes_in_its_new_place_to_the_same_result(tmp_path, uninterrupted):
